@@ -1,0 +1,209 @@
+"""The five steps of a run as plain functions, no Prefect in them.
+
+``tasks`` wraps each in a Prefect task (retries, tags, artifacts); ``flows``
+orders them. Each takes the run's :class:`~batch_classify.settings.RunSettings`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from batch_classify import report as report_lib
+from batch_classify.inference import Classifier, ClusterPlan, StageResult, decode_batch, plan_cluster, run_stage
+from batch_classify.listing import Listing, list_images
+from batch_classify.models import get_spec
+from batch_classify.results import CommittedRun, StagedRun, StagingWriter, commit, read_committed
+from batch_classify.settings import RunSettings
+from batch_classify.storage import StorageOptions, join, write_bytes
+from batch_classify.vocabulary import imagenet
+
+log = logging.getLogger(__name__)
+
+
+class ValidationError(RuntimeError):
+    """The sample batch shows the run cannot succeed (model output, labels, undecodable input)."""
+
+
+def storage_options(settings: RunSettings) -> StorageOptions:
+    return StorageOptions(anon=settings.anon, endpoint_url=settings.s3_endpoint_url)
+
+
+def list_step(settings: RunSettings) -> Listing:
+    """Step 1: list the images under ``settings.input`` (see :func:`batch_classify.listing.list_images`)."""
+    return list_images(settings.input, storage_options(settings), labels_uri=settings.labels, limit=settings.limit)
+
+
+@dataclass(frozen=True)
+class Validation:
+    """Step 2's findings.
+
+    Attributes:
+        label_map: every distinct label → ImageNet class index.
+        sample_paths: images classified in the sample.
+        sample_predictions: class names predicted for them (None where the image failed).
+        sample_failures: path → error for sample images that failed.
+    """
+
+    label_map: dict[str, int]
+    sample_paths: tuple[str, ...]
+    sample_predictions: tuple[str | None, ...]
+    sample_failures: dict[str, str] = field(default_factory=dict)
+
+
+def validate_step(settings: RunSettings, listing: Listing) -> Validation:
+    """Step 2: map the labels, then decode and classify a small sample in this process.
+
+    Raises:
+        LabelError: labels that do not map onto the model's classes (all of them named).
+        ModelError: unknown model or missing weights.
+        ValidationError: wrong logits shape or non-finite logits, or no sample image decodes.
+    """
+    spec = get_spec(settings.model)
+    vocabulary = imagenet()
+    if spec.num_classes != vocabulary.num_classes:
+        raise ValidationError(f"model {spec.name} has {spec.num_classes} classes; ImageNet has {vocabulary.num_classes}")
+    labels = {r.label for r in listing.records if r.label is not None}
+    label_map = vocabulary.map_labels(labels) if labels else {}
+
+    storage = storage_options(settings)
+    n = min(settings.sample_size, len(listing.records))
+    step = max(1, len(listing.records) // n)
+    sample = [listing.records[i * step] for i in range(n)]
+    batch = decode_batch(
+        {"path": np.array([r.path for r in sample], dtype=object), "label": np.array([r.label for r in sample], dtype=object)},
+        model_name=spec.name,
+        storage=storage,
+    )
+    failures = {str(p): str(e) for p, e in zip(batch["path"], batch["error"]) if e}
+    if len(failures) == n:
+        shown = "; ".join(f"{p}: {e}" for p, e in list(failures.items())[:3])
+        raise ValidationError(f"none of the {n} sample images could be read and decoded ({shown})")
+    classifier = Classifier(model_name=spec.name, weights=settings.weights, storage=storage)
+    ok = np.flatnonzero(batch["error"] == "")
+    logits = classifier.logits(batch["image"][ok])
+    if tuple(logits.shape) != (len(ok), spec.num_classes):
+        raise ValidationError(f"model {spec.name} returned logits {tuple(logits.shape)}, expected ({len(ok)}, {spec.num_classes})")
+    if not bool(logits.isfinite().all()):
+        raise ValidationError(f"model {spec.name} returned non-finite logits on the sample; check the weights file")
+    preds: list[str | None] = [None] * n
+    for j, i in enumerate(ok):
+        preds[i] = vocabulary.names[int(logits[j].argmax())]
+    return Validation(
+        label_map=label_map,
+        sample_paths=tuple(r.path for r in sample),
+        sample_predictions=tuple(preds),
+        sample_failures=failures,
+    )
+
+
+def _ray_init(settings: RunSettings) -> bool:
+    """Start or join Ray unless this process already has it. Returns whether we started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    kwargs = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": True}
+    if settings.ray_address:
+        ray.init(address=settings.ray_address, **kwargs)
+    else:
+        ray.init(num_cpus=settings.num_cpus, **kwargs)
+    return True
+
+
+@dataclass(frozen=True)
+class InferenceOutcome:
+    staged: StagedRun
+    stage: StageResult
+
+
+def inference_step(settings: RunSettings, listing: Listing, label_map: dict[str, int]) -> InferenceOutcome:
+    """Step 3: the Ray Data stage; output streams into staging files under ``OUTPUT/RUN_ID/_staging``.
+
+    Raises:
+        RuntimeError: the output does not hold every listed image exactly once.
+    """
+    import ray
+
+    storage = storage_options(settings)
+    started = _ray_init(settings)
+    try:
+        plan: ClusterPlan = plan_cluster(ray.cluster_resources(), device=settings.device, num_actors=settings.num_actors)
+        log.info("inference plan: %s", plan)
+        writer = StagingWriter(
+            settings.run_uri(),
+            run_id=settings.run_id,
+            model=settings.model,
+            vocabulary=imagenet(),
+            label_map=label_map,
+            storage=storage,
+        )
+        stage = run_stage(
+            [{"path": r.path, "label": r.label} for r in listing.records],
+            model_name=settings.model,
+            weights=settings.weights,
+            storage=storage,
+            batch_size=settings.batch_size,
+            plan=plan,
+            on_batch=writer.write,
+        )
+        staged = writer.close()
+    finally:
+        if started:
+            ray.shutdown()
+    if staged.n_predicted + staged.n_failed != len(listing.records):
+        raise RuntimeError(
+            f"{len(listing.records)} images listed but {staged.n_predicted} predicted + {staged.n_failed} failed"
+        )
+    return InferenceOutcome(staged=staged, stage=stage)
+
+
+def persist_step(settings: RunSettings, staged: StagedRun) -> CommittedRun:
+    """Step 4: commit the staged files to ``OUTPUT/RUN_ID``; ``_SUCCESS`` last."""
+    return commit(staged, settings.run_uri(), storage_options(settings), run_id=settings.run_id, model=settings.model)
+
+
+def report_step(
+    settings: RunSettings, listing: Listing, committed: CommittedRun, stage: StageResult, *, wall_seconds: float
+) -> dict:
+    """Step 5: score the committed predictions; write ``report.json`` and ``report.md``.
+
+    Args:
+        wall_seconds: the run's wall time so far, seconds (listing to commit).
+
+    Returns:
+        the report (also in ``report.json``); see the README for its fields.
+    """
+    storage = storage_options(settings)
+    table = read_committed(committed.run_uri, storage, columns=["label_index", "pred_index", "top5_index"])
+    label_index = table.column("label_index").fill_null(-1).to_numpy()
+    pred_index = table.column("pred_index").to_numpy()
+    top5 = np.array(table.column("top5_index").to_pylist(), dtype=np.int64).reshape(-1, 5)
+    scores = report_lib.accuracy(label_index, pred_index, top5, imagenet())
+    n_listed = len(listing.records)
+    report = {
+        "run_id": settings.run_id,
+        "model": settings.model,
+        "input": settings.input,
+        "run_uri": committed.run_uri,
+        "n_listed": n_listed,
+        "n_predicted": committed.n_predicted,
+        "n_failed": committed.n_failed,
+        "n_ignored": listing.n_ignored,
+        **scores,
+        "wall_seconds": round(wall_seconds, 3),
+        "images_per_second": round(n_listed / wall_seconds, 3) if wall_seconds > 0 else math.nan,
+        "stage_seconds": round(stage.wall_seconds, 3),
+        "stage_images_per_second": round(n_listed / stage.wall_seconds, 3) if stage.wall_seconds > 0 else math.nan,
+        "device": stage.plan.device,
+        "num_actors": stage.plan.num_actors,
+        "batch_size": settings.batch_size,
+    }
+    write_bytes(join(committed.run_uri, "report.json"), report_lib.to_json(report), storage)
+    write_bytes(join(committed.run_uri, "report.md"), report_lib.render_markdown(report).encode(), storage)
+    return report
+
+

@@ -1,0 +1,235 @@
+"""Writing predictions: stream into a staging folder, then commit with ``_SUCCESS`` last.
+
+Layout of a committed run::
+
+    OUTPUT/RUN_ID/predictions/part-00000.parquet   # one row per predicted image
+    OUTPUT/RUN_ID/failures.parquet                 # one row per failed image (may have no rows)
+    OUTPUT/RUN_ID/_SUCCESS                         # JSON: files and counts; written last
+    OUTPUT/RUN_ID/report.json, report.md           # derived from the committed files
+
+While a run is writing, its files live under ``OUTPUT/RUN_ID/_staging/<attempt>/``;
+readers that wait for ``_SUCCESS`` never see a half-written run.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from batch_classify.storage import StorageOptions, filesystem, join, write_bytes
+from batch_classify.vocabulary import Vocabulary
+
+#: Schema of ``predictions/*.parquet``. ``label_index`` is the ImageNet class index of ``label`` (null without one).
+PREDICTION_SCHEMA = pa.schema(
+    [
+        ("path", pa.string()),
+        ("label", pa.string()),
+        ("label_index", pa.int64()),
+        ("pred_index", pa.int64()),
+        ("pred_label", pa.string()),
+        ("confidence", pa.float32()),
+        ("top5_index", pa.list_(pa.int64())),
+        ("top5_prob", pa.list_(pa.float32())),
+        ("model", pa.string()),
+        ("run_id", pa.string()),
+    ]
+)
+#: Schema of ``failures.parquet``; ``stage`` is one of list, read, decode, infer, write.
+FAILURE_SCHEMA = pa.schema([("path", pa.string()), ("stage", pa.string()), ("error", pa.string())])
+
+SUCCESS = "_SUCCESS"
+ROWS_PER_FILE = 250_000
+
+
+@dataclass(frozen=True)
+class StagedRun:
+    """Files written to staging, not yet committed."""
+
+    staging_uri: str
+    prediction_files: tuple[str, ...]
+    failures_file: str
+    n_predicted: int
+    n_failed: int
+
+
+@dataclass(frozen=True)
+class CommittedRun:
+    """A committed run: where it is and what it holds."""
+
+    run_uri: str
+    prediction_files: tuple[str, ...]
+    failures_file: str
+    n_predicted: int
+    n_failed: int
+
+
+class StagingWriter:
+    """Streams output batches of the inference stage into Parquet files under staging.
+
+    Args:
+        run_uri: ``OUTPUT/RUN_ID``.
+        label_map: label string → class index for labelled datasets.
+    """
+
+    def __init__(
+        self,
+        run_uri: str,
+        *,
+        run_id: str,
+        model: str,
+        vocabulary: Vocabulary,
+        label_map: dict[str, int],
+        storage: StorageOptions,
+    ) -> None:
+        self.run_uri, self.run_id, self.model = run_uri, run_id, model
+        self.vocabulary, self.label_map, self.storage = vocabulary, label_map, storage
+        self.staging_uri = join(run_uri, "_staging", uuid.uuid4().hex)
+        self._fs, self._root = filesystem(self.staging_uri, storage)
+        self._files: list[str] = []
+        self._writer: pq.ParquetWriter | None = None
+        self._sink = None
+        self._rows_in_file = 0
+        self._failures: list[dict] = []
+        self.n_predicted = 0
+
+    def _open(self) -> None:
+        name = f"part-{len(self._files):05d}.parquet"
+        path = posixpath.join(self._root, "predictions", name)
+        self._fs.makedirs(posixpath.dirname(path), exist_ok=True)
+        self._sink = self._fs.open(path, "wb")
+        self._writer = pq.ParquetWriter(self._sink, PREDICTION_SCHEMA)
+        self._files.append(name)
+        self._rows_in_file = 0
+
+    def _close_file(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._sink.close()
+            self._writer = self._sink = None
+
+    def write(self, batch: dict[str, np.ndarray]) -> None:
+        """Append one output batch of :class:`batch_classify.inference.Classifier`."""
+        error = np.asarray(batch["error"], dtype=object)
+        failed = error != ""
+        for i in np.flatnonzero(failed):
+            self._failures.append(
+                {"path": str(batch["path"][i]), "stage": str(batch["stage"][i]), "error": str(error[i])}
+            )
+        ok = np.flatnonzero(~failed)
+        if not len(ok):
+            return
+        labels = [None if batch["label"][i] is None else str(batch["label"][i]) for i in ok]
+        pred = batch["pred_index"][ok].astype(np.int64)
+        table = pa.table(
+            {
+                "path": pa.array([str(batch["path"][i]) for i in ok], pa.string()),
+                "label": pa.array(labels, pa.string()),
+                "label_index": pa.array([self.label_map.get(l) if l is not None else None for l in labels], pa.int64()),
+                "pred_index": pa.array(pred, pa.int64()),
+                "pred_label": pa.array([self.vocabulary.names[i] for i in pred], pa.string()),
+                "confidence": pa.array(batch["confidence"][ok].astype(np.float32), pa.float32()),
+                "top5_index": pa.array(list(batch["top5_index"][ok].astype(np.int64)), pa.list_(pa.int64())),
+                "top5_prob": pa.array(list(batch["top5_prob"][ok].astype(np.float32)), pa.list_(pa.float32())),
+                "model": pa.array([self.model] * len(ok), pa.string()),
+                "run_id": pa.array([self.run_id] * len(ok), pa.string()),
+            },
+            schema=PREDICTION_SCHEMA,
+        )
+        if self._writer is None or self._rows_in_file >= ROWS_PER_FILE:
+            self._close_file()
+            self._open()
+        self._writer.write_table(table)
+        self._rows_in_file += len(ok)
+        self.n_predicted += len(ok)
+
+    def add_failures(self, rows: list[dict]) -> None:
+        """Record failures found outside the stage (e.g. at listing)."""
+        self._failures.extend(rows)
+
+    def close(self) -> StagedRun:
+        """Finish the files; nothing is committed yet."""
+        self._close_file()
+        failures = pa.Table.from_pylist(self._failures, schema=FAILURE_SCHEMA)
+        buf = pa.BufferOutputStream()
+        pq.write_table(failures, buf)
+        failures_uri = join(self.staging_uri, "failures.parquet")
+        write_bytes(failures_uri, buf.getvalue().to_pybytes(), self.storage)
+        return StagedRun(
+            staging_uri=self.staging_uri,
+            prediction_files=tuple(join(self.staging_uri, "predictions", f) for f in self._files),
+            failures_file=failures_uri,
+            n_predicted=self.n_predicted,
+            n_failed=len(self._failures),
+        )
+
+
+def commit(staged: StagedRun, run_uri: str, storage: StorageOptions, *, run_id: str, model: str) -> CommittedRun:
+    """Promote a staged run to ``run_uri``; any earlier result of the run id is replaced whole.
+
+    Order: remove the old ``_SUCCESS``, remove the old files, move the staged ones in,
+    write ``_SUCCESS`` (JSON with the files and counts) last.
+    """
+    fs, root = filesystem(run_uri, storage)
+    _, staging_root = filesystem(staged.staging_uri, storage)
+    for stale in (SUCCESS, "failures.parquet", "report.json", "report.md"):
+        if fs.exists(posixpath.join(root, stale)):
+            fs.rm(posixpath.join(root, stale))
+    if fs.exists(posixpath.join(root, "predictions")):
+        fs.rm(posixpath.join(root, "predictions"), recursive=True)
+    files = []
+    for uri in staged.prediction_files:
+        name = posixpath.basename(uri)
+        fs.makedirs(posixpath.join(root, "predictions"), exist_ok=True)
+        fs.mv(posixpath.join(staging_root, "predictions", name), posixpath.join(root, "predictions", name))
+        files.append(join(run_uri, "predictions", name))
+    fs.mv(posixpath.join(staging_root, "failures.parquet"), posixpath.join(root, "failures.parquet"))
+    if fs.exists(staging_root):
+        fs.rm(staging_root, recursive=True)
+    manifest = {
+        "run_id": run_id,
+        "model": model,
+        "prediction_files": [posixpath.relpath(f, run_uri) for f in files],
+        "n_predicted": staged.n_predicted,
+        "n_failed": staged.n_failed,
+        "committed_at": datetime.now(timezone.utc).isoformat(),
+    }
+    write_bytes(join(run_uri, SUCCESS), json.dumps(manifest, indent=2).encode(), storage)
+    return CommittedRun(
+        run_uri=run_uri,
+        prediction_files=tuple(files),
+        failures_file=join(run_uri, "failures.parquet"),
+        n_predicted=staged.n_predicted,
+        n_failed=staged.n_failed,
+    )
+
+
+def read_committed(run_uri: str, storage: StorageOptions, columns: list[str] | None = None) -> pa.Table:
+    """Read the committed predictions of a run.
+
+    Raises:
+        FileNotFoundError: the run has no ``_SUCCESS`` (not committed, or still running).
+    """
+    fs, root = filesystem(run_uri, storage)
+    success = posixpath.join(root, SUCCESS)
+    if not fs.exists(success):
+        raise FileNotFoundError(f"{run_uri} has no {SUCCESS}: the run is not committed")
+    manifest = json.loads(fs.cat_file(success))
+    tables = [
+        pq.read_table(posixpath.join(root, rel), columns=columns, filesystem=fs) for rel in manifest["prediction_files"]
+    ]
+    if not tables:
+        schema = PREDICTION_SCHEMA if columns is None else pa.schema([PREDICTION_SCHEMA.field(c) for c in columns])
+        return schema.empty_table()
+    return pa.concat_tables(tables)
+
+
+def read_failures(run_uri: str, storage: StorageOptions) -> pa.Table:
+    fs, root = filesystem(run_uri, storage)
+    return pq.read_table(posixpath.join(root, "failures.parquet"), filesystem=fs)

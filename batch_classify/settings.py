@@ -1,0 +1,82 @@
+"""The one typed settings object of a run.
+
+Built once at an entry point (the CLI, or a flow run's parameters) and passed
+down; nothing below reads the environment itself. Every field can also be set
+from the environment with the prefix ``BATCH_CLASSIFY_`` (e.g.
+``BATCH_CLASSIFY_MODEL=resnet50``); ``ray_address`` also honours Ray's own
+``RAY_ADDRESS`` and ``s3_endpoint_url`` the AWS convention ``AWS_ENDPOINT_URL``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timezone
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Default model: the seed tutorial's ResNet-152.
+DEFAULT_MODEL = "resnet152"
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """A run id that sorts by start time: ``YYYYMMDDTHHMMSSZ-<6 hex>`` (UTC)."""
+    now = now or datetime.now(timezone.utc)
+    return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
+
+
+class RunSettings(BaseSettings):
+    """Everything one classification run needs to know.
+
+    Raises:
+        pydantic.ValidationError: a field has the wrong type or an invalid value
+            (e.g. a run id with a slash, a non-positive batch size).
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="BATCH_CLASSIFY_", extra="forbid", populate_by_name=True
+    )
+
+    input: str = Field(description="Folder or s3:// prefix holding the images (listed recursively).")
+    output: str = Field(description="Folder or s3:// prefix; results go to OUTPUT/RUN_ID/.")
+    model: str = Field(DEFAULT_MODEL, description="Model name from the registry (`batch-classify models`).")
+    weights: str | None = Field(
+        None, description="Weights file (local path or s3://); default: the torch hub cache or the model's package."
+    )
+    labels: str | None = Field(
+        None, description="Label manifest (CSV or Parquet with columns path,label); default: parent folder names."
+    )
+    run_id: str = Field(default_factory=new_run_id, description="Run id; default sorts by start time.")
+    limit: int | None = Field(None, gt=0, description="Classify only the first N listed images (sorted by path).")
+    batch_size: int = Field(32, gt=0, description="Images per model call.")
+    sample_size: int = Field(8, gt=0, description="Images decoded and classified by the validation step.")
+    anon: bool = Field(False, description="Anonymous (unsigned) S3 access.")
+    s3_endpoint_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("s3_endpoint_url", "BATCH_CLASSIFY_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL"),
+        description="S3-compatible endpoint, e.g. http://127.0.0.1:9000.",
+    )
+    ray_address: str | None = Field(
+        None,
+        validation_alias=AliasChoices("ray_address", "BATCH_CLASSIFY_RAY_ADDRESS", "RAY_ADDRESS"),
+        description="Existing Ray cluster; default: start a local Ray.",
+    )
+    num_cpus: int | None = Field(None, gt=0, description="CPUs for a local Ray (default: all).")
+    num_actors: int | None = Field(
+        None, gt=0, description="Model actors in the pool (default: one per GPU, else one per 2 CPUs, at least 1)."
+    )
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda)$", description="auto: GPU when the cluster has one.")
+
+    @field_validator("run_id")
+    @classmethod
+    def _safe_run_id(cls, value: str) -> str:
+        allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+        if not value or value.startswith(".") or set(value) - allowed:
+            raise ValueError(
+                f"run id {value!r} may hold only letters, digits, '-', '_' and '.', and not start with '.'"
+            )
+        return value
+
+    def run_uri(self) -> str:
+        """``OUTPUT/RUN_ID`` with no trailing slash."""
+        return f"{self.output.rstrip('/')}/{self.run_id}"

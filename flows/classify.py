@@ -1,0 +1,33 @@
+"""The main job: list → validate → Ray inference → persist → report."""
+
+from __future__ import annotations
+
+import time
+
+from prefect import flow
+from prefect.runtime import flow_run
+
+from batch_classify.settings import RunSettings
+from tasks import list_dataset, persist_predictions, report_accuracy, run_inference, validate_sample
+
+
+def _run_name() -> str:
+    settings = flow_run.parameters.get("settings")
+    run_id = getattr(settings, "run_id", None) or (settings or {}).get("run_id", "")
+    model = getattr(settings, "model", None) or (settings or {}).get("model", "")
+    return f"classify-{model}-{run_id}"
+
+
+@flow(name="batch-classify", flow_run_name=_run_name, log_prints=True, validate_parameters=True)
+def classify_images(settings: RunSettings) -> dict:
+    """Classify every image under ``settings.input`` and write predictions and a report.
+
+    Returns:
+        the accuracy report (as in ``OUTPUT/RUN_ID/report.json``).
+    """
+    start = time.perf_counter()
+    listing = list_dataset(settings)
+    validation = validate_sample(settings, listing)
+    outcome = run_inference(settings, listing, validation.label_map)
+    committed = persist_predictions(settings, outcome.staged)
+    return report_accuracy(settings, listing, committed, outcome, wall_seconds=time.perf_counter() - start)

@@ -1,0 +1,108 @@
+"""Thin Prefect tasks over :mod:`batch_classify.job`: retries, tags, artifacts.
+
+Deterministic errors (bad input, unknown labels, a missing model) are not
+retried; storage and cluster errors are, with exponential backoff and jitter.
+"""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.tasks import exponential_backoff
+
+from batch_classify import job
+from batch_classify.listing import Listing, ListingError
+from batch_classify.models import ModelError
+from batch_classify.report import render_markdown
+from batch_classify.results import CommittedRun, StagedRun
+from batch_classify.settings import RunSettings
+from batch_classify.vocabulary import LabelError
+
+#: Errors that a retry cannot fix.
+DETERMINISTIC = (ListingError, LabelError, ModelError, job.ValidationError, ValueError, TypeError)
+
+
+def _transient(task, task_run, state) -> bool:
+    """retry_condition_fn: retry unless the failure is deterministic."""
+    try:
+        state.result()
+    except DETERMINISTIC:
+        return False
+    except Exception:  # noqa: BLE001 - anything else may pass (network, throttling, a lost node)
+        return True
+    return False
+
+
+_storage_retries = dict(
+    retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_jitter_factor=0.5, retry_condition_fn=_transient
+)
+
+
+@task(name="list-dataset", tags=["storage"], cache_policy=NO_CACHE, **_storage_retries)
+def list_dataset(settings: RunSettings) -> Listing:
+    """List every image under the input, with labels."""
+    listing = job.list_step(settings)
+    labelled = sum(r.label is not None for r in listing.records)
+    print(
+        f"listed {len(listing.records)} images under {settings.input} ({labelled} labelled); "
+        f"{listing.n_ignored} non-image files ignored {listing.ignored_extensions or ''}"
+    )
+    return listing
+
+
+@task(name="validate-sample", tags=["model"], cache_policy=NO_CACHE, retries=0)
+def validate_sample(settings: RunSettings, listing: Listing) -> job.Validation:
+    """Decode and classify a few images before the big stage; fail fast on labels or model."""
+    validation = job.validate_step(settings, listing)
+    print(
+        f"sample of {len(validation.sample_paths)} ok: labels map onto {len(set(validation.label_map.values()))} classes; "
+        f"{len(validation.sample_failures)} sample images failed to decode"
+    )
+    return validation
+
+
+@task(name="ray-inference", tags=["ray"], cache_policy=NO_CACHE, retries=1, retry_delay_seconds=10, retry_condition_fn=_transient)
+def run_inference(settings: RunSettings, listing: Listing, label_map: dict[str, int]) -> job.InferenceOutcome:
+    """The Ray Data stage: decode, preprocess, model actor pool; output staged as Parquet."""
+    outcome = job.inference_step(settings, listing, label_map)
+    s = outcome.stage
+    print(
+        f"inference: {s.n_predicted} predicted, {s.n_failed} failed in {s.wall_seconds:.1f} s "
+        f"({s.n_input / s.wall_seconds:.1f} images/s) on {s.plan.num_actors} {s.plan.device} actor(s)"
+    )
+    return outcome
+
+
+@task(name="persist-predictions", tags=["storage"], cache_policy=NO_CACHE, **_storage_retries)
+def persist_predictions(settings: RunSettings, staged: StagedRun) -> CommittedRun:
+    """Commit the staged Parquet files under OUTPUT/RUN_ID, _SUCCESS last."""
+    committed = job.persist_step(settings, staged)
+    print(f"committed {committed.n_predicted} predictions and {committed.n_failed} failures to {committed.run_uri}")
+    return committed
+
+
+@task(name="accuracy-report", tags=["storage", "report"], cache_policy=NO_CACHE, **_storage_retries)
+def report_accuracy(
+    settings: RunSettings, listing: Listing, committed: CommittedRun, outcome: job.InferenceOutcome, wall_seconds: float
+) -> dict:
+    """Score the run; write report.json/report.md and the Prefect artifacts."""
+    report = job.report_step(settings, listing, committed, outcome.stage, wall_seconds=wall_seconds)
+    create_markdown_artifact(
+        key="batch-classify-report",
+        markdown=render_markdown(report),
+        description=f"Accuracy of run {settings.run_id} ({settings.model})",
+    )
+    if report["per_class"]:
+        create_table_artifact(
+            key="batch-classify-per-class",
+            table=[
+                {k: row[k] for k in ("wnid", "name", "support", "predicted", "correct", "precision", "recall")}
+                for row in report["per_class"]
+            ],
+            description=f"Per-class precision and recall, run {settings.run_id}",
+        )
+    top1 = "n/a" if report["top1"] is None else f"{report['top1']:.4f}"
+    top5 = "n/a" if report["top5"] is None else f"{report['top5']:.4f}"
+    print(f"top-1 {top1}, top-5 {top5} over {report['n_labelled']} labelled images; report at {committed.run_uri}/report.md")
+    return report
