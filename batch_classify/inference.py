@@ -50,7 +50,7 @@ def decode_batch(batch: dict[str, np.ndarray], *, model_name: str, storage: Stor
     for i, path in enumerate(paths):
         data = contents[path]
         if isinstance(data, BaseException):
-            stage[i], error[i] = "read", f"{type(data).__name__}: {data}" or type(data).__name__
+            stage[i], error[i] = "read", f"{type(data).__name__}: {data}"
             continue
         try:
             images[i] = preset(data)
@@ -117,6 +117,8 @@ class Classifier:
         """uint8 [N, H, W, 3] → float32 logits [N, num_classes] (a torch tensor on the CPU)."""
         import torch
 
+        if not images.flags.writeable:  # Ray hands zero-copy, read-only batches
+            images = images.copy()
         x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device, non_blocking=True)
         x = normalize(x, self.spec.preset.mean, self.spec.preset.std).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():

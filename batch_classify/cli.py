@@ -1,0 +1,152 @@
+"""Command line: ``batch-classify run | models | demo``.
+
+The CLI is an entry point: it builds the one :class:`RunSettings` (arguments,
+then ``BATCH_CLASSIFY_*`` environment variables, then defaults) and hands it to
+the Prefect flow.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Batch image classification with Ray Data and Prefect.")
+err = Console(stderr=True)
+out = Console()
+
+
+def _prefect_defaults() -> None:
+    # The ephemeral API's telemetry heartbeat races the flow for its SQLite file
+    # ("database is locked"); a user who sets the variable keeps their choice.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def _fail(message: str, code: int = 1):
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+def run_flow(settings) -> dict:
+    """Run the flow; any failure becomes a one-line reason and exit code 1."""
+    from pydantic import ValidationError as PydanticValidationError
+
+    _prefect_defaults()
+    from flows import classify_images
+
+    try:
+        return classify_images(settings)
+    except PydanticValidationError as exc:
+        _fail(_one_line(exc))
+    except Exception as exc:  # noqa: BLE001 - the CLI's job is the one-line reason
+        _fail(_one_line(exc))
+
+
+def _print_summary(report: dict, predictions_preview: list[dict]) -> None:
+    table = Table(title=f"run {report['run_id']} — {report['model']}", show_lines=False)
+    for col in ("path", "label", "prediction", "confidence"):
+        table.add_column(col, overflow="fold")
+    for row in predictions_preview:
+        table.add_row(row["path"], row["label"] or "", row["pred_label"], f"{row['confidence']:.3f}")
+    out.print(table)
+    pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+    out.print(
+        f"{report['n_predicted']} predicted, {report['n_failed']} failed of {report['n_listed']} listed; "
+        f"top-1 {pct(report['top1'])}, top-5 {pct(report['top5'])}; "
+        f"{report['wall_seconds']:.1f} s, {report['images_per_second']:.1f} images/s",
+        highlight=False,
+    )
+    out.print(f"output: {report['run_uri']}  (report: {report['run_uri']}/report.md)", highlight=False)
+
+
+def _preview(settings, n: int = 20) -> list[dict]:
+    from batch_classify.job import storage_options
+    from batch_classify.results import read_committed
+
+    table = read_committed(settings.run_uri(), storage_options(settings), columns=["path", "label", "pred_label", "confidence"])
+    return table.sort_by("path").slice(0, n).to_pylist()
+
+
+@app.command()
+def run(
+    input: Annotated[str, typer.Option("--input", "-i", help="Folder or s3:// prefix of images (recursive).")],
+    output: Annotated[str, typer.Option("--output", "-o", help="Folder or s3:// prefix; results go to OUTPUT/RUN_ID/.")],
+    model: Annotated[Optional[str], typer.Option(help="Model name (see `batch-classify models`). [default: resnet152]")] = None,
+    weights: Annotated[Optional[str], typer.Option(help="Weights file, local path or s3:// URI.")] = None,
+    labels: Annotated[Optional[str], typer.Option(help="Label manifest, CSV or Parquet with columns path,label.")] = None,
+    run_id: Annotated[Optional[str], typer.Option(help="Run id. [default: UTC time + random suffix, sortable]")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Classify only the first N images by path.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Images per model call. [default: 32]")] = None,
+    anon: Annotated[bool, typer.Option("--anon", help="Anonymous S3 access (public buckets).")] = False,
+    ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address. [default: $RAY_ADDRESS, else local Ray]")] = None,
+    num_cpus: Annotated[Optional[int], typer.Option(min=1, help="CPUs for a local Ray. [default: all]")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda. [default: auto]")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print no prediction table.")] = False,
+) -> None:
+    """Classify every image under INPUT; write predictions, failures and a report under OUTPUT/RUN_ID."""
+    from pydantic import ValidationError
+
+    from batch_classify.settings import RunSettings
+
+    given = {
+        "input": input, "output": output, "model": model, "weights": weights, "labels": labels, "run_id": run_id,
+        "limit": limit, "batch_size": batch_size, "ray_address": ray_address, "num_cpus": num_cpus, "device": device,
+    }
+    if anon:
+        given["anon"] = True
+    try:
+        settings = RunSettings(**{k: v for k, v in given.items() if v is not None})
+    except ValidationError as exc:
+        _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+    report = run_flow(settings)
+    _print_summary(report, [] if quiet else _preview(settings))
+
+
+@app.command()
+def models() -> None:
+    """List the models and whether their weights are available on this machine."""
+    from batch_classify.models import get_spec, list_models
+
+    table = Table(title="models")
+    for col in ("name", "input", "weights available", "weights location"):
+        table.add_column(col, overflow="fold")
+    for name in list_models():
+        spec = get_spec(name)
+        ok = spec.weights_available()
+        table.add_row(
+            name,
+            f"{spec.preset.crop_size}px (resize {spec.preset.resize_size}, {spec.preset.interpolation})",
+            "[green]yes[/]" if ok else "[red]no[/]",
+            spec.default_weights_path(),
+        )
+    out.print(table)
+
+
+@app.command()
+def demo(
+    output: Annotated[Path, typer.Option(help="Output folder.")] = Path("batch-classify-output"),
+    num_cpus: Annotated[Optional[int], typer.Option(min=1, help="CPUs for the local Ray. [default: all]")] = None,
+) -> None:
+    """Run the whole flow offline on photographs shipped inside an installed package (scikit-image)."""
+    from batch_classify.demo import prepare_demo_input
+    from batch_classify.settings import RunSettings
+
+    input_dir, labels = prepare_demo_input(output / "demo-input")
+    settings = RunSettings(input=str(input_dir), output=str(output), model="efficientnet_lite0", labels=str(labels), num_cpus=num_cpus)
+    out.print(f"classifying {sum(1 for _ in input_dir.iterdir())} photographs from scikit-image with efficientnet_lite0 …")
+    report = run_flow(settings)
+    _print_summary(report, _preview(settings))
+
+
+def main() -> None:  # pragma: no cover - console entry
+    sys.exit(app())

@@ -1,0 +1,89 @@
+from pathlib import Path
+
+import pytest
+
+from batch_classify.listing import ListingError, list_images, read_manifest
+from batch_classify.storage import StorageOptions
+
+OPTS = StorageOptions()
+
+
+def _touch(path: Path, data: bytes = b"x") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def test_recursive_listing_labels_and_ignored(tmp_path):
+    _touch(tmp_path / "n01440764" / "a.JPG")
+    _touch(tmp_path / "n01440764" / "deep" / "b.webp")
+    _touch(tmp_path / "goldfish" / "c.Png")
+    _touch(tmp_path / "top.tiff")
+    _touch(tmp_path / "n01440764" / "notes.txt")
+    _touch(tmp_path / "README")
+    _touch(tmp_path / ".hidden.jpg")
+    listing = list_images(str(tmp_path), OPTS)
+    got = {Path(r.path).relative_to(tmp_path).as_posix(): r.label for r in listing.records}
+    assert got == {
+        "n01440764/a.JPG": "n01440764",
+        "n01440764/deep/b.webp": "deep",
+        "goldfish/c.Png": "goldfish",
+        "top.tiff": None,
+    }
+    assert [r.path for r in listing.records] == sorted(r.path for r in listing.records)
+    assert listing.n_ignored == 2 and listing.ignored_extensions == {".txt": 1, "": 1}
+
+
+def test_limit_keeps_first_by_path(tmp_path):
+    for name in "dcba":
+        _touch(tmp_path / "x" / f"{name}.jpg")
+    assert [Path(r.path).name for r in list_images(str(tmp_path), OPTS, limit=2).records] == ["a.jpg", "b.jpg"]
+
+
+def test_manifest_labels_relative_and_absolute(tmp_path):
+    a = _touch(tmp_path / "in" / "a.jpg")
+    _touch(tmp_path / "in" / "sub" / "b.jpg")
+    _touch(tmp_path / "in" / "c.jpg")
+    manifest = _touch(tmp_path / "labels.csv", f"path,label\n{a},tench\nsub/b.jpg,n01443537\n".encode())
+    listing = list_images(str(tmp_path / "in"), OPTS, labels_uri=str(manifest))
+    assert {Path(r.path).name: r.label for r in listing.records} == {"a.jpg": "tench", "b.jpg": "n01443537", "c.jpg": None}
+
+
+def test_manifest_parquet(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"path": ["a.jpg"], "label": ["tench"], "extra": [1]}), tmp_path / "l.parquet")
+    assert read_manifest(str(tmp_path / "l.parquet"), OPTS) == {"a.jpg": "tench"}
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [(b"file,label\na,b\n", "columns path,label"), (b"path,label\na,x\na,y\n", "two labels")],
+)
+def test_bad_manifest(tmp_path, content, message):
+    _touch(tmp_path / "in" / "a.jpg")
+    manifest = _touch(tmp_path / "labels.csv", content)
+    with pytest.raises(ListingError, match=message):
+        list_images(str(tmp_path / "in"), OPTS, labels_uri=str(manifest))
+
+
+def test_missing_empty_and_file_inputs_are_named(tmp_path):
+    with pytest.raises(ListingError, match=f"input {tmp_path / 'nope'} does not exist"):
+        list_images(str(tmp_path / "nope"), OPTS)
+    (tmp_path / "empty").mkdir()
+    _touch(tmp_path / "empty" / "notes.txt")
+    with pytest.raises(ListingError, match=r"holds no image \(1 other files ignored\)"):
+        list_images(str(tmp_path / "empty"), OPTS)
+    f = _touch(tmp_path / "one.jpg")
+    with pytest.raises(ListingError, match="is a file"):
+        list_images(str(f), OPTS)
+
+
+def test_s3_listing_keeps_uri_form(s3_endpoint, s3_dataset):
+    opts = StorageOptions(endpoint_url=s3_endpoint)
+    listing = list_images(s3_dataset, opts, limit=3)
+    assert [r.path.startswith("s3://photos/imagenet-sample/n0") for r in listing.records] == [True] * 3
+    assert all(r.label == r.path.split("/")[-2] for r in listing.records)
+    with pytest.raises(ListingError, match="s3://photos/missing does not exist"):
+        list_images("s3://photos/missing", opts)
