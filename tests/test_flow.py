@@ -1,0 +1,125 @@
+"""The main job end to end: real Prefect (test harness), real local Ray, real photos, real S3 endpoint."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pyarrow.parquet as pq
+import pytest
+from timm.data import ImageNetInfo
+
+from batch_classify.settings import RunSettings
+from flows import classify_images
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness", "ray_local")]
+
+TASKS = {"list-dataset", "validate-sample", "ray-inference", "persist-predictions", "accuracy-report"}
+SORTED_WNIDS = sorted(ImageNetInfo().label_names())  # class index = position in the sorted wnid list
+
+
+def _task_runs(flow_run_id) -> dict[str, str]:
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.sorting import TaskRunSort
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+            sort=TaskRunSort.EXPECTED_START_TIME_ASC,
+            limit=50,
+        )
+    return {r.name.rsplit("-", 1)[0]: r.state.type.value for r in runs}
+
+
+def _run(settings: RunSettings):
+    state = classify_images(settings, return_state=True)
+    return state, state.state_details.flow_run_id
+
+
+def _check_committed_run(fs, run_dir: str, listed: set[str], settings: RunSettings, *, min_top1: float) -> dict:
+    """Everything a reader of the output relies on; top-1 computed here from the Parquet rows."""
+    assert fs.exists(f"{run_dir}/_SUCCESS")
+    files = fs.glob(f"{run_dir}/predictions/*.parquet")
+    table = pq.ParquetDataset(files, filesystem=fs).read() if files else None
+    assert table is not None
+    assert set(table.column_names) >= {
+        "path", "label", "pred_index", "pred_label", "confidence", "top5_index", "top5_prob", "model", "run_id"
+    }
+    rows = table.to_pylist()
+    assert sorted(r["path"] for r in rows) == sorted(listed)  # every image predicted, once
+    assert {r["model"] for r in rows} == {settings.model} and {r["run_id"] for r in rows} == {settings.run_id}
+    assert all(len(r["top5_index"]) == 5 and r["top5_index"][0] == r["pred_index"] for r in rows)
+    assert all(abs(r["top5_prob"][0] - r["confidence"]) < 1e-6 and r["top5_prob"] == sorted(r["top5_prob"], reverse=True) for r in rows)
+    top1 = sum(SORTED_WNIDS[r["pred_index"]] == r["label"] for r in rows) / len(rows)
+    top5 = sum(r["label"] in {SORTED_WNIDS[i] for i in r["top5_index"]} for r in rows) / len(rows)
+    assert top1 >= min_top1
+    with fs.open(f"{run_dir}/failures.parquet", "rb") as f:
+        assert pq.read_table(f).num_rows == 0
+    report = json.loads(fs.cat_file(f"{run_dir}/report.json"))
+    assert report["n_listed"] == report["n_predicted"] == len(listed) and report["n_failed"] == 0
+    assert report["top1"] == pytest.approx(top1) and report["top5"] == pytest.approx(top5)
+    assert report["wall_seconds"] > 0 and report["images_per_second"] > 0
+    assert fs.exists(f"{run_dir}/report.md")
+    return report
+
+
+def test_local_folder_all_500_photos(wnid_folder, tmp_path):
+    import fsspec
+
+    settings = RunSettings(input=str(wnid_folder), output=str(tmp_path / "out"), model="efficientnet_lite0", run_id="local-500")
+    state, flow_run_id = _run(settings)
+    assert state.is_completed(), state.message
+    listed = {str(p) for p in wnid_folder.rglob("*.JPEG")}
+    report = _check_committed_run(fsspec.filesystem("file"), str(tmp_path / "out" / "local-500"), listed, settings, min_top1=0.86)
+    assert report["top1"] == pytest.approx(0.89, abs=0.01)  # measured 0.890 with this preprocessing
+    assert _task_runs(flow_run_id) == dict.fromkeys(TASKS, "COMPLETED")
+
+
+def test_s3_endpoint_all_500_photos(s3_endpoint, s3_dataset):
+    import s3fs
+
+    settings = RunSettings(
+        input=s3_dataset, output="s3://results/runs", model="efficientnet_lite0", run_id="s3-500", s3_endpoint_url=s3_endpoint
+    )
+    state, flow_run_id = _run(settings)
+    assert state.is_completed(), state.message
+    fs = s3fs.S3FileSystem(endpoint_url=s3_endpoint)
+    listed = {f"s3://{k}" for k in fs.find("photos/imagenet-sample")}
+    assert len(listed) == 500
+    _check_committed_run(fs, "results/runs/s3-500", listed, settings, min_top1=0.86)
+    assert fs.find("results/runs/s3-500/_staging") == []
+    assert _task_runs(flow_run_id) == dict.fromkeys(TASKS, "COMPLETED")
+
+
+def test_bad_file_is_recorded_not_dropped(photos, tmp_path):
+    src = tmp_path / "in" / "n01440764"
+    src.mkdir(parents=True)
+    for p in [p for p in photos if p.name.startswith("n01440764")] * 1:
+        shutil.copyfile(p, src / p.name)
+    for p in photos[1:4]:
+        shutil.copyfile(p, src / p.name)  # labelled tench, whatever they show
+    (src / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    (src / "empty.png").write_bytes(b"")
+    settings = RunSettings(input=str(tmp_path / "in"), output=str(tmp_path / "out"), model="efficientnet_lite0", run_id="bad")
+    state, _ = _run(settings)
+    assert state.is_completed(), state.message
+    failures = pq.read_table(tmp_path / "out" / "bad" / "failures.parquet").to_pylist()
+    assert {(f["path"].rsplit("/", 1)[1], f["stage"]) for f in failures} == {("broken.jpg", "decode"), ("empty.png", "decode")}
+    assert all(f["error"] for f in failures)
+    report = json.loads((tmp_path / "out" / "bad" / "report.json").read_text())
+    assert (report["n_listed"], report["n_predicted"], report["n_failed"]) == (6, 4, 2)
+
+
+def test_unmapped_labels_stop_before_inference(photos, tmp_path):
+    for folder in ("not_a_class", "n01440764"):
+        (tmp_path / "in" / folder).mkdir(parents=True)
+        shutil.copyfile(photos[0], tmp_path / "in" / folder / photos[0].name)
+    settings = RunSettings(input=str(tmp_path / "in"), output=str(tmp_path / "out"), model="efficientnet_lite0", run_id="x")
+    state, flow_run_id = _run(settings)
+    assert state.is_failed()
+    with pytest.raises(Exception, match="'not_a_class' is no ImageNet wnid"):
+        state.result()
+    runs = _task_runs(flow_run_id)
+    assert runs["validate-sample"] == "FAILED" and "ray-inference" not in runs
+    assert not (tmp_path / "out" / "x" / "_SUCCESS").exists()
