@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -255,7 +255,7 @@ def run_stage(
     seen: set[str] = set()
     duplicates = 0
     n_failed = 0
-    for batch in _iter(ds):
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         for p in batch["path"]:
             if p in seen:
                 duplicates += 1
@@ -276,7 +276,3 @@ def run_stage(
         wall_seconds=time.perf_counter() - start,
         plan=plan,
     )
-
-
-def _iter(ds) -> Iterator[dict[str, np.ndarray]]:
-    yield from ds.iter_batches(batch_size=None, batch_format="numpy")

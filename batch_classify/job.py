@@ -78,7 +78,7 @@ def validate_step(settings: RunSettings, listing: Listing) -> Validation:
         model_name=spec.name,
         storage=storage,
     )
-    failures = {str(p): str(e) for p, e in zip(batch["path"], batch["error"]) if e}
+    failures = {str(p): str(e) for p, e in zip(batch["path"], batch["error"], strict=True) if e}
     if len(failures) == n:
         shown = "; ".join(f"{p}: {e}" for p, e in list(failures.items())[:3])
         raise ValidationError(f"none of the {n} sample images could be read and decoded ({shown})")

@@ -53,10 +53,6 @@ class Listing:
     n_ignored: int = 0
     ignored_extensions: dict[str, int] = field(default_factory=dict)
 
-    @property
-    def labelled(self) -> bool:
-        return any(r.label is not None for r in self.records)
-
 
 def _ext(path: str) -> str:
     return posixpath.splitext(path)[1].lower()
@@ -158,7 +154,7 @@ def read_manifest(uri: str, storage: StorageOptions) -> dict[str, str]:
             f"label manifest {uri} is not a CSV or Parquet file with columns path,label: {err}"
         ) from err
     mapping: dict[str, str] = {}
-    for path, label in zip(table.column("path").to_pylist(), table.column("label").to_pylist()):
+    for path, label in zip(table.column("path").to_pylist(), table.column("label").to_pylist(), strict=True):
         if not path or label is None or label == "":
             continue
         if mapping.get(path, label) != label:

@@ -76,7 +76,7 @@ def accuracy(
                 "recall": stats.recall,
             }
         )
-    pairs = Counter(zip(y[~right].tolist(), p[~right].tolist())).most_common(top_confusions)
+    pairs = Counter(zip(y[~right].tolist(), p[~right].tolist(), strict=True)).most_common(top_confusions)
     confusions = [
         {
             "true_index": a,

@@ -149,10 +149,6 @@ class StagingWriter:
         self._rows_in_file += len(ok)
         self.n_predicted += len(ok)
 
-    def add_failures(self, rows: list[dict]) -> None:
-        """Record failures found outside the stage (e.g. at listing)."""
-        self._failures.extend(rows)
-
     def close(self) -> StagedRun:
         """Finish the files; nothing is committed yet."""
         self._close_file()

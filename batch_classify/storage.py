@@ -41,11 +41,6 @@ def normalize_uri(uri: str) -> tuple[str, bool]:
     return uri, False
 
 
-def is_remote(uri: str) -> bool:
-    protocol, _ = split_protocol(uri)
-    return protocol not in (None, "file", "local")
-
-
 def filesystem(uri: str, options: StorageOptions) -> tuple[fsspec.AbstractFileSystem, str]:
     """The filesystem for ``uri`` and the path within it.
 
@@ -64,11 +59,6 @@ def filesystem(uri: str, options: StorageOptions) -> tuple[fsspec.AbstractFileSy
         fs = fsspec.filesystem(protocol or "file")
         return fs, posixpath.normpath(fs._strip_protocol(uri))
     return fs, fs._strip_protocol(uri)
-
-
-def to_uri(fs: fsspec.AbstractFileSystem, path: str) -> str:
-    """The URI a user would write for ``path`` on ``fs``."""
-    return fs.unstrip_protocol(path) if is_remote_fs(fs) else path
 
 
 def is_remote_fs(fs: fsspec.AbstractFileSystem) -> bool:

@@ -45,7 +45,7 @@ class Vocabulary:
         exact: dict[str, set[int]] = {}
         normed: dict[str, set[int]] = {}
         lemma: dict[str, set[int]] = {}
-        for index, (w, name) in enumerate(zip(self.wnids, self.names)):
+        for index, (w, name) in enumerate(zip(self.wnids, self.names, strict=True)):
             wnid.setdefault(w.lower(), set()).add(index)
             exact.setdefault(name.replace("_", " "), set()).add(index)
             normed.setdefault(_norm(name), set()).add(index)

@@ -18,7 +18,7 @@ TASKS = {"list-dataset", "validate-sample", "ray-inference", "persist-prediction
 SORTED_WNIDS = sorted(ImageNetInfo().label_names())  # class index = position in the sorted wnid list
 
 
-def _task_runs(flow_run_id) -> dict[str, str]:
+def _read_task_runs(flow_run_id) -> list:
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.client.schemas.sorting import TaskRunSort
@@ -29,7 +29,12 @@ def _task_runs(flow_run_id) -> dict[str, str]:
             sort=TaskRunSort.EXPECTED_START_TIME_ASC,
             limit=50,
         )
-    return {r.name.rsplit("-", 1)[0]: r.state.type.value for r in runs}
+    return runs
+
+
+def _task_runs(flow_run_id) -> dict[str, str]:
+    """Task name → final state type of each task run of a flow run."""
+    return {r.name.rsplit("-", 1)[0]: r.state.type.value for r in _read_task_runs(flow_run_id)}
 
 
 def _run(settings: RunSettings):
@@ -123,3 +128,12 @@ def test_unmapped_labels_stop_before_inference(photos, tmp_path):
     runs = _task_runs(flow_run_id)
     assert runs["validate-sample"] == "FAILED" and "ray-inference" not in runs
     assert not (tmp_path / "out" / "x" / "_SUCCESS").exists()
+
+
+def test_bad_input_is_not_retried(tmp_path):
+    """A deterministic error (missing input) fails the list task on its first attempt, with no retries."""
+    settings = RunSettings(input=str(tmp_path / "missing"), output=str(tmp_path / "out"), model="efficientnet_lite0")
+    state, flow_run_id = _run(settings)
+    assert state.is_failed()
+    (run,) = _read_task_runs(flow_run_id)
+    assert run.name.startswith("list-dataset") and run.state.is_failed() and run.run_count == 1

@@ -1,0 +1,48 @@
+import re
+
+import pytest
+from pydantic import ValidationError
+
+from batch_classify.listing import list_images
+from batch_classify.settings import RunSettings, new_run_id
+from batch_classify.storage import StorageOptions, join, normalize_uri
+
+
+def test_run_id_default_sorts_by_time_and_is_safe():
+    a = RunSettings(input="i", output="o")
+    assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{6}", a.run_id)
+    from datetime import datetime, timezone
+
+    early = new_run_id(datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc))
+    late = new_run_id(datetime(2026, 11, 2, 3, 4, 5, tzinfo=timezone.utc))
+    assert early < late and early.startswith("20260102T030405Z-")
+    for bad in ("../x", "a/b", ".hidden", ""):
+        with pytest.raises(ValidationError, match="run id"):
+            RunSettings(input="i", output="o", run_id=bad)
+
+
+def test_environment_fills_what_the_entry_point_left(monkeypatch):
+    monkeypatch.setenv("BATCH_CLASSIFY_MODEL", "resnet50")
+    monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")
+    s = RunSettings(input="i", output="o/")
+    assert (s.model, s.ray_address, s.s3_endpoint_url) == ("resnet50", "ray://head:10001", "http://127.0.0.1:9000")
+    assert RunSettings(input="i", output="o", model="efficientnet_lite0").model == "efficientnet_lite0"
+    assert s.run_uri() == f"o/{s.run_id}"
+
+
+def test_uri_helpers():
+    assert normalize_uri("s3://anonymous@air-example-data-2/imagenette2/val/") == ("s3://air-example-data-2/imagenette2/val/", True)
+    assert normalize_uri("s3://bucket/k") == ("s3://bucket/k", False)
+    assert normalize_uri("/data/x") == ("/data/x", False)
+    assert join("s3://b/out/", "run", "report.json") == "s3://b/out/run/report.json"
+    for bad in ("../x", "/abs"):
+        with pytest.raises(ValueError, match="would leave"):
+            join("s3://b/out", bad)
+
+
+def test_anonymous_s3_uri_form_is_kept_for_readers(s3_endpoint, s3_dataset):
+    """``s3://anonymous@bucket/...`` lists unsigned, and the listed URIs keep that form."""
+    uri = s3_dataset.replace("s3://", "s3://anonymous@")
+    listing = list_images(uri, StorageOptions(endpoint_url=s3_endpoint), limit=2)
+    assert all(r.path.startswith("s3://anonymous@photos/imagenet-sample/") for r in listing.records)
