@@ -181,7 +181,7 @@ def report_step(
     table = read_committed(committed.run_uri, storage, columns=["label_index", "pred_index", "top5_index"])
     label_index = table.column("label_index").fill_null(-1).to_numpy()
     pred_index = table.column("pred_index").to_numpy()
-    top5 = np.array(table.column("top5_index").to_pylist(), dtype=np.int64).reshape(-1, 5)
+    top5 = table.column("top5_index").combine_chunks().flatten().to_numpy().reshape(-1, 5)
     scores = report_lib.accuracy(label_index, pred_index, top5, imagenet())
     n_listed = len(listing.records)
     report = {

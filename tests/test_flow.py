@@ -37,6 +37,18 @@ def _task_runs(flow_run_id) -> dict[str, str]:
     return {r.name.rsplit("-", 1)[0]: r.state.type.value for r in _read_task_runs(flow_run_id)}
 
 
+def _artifacts(flow_run_id) -> dict:
+    """Artifact key → artifact, for the artifacts a flow run created."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])), limit=20
+        )
+    return {a.key: a for a in found}
+
+
 def _run(settings: RunSettings):
     state = classify_images(settings, return_state=True)
     return state, state.state_details.flow_run_id
@@ -79,6 +91,10 @@ def test_local_folder_all_500_photos(wnid_folder, tmp_path):
     report = _check_committed_run(fsspec.filesystem("file"), str(tmp_path / "out" / "local-500"), listed, settings, min_top1=0.86)
     assert report["top1"] == pytest.approx(0.89, abs=0.01)  # measured 0.890 with this preprocessing
     assert _task_runs(flow_run_id) == dict.fromkeys(TASKS, "COMPLETED")
+    artifacts = _artifacts(flow_run_id)
+    assert artifacts["batch-classify-report"].type == "markdown" and "**89.0%**" in artifacts["batch-classify-report"].data
+    table = artifacts["batch-classify-per-class"]
+    assert table.type == "table" and len(json.loads(table.data)) == 500
 
 
 def test_s3_endpoint_all_500_photos(s3_endpoint, s3_dataset):
