@@ -16,6 +16,7 @@ import io
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from batch_classify.preprocess import ClassificationPreset
 from batch_classify.storage import StorageOptions, read_bytes
@@ -126,6 +127,7 @@ def list_models() -> list[str]:
     return ["efficientnet_lite0", *TORCHVISION_MODELS]
 
 
+@lru_cache(maxsize=None)
 def get_spec(name: str) -> ModelSpec:
     """The registry entry for ``name``.
 
