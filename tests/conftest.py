@@ -32,14 +32,18 @@ def photos() -> list[Path]:
     return shared_photos()
 
 
-@pytest.fixture(scope="session")
-def wnid_folder(tmp_path_factory, photos) -> Path:
-    """The shared photos arranged as ``<wnid>/<file>``, as in Imagenette and ImageFolder."""
-    root = tmp_path_factory.mktemp("wnid-folders")
+def arrange_in_wnid_folders(photos: list[Path], root: Path) -> Path:
+    """Copy photos to ``root/<wnid>/<file>``, as in Imagenette and ImageFolder."""
     for p in photos:
-        (root / p.name[:9]).mkdir(exist_ok=True)
+        (root / p.name[:9]).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(p, root / p.name[:9] / p.name)
     return root
+
+
+@pytest.fixture(scope="session")
+def wnid_folder(tmp_path_factory, photos) -> Path:
+    """The shared photos arranged as ``<wnid>/<file>``."""
+    return arrange_in_wnid_folders(photos, tmp_path_factory.mktemp("wnid-folders"))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
+from conftest import arrange_in_wnid_folders
 
 pytestmark = pytest.mark.integration
 
@@ -21,10 +21,7 @@ def _cli(*args, tmp_path, timeout=600):
 
 
 def test_run_writes_contract_files(photos, tmp_path):
-    src = tmp_path / "in"
-    for p in photos[:6]:
-        (src / p.name[:9]).mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(p, src / p.name[:9] / p.name)
+    src = arrange_in_wnid_folders(photos[:6], tmp_path / "in")
     (src / "notes.txt").write_text("not an image")
     r = _cli("run", "--input", str(src), "--output", str(tmp_path / "out"), "--model", "efficientnet_lite0",
              "--run-id", "cli-1", "--batch-size", "4", "--num-cpus", "2", tmp_path=tmp_path)
