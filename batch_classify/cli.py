@@ -81,11 +81,16 @@ def run(
     labels: Annotated[Optional[str], typer.Option(help="Label manifest, CSV or Parquet with columns path,label.")] = None,
     run_id: Annotated[Optional[str], typer.Option(help="Run id. [default: UTC time + random suffix, sortable]")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Classify only the first N images by path.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Images per model call. [default: 32]")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Images per model call. [default: 64 on CPU, 128 on GPU]")] = None,
     anon: Annotated[bool, typer.Option("--anon", help="Anonymous S3 access (public buckets).")] = False,
     ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address. [default: $RAY_ADDRESS, else local Ray]")] = None,
     num_cpus: Annotated[Optional[int], typer.Option(min=1, help="CPUs for a local Ray. [default: all]")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda. [default: auto]")] = None,
+    runtime: Annotated[
+        Optional[str], typer.Option(help="auto, torch or onnx. [default: auto: ONNX Runtime on CPU, PyTorch on GPU]")
+    ] = None,
+    num_actors: Annotated[Optional[int], typer.Option(min=1, help="Model actors. [default: 1 per GPU, else 1 per 4 CPUs]")] = None,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (PyTorch runtime).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print no prediction table.")] = False,
 ) -> None:
     """Classify every image under INPUT; write predictions, failures and a report under OUTPUT/RUN_ID."""
@@ -96,9 +101,12 @@ def run(
     given = {
         "input": input, "output": output, "model": model, "weights": weights, "labels": labels, "run_id": run_id,
         "limit": limit, "batch_size": batch_size, "ray_address": ray_address, "num_cpus": num_cpus, "device": device,
+        "runtime": runtime, "num_actors": num_actors,
     }
     if anon:
         given["anon"] = True
+    if compile:
+        given["compile"] = True
     try:
         settings = RunSettings(**{k: v for k, v in given.items() if v is not None})
     except ValidationError as exc:

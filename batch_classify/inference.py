@@ -15,14 +15,16 @@ out exactly once, predicted or failed.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from batch_classify.models import ModelSpec, get_spec, load_model
-from batch_classify.preprocess import DecodeError, normalize
+from batch_classify.engines import build_engine, onnx_model, resolve_runtime
+from batch_classify.models import ModelSpec, get_spec
+from batch_classify.preprocess import DecodeError
 from batch_classify.storage import StorageOptions, filesystem
 
 log = logging.getLogger(__name__)
@@ -85,14 +87,17 @@ def read_many(paths: list[str], storage: StorageOptions) -> dict[str, bytes | Ba
 
 
 class Classifier:
-    """A model actor: loads the model once in ``__init__``, classifies batches in ``__call__``.
+    """A model actor: builds its engine once in ``__init__``, classifies batches in ``__call__``.
 
     Args:
         model_name: registry name.
         weights: weights URI or None for the default location.
         storage: how to reach the weights.
         device: ``"cpu"`` or ``"cuda"``.
-        num_threads: torch intra-op threads on CPU.
+        num_threads: intra-op threads on the CPU.
+        runtime: ``auto``, ``torch`` or ``onnx`` (see :mod:`batch_classify.engines`).
+        compile: ``torch.compile`` the model (torch runtime only).
+        onnx_blob: the driver's ONNX export, so that actors do not export again.
     """
 
     def __init__(
@@ -103,26 +108,25 @@ class Classifier:
         storage: StorageOptions,
         device: str = "cpu",
         num_threads: int | None = None,
+        runtime: str = "auto",
+        compile: bool = False,
+        onnx_blob: bytes | None = None,
     ) -> None:
-        import torch
-
-        if num_threads:
-            torch.set_num_threads(num_threads)
         self.spec: ModelSpec = get_spec(model_name)
-        self.device = torch.device(device)
-        model = load_model(self.spec, weights, storage)
-        self.model = model.to(self.device, memory_format=torch.channels_last)
+        self.engine = build_engine(
+            model_name,
+            weights,
+            storage,
+            runtime=runtime,
+            device=device,
+            num_threads=num_threads,
+            compile=compile,
+            onnx_blob=onnx_blob,
+        )
 
-    def logits(self, images: np.ndarray):
-        """uint8 [N, H, W, 3] → float32 logits [N, num_classes] (a torch tensor on the CPU)."""
-        import torch
-
-        if not images.flags.writeable:  # Ray hands zero-copy, read-only batches
-            images = images.copy()
-        x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device, non_blocking=True)
-        x = normalize(x, self.spec.preset.mean, self.spec.preset.std).contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode():
-            return self.model(x).float().cpu()
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        """uint8 [N, H, W, 3] → float32 logits [N, num_classes]."""
+        return self.engine(images)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Classify the rows that decoded.
@@ -145,7 +149,7 @@ class Classifier:
                 logits = self.logits(batch["image"][ok])
                 if logits.ndim != 2 or logits.shape[1] != self.spec.num_classes:
                     raise RuntimeError(f"model returned logits of shape {tuple(logits.shape)}")
-                probs = torch.softmax(logits, dim=1)
+                probs = torch.softmax(torch.from_numpy(logits), dim=1)
                 p, i = probs.topk(TOP_K, dim=1)
                 top_idx[ok], top_prob[ok] = i.numpy(), p.numpy()
             except Exception as err:  # noqa: BLE001 - recorded per row, the batch is not lost
@@ -162,6 +166,19 @@ class Classifier:
         }
 
 
+#: Default images per pipeline batch. CPU: measured on the 2-core development machine,
+#: EfficientNet-Lite0, the stage's steady state is 143 images/s with batches of 16, 190 of 32,
+#: 214 of 64 (fewer, larger Ray tasks; ONNX Runtime still runs calls of 8, see engines.py);
+#: GPU: large batches keep the device busy (Ray's own image benchmark uses 64-512).
+CPU_BATCH_SIZE = 64
+GPU_BATCH_SIZE = 128
+
+
+#: Memory one image takes while it is decoded, bytes: the file plus a decoded picture of about
+#: 1 megapixel RGB (ImageNet photos average 0.2; larger JPEGs are decoded at reduced DCT scale).
+DECODE_MEMORY_PER_IMAGE = 4 * 2**20
+
+
 @dataclass(frozen=True)
 class ClusterPlan:
     """How the actor pool is laid out on the cluster.
@@ -170,43 +187,71 @@ class ClusterPlan:
         device: ``"cuda"`` or ``"cpu"``.
         num_actors: model actors in the pool.
         num_gpus_per_actor: 1 on GPU, 0 on CPU.
-        threads_per_actor: torch threads per CPU actor.
+        threads_per_actor: intra-op threads per CPU actor.
+        runtime: ``"torch"`` or ``"onnx"`` (resolved, never ``auto``).
+        batch_size: images per model call.
     """
 
     device: str
     num_actors: int
     num_gpus_per_actor: float
     threads_per_actor: int
+    runtime: str = "torch"
+    batch_size: int = CPU_BATCH_SIZE
 
 
-def plan_cluster(resources: dict[str, float], *, device: str = "auto", num_actors: int | None = None) -> ClusterPlan:
-    """Choose device and pool size from the cluster's resources (``ray.cluster_resources()``).
+def plan_cluster(
+    resources: dict[str, float],
+    *,
+    device: str = "auto",
+    num_actors: int | None = None,
+    runtime: str = "auto",
+    batch_size: int | None = None,
+) -> ClusterPlan:
+    """Choose device, runtime, batch size and pool size from the cluster's resources.
 
-    GPU: one actor per GPU, ``num_gpus=1`` each. CPU: one actor per 4 CPUs (at least 1),
-    each with the CPUs it shares, since decoding takes far less CPU than the model.
+    Args:
+        resources: ``ray.cluster_resources()``.
+
+    GPU: one actor per GPU, ``num_gpus=1`` each, PyTorch, batch 128. CPU: one actor per
+    4 CPUs (at least 1), each with the CPUs it shares as intra-op threads, since decoding
+    takes less CPU than the model; ONNX Runtime, batch 64.
 
     Raises:
-        ValueError: ``device="cuda"`` on a cluster with no GPU.
+        ValueError: ``device="cuda"`` on a cluster with no GPU; ``runtime="onnx"`` on a GPU.
     """
     cpus = int(resources.get("CPU", 1)) or 1
     gpus = int(resources.get("GPU", 0))
     if device == "cuda" and gpus == 0:
         raise ValueError("device 'cuda' asked for, but the Ray cluster has no GPU; use --device auto or cpu")
     if gpus and device in ("auto", "cuda"):
-        return ClusterPlan("cuda", num_actors or gpus, 1.0, 1)
+        return ClusterPlan(
+            "cuda", num_actors or gpus, 1.0, 1, resolve_runtime(runtime, "cuda"), batch_size or GPU_BATCH_SIZE
+        )
     actors = num_actors or max(1, cpus // 4)
-    return ClusterPlan("cpu", actors, 0.0, max(1, cpus // actors))
+    return ClusterPlan(
+        "cpu", actors, 0.0, max(1, cpus // actors), resolve_runtime(runtime, "cpu"), batch_size or CPU_BATCH_SIZE
+    )
 
 
 @dataclass
 class StageResult:
-    """What the inference stage produced, counted."""
+    """What the inference stage produced, counted.
+
+    Attributes:
+        wall_seconds: the whole stage, actor start-up included, seconds.
+        first_batch_seconds: stage start to the first output batch (start-up latency), seconds.
+        steady_images_per_second: images after the first batch over the time from the first
+            output batch to the last (NaN with fewer than two batches).
+    """
 
     n_input: int
     n_predicted: int
     n_failed: int
     wall_seconds: float
     plan: ClusterPlan
+    first_batch_seconds: float = float("nan")
+    steady_images_per_second: float = float("nan")
 
 
 def run_stage(
@@ -215,13 +260,15 @@ def run_stage(
     model_name: str,
     weights: str | None,
     storage: StorageOptions,
-    batch_size: int,
     plan: ClusterPlan,
     on_batch: Callable[[dict[str, np.ndarray]], None],
+    onnx_blob: bytes | None = None,
+    compile: bool = False,
 ) -> StageResult:
     """Run the Ray Data pipeline over ``records`` and hand every output batch to ``on_batch``.
 
     Ray must be initialised by the caller. ``records`` are dicts with ``path`` and ``label``.
+    ``onnx_blob``: the driver's export for ``plan.runtime == "onnx"`` (exported here when None).
 
     Raises:
         RuntimeError: the output does not hold every input path exactly once.
@@ -229,6 +276,9 @@ def run_stage(
     import ray.data
 
     start = time.perf_counter()
+    batch_size = plan.batch_size
+    if plan.runtime == "onnx" and onnx_blob is None:
+        onnx_blob = onnx_model(model_name, weights, storage)
     ds = ray.data.from_items(records, override_num_blocks=max(1, min(len(records) // batch_size, 200)))
     ds = ds.map_batches(
         decode_batch,
@@ -236,6 +286,11 @@ def run_stage(
         batch_format="numpy",
         fn_kwargs={"model_name": model_name, "storage": storage},
         num_cpus=1,
+        # Reserve what a batch of decodes holds. Ray Data fuses a task stage into the next actor
+        # stage only when their resource requests match, so this also keeps decoding in its own
+        # tasks, beside inference, instead of one after the other inside the model actors
+        # (measured in BENCHMARKS.md).
+        memory=batch_size * DECODE_MEMORY_PER_IMAGE,
     )
     ds = ds.map_batches(
         Classifier,
@@ -247,6 +302,9 @@ def run_stage(
             "storage": storage,
             "device": plan.device,
             "num_threads": plan.threads_per_actor,
+            "runtime": plan.runtime,
+            "compile": compile,
+            "onnx_blob": onnx_blob,
         },
         compute=ray.data.ActorPoolStrategy(size=plan.num_actors),
         num_gpus=plan.num_gpus_per_actor,
@@ -255,6 +313,8 @@ def run_stage(
     seen: set[str] = set()
     duplicates = 0
     n_failed = 0
+    first_at = last_at = math.nan
+    n_first = 0
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         for p in batch["path"]:
             if p in seen:
@@ -262,6 +322,9 @@ def run_stage(
             seen.add(p)
         n_failed += int(np.count_nonzero(batch["error"] != ""))
         on_batch(batch)
+        last_at = time.perf_counter()
+        if math.isnan(first_at):
+            first_at, n_first = last_at, len(batch["path"])
     expected = {r["path"] for r in records}
     missing = expected - seen
     if missing or duplicates or seen - expected:
@@ -275,4 +338,6 @@ def run_stage(
         n_failed=n_failed,
         wall_seconds=time.perf_counter() - start,
         plan=plan,
+        first_batch_seconds=first_at - start,
+        steady_images_per_second=(len(seen) - n_first) / (last_at - first_at) if last_at > first_at else math.nan,
     )

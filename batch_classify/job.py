@@ -82,12 +82,12 @@ def validate_step(settings: RunSettings, listing: Listing) -> Validation:
     if len(failures) == n:
         shown = "; ".join(f"{p}: {e}" for p, e in list(failures.items())[:3])
         raise ValidationError(f"none of the {n} sample images could be read and decoded ({shown})")
-    classifier = Classifier(model_name=spec.name, weights=settings.weights, storage=storage)
+    classifier = Classifier(model_name=spec.name, weights=settings.weights, storage=storage, runtime=settings.runtime)
     ok = np.flatnonzero(batch["error"] == "")
     logits = classifier.logits(batch["image"][ok])
     if tuple(logits.shape) != (len(ok), spec.num_classes):
         raise ValidationError(f"model {spec.name} returned logits {tuple(logits.shape)}, expected ({len(ok)}, {spec.num_classes})")
-    if not bool(logits.isfinite().all()):
+    if not bool(np.isfinite(logits).all()):
         raise ValidationError(f"model {spec.name} returned non-finite logits on the sample; check the weights file")
     preds: list[str | None] = [None] * n
     for j, i in enumerate(ok):
@@ -131,7 +131,13 @@ def inference_step(settings: RunSettings, listing: Listing, label_map: dict[str,
     storage = storage_options(settings)
     started = _ray_init(settings)
     try:
-        plan: ClusterPlan = plan_cluster(ray.cluster_resources(), device=settings.device, num_actors=settings.num_actors)
+        plan: ClusterPlan = plan_cluster(
+            ray.cluster_resources(),
+            device=settings.device,
+            num_actors=settings.num_actors,
+            runtime=settings.runtime,
+            batch_size=settings.batch_size,
+        )
         log.info("inference plan: %s", plan)
         writer = StagingWriter(
             settings.run_uri(),
@@ -146,8 +152,8 @@ def inference_step(settings: RunSettings, listing: Listing, label_map: dict[str,
             model_name=settings.model,
             weights=settings.weights,
             storage=storage,
-            batch_size=settings.batch_size,
             plan=plan,
+            compile=settings.compile,
             on_batch=writer.write,
         )
         staged = writer.close()
@@ -164,6 +170,11 @@ def inference_step(settings: RunSettings, listing: Listing, label_map: dict[str,
 def persist_step(settings: RunSettings, staged: StagedRun) -> CommittedRun:
     """Step 4: commit the staged files to ``OUTPUT/RUN_ID``; ``_SUCCESS`` last."""
     return commit(staged, settings.run_uri(), storage_options(settings), run_id=settings.run_id, model=settings.model)
+
+
+def _rounded(value: float) -> float | None:
+    """Three decimals; None (JSON null) for NaN."""
+    return None if math.isnan(value) else round(value, 3)
 
 
 def report_step(
@@ -198,9 +209,12 @@ def report_step(
         "images_per_second": round(n_listed / wall_seconds, 3) if wall_seconds > 0 else math.nan,
         "stage_seconds": round(stage.wall_seconds, 3),
         "stage_images_per_second": round(n_listed / stage.wall_seconds, 3) if stage.wall_seconds > 0 else math.nan,
+        "stage_first_batch_seconds": _rounded(stage.first_batch_seconds),
+        "stage_steady_images_per_second": _rounded(stage.steady_images_per_second),
         "device": stage.plan.device,
         "num_actors": stage.plan.num_actors,
-        "batch_size": settings.batch_size,
+        "batch_size": stage.plan.batch_size,
+        "runtime": stage.plan.runtime,
     }
     write_bytes(join(committed.run_uri, "report.json"), report_lib.to_json(report), storage)
     write_bytes(join(committed.run_uri, "report.md"), report_lib.render_markdown(report).encode(), storage)

@@ -48,7 +48,11 @@ class RunSettings(BaseSettings):
     )
     run_id: str = Field(default_factory=new_run_id, description="Run id; default sorts by start time.")
     limit: int | None = Field(None, gt=0, description="Classify only the first N listed images (sorted by path).")
-    batch_size: int = Field(32, gt=0, description="Images per model call.")
+    batch_size: int | None = Field(
+        None,
+        gt=0,
+        description="Images per model call; default 64 on the CPU, 128 on a GPU (see BENCHMARKS.md).",
+    )
     sample_size: int = Field(8, gt=0, description="Images decoded and classified by the validation step.")
     anon: bool = Field(False, description="Anonymous (unsigned) S3 access.")
     s3_endpoint_url: str | None = Field(
@@ -63,9 +67,15 @@ class RunSettings(BaseSettings):
     )
     num_cpus: int | None = Field(None, gt=0, description="CPUs for a local Ray (default: all).")
     num_actors: int | None = Field(
-        None, gt=0, description="Model actors in the pool (default: one per GPU, else one per 2 CPUs, at least 1)."
+        None, gt=0, description="Model actors in the pool (default: one per GPU, else one per 4 CPUs, at least 1)."
     )
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda)$", description="auto: GPU when the cluster has one.")
+    runtime: str = Field(
+        "auto",
+        pattern=r"^(auto|torch|onnx)$",
+        description="Inference runtime; auto: PyTorch on a GPU, ONNX Runtime on the CPU.",
+    )
+    compile: bool = Field(False, description="torch.compile the model (PyTorch runtime only; slow first batches).")
 
     @field_validator("run_id")
     @classmethod

@@ -38,9 +38,7 @@ class Vocabulary:
     _tiers: tuple[dict[str, set[int]], ...] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        from timm.data import ImageNetInfo
-
-        info = ImageNetInfo()
+        lemmas = _timm_lemmas()
         wnid: dict[str, set[int]] = {}
         exact: dict[str, set[int]] = {}
         normed: dict[str, set[int]] = {}
@@ -49,7 +47,7 @@ class Vocabulary:
             wnid.setdefault(w.lower(), set()).add(index)
             exact.setdefault(name.replace("_", " "), set()).add(index)
             normed.setdefault(_norm(name), set()).add(index)
-            for term in info.index_to_description(index).split(","):
+            for term in lemmas.get(w, "").split(","):
                 lemma.setdefault(_norm(term), set()).add(index)
         object.__setattr__(self, "_tiers", (wnid, exact, normed, lemma))
 
@@ -102,13 +100,32 @@ class Vocabulary:
         return mapping
 
 
+def _timm_info_file(name: str) -> str:
+    """Text of one of timm's ImageNet metadata files (``timm/data/_info``), read without importing
+    timm: importing it costs about 1.5 s of start-up on the development machine."""
+    import importlib.util
+    import os
+
+    spec = importlib.util.find_spec("timm")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the timm package is not installed; it supplies the ImageNet wnids (pip install timm)")
+    with open(os.path.join(spec.submodule_search_locations[0], "data", "_info", name), encoding="utf-8") as f:
+        return f.read()
+
+
+@lru_cache(maxsize=1)
+def _timm_lemmas() -> dict[str, str]:
+    """wnid → comma-separated WordNet lemmas, as timm's ``ImageNetInfo.index_to_description``."""
+    pairs = (line.split("\t", 1) for line in _timm_info_file("imagenet_synset_to_lemma.txt").splitlines() if line)
+    return {w: lemma.strip() for w, lemma in pairs}
+
+
 @lru_cache(maxsize=1)
 def imagenet() -> Vocabulary:
     """The ImageNet-1k vocabulary (1000 classes)."""
-    from timm.data import ImageNetInfo
     from torchvision.models import ResNet50_Weights
 
-    wnids = tuple(ImageNetInfo().label_names())
+    wnids = tuple(_timm_info_file("imagenet_synsets.txt").split())
     names = tuple(ResNet50_Weights.IMAGENET1K_V2.meta["categories"])
     if len(wnids) != 1000 or len(names) != 1000 or list(wnids) != sorted(wnids):
         raise RuntimeError("ImageNet class metadata from timm/torchvision is not the expected 1000 sorted wnids")

@@ -39,7 +39,7 @@ _storage_retries = dict(
 )
 
 
-@task(name="list-dataset", tags=["storage"], cache_policy=NO_CACHE, **_storage_retries)
+@task(name="list-dataset", cache_policy=NO_CACHE, **_storage_retries)
 def list_dataset(settings: RunSettings) -> Listing:
     """List every image under the input, with labels."""
     listing = job.list_step(settings)
@@ -51,7 +51,7 @@ def list_dataset(settings: RunSettings) -> Listing:
     return listing
 
 
-@task(name="validate-sample", tags=["model"], cache_policy=NO_CACHE, retries=0)
+@task(name="validate-sample", cache_policy=NO_CACHE, retries=0)
 def validate_sample(settings: RunSettings, listing: Listing) -> job.Validation:
     """Decode and classify a few images before the big stage; fail fast on labels or model."""
     validation = job.validate_step(settings, listing)
@@ -62,6 +62,10 @@ def validate_sample(settings: RunSettings, listing: Listing) -> job.Validation:
     return validation
 
 
+# Only the heavy stage carries a tag: a tag concurrency limit on "ray" (`prefect concurrency-limit
+# create ray 1`) keeps two flow runs from sharing a cluster's actors. Every tagged task costs a
+# limit lookup, and on the embedded SQLite server that lookup is often refused as "database is
+# locked" and retried after 2 s (measured: 1-3 such waits per run with five tagged tasks).
 @task(name="ray-inference", tags=["ray"], cache_policy=NO_CACHE, retries=1, retry_delay_seconds=10, retry_condition_fn=_transient)
 def run_inference(settings: RunSettings, listing: Listing, label_map: dict[str, int]) -> job.InferenceOutcome:
     """The Ray Data stage: decode, preprocess, model actor pool; output staged as Parquet."""
@@ -74,7 +78,7 @@ def run_inference(settings: RunSettings, listing: Listing, label_map: dict[str, 
     return outcome
 
 
-@task(name="persist-predictions", tags=["storage"], cache_policy=NO_CACHE, **_storage_retries)
+@task(name="persist-predictions", cache_policy=NO_CACHE, **_storage_retries)
 def persist_predictions(settings: RunSettings, staged: StagedRun) -> CommittedRun:
     """Commit the staged Parquet files under OUTPUT/RUN_ID, _SUCCESS last."""
     committed = job.persist_step(settings, staged)
@@ -82,7 +86,7 @@ def persist_predictions(settings: RunSettings, staged: StagedRun) -> CommittedRu
     return committed
 
 
-@task(name="accuracy-report", tags=["storage", "report"], cache_policy=NO_CACHE, **_storage_retries)
+@task(name="accuracy-report", cache_policy=NO_CACHE, **_storage_retries)
 def report_accuracy(
     settings: RunSettings, listing: Listing, committed: CommittedRun, outcome: job.InferenceOutcome, wall_seconds: float
 ) -> dict:

@@ -3,7 +3,6 @@ import shutil
 import pytest
 import torch
 
-from batch_classify.inference import plan_cluster
 from batch_classify.models import ModelError, get_spec, list_models, load_model
 from batch_classify.storage import StorageOptions
 
@@ -75,13 +74,3 @@ def test_weights_from_s3(s3_endpoint, tmp_path):
     model = load_model(spec, "s3://weights/r18.pth", StorageOptions(endpoint_url=s3_endpoint))
     assert torch.equal(model.fc.bias, state["fc.bias"])
 
-
-def test_cluster_plan():
-    assert plan_cluster({"CPU": 16, "GPU": 4}) == plan_cluster({"CPU": 16, "GPU": 4}, device="cuda")
-    gpu = plan_cluster({"CPU": 16, "GPU": 4})
-    assert (gpu.device, gpu.num_actors, gpu.num_gpus_per_actor) == ("cuda", 4, 1.0)
-    cpu = plan_cluster({"CPU": 2})
-    assert (cpu.device, cpu.num_actors, cpu.threads_per_actor) == ("cpu", 1, 2)
-    assert plan_cluster({"CPU": 16, "GPU": 1}, device="cpu").device == "cpu"
-    with pytest.raises(ValueError, match="no GPU"):
-        plan_cluster({"CPU": 2}, device="cuda")

@@ -6,7 +6,8 @@ import torch
 from PIL import Image
 
 from batch_classify.models import LITE0_PRESET, get_spec
-from batch_classify.preprocess import ClassificationPreset, DecodeError, normalize
+from batch_classify.engines import uint8_model
+from batch_classify.preprocess import ClassificationPreset, DecodeError
 
 
 def _png(img: Image.Image, fmt="PNG", **kw) -> bytes:
@@ -45,6 +46,11 @@ def test_undecodable_raises_decode_error(data):
         LITE0_PRESET(data)
 
 
+def normalize(x, mean, std):
+    """The normalisation the engines put in front of the model."""
+    return uint8_model(torch.nn.Identity(), mean, std)(x)
+
+
 def test_normalize_values():
     x = torch.tensor([[[[0, 255, 128]]]], dtype=torch.uint8)  # [1, 1, 1, 3]
     y = normalize(x, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
@@ -75,6 +81,19 @@ def test_torchvision_presets_follow_weights_transforms(name, photos):
     # Measured: 0.03 on average (Pillow vs torch antialiasing, DCT-scaled JPEG decoding);
     # a wrong resize size or normalisation gives 0.38-0.44.
     assert sum(diffs) / len(diffs) < 0.06 and max(diffs) < 0.3, diffs
+
+
+def test_cropped_region_resampling_matches_resize_then_crop(photos):
+    """resize_crop resamples only the crop box; it must give the pixels of a full resize then crop."""
+    for path in photos[:30]:
+        img = LITE0_PRESET.decode(path.read_bytes())
+        w, h = img.size
+        scale = LITE0_PRESET.resize_size / min(w, h)
+        new_w, new_h = round(w * scale), round(h * scale)
+        left, top = int(round((new_w - 224) / 2.0)), int(round((new_h - 224) / 2.0))
+        full = img.resize((new_w, new_h), Image.Resampling.BILINEAR).crop((left, top, left + 224, top + 224))
+        diff = np.abs(LITE0_PRESET.resize_crop(img).astype(int) - np.asarray(full).astype(int))
+        assert diff.max() <= 1 and diff.mean() < 0.5, (path.name, diff.max(), diff.mean())
 
 
 def test_preset_is_keyword_only():

@@ -1,0 +1,110 @@
+"""Shared pieces of the benchmarks: the input set, process-tree memory sampling, medians."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+#: The 500 shared ImageNet photos (one per even class index), next to the project.
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "imagenet-sample"
+
+
+def prepare_input(root: Path, n_files: int, source: Path = SHARED) -> Path:
+    """Lay out ``n_files`` files as ``root/copy-K/<wnid>/<file>``, each photo once per copy.
+
+    The files are hard links (copies where linking fails), so every copy reads real bytes
+    from disk; the parent folder is the wnid label, as ``batch-classify run`` expects.
+
+    Raises:
+        FileNotFoundError: ``source`` is missing (run beside ``../shared``).
+    """
+    photos = sorted(source.glob("*.JPEG"))
+    if not photos:
+        raise FileNotFoundError(f"no photos under {source}; the benchmarks need ../shared/imagenet-sample")
+    target = root / f"input-{n_files}"
+    marker = target / ".complete"
+    if marker.exists():
+        return target
+    shutil.rmtree(target, ignore_errors=True)
+    for i in range(n_files):
+        photo = photos[i % len(photos)]
+        dest = target / f"copy-{i // len(photos)}" / photo.name.split("_")[0] / photo.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(photo, dest)
+        except OSError:
+            shutil.copyfile(photo, dest)
+    marker.touch()
+    return target
+
+
+def _tree_pss(proc: psutil.Process) -> int:
+    """Proportional set size of a process and all its descendants, bytes (RSS where PSS is unavailable)."""
+    total = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            info = p.memory_full_info()
+            total += getattr(info, "pss", info.rss)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            pass
+    return total
+
+
+@dataclass
+class Measured:
+    """One timed command.
+
+    Attributes:
+        seconds: wall time from start to exit, seconds.
+        peak_bytes: peak PSS of the process tree (Ray's raylet, workers and object store included), bytes.
+        returncode: the command's exit status.
+        output: its stdout and stderr, merged.
+    """
+
+    seconds: float
+    peak_bytes: int
+    returncode: int
+    output: str = field(repr=False)
+
+
+def run_measured(
+    cmd: list[str], *, env: dict[str, str] | None = None, cwd: str | None = None, interval: float = 0.25
+) -> Measured:
+    """Run ``cmd`` to completion, sampling the memory of its process tree every ``interval`` seconds."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, text=True,
+        start_new_session=True, cwd=cwd,
+    )
+    peak = 0
+    chunks: list[str] = []
+    reader = threading.Thread(target=lambda: chunks.append(proc.stdout.read()), daemon=True)
+    reader.start()
+    ps = psutil.Process(proc.pid)
+    while proc.poll() is None:
+        try:
+            peak = max(peak, _tree_pss(ps))
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(interval)
+    proc.wait()
+    seconds = time.perf_counter() - start
+    reader.join()
+    # Ray may leave its raylet/GCS behind for a moment after the driver exits.
+    try:
+        os.killpg(proc.pid, 9)
+    except ProcessLookupError:
+        pass
+    return Measured(seconds, peak, proc.returncode, "".join(chunks))
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")

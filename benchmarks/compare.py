@@ -1,0 +1,194 @@
+"""Side-by-side benchmark: the seed notebook, a DataLoader loop, `batch-classify run`, the model alone.
+
+One command, one machine, the same images and model for every variant. Whole-process
+variants run as subprocesses, alternating (seed, dataloader, ours, … then again) so that
+drift in the machine hits them alike; the table gives medians over ``--repeats`` and the
+ratio of each to the seed. Peak memory is the peak proportional set size (PSS) of each
+process tree, Ray's raylet, workers and object store included, sampled every 0.25 s.
+
+Usage (from the project root, beside ../shared)::
+
+    .venv/bin/python -m benchmarks.compare --images 1000 --repeats 3 --scale 10000
+    .venv/bin/python -m benchmarks.compare --model resnet152 --random-weights --images 200 --repeats 1 \\
+        --variants seed,ours,model
+
+Writes the table to stdout and, with ``--out FILE.md``, to FILE.md and FILE.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.common import Measured, median, prepare_input, run_measured
+
+PY = sys.executable
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _random_weights(workdir: Path, model: str) -> str:
+    """A random state dict for ``model`` (timing only), saved once under ``workdir``."""
+    path = workdir / f"{model}-random.pth"
+    if not path.exists():
+        import torch
+
+        from batch_classify.models import get_spec
+
+        torch.manual_seed(0)
+        torch.save(get_spec(model).build().state_dict(), path)
+    return str(path)
+
+
+def _command(variant: str, args, input_dir: Path, out: Path, weights: str | None, run_id: str) -> tuple[list[str], dict]:
+    env = {"PREFECT_HOME": str(out / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    w = ["--weights", weights] if weights else []
+    if variant == "seed":
+        extra = ["--random-weights"] if weights else []
+        return [PY, "-m", "benchmarks.seed_pipeline", str(input_dir), str(out / "seed"), "--model", args.model, *extra], env
+    if variant == "dataloader":
+        return [PY, "-m", "benchmarks.dataloader_loop", str(input_dir), str(out / "loop.parquet"), "--model", args.model, *w], env
+    if variant.startswith("ours"):
+        cmd = [PY, "-m", "batch_classify", "run", "-i", str(input_dir), "-o", str(out / "ours"), "--model", args.model,
+               "--run-id", run_id, "-q", *w]
+        if variant == "ours-torch":
+            cmd += ["--runtime", "torch"]
+        if variant == "ours-before":  # run from that tree so that its packages come first on sys.path
+            env["PYTHONPATH"] = env["CWD"] = str(Path(args.before_tree).resolve())
+        return cmd, env
+    raise ValueError(f"unknown variant {variant!r}")
+
+
+def _ours_report(out: Path, run_id: str) -> dict:
+    try:
+        return json.loads((out / "ours" / run_id / "report.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _model_alone(args, input_dir: Path, weights: str | None) -> dict:
+    cmd = [PY, "-m", "benchmarks.model_alone", str(input_dir), "--model", args.model, "--batch-size", str(args.batch_size)]
+    if weights:
+        cmd += ["--weights", weights]
+    m = run_measured(cmd)
+    if m.returncode:
+        raise RuntimeError(f"model_alone failed:\n{m.output[-3000:]}")
+    return json.loads(m.output.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=1000, help="files in the input (photos repeated under copy-K/)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--model", default="efficientnet_lite0")
+    parser.add_argument("--random-weights", action="store_true", help="random weights (timing only; resnet152 has none here)")
+    parser.add_argument("--variants", default="seed,dataloader,ours,ours-torch,model")
+    parser.add_argument("--before-tree", help="a checkout of an earlier commit: adds variant ours-before")
+    parser.add_argument("--batch-size", type=int, default=64, help="model-alone batch size (the pipeline's CPU default)")
+    parser.add_argument("--scale", type=int, default=0, help="also run ours once on this many files (memory vs size)")
+    parser.add_argument("--workdir", default="/tmp/batch-classify-bench")
+    parser.add_argument("--out", help="write FILE.md and FILE.json")
+    args = parser.parse_args()
+
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    input_dir = prepare_input(workdir, args.images)
+    weights = _random_weights(workdir, args.model) if args.random_weights else None
+    variants = [v for v in args.variants.split(",") if v]
+    if args.before_tree:
+        variants.insert(variants.index("ours") + 1 if "ours" in variants else len(variants), "ours-before")
+    whole = [v for v in variants if v != "model"]
+    results: dict[str, list[Measured]] = {v: [] for v in whole}
+    reports: dict[str, list[dict]] = {v: [] for v in whole}
+    model_alone: list[dict] = []
+    started = time.strftime("%Y-%m-%d %H:%M:%S")
+    for rep in range(args.repeats):
+        for variant in variants:
+            if variant == "model":
+                model_alone.append(_model_alone(args, input_dir, weights))
+                print(f"[{rep}] model alone: {model_alone[-1]}", flush=True)
+                continue
+            out = workdir / "out" / variant
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir(parents=True)
+            run_id = f"bench-{rep}"
+            cmd, env = _command(variant, args, input_dir, out, weights, run_id)
+            m = run_measured(cmd, env=env, cwd=env.get("CWD"))
+            if m.returncode:
+                raise RuntimeError(f"{variant} failed ({m.returncode}):\n{m.output[-4000:]}")
+            results[variant].append(m)
+            reports[variant].append(_ours_report(out, run_id) if variant.startswith("ours") else {})
+            print(f"[{rep}] {variant}: {m.seconds:.1f} s, peak {m.peak_bytes / 2**30:.2f} GiB", flush=True)
+
+    scale = None
+    if args.scale:
+        big = prepare_input(workdir, args.scale)
+        out = workdir / "out" / "scale"
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        cmd, env = _command("ours", args, big, out, weights, "bench-scale")
+        m = run_measured(cmd, env=env)
+        if m.returncode:
+            raise RuntimeError(f"scale run failed:\n{m.output[-4000:]}")
+        scale = {"images": args.scale, "seconds": m.seconds, "peak_bytes": m.peak_bytes, "report": _ours_report(out, "bench-scale")}
+        print(f"scale {args.scale}: {m.seconds:.1f} s, peak {m.peak_bytes / 2**30:.2f} GiB", flush=True)
+
+    table = _render(args, started, input_dir, results, reports, model_alone, scale)
+    print(table)
+    if args.out:
+        Path(args.out).with_suffix(".md").write_text(table)
+        raw = {
+            "args": vars(args),
+            "started": started,
+            "runs": {v: [{"seconds": m.seconds, "peak_bytes": m.peak_bytes} for m in ms] for v, ms in results.items()},
+            "reports": reports,
+            "model_alone": model_alone,
+            "scale": scale,
+        }
+        Path(args.out).with_suffix(".json").write_text(json.dumps(raw, indent=2, default=str))
+
+
+def _render(args, started, input_dir, results, reports, model_alone, scale) -> str:
+    n = args.images
+    seed_s = median([m.seconds for m in results.get("seed", [])])
+    lines = [
+        f"Run {started} on {os.cpu_count()} cores: {n} files ({input_dir}), model {args.model}"
+        f"{' (random weights)' if args.random_weights else ''}, {args.repeats} alternating repeat(s), medians.",
+        "",
+        "| variant | wall s (whole process) | images/s | × seed | peak memory GiB | top-1 | stage images/s (steady) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for variant, ms in results.items():
+        s = median([m.seconds for m in ms])
+        peak = max(m.peak_bytes for m in ms) / 2**30
+        reps = [r for r in reports[variant] if r]
+        top1 = f"{reps[0]['top1']:.3f}" if reps and reps[0].get("top1") is not None else "–"
+        steady = median([r["stage_steady_images_per_second"] for r in reps if r.get("stage_steady_images_per_second")])
+        stage = "–" if steady != steady else f"{steady:.0f}"
+        lines.append(
+            f"| {variant} | {s:.1f} | {n / s:.1f} | {seed_s / s:.2f} | {peak:.2f} | {top1} | {stage} |"
+        )
+    if model_alone:
+        lines += ["", "Model alone on pre-decoded uint8 tensors, batch "
+                  f"{model_alone[0]['batch_size']}, {model_alone[0]['threads']} threads (images/s, median):"]
+        for runtime in ("onnx", "torch"):
+            if runtime in model_alone[0]:
+                rate = median([m[runtime] for m in model_alone])
+                variant = "ours" if runtime == "onnx" else "ours-torch"
+                steady = median([r["stage_steady_images_per_second"] for r in reports.get(variant, []) if r.get("stage_steady_images_per_second")])
+                ratio = "" if steady != steady else f"; `{variant}` stage steady state {steady:.0f} = {steady / rate:.2f} of it"
+                lines.append(f"- {runtime}: {rate:.1f}{ratio}")
+    if scale:
+        r = scale["report"]
+        lines += ["", f"Scale: `ours` on {scale['images']} files: {scale['seconds']:.1f} s whole process "
+                  f"({scale['images'] / scale['seconds']:.1f} images/s), peak memory {scale['peak_bytes'] / 2**30:.2f} GiB, "
+                  f"stage steady state {r.get('stage_steady_images_per_second')} images/s, top-1 {r.get('top1')}."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
