@@ -58,7 +58,7 @@ def _command(variant: str, args, input_dir: Path, out: Path, weights: str | None
         if variant == "ours-torch":
             cmd += ["--runtime", "torch"]
         if variant == "ours-before":  # run from that tree so that its packages come first on sys.path
-            env["PYTHONPATH"] = env["CWD"] = str(Path(args.before_tree).resolve())
+            env["PYTHONPATH"] = str(Path(args.before_tree).resolve())
         return cmd, env
     raise ValueError(f"unknown variant {variant!r}")
 
@@ -117,7 +117,7 @@ def main() -> None:
             out.mkdir(parents=True)
             run_id = f"bench-{rep}"
             cmd, env = _command(variant, args, input_dir, out, weights, run_id)
-            m = run_measured(cmd, env=env, cwd=env.get("CWD"))
+            m = run_measured(cmd, env=env, cwd=env.get("PYTHONPATH"))
             if m.returncode:
                 raise RuntimeError(f"{variant} failed ({m.returncode}):\n{m.output[-4000:]}")
             results[variant].append(m)
