@@ -6,10 +6,10 @@ Two runtimes, chosen at run time (``--runtime``):
   normalisation folded in front of it, is exported to ONNX in memory
   (TorchScript-based exporter, about 0.6 s for EfficientNet-Lite0) and checked
   against PyTorch on a fixed input before use. Measured on the 2-core
-  development machine (EfficientNet-Lite0, batch 8): 386 images/s against 105
-  for PyTorch eager; see ``BENCHMARKS.md``.
-* ``torch`` — PyTorch eager, ``channels_last``, under ``torch.inference_mode``;
-  on CUDA with pinned host memory, non-blocking copies and bf16 autocast;
+  development machine (EfficientNet-Lite0, 2 threads): 352 images/s against
+  123 for PyTorch eager; see ``BENCHMARKS.md``.
+* ``torch`` — PyTorch eager under ``torch.inference_mode``; on CUDA with
+  ``channels_last``, pinned host memory, non-blocking copies and bf16 autocast;
   ``torch.compile`` when asked.
 
 ``auto`` picks ``torch`` on CUDA and ``onnx`` on the CPU. Both engines take
@@ -120,9 +120,9 @@ def onnx_model(model_name: str, weights: str | None, storage: StorageOptions) ->
 
 
 #: Model call size on the CPU. Measured on the 2-core development machine, EfficientNet-Lite0,
-#: 2 threads: ONNX Runtime 386 images/s in calls of 8, 297 of 16, 228 of 32; PyTorch eager
-#: (channels_last) 105 in calls of 8, 43 of 32 (larger calls spill the caches), so larger
-#: pipeline batches are split.
+#: 2 threads, batches of 64 (benchmarks/model_alone.py, runtimes taking turns, medians):
+#: ONNX Runtime 352 images/s in calls of 8 against 278 in one call; PyTorch eager 123 against
+#: 41 (larger calls spill the caches), so pipeline batches are split.
 CPU_MICRO_BATCH = 8
 
 
@@ -186,7 +186,10 @@ class TorchEngine:
         import torch
 
         self.device = torch.device(device)
-        self.model = model.to(self.device, memory_format=torch.channels_last)
+        # channels_last feeds the GPU's tensor cores; on the CPU it measured no different from
+        # NCHW-contiguous (123.2 vs 123.7 images/s, benchmarks/model_alone.py), so it is left off.
+        fmt = torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
+        self.model = model.to(self.device, memory_format=fmt)
         if compile:
             self.model = torch.compile(self.model)
         self.autocast = autocast and self.device.type == "cuda"

@@ -167,9 +167,10 @@ class Classifier:
 
 
 #: Default images per pipeline batch. CPU: measured on the 2-core development machine,
-#: EfficientNet-Lite0, the stage's steady state is 143 images/s with batches of 16, 190 of 32,
-#: 214 of 64 (fewer, larger Ray tasks; ONNX Runtime still runs calls of 8, see engines.py);
-#: GPU: large batches keep the device busy (Ray's own image benchmark uses 64-512).
+#: EfficientNet-Lite0, 3,000 files (benchmarks/stage.py): 175 images/s with batches of 32,
+#: 195 of 64, 201-205 of 128, 198 of 256 (fewer, larger Ray tasks; the engines still call the
+#: model 8 images at a time); 64 keeps most of the gain with half the latency to the first
+#: batch. GPU: large batches keep the device busy (Ray's own image benchmark uses 64-512).
 CPU_BATCH_SIZE = 64
 GPU_BATCH_SIZE = 128
 

@@ -71,7 +71,8 @@ def _ours_report(out: Path, run_id: str) -> dict:
 
 
 def _model_alone(args, input_dir: Path, weights: str | None) -> dict:
-    cmd = [PY, "-m", "benchmarks.model_alone", str(input_dir), "--model", args.model, "--batch-size", str(args.batch_size)]
+    cmd = [PY, "-m", "benchmarks.model_alone", str(input_dir), "--model", args.model, "--batch-size", str(args.batch_size),
+           "--images", str(args.model_images)]
     if weights:
         cmd += ["--weights", weights]
     m = run_measured(cmd)
@@ -89,6 +90,7 @@ def main() -> None:
     parser.add_argument("--variants", default="seed,dataloader,ours,ours-torch,model")
     parser.add_argument("--before-tree", help="a checkout of an earlier commit: adds variant ours-before")
     parser.add_argument("--batch-size", type=int, default=64, help="model-alone batch size (the pipeline's CPU default)")
+    parser.add_argument("--model-images", type=int, default=256, help="pre-decoded images the model-alone run times")
     parser.add_argument("--scale", type=int, default=0, help="also run ours once on this many files (memory vs size)")
     parser.add_argument("--workdir", default="/tmp/batch-classify-bench")
     parser.add_argument("--out", help="write FILE.md and FILE.json")

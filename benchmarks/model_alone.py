@@ -3,7 +3,13 @@
 Decodes ``--images`` photos once with the model's preset, then times the same engine the
 model actors use (``batch_classify.engines``) over them at the pipeline's batch size, with
 every core given to the model. Prints one JSON object: images/s per runtime (median of
-``--repeats`` passes after one warm-up pass).
+``--repeats`` passes after one warm-up pass; the runtimes take turns, pass by pass).
+
+Besides ``onnx`` and ``torch`` (the engines as shipped), ``--runtimes`` takes variants that
+undo one choice each, to measure what it is worth: ``onnx-spin`` (spinning intra-op threads),
+``onnx-whole`` and ``torch-whole`` (the whole batch in one call instead of calls of 8),
+``torch-channels-last`` (``channels_last``, as on CUDA, instead of NCHW-contiguous), ``torch-no-grad``
+(``torch.no_grad`` instead of ``torch.inference_mode``).
 
 Usage: ``python -m benchmarks.model_alone INPUT_DIR [--model NAME] [--batch-size N]``
 """
@@ -20,6 +26,34 @@ from pathlib import Path
 import numpy as np
 
 
+def _variant(name: str, args, threads: int):
+    """The engine for ``name``: ``onnx`` or ``torch`` as shipped, or one of them with one choice undone."""
+    import torch
+
+    from batch_classify.engines import OnnxEngine, build_engine, onnx_model
+    from batch_classify.storage import StorageOptions
+
+    base = name.split("-")[0]
+    if name == "onnx-spin":
+        return OnnxEngine(onnx_model(args.model, args.weights, StorageOptions()), num_threads=threads, spin=True)
+    engine = build_engine(args.model, args.weights, StorageOptions(), runtime=base, num_threads=threads)
+    if name.endswith("-whole"):
+        engine.micro_batch = 1 << 30
+    elif name == "torch-channels-last":
+        engine.model = engine.model.to(memory_format=torch.channels_last)
+    elif name == "torch-no-grad":
+        model = engine.model
+
+        def call(images):
+            with torch.no_grad():
+                return model(torch.from_numpy(images)).numpy()
+
+        engine._call = call
+    elif name not in ("onnx", "torch"):
+        raise SystemExit(f"unknown runtime variant {name!r}")
+    return engine
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("input")
@@ -31,25 +65,24 @@ def main() -> None:
     parser.add_argument("--runtimes", default="onnx,torch")
     args = parser.parse_args()
 
-    from batch_classify.engines import build_engine
     from batch_classify.models import get_spec
-    from batch_classify.storage import StorageOptions
 
     spec = get_spec(args.model)
     paths = sorted(Path(args.input).rglob("*.JPEG"))[: args.images]
     images = np.stack([spec.preset(p.read_bytes()) for p in paths])
     threads = os.cpu_count()
     out = {"images": len(images), "batch_size": args.batch_size, "threads": threads}
-    for runtime in args.runtimes.split(","):
-        engine = build_engine(args.model, args.weights, StorageOptions(), runtime=runtime, num_threads=threads)
-        rates = []
-        for rep in range(args.repeats + 1):
+    names = args.runtimes.split(",")
+    built = {name: _variant(name, args, threads) for name in names}
+    rates: dict[str, list[float]] = {name: [] for name in names}
+    for rep in range(args.repeats + 1):  # alternate the variants; the first round warms up
+        for name, engine in built.items():
             start = time.perf_counter()
             for i in range(0, len(images), args.batch_size):
                 engine(images[i : i + args.batch_size])
-            if rep:  # the first pass warms up
-                rates.append(len(images) / (time.perf_counter() - start))
-        out[runtime] = round(statistics.median(rates), 1)
+            if rep:
+                rates[name].append(len(images) / (time.perf_counter() - start))
+    out.update({name: round(statistics.median(r), 1) for name, r in rates.items()})
     print(json.dumps(out))
 
 

@@ -84,7 +84,7 @@ def test_onnx_export_disagreeing_with_pytorch_is_refused(monkeypatch):
 
 
 def test_torch_engine_is_the_gpu_code_path_on_cpu(decoded):
-    """The engine GPU actors use (channels_last, inference_mode; pinned copies and bf16 only on CUDA)."""
+    """The engine GPU actors use (inference_mode, micro-batches on CPU; channels_last, pinned copies, bf16 on CUDA)."""
     spec = get_spec(LITE0)
     engine = TorchEngine(uint8_model(load_model(spec, None, OPTS), spec.preset.mean, spec.preset.std), device="cpu")
     assert engine.autocast is False
