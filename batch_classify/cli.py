@@ -82,6 +82,10 @@ def run(
     run_id: Annotated[Optional[str], typer.Option(help="Run id. [default: UTC time + random suffix, sortable]")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Classify only the first N images by path.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Images per model call. [default: 64 on CPU, 128 on GPU]")] = None,
+    max_failed_fraction: Annotated[
+        Optional[float],
+        typer.Option(min=0.0, max=1.0, help="Largest share of images that may fail before the run commits nothing. [default: 0.05]"),
+    ] = None,
     anon: Annotated[bool, typer.Option("--anon", help="Anonymous S3 access (public buckets).")] = False,
     ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address. [default: $RAY_ADDRESS, else local Ray]")] = None,
     num_cpus: Annotated[Optional[int], typer.Option(min=1, help="CPUs for a local Ray. [default: all]")] = None,
@@ -101,7 +105,7 @@ def run(
     given = {
         "input": input, "output": output, "model": model, "weights": weights, "labels": labels, "run_id": run_id,
         "limit": limit, "batch_size": batch_size, "ray_address": ray_address, "num_cpus": num_cpus, "device": device,
-        "runtime": runtime, "num_actors": num_actors,
+        "runtime": runtime, "num_actors": num_actors, "max_failed_fraction": max_failed_fraction,
     }
     if anon:
         given["anon"] = True

@@ -28,6 +28,10 @@ class ValidationError(RuntimeError):
     """The sample batch shows the run cannot succeed (model output, labels, undecodable input)."""
 
 
+class FailureBudgetExceeded(RuntimeError):
+    """More images failed than ``max_failed_fraction`` allows; nothing was committed."""
+
+
 def storage_options(settings: RunSettings) -> StorageOptions:
     return StorageOptions(anon=settings.anon, endpoint_url=settings.s3_endpoint_url)
 
@@ -168,7 +172,19 @@ def inference_step(settings: RunSettings, listing: Listing, label_map: dict[str,
 
 
 def persist_step(settings: RunSettings, staged: StagedRun) -> CommittedRun:
-    """Step 4: commit the staged files to ``OUTPUT/RUN_ID``; ``_SUCCESS`` last."""
+    """Step 4: commit the staged files to ``OUTPUT/RUN_ID``; ``_SUCCESS`` last.
+
+    Raises:
+        FailureBudgetExceeded: more than ``settings.max_failed_fraction`` of the images failed;
+            the staged files stay under ``_staging/`` for inspection and nothing is committed.
+    """
+    n_listed = staged.n_predicted + staged.n_failed
+    if n_listed and staged.n_failed / n_listed > settings.max_failed_fraction:
+        raise FailureBudgetExceeded(
+            f"{staged.n_failed} of {n_listed} images failed ({staged.n_failed / n_listed:.1%}), over the "
+            f"--max-failed-fraction of {settings.max_failed_fraction:.1%}; nothing was committed; "
+            f"the failures are listed in {staged.failures_file}"
+        )
     return commit(staged, settings.run_uri(), storage_options(settings), run_id=settings.run_id, model=settings.model)
 
 

@@ -2,13 +2,17 @@
 
 Layout of a committed run::
 
-    OUTPUT/RUN_ID/predictions/part-00000.parquet   # one row per predicted image
-    OUTPUT/RUN_ID/failures.parquet                 # one row per failed image (may have no rows)
-    OUTPUT/RUN_ID/_SUCCESS                         # JSON: files and counts; written last
-    OUTPUT/RUN_ID/report.json, report.md           # derived from the committed files
+    OUTPUT/RUN_ID/predictions/part-<attempt>-00000.parquet   # one row per predicted image
+    OUTPUT/RUN_ID/failures/part-<attempt>.parquet            # one row per failed image (may have no rows)
+    OUTPUT/RUN_ID/_SUCCESS                                   # JSON manifest: attempt, files, counts; the commit point
+    OUTPUT/RUN_ID/report.json, report.md                     # derived from the committed files
 
-While a run is writing, its files live under ``OUTPUT/RUN_ID/_staging/<attempt>/``;
-readers that wait for ``_SUCCESS`` never see a half-written run.
+While a run is writing, its files live under ``OUTPUT/RUN_ID/_staging/<attempt>/``.
+File names carry the attempt, so promoting a new attempt never touches the files
+of the committed one; ``_SUCCESS`` is replaced in one step (a rename on local disk,
+a single-object write on S3) and is what readers follow. A commit that fails
+before that step leaves the earlier result of the run id as it was; once it has
+flipped, the superseded files are removed. One writer per run id at a time.
 """
 
 from __future__ import annotations
@@ -167,43 +171,70 @@ class StagingWriter:
 
 
 def commit(staged: StagedRun, run_uri: str, storage: StorageOptions, *, run_id: str, model: str) -> CommittedRun:
-    """Promote a staged run to ``run_uri``; any earlier result of the run id is replaced whole.
+    """Promote a staged run to ``run_uri``, replacing any earlier result of the run id whole.
 
-    Order: remove the old ``_SUCCESS``, remove the old files, move the staged ones in,
-    write ``_SUCCESS`` (JSON with the files and counts) last.
+    1. The staged files move to names unique to this attempt
+       (``predictions/part-<attempt>-NNNNN.parquet``, ``failures/part-<attempt>.parquet``);
+       the committed result's files are not touched.
+    2. ``_SUCCESS`` (JSON: attempt, files, counts) is written under a temporary name and
+       moved over the old one: the commit point.
+    3. Files the new manifest does not list (the superseded attempt, leftovers of crashed
+       ones), the superseded report and ``_staging/`` are removed.
+
+    Raises:
+        OSError: a staged file is missing or storage fails; before step 2 the earlier
+            committed result (if any) is unchanged and still what ``_SUCCESS`` names.
     """
     fs, root = filesystem(run_uri, storage)
     _, staging_root = filesystem(staged.staging_uri, storage)
-    for stale in (SUCCESS, "failures.parquet", "report.json", "report.md"):
-        if fs.exists(posixpath.join(root, stale)):
-            fs.rm(posixpath.join(root, stale))
-    if fs.exists(posixpath.join(root, "predictions")):
-        fs.rm(posixpath.join(root, "predictions"), recursive=True)
+    attempt = posixpath.basename(staging_root.rstrip("/"))[:12]
     files = []
     for uri in staged.prediction_files:
         name = posixpath.basename(uri)
+        target = f"part-{attempt}-{name.removeprefix('part-')}"
         fs.makedirs(posixpath.join(root, "predictions"), exist_ok=True)
-        fs.mv(posixpath.join(staging_root, "predictions", name), posixpath.join(root, "predictions", name))
-        files.append(join(run_uri, "predictions", name))
-    fs.mv(posixpath.join(staging_root, "failures.parquet"), posixpath.join(root, "failures.parquet"))
-    if fs.exists(staging_root):
-        fs.rm(staging_root, recursive=True)
+        fs.mv(posixpath.join(staging_root, "predictions", name), posixpath.join(root, "predictions", target))
+        files.append(join(run_uri, "predictions", target))
+    failures_rel = f"failures/part-{attempt}.parquet"
+    fs.makedirs(posixpath.join(root, "failures"), exist_ok=True)
+    fs.mv(posixpath.join(staging_root, "failures.parquet"), posixpath.join(root, failures_rel))
     manifest = {
         "run_id": run_id,
         "model": model,
+        "attempt": attempt,
         "prediction_files": [posixpath.relpath(f, run_uri) for f in files],
+        "failures_file": failures_rel,
         "n_predicted": staged.n_predicted,
         "n_failed": staged.n_failed,
         "committed_at": datetime.now(timezone.utc).isoformat(),
     }
-    write_bytes(join(run_uri, SUCCESS), json.dumps(manifest, indent=2).encode(), storage)
+    pending = join(run_uri, f"{SUCCESS}.{attempt}.pending")
+    write_bytes(pending, json.dumps(manifest, indent=2).encode(), storage)
+    fs.mv(posixpath.join(root, posixpath.basename(pending)), posixpath.join(root, SUCCESS))  # the commit point
+    _remove_superseded(fs, root, keep={*manifest["prediction_files"], failures_rel})
     return CommittedRun(
         run_uri=run_uri,
         prediction_files=tuple(files),
-        failures_file=join(run_uri, "failures.parquet"),
+        failures_file=join(run_uri, failures_rel),
         n_predicted=staged.n_predicted,
         n_failed=staged.n_failed,
     )
+
+
+def _remove_superseded(fs, root: str, *, keep: set[str]) -> None:
+    """Delete what the committed manifest does not name: earlier attempts, pending manifests, staging."""
+    for folder in ("predictions", "failures"):
+        base = posixpath.join(root, folder)
+        for path in fs.find(base) if fs.exists(base) else []:
+            if posixpath.relpath(path, root) not in keep:
+                fs.rm(path)
+    for name in ("failures.parquet", "report.json", "report.md"):  # failures.parquet: the layout before attempts
+        if fs.exists(posixpath.join(root, name)):
+            fs.rm(posixpath.join(root, name))
+    for path in fs.glob(posixpath.join(root, f"{SUCCESS}.*.pending")):
+        fs.rm(path)
+    if fs.exists(posixpath.join(root, "_staging")):
+        fs.rm(posixpath.join(root, "_staging"), recursive=True)
 
 
 def read_committed(run_uri: str, storage: StorageOptions, columns: list[str] | None = None) -> pa.Table:
@@ -227,5 +258,14 @@ def read_committed(run_uri: str, storage: StorageOptions, columns: list[str] | N
 
 
 def read_failures(run_uri: str, storage: StorageOptions) -> pa.Table:
+    """Read the committed failures of a run (``path``, ``stage``, ``error``).
+
+    Raises:
+        FileNotFoundError: the run has no ``_SUCCESS``.
+    """
     fs, root = filesystem(run_uri, storage)
-    return pq.read_table(posixpath.join(root, "failures.parquet"), filesystem=fs)
+    success = posixpath.join(root, SUCCESS)
+    if not fs.exists(success):
+        raise FileNotFoundError(f"{run_uri} has no {SUCCESS}: the run is not committed")
+    manifest = json.loads(fs.cat_file(success))
+    return pq.read_table(posixpath.join(root, manifest.get("failures_file", "failures.parquet")), filesystem=fs)

@@ -54,6 +54,16 @@ class RunSettings(BaseSettings):
         description="Images per model call; default 64 on the CPU, 128 on a GPU (see BENCHMARKS.md).",
     )
     sample_size: int = Field(8, gt=0, description="Images decoded and classified by the validation step.")
+    max_failed_fraction: float = Field(
+        0.05,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Largest share of listed images that may fail (read, decode, infer) for the run to commit; "
+            "over it the run fails and commits nothing. Default 0.05: a few corrupt files do not stop "
+            "a nightly run, an unreadable bucket or a broken decoder does."
+        ),
+    )
     anon: bool = Field(False, description="Anonymous (unsigned) S3 access.")
     s3_endpoint_url: str | None = Field(
         None,

@@ -20,7 +20,9 @@ from batch_classify.settings import RunSettings
 from batch_classify.vocabulary import LabelError
 
 #: Errors that a retry cannot fix.
-DETERMINISTIC = (ListingError, LabelError, ModelError, job.ValidationError, ValueError, TypeError)
+DETERMINISTIC = (
+    ListingError, LabelError, ModelError, job.ValidationError, job.FailureBudgetExceeded, ValueError, TypeError
+)
 
 
 def _transient(task, task_run, state) -> bool:

@@ -27,7 +27,7 @@ def test_run_writes_contract_files(photos, tmp_path):
              "--run-id", "cli-1", "--batch-size", "4", "--num-cpus", "2", tmp_path=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     run = tmp_path / "out" / "cli-1"
-    assert {p.name for p in run.iterdir()} >= {"predictions", "failures.parquet", "_SUCCESS", "report.json", "report.md"}
+    assert {p.name for p in run.iterdir()} >= {"predictions", "failures", "_SUCCESS", "report.json", "report.md"}
     report = json.loads((run / "report.json").read_text())
     assert (report["n_listed"], report["n_predicted"], report["n_failed"], report["n_ignored"]) == (6, 6, 0, 1)
     assert "6 predicted, 0 failed of 6 listed" in r.stdout

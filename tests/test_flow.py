@@ -10,7 +10,11 @@ import pyarrow.parquet as pq
 import pytest
 from timm.data import ImageNetInfo
 
+from conftest import arrange_in_wnid_folders
+
+from batch_classify.results import read_committed, read_failures
 from batch_classify.settings import RunSettings
+from batch_classify.storage import StorageOptions
 from flows import classify_images
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness", "ray_local")]
@@ -83,7 +87,9 @@ def _check_committed_run(fs, run_dir: str, listed: set[str], settings: RunSettin
     top1 = sum(SORTED_WNIDS[r["pred_index"]] == r["label"] for r in rows) / len(rows)
     top5 = sum(r["label"] in {SORTED_WNIDS[i] for i in r["top5_index"]} for r in rows) / len(rows)
     assert top1 >= min_top1
-    with fs.open(f"{run_dir}/failures.parquet", "rb") as f:
+    manifest = json.loads(fs.cat_file(f"{run_dir}/_SUCCESS"))
+    assert sorted(manifest["prediction_files"]) == sorted(f.removeprefix(f"{run_dir}/") for f in map(str, files))
+    with fs.open(f"{run_dir}/{manifest['failures_file']}", "rb") as f:
         assert pq.read_table(f).num_rows == 0
     report = json.loads(fs.cat_file(f"{run_dir}/report.json"))
     assert report["n_listed"] == report["n_predicted"] == len(listed) and report["n_failed"] == 0
@@ -134,10 +140,13 @@ def test_bad_file_is_recorded_not_dropped(photos, tmp_path):
         shutil.copyfile(p, src / p.name)
     (src / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
     (src / "empty.png").write_bytes(b"")
-    settings = RunSettings(input=str(tmp_path / "in"), output=str(tmp_path / "out"), model="efficientnet_lite0", run_id="bad")
+    settings = RunSettings(
+        input=str(tmp_path / "in"), output=str(tmp_path / "out"), model="efficientnet_lite0", run_id="bad",
+        max_failed_fraction=0.5,
+    )
     state, _ = _run(settings)
     assert state.is_completed(), state.message
-    failures = pq.read_table(tmp_path / "out" / "bad" / "failures.parquet").to_pylist()
+    failures = read_failures(str(tmp_path / "out" / "bad"), StorageOptions()).to_pylist()
     assert {(f["path"].rsplit("/", 1)[1], f["stage"]) for f in failures} == {("broken.jpg", "decode"), ("empty.png", "decode")}
     assert all(f["error"] for f in failures)
     report = json.loads((tmp_path / "out" / "bad" / "report.json").read_text())
@@ -165,3 +174,35 @@ def test_bad_input_is_not_retried(tmp_path):
     assert state.is_failed()
     (run,) = _read_task_runs(flow_run_id)
     assert run.name.startswith("list-dataset") and run.state.is_failed() and run.run_count == 1
+
+
+def test_failure_budget_fails_the_run_and_commits_nothing(photos, tmp_path):
+    src = arrange_in_wnid_folders(photos[:2], tmp_path / "in")
+    for name in ("a.jpg", "b.jpg", "c.png"):
+        (src / "n01440764" / name).write_bytes(b"not an image")
+    settings = RunSettings(
+        input=str(src), output=str(tmp_path / "out"), model="efficientnet_lite0", run_id="budget", max_failed_fraction=0.5
+    )
+    state, flow_run_id = _run(settings)
+    assert state.is_failed()
+    with pytest.raises(Exception, match=r"3 of 5 images failed \(60.0%\), over the --max-failed-fraction of 50.0%.*_staging"):
+        state.result()
+    assert not (tmp_path / "out" / "budget" / "_SUCCESS").exists()
+    assert _task_runs(flow_run_id)["persist-predictions"] == "FAILED"
+    (run,) = [r for r in _read_task_runs(flow_run_id) if r.name.startswith("persist-predictions")]
+    assert run.run_count == 1  # a deterministic error: not retried
+
+
+def test_rerun_of_a_run_id_replaces_the_result(photos, tmp_path):
+    """The same run id twice: the second result replaces the first whole (same rows, no duplicates)."""
+    src = arrange_in_wnid_folders(photos[:12], tmp_path / "in")
+    settings = RunSettings(input=str(src), output=str(tmp_path / "out"), model="efficientnet_lite0", run_id="again")
+    counts = []
+    for _ in range(2):
+        state, _ = _run(settings)
+        assert state.is_completed(), state.message
+        table = read_committed(str(tmp_path / "out" / "again"), StorageOptions())
+        counts.append((table.num_rows, len(set(table.column("path").to_pylist()))))
+        assert len(list((tmp_path / "out" / "again" / "predictions").iterdir())) == 1
+    assert counts == [(12, 12), (12, 12)]
+    assert not (tmp_path / "out" / "again" / "_staging").exists()

@@ -1,0 +1,82 @@
+"""Committing results: a new attempt replaces the old whole, a failed one leaves it untouched (local and S3)."""
+
+from __future__ import annotations
+
+import json
+import posixpath
+
+import numpy as np
+import pytest
+
+from batch_classify.results import StagingWriter, commit, read_committed, read_failures
+from batch_classify.storage import StorageOptions, filesystem
+from batch_classify.vocabulary import imagenet
+
+
+def _batch(paths: list[str], failed: set[str] = frozenset()) -> dict[str, np.ndarray]:
+    """An output batch of the model actors: ``paths`` predicted as class 1, those in ``failed`` failed at decode."""
+    n = len(paths)
+    error = np.array(["DecodeError: not an image" if p in failed else "" for p in paths], dtype=object)
+    return {
+        "path": np.array(paths, dtype=object),
+        "label": np.array([None] * n, dtype=object),
+        "stage": np.where(error != "", "decode", "").astype(object),
+        "error": error,
+        "pred_index": np.ones(n, dtype=np.int64),
+        "confidence": np.full(n, 0.9, dtype=np.float32),
+        "top5_index": np.tile(np.arange(1, 6, dtype=np.int64), (n, 1)),
+        "top5_prob": np.tile(np.array([0.9, 0.04, 0.03, 0.02, 0.01], dtype=np.float32), (n, 1)),
+    }
+
+
+def _stage(run_uri: str, storage: StorageOptions, paths: list[str], failed=frozenset()):
+    writer = StagingWriter(run_uri, run_id="r", model="m", vocabulary=imagenet(), label_map={}, storage=storage)
+    writer.write(_batch(paths, set(failed)))
+    return writer.close()
+
+
+@pytest.fixture(params=["local", "s3"])
+def target(request, tmp_path):
+    """(run URI, storage) on a local folder or on the loopback S3 endpoint."""
+    if request.param == "local":
+        return str(tmp_path / "out" / "r"), StorageOptions()
+    endpoint = request.getfixturevalue("s3_endpoint")
+    import boto3
+
+    bucket = f"commit-{tmp_path.name.lower().replace('_', '-')[-40:]}"
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
+    return f"s3://{bucket}/out/r", StorageOptions(endpoint_url=endpoint)
+
+
+def _paths(run_uri: str, storage: StorageOptions) -> list[str]:
+    return sorted(read_committed(run_uri, storage).column("path").to_pylist())
+
+
+def test_commit_replaces_whole_and_a_failed_commit_changes_nothing(target):
+    run_uri, storage = target
+    fs, root = filesystem(run_uri, storage)
+
+    first = commit(_stage(run_uri, storage, list("abcde"), failed={"e"}), run_uri, storage, run_id="r", model="m")
+    assert _paths(run_uri, storage) == list("abcd")
+    assert read_failures(run_uri, storage).column("path").to_pylist() == ["e"]
+    committed_files = sorted(fs.find(root))
+
+    # A second attempt whose staging lost a file: the commit fails part-way ...
+    broken = _stage(run_uri, storage, list("fgh"))
+    fs.rm(posixpath.join(filesystem(broken.staging_uri, storage)[1], "failures.parquet"))
+    with pytest.raises(OSError):
+        commit(broken, run_uri, storage, run_id="r", model="m")
+    # ... and readers still see exactly the first result, its files untouched.
+    assert _paths(run_uri, storage) == list("abcd")
+    assert read_failures(run_uri, storage).column("path").to_pylist() == ["e"]
+    assert set(committed_files) <= set(fs.find(root))
+
+    # A third attempt commits: it replaces the first whole; nothing of the others is left.
+    third = commit(_stage(run_uri, storage, list("abc")), run_uri, storage, run_id="r", model="m")
+    assert _paths(run_uri, storage) == list("abc")
+    assert read_failures(run_uri, storage).num_rows == 0
+    manifest = json.loads(fs.cat_file(posixpath.join(root, "_SUCCESS")))
+    left = {posixpath.relpath(p, root) for p in fs.find(root)}
+    assert left == {"_SUCCESS", manifest["failures_file"], *manifest["prediction_files"]}
+    assert manifest["attempt"] not in first.failures_file and manifest["attempt"] in third.failures_file
+    assert (manifest["n_predicted"], manifest["n_failed"]) == (3, 0)
