@@ -45,7 +45,7 @@ PREDICTION_SCHEMA = pa.schema(
         ("run_id", pa.string()),
     ]
 )
-#: Schema of ``failures.parquet``; ``stage`` is one of list, read, decode, infer, write.
+#: Schema of the failures file (``failures/part-<attempt>.parquet``); ``stage`` is one of list, read, decode, infer, write.
 FAILURE_SCHEMA = pa.schema([("path", pa.string()), ("stage", pa.string()), ("error", pa.string())])
 
 SUCCESS = "_SUCCESS"
