@@ -198,6 +198,8 @@ class TorchEngine:
     def __call__(self, images: np.ndarray) -> np.ndarray:
         """uint8 [N, H, W, 3] → float32 logits [N, num_classes]."""
         images = np.ascontiguousarray(images)
+        if not images.flags.writeable:  # Ray hands zero-copy, read-only batches; torch wants writable memory
+            images = images.copy()
         if self.device.type == "cpu":
             return _in_micro_batches(self._call, images, self.micro_batch)
         return self._call(images)

@@ -190,7 +190,9 @@ class ClusterPlan:
         num_gpus_per_actor: 1 on GPU, 0 on CPU.
         threads_per_actor: intra-op threads per CPU actor.
         runtime: ``"torch"`` or ``"onnx"`` (resolved, never ``auto``).
-        batch_size: images per model call.
+        batch_size: images per pipeline batch.
+        cpus_per_actor: Ray CPUs each model actor reserves (0 on GPU).
+        cpus_per_decode_task: Ray CPUs each decoding task reserves.
     """
 
     device: str
@@ -199,6 +201,8 @@ class ClusterPlan:
     threads_per_actor: int
     runtime: str = "torch"
     batch_size: int = CPU_BATCH_SIZE
+    cpus_per_actor: float = 1.0
+    cpus_per_decode_task: float = 1.0
 
 
 def plan_cluster(
@@ -216,10 +220,13 @@ def plan_cluster(
 
     GPU: one actor per GPU, ``num_gpus=1`` each, PyTorch, batch 128. CPU: one actor per
     4 CPUs (at least 1), each with the CPUs it shares as intra-op threads, since decoding
-    takes less CPU than the model; ONNX Runtime, batch 64.
+    takes less CPU than the model; ONNX Runtime, batch 64. The actors' CPU reservations
+    always leave room for a decoding task (1 CPU, or half of a 1-CPU cluster), since
+    actors that took every CPU would wait forever for decoded images.
 
     Raises:
-        ValueError: ``device="cuda"`` on a cluster with no GPU; ``runtime="onnx"`` on a GPU.
+        ValueError: ``device="cuda"`` on a cluster with no GPU; ``runtime="onnx"`` on a GPU;
+            more actors than the CPUs can hold beside decoding.
     """
     cpus = int(resources.get("CPU", 1)) or 1
     gpus = int(resources.get("GPU", 0))
@@ -227,11 +234,27 @@ def plan_cluster(
         raise ValueError("device 'cuda' asked for, but the Ray cluster has no GPU; use --device auto or cpu")
     if gpus and device in ("auto", "cuda"):
         return ClusterPlan(
-            "cuda", num_actors or gpus, 1.0, 1, resolve_runtime(runtime, "cuda"), batch_size or GPU_BATCH_SIZE
+            "cuda", num_actors or gpus, 1.0, 1, resolve_runtime(runtime, "cuda"), batch_size or GPU_BATCH_SIZE,
+            cpus_per_actor=0.0,
         )
+    raw_cpus = float(resources.get("CPU", 1)) or 1.0
     actors = num_actors or max(1, cpus // 4)
+    decode_cpus = 1.0 if raw_cpus >= 2 else raw_cpus / 2
+    actor_cpus = min(1.0, (raw_cpus - decode_cpus) / actors)
+    if actor_cpus < 0.1:
+        raise ValueError(
+            f"{actors} model actors do not fit beside decoding on a cluster with {raw_cpus:g} CPUs; "
+            f"use --num-actors {max(1, int((raw_cpus - decode_cpus) / 0.5))} or fewer"
+        )
     return ClusterPlan(
-        "cpu", actors, 0.0, max(1, cpus // actors), resolve_runtime(runtime, "cpu"), batch_size or CPU_BATCH_SIZE
+        "cpu",
+        actors,
+        0.0,
+        max(1, cpus // actors),
+        resolve_runtime(runtime, "cpu"),
+        batch_size or CPU_BATCH_SIZE,
+        cpus_per_actor=actor_cpus,
+        cpus_per_decode_task=decode_cpus,
     )
 
 
@@ -286,7 +309,7 @@ def run_stage(
         batch_size=batch_size,
         batch_format="numpy",
         fn_kwargs={"model_name": model_name, "storage": storage},
-        num_cpus=1,
+        num_cpus=plan.cpus_per_decode_task,
         # Reserve what a batch of decodes holds. Ray Data fuses a task stage into the next actor
         # stage only when their resource requests match, so this also keeps decoding in its own
         # tasks, beside inference, instead of one after the other inside the model actors
@@ -309,7 +332,7 @@ def run_stage(
         },
         compute=ray.data.ActorPoolStrategy(size=plan.num_actors),
         num_gpus=plan.num_gpus_per_actor,
-        num_cpus=0 if plan.device == "cuda" else 1,
+        num_cpus=plan.cpus_per_actor,
     )
     seen: set[str] = set()
     duplicates = 0

@@ -41,6 +41,18 @@ def test_cluster_plan_picks_runtime_and_batch_size():
         plan_cluster({"CPU": 8, "GPU": 1}, runtime="onnx")
 
 
+def test_cluster_plan_leaves_cpus_for_decoding():
+    """Actors that reserved every CPU would wait forever for decoded images."""
+    one = plan_cluster({"CPU": 1})
+    assert (one.cpus_per_actor, one.cpus_per_decode_task) == (0.5, 0.5)
+    two = plan_cluster({"CPU": 2}, num_actors=2)
+    assert (two.cpus_per_actor, two.cpus_per_decode_task, two.threads_per_actor) == (0.5, 1.0, 1)
+    assert plan_cluster({"CPU": 16}).cpus_per_actor == 1.0
+    assert plan_cluster({"CPU": 16, "GPU": 2}).cpus_per_actor == 0.0
+    with pytest.raises(ValueError, match="40 model actors do not fit beside decoding on a cluster with 2 CPUs"):
+        plan_cluster({"CPU": 2}, num_actors=40)
+
+
 @pytest.fixture(scope="module")
 def decoded(photos):
     """All 500 shared photos decoded with the Lite0 preset, and their class indices."""
@@ -92,11 +104,11 @@ def test_torch_engine_is_the_gpu_code_path_on_cpu(decoded):
     assert logits.shape == (4, 1000) and np.isfinite(logits).all()
 
 
-@pytest.mark.parametrize("runtime", ["onnx", "torch"])
-def test_stage_runtimes_give_the_same_predictions(ray_local, photos, runtime):
-    """The Ray stage with each runtime: every photo once, the same top-1 as a direct call."""
+@pytest.mark.parametrize(("runtime", "actors"), [("onnx", 1), ("torch", 1), ("onnx", 2)])
+def test_stage_runtimes_give_the_same_predictions(ray_local, photos, runtime, actors):
+    """The Ray stage with each runtime (and as many actors as CPUs): every photo once, the same top-1 as a direct call."""
     chosen = photos[:40]
-    plan = plan_cluster({"CPU": 2}, runtime=runtime, batch_size=16)
+    plan = plan_cluster({"CPU": 2}, runtime=runtime, batch_size=16, num_actors=actors)
     out = []
     result = run_stage(
         [{"path": str(p), "label": None} for p in chosen],
