@@ -86,6 +86,9 @@ def run(
         Optional[float],
         typer.Option(min=0.0, max=1.0, help="Largest share of images that may fail before the run commits nothing. [default: 0.05]"),
     ] = None,
+    max_image_pixels: Annotated[
+        Optional[int], typer.Option(min=1, help="Images with more pixels fail undecoded. [default: 89478485, Pillow's]")
+    ] = None,
     anon: Annotated[bool, typer.Option("--anon", help="Anonymous S3 access (public buckets).")] = False,
     ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address. [default: $RAY_ADDRESS, else local Ray]")] = None,
     num_cpus: Annotated[Optional[int], typer.Option(min=1, help="CPUs for a local Ray. [default: all]")] = None,
@@ -106,6 +109,7 @@ def run(
         "input": input, "output": output, "model": model, "weights": weights, "labels": labels, "run_id": run_id,
         "limit": limit, "batch_size": batch_size, "ray_address": ray_address, "num_cpus": num_cpus, "device": device,
         "runtime": runtime, "num_actors": num_actors, "max_failed_fraction": max_failed_fraction,
+        "max_image_pixels": max_image_pixels,
     }
     if anon:
         given["anon"] = True

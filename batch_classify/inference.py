@@ -24,7 +24,7 @@ import numpy as np
 
 from batch_classify.engines import build_engine, onnx_model, resolve_runtime
 from batch_classify.models import ModelSpec, get_spec
-from batch_classify.preprocess import DecodeError
+from batch_classify.preprocess import DEFAULT_MAX_PIXELS, DecodeError
 from batch_classify.storage import StorageOptions, filesystem
 
 log = logging.getLogger(__name__)
@@ -32,11 +32,18 @@ log = logging.getLogger(__name__)
 TOP_K = 5
 
 
-def decode_batch(batch: dict[str, np.ndarray], *, model_name: str, storage: StorageOptions) -> dict[str, np.ndarray]:
+def decode_batch(
+    batch: dict[str, np.ndarray],
+    *,
+    model_name: str,
+    storage: StorageOptions,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> dict[str, np.ndarray]:
     """Read and preprocess a batch of images.
 
     Args:
         batch: ``path`` (object [N]) and ``label`` (object [N]).
+        max_pixels: images with more pixels are recorded as decode failures, undecoded.
 
     Returns:
         ``path``, ``label``, ``image`` uint8 [N, crop, crop, 3] (zeros where failed),
@@ -55,7 +62,7 @@ def decode_batch(batch: dict[str, np.ndarray], *, model_name: str, storage: Stor
             stage[i], error[i] = "read", f"{type(data).__name__}: {data}"
             continue
         try:
-            images[i] = preset(data)
+            images[i] = preset(data, max_pixels=max_pixels)
         except DecodeError as err:
             stage[i], error[i] = "decode", str(err)
         except Exception as err:  # noqa: BLE001 - any other decoder fault is this image's failure
@@ -288,6 +295,7 @@ def run_stage(
     on_batch: Callable[[dict[str, np.ndarray]], None],
     onnx_blob: bytes | None = None,
     compile: bool = False,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> StageResult:
     """Run the Ray Data pipeline over ``records`` and hand every output batch to ``on_batch``.
 
@@ -308,7 +316,7 @@ def run_stage(
         decode_batch,
         batch_size=batch_size,
         batch_format="numpy",
-        fn_kwargs={"model_name": model_name, "storage": storage},
+        fn_kwargs={"model_name": model_name, "storage": storage, "max_pixels": max_pixels},
         num_cpus=plan.cpus_per_decode_task,
         # Reserve what a batch of decodes holds. Ray Data fuses a task stage into the next actor
         # stage only when their resource requests match, so this also keeps decoding in its own

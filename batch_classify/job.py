@@ -81,6 +81,7 @@ def validate_step(settings: RunSettings, listing: Listing) -> Validation:
         {"path": np.array([r.path for r in sample], dtype=object), "label": np.array([r.label for r in sample], dtype=object)},
         model_name=spec.name,
         storage=storage,
+        max_pixels=settings.max_image_pixels,
     )
     failures = {str(p): str(e) for p, e in zip(batch["path"], batch["error"], strict=True) if e}
     if len(failures) == n:
@@ -158,6 +159,7 @@ def inference_step(settings: RunSettings, listing: Listing, label_map: dict[str,
             storage=storage,
             plan=plan,
             compile=settings.compile,
+            max_pixels=settings.max_image_pixels,
             on_batch=writer.write,
         )
         staged = writer.close()

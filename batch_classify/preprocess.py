@@ -17,6 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps
 
+#: Pillow's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``), pixels.
+DEFAULT_MAX_PIXELS = 89_478_485
+
 _RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
 
@@ -41,22 +44,39 @@ class ClassificationPreset:
     std: tuple[float, float, float]
     interpolation: str = "bilinear"
 
-    def decode(self, data: bytes) -> Image.Image:
+    def decode(self, data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
         """Decode image bytes into an RGB picture, EXIF orientation applied.
 
-        JPEGs much larger than the output are decoded at a reduced DCT scale
-        (Pillow ``draft``), never below ``resize_size`` on the shorter side.
+        Any mode Pillow reads becomes RGB: transparency is composited on white, 16- and
+        32-bit integer pixels are scaled to 8 bits (a plain conversion would clip them to
+        white), CMYK and palettes are converted. JPEGs much larger than the output are
+        decoded at a reduced DCT scale (Pillow ``draft``), never below ``resize_size``.
+
+        Args:
+            max_pixels: width × height above which the image is refused before its pixels
+                are decoded (None: no limit of ours; Pillow still refuses above twice its
+                own ``Image.MAX_IMAGE_PIXELS``). Default: Pillow's limit, 89,478,485.
 
         Raises:
-            DecodeError: empty, truncated or non-image bytes.
+            DecodeError: empty, truncated or non-image bytes; more pixels than ``max_pixels``.
         """
         if not data:
             raise DecodeError("empty file")
         try:
             img = Image.open(io.BytesIO(data))
+            w, h = img.size
+            if max_pixels is not None and w * h > max_pixels:
+                raise DecodeError(
+                    f"{w}x{h} is {w * h:,} pixels, over the limit of {max_pixels:,} "
+                    "(a decompression bomb, or raise --max-image-pixels)"
+                )
             if img.format == "JPEG":
                 img.draft("RGB", (self.resize_size, self.resize_size))
             img = ImageOps.exif_transpose(img)
+            if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+                wide = np.asarray(img, dtype=np.uint32 if img.mode == "I" else np.uint16)
+                shift = 8 if img.mode != "I" or wide.max() < 65536 else 24
+                img = Image.fromarray((wide >> shift).astype(np.uint8), "L")
             if img.mode != "RGB":
                 if "A" in img.getbands() or img.mode == "P" and "transparency" in img.info:
                     rgba = img.convert("RGBA")
@@ -64,6 +84,8 @@ class ClassificationPreset:
                     img = Image.alpha_composite(background, rgba)
                 img = img.convert("RGB")
             img.load()
+        except DecodeError:
+            raise
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
             raise DecodeError(f"{type(err).__name__}: {err}") from err
         return img
@@ -92,11 +114,11 @@ class ClassificationPreset:
         img = img.crop((left, top, left + c, top + c))  # pads with black where the image is smaller
         return np.asarray(img, dtype=np.uint8)
 
-    def __call__(self, data: bytes) -> np.ndarray:
+    def __call__(self, data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
         """Bytes of one image → uint8 [crop_size, crop_size, 3].
 
         Raises:
             DecodeError: see :meth:`decode`.
         """
-        return self.resize_crop(self.decode(data))
+        return self.resize_crop(self.decode(data, max_pixels=max_pixels))
 

@@ -64,6 +64,11 @@ class RunSettings(BaseSettings):
             "a nightly run, an unreadable bucket or a broken decoder does."
         ),
     )
+    max_image_pixels: int = Field(
+        89_478_485,
+        gt=0,
+        description="Images with more pixels are recorded as failed without decoding (default: Pillow's limit).",
+    )
     anon: bool = Field(False, description="Anonymous (unsigned) S3 access.")
     s3_endpoint_url: str | None = Field(
         None,

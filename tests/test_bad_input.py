@@ -1,0 +1,105 @@
+"""A bad night's input: 40 good photos plus one file of each awkward or broken kind, through the real flow."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+
+import numpy as np
+import pytest
+from conftest import arrange_in_wnid_folders
+from PIL import Image
+
+from batch_classify.models import LITE0_PRESET
+from batch_classify.preprocess import DecodeError
+from batch_classify.results import read_committed, read_failures
+from batch_classify.settings import RunSettings
+from batch_classify.storage import StorageOptions
+from flows import classify_images
+
+TENCH = "n01440764"
+
+
+def _encode(img: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def _decodable(photo: Image.Image) -> dict[str, bytes]:
+    """Awkward but decodable files, all made from one real photo."""
+    rgba = photo.convert("RGBA")
+    rgba.putalpha(128)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    sixteen = Image.fromarray((np.asarray(photo.convert("L"), dtype=np.uint16) * 257))
+    return {
+        "gray.jpg": _encode(photo.convert("L"), "JPEG"),
+        "sixteen-bit.png": _encode(sixteen, "PNG"),
+        "palette.gif": _encode(photo.convert("P"), "GIF"),
+        "cmyk.jpg": _encode(photo.convert("CMYK"), "JPEG"),
+        "rgba.png": _encode(rgba, "PNG"),
+        "rotated.jpg": _encode(photo, "JPEG", exif=exif.tobytes()),
+        "photo.webp": _encode(photo, "WEBP"),
+        "photo.bmp": _encode(photo, "BMP"),
+        "photo.tiff": _encode(photo, "TIFF"),
+        "png-inside.jpg": _encode(photo, "PNG"),
+        "one-pixel.png": _encode(photo.resize((1, 1)), "PNG"),
+        "long-strip.png": _encode(photo.resize((3000, 12)), "PNG"),
+        "tall-strip.png": _encode(photo.resize((12, 3000)), "PNG"),
+        "name with spaces, 'quotes\" and ünïcödé 魚.jpg": _encode(photo, "JPEG"),
+    }
+
+
+def test_forty_good_photos_and_every_bad_kind(photos, tmp_path):
+    src = arrange_in_wnid_folders(photos[:40], tmp_path / "in")
+    photo = Image.open(photos[0]).convert("RGB")
+    awkward = _decodable(photo)
+    for name, data in awkward.items():
+        (src / TENCH / name).write_bytes(data)
+    nested = src / "deeper" / "still deeper" / TENCH
+    nested.mkdir(parents=True)
+    shutil.copyfile(photos[0], nested / "nested.JPEG")
+    jpeg = photos[0].read_bytes()
+    broken = {
+        "empty.jpg": b"",
+        "not-an-image.png": b"this is a text file with an image's name\n",
+        "truncated.jpg": jpeg[: len(jpeg) // 3],
+        "bomb.png": _encode(Image.new("L", (4000, 4000)), "PNG"),  # 16 Mpx in a few KB
+    }
+    for name, data in broken.items():
+        (src / TENCH / name).write_bytes(data)
+
+    settings = RunSettings(
+        input=str(src), output=str(tmp_path / "out"), model="efficientnet_lite0", run_id="bad-night",
+        max_image_pixels=10_000_000, max_failed_fraction=0.1,
+    )
+    state = classify_images(settings, return_state=True)
+    assert state.is_completed(), state.message
+
+    run = str(tmp_path / "out" / "bad-night")
+    predicted = {p.rsplit("/", 1)[1] for p in read_committed(run, StorageOptions()).column("path").to_pylist()}
+    assert predicted == {p.name for p in photos[:40]} | set(awkward) | {"nested.JPEG"}
+    failures = {f["path"].rsplit("/", 1)[1]: f for f in read_failures(run, StorageOptions()).to_pylist()}
+    assert set(failures) == set(broken)
+    assert all(f["stage"] == "decode" and f["error"] for f in failures.values())
+    assert failures["empty.jpg"]["error"] == "empty file"
+    assert "4000x4000 is 16,000,000 pixels, over the limit of 10,000,000" in failures["bomb.png"]["error"]
+    assert "truncated" in failures["truncated.jpg"]["error"].lower() or "OSError" in failures["truncated.jpg"]["error"]
+    report = json.loads((tmp_path / "out" / "bad-night" / "report.json").read_text())
+    assert report["n_listed"] == report["n_predicted"] + report["n_failed"] == 40 + len(awkward) + 1 + len(broken)
+    assert report["n_failed"] == len(broken)
+
+
+def test_sixteen_bit_pixels_are_scaled_not_clipped():
+    ramp = (np.arange(256 * 256, dtype=np.uint32).reshape(256, 256)).astype(np.uint16)
+    out = LITE0_PRESET(_encode(Image.fromarray(ramp), "PNG"))
+    assert 100 < out.mean() < 160  # a plain RGB conversion clips this ramp to white (mean 254)
+
+
+def test_pixel_limit_refuses_before_decoding():
+    data = _encode(Image.new("RGB", (3000, 3000)), "PNG")
+    with pytest.raises(DecodeError, match="3000x3000 is 9,000,000 pixels, over the limit of 1,000,000"):
+        LITE0_PRESET(data, max_pixels=1_000_000)
+    assert LITE0_PRESET(data).shape == (224, 224, 3)  # under Pillow's default limit
