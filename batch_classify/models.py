@@ -12,8 +12,10 @@ architecture from ``efficientnet-lite-pytorch``. All weights are loaded with
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -139,6 +141,27 @@ def get_spec(name: str) -> ModelSpec:
     return _torchvision_spec(name)
 
 
+_HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.(?:pth|pt)$")
+
+
+def _check_hash_in_name(source: str, data: bytes) -> None:
+    """torchvision's file names end in the first hex digits of the file's SHA-256
+    (``resnet50-11ad3fa6.pth``), as ``torch.hub`` checks on download; check them here too.
+
+    Raises:
+        ModelError: the file's SHA-256 does not start with the digits in its name.
+    """
+    match = _HASH_IN_NAME.search(source.rsplit("/", 1)[-1])
+    if match is None:
+        return
+    digest = hashlib.sha256(data).hexdigest()
+    if not digest.startswith(match.group(1)):
+        raise ModelError(
+            f"weights file {source} is corrupt or not the published file: its name promises SHA-256 "
+            f"{match.group(1)}…, its content has {digest[: len(match.group(1))]}…; download it again"
+        )
+
+
 def load_weights(spec: ModelSpec, weights: str | None, storage: StorageOptions) -> dict:
     """Read a state dict with ``weights_only=True``.
 
@@ -147,7 +170,8 @@ def load_weights(spec: ModelSpec, weights: str | None, storage: StorageOptions) 
 
     Raises:
         ModelError: the file is missing (naming where it was looked for and how to supply it),
-            or it is not a loadable state dict for this model.
+            its name carries a SHA-256 prefix its content does not match, or it is not a
+            loadable state dict for this model.
     """
     import torch
 
@@ -158,6 +182,7 @@ def load_weights(spec: ModelSpec, weights: str | None, storage: StorageOptions) 
         raise ModelError(
             f"weights for {spec.name} not found: looked for {source}; {spec.weights_hint}"
         ) from err
+    _check_hash_in_name(source, data)
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several unrelated types for a bad file

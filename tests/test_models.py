@@ -1,3 +1,4 @@
+import hashlib
 import shutil
 
 import pytest
@@ -30,16 +31,28 @@ def test_missing_weights_error_names_file_place_and_fix(tmp_path, monkeypatch):
 
 
 def test_hub_cache_and_explicit_weights(tmp_path, monkeypatch):
-    """Weights found in the torch hub cache, and from --weights, loaded with weights_only=True."""
+    """Weights from the torch hub cache (checked against the SHA-256 prefix in their canonical
+    name) and from --weights, loaded with weights_only=True."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     spec = get_spec("resnet18")
     state = spec.build().state_dict()
-    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
-    torch.save(state, tmp_path / "hub" / "checkpoints" / spec.weights_file)
-    model = load_model(spec, None, OPTS)
-    assert torch.equal(model.fc.weight, state["fc.weight"])
-    shutil.copy(tmp_path / "hub" / "checkpoints" / spec.weights_file, tmp_path / "mine.pth")
-    assert torch.equal(load_model(spec, str(tmp_path / "mine.pth"), OPTS).fc.bias, state["fc.bias"])
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save(state, cache / spec.weights_file)  # random weights under the published name
+    with pytest.raises(ModelError, match=r"resnet18-f37072fd.pth is corrupt or not the published file.*SHA-256 f37072fd"):
+        load_model(spec, None, OPTS)
+    # The same bytes under a name whose prefix they match load from the cache and from --weights.
+    digest = hashlib.sha256((cache / spec.weights_file).read_bytes()).hexdigest()[:8]
+    shutil.move(cache / spec.weights_file, tmp_path / f"mine-{digest}.pth")
+    assert torch.equal(load_model(spec, str(tmp_path / f"mine-{digest}.pth"), OPTS).fc.bias, state["fc.bias"])
+    shutil.copy(tmp_path / f"mine-{digest}.pth", tmp_path / "mine.pth")  # no hash in the name: not checked
+    assert torch.equal(load_model(spec, str(tmp_path / "mine.pth"), OPTS).fc.weight, state["fc.weight"])
+
+
+def test_packaged_lite0_weights_match_the_hash_in_their_name():
+    spec = get_spec("efficientnet_lite0")
+    assert spec.weights_file.endswith("-57934424.pth")
+    load_model(spec, None, OPTS)  # checked on every load
 
 
 def test_weights_only_refuses_pickled_code(tmp_path):
