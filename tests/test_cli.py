@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import arrange_in_wnid_folders
@@ -51,3 +53,39 @@ def test_models_lists_weights_availability(tmp_path):
     assert r.returncode == 0
     line = next(line for line in r.stdout.splitlines() if "efficientnet_lite0" in line)
     assert "yes" in line
+
+
+CANARIES = {
+    "AWS_ACCESS_KEY_ID": "AKIACANARY7Q3Z9X1W5V",
+    "AWS_SECRET_ACCESS_KEY": "canary-secret-4f1d9c2b7e6a5d3c",
+    "AWS_SESSION_TOKEN": "canary-session-token-8b2e6f0a",
+}
+
+
+def test_no_secret_reaches_outputs_or_logs(s3_endpoint, s3_dataset, tmp_path):
+    """A run reading from S3 with recognisable credentials: none of them appears in any output file,
+    report, Prefect database or log, Ray log, or the command's own output."""
+    import tempfile
+
+    ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths have a length limit
+    env = {
+        **os.environ, **CANARIES, "AWS_ENDPOINT_URL": s3_endpoint, "RAY_TMPDIR": ray_tmp,
+        "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": "", "COLUMNS": "200",
+        "PREFECT_LOGGING_LEVEL": "DEBUG",
+    }
+    r = subprocess.run(
+        [*CLI, "run", "--input", s3_dataset, "--output", str(tmp_path / "out"), "--model", "efficientnet_lite0",
+         "--run-id", "secrets", "--limit", "16", "--num-cpus", "2"],
+        capture_output=True, text=True, timeout=600, env=env,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (tmp_path / "out" / "secrets" / "_SUCCESS").exists()
+    searched = [tmp_path / "out", tmp_path / "prefect-home", Path(ray_tmp)]
+    files = [p for root in searched for p in root.rglob("*") if p.is_file() and not p.is_symlink()]
+    assert any(p.suffix == ".db" for p in files)  # the Prefect database is among them ...
+    assert any(str(p).startswith(ray_tmp) and p.suffix in (".log", ".out", ".err") for p in files)  # ... and Ray's logs
+    for secret in CANARIES.values():
+        assert secret not in r.stdout and secret not in r.stderr
+        leaks = [str(p) for p in files if secret.encode() in p.read_bytes()]
+        assert not leaks, f"{secret[:12]}… found in {leaks}"
+    shutil.rmtree(ray_tmp, ignore_errors=True)
