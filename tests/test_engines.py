@@ -126,3 +126,39 @@ def test_stage_runtimes_give_the_same_predictions(ray_local, photos, runtime, ac
         np.stack([preset(p.read_bytes()) for p in chosen])
     )
     assert got == {str(p): int(i) for p, i in zip(chosen, direct.argmax(1), strict=True)}
+
+
+def test_killed_model_actor_is_replaced_and_every_image_comes_out_once(ray_local, photos):
+    """SIGKILL the model actor's process after the first output batch (as the OOM killer would):
+    Ray Data restarts it and redoes its batches; each photo still comes out exactly once."""
+    import psutil
+
+    chosen = photos[:96]
+    killed: list[int] = []
+    titles: set[str] = set()
+
+    def kill_actor_once(batch):
+        out.append(batch)
+        if killed:
+            return
+        for proc in psutil.process_iter(["pid", "cmdline"]):
+            title = " ".join(proc.info["cmdline"] or [])
+            if title.startswith("ray::"):
+                titles.add(title)
+            if title.startswith("ray::") and "Classifier" in title:
+                proc.kill()
+                killed.append(proc.info["pid"])
+
+    out: list[dict] = []
+    result = run_stage(
+        [{"path": str(p), "label": None} for p in chosen],
+        model_name=LITE0,
+        weights=None,
+        storage=OPTS,
+        plan=plan_cluster({"CPU": 2}, batch_size=8),
+        on_batch=kill_actor_once,
+    )
+    assert killed, f"no model actor process found among {sorted(titles)}"
+    paths = [p for b in out for p in b["path"]]
+    assert sorted(paths) == sorted(str(p) for p in chosen)  # none lost, none twice (run_stage checks it too)
+    assert (result.n_predicted, result.n_failed) == (96, 0)
