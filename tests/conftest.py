@@ -103,3 +103,76 @@ def s3_dataset(s3_endpoint, wnid_folder) -> str:
     for f in sorted(wnid_folder.rglob("*.JPEG")):
         s3.upload_file(str(f), "photos", f"imagenet-sample/{f.relative_to(wnid_folder).as_posix()}")
     return "s3://photos/imagenet-sample"
+
+
+class FlakyS3Proxy:
+    """An S3 endpoint on 127.0.0.1 that fails like a throttled S3: a proxy in front of ``target``
+    answering ``503 SlowDown`` to the first ``fail_first`` requests and then to every
+    ``fail_every``-th, forwarding all others unchanged.
+
+    Attributes:
+        url: the proxy's endpoint URL.
+        failed: how many requests it refused so far.
+    """
+
+    def __init__(self, target: str, *, fail_first: int = 3, fail_every: int = 10) -> None:
+        import http.client
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import urlsplit
+
+        host, port = urlsplit(target).hostname, urlsplit(target).port
+        lock = threading.Lock()
+        self.seen = self.failed = 0
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:  # quiet
+                pass
+
+            def _forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                with lock:
+                    n = proxy.seen
+                    proxy.seen += 1
+                    refuse = n < fail_first or n % fail_every == 0
+                    proxy.failed += refuse
+                if refuse:
+                    payload = b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+                    self.send_response(503)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
+                skip = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "expect"}
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
+                conn = http.client.HTTPConnection(host, port, timeout=120)
+                conn.request(self.command, self.path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                self.send_response(resp.status)
+                for k, v in resp.getheaders():
+                    if k.lower() in ("transfer-encoding", "connection") or (k.lower() == "content-length" and self.command != "HEAD"):
+                        continue
+                    self.send_header(k, v)
+                if self.command != "HEAD":
+                    self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -206,3 +206,26 @@ def test_rerun_of_a_run_id_replaces_the_result(photos, tmp_path):
         assert len(list((tmp_path / "out" / "again" / "predictions").iterdir())) == 1
     assert counts == [(12, 12), (12, 12)]
     assert not (tmp_path / "out" / "again" / "_staging").exists()
+
+
+def test_s3_that_throttles_still_gives_exact_output(s3_endpoint, s3_dataset):
+    """Every 10th S3 request (and the first 3) answered 503 SlowDown, from listing to commit."""
+    import s3fs
+    from conftest import FlakyS3Proxy
+
+    proxy = FlakyS3Proxy(s3_endpoint)
+    try:
+        settings = RunSettings(
+            input=s3_dataset, output="s3://results/flaky", model="efficientnet_lite0", run_id="flaky",
+            s3_endpoint_url=proxy.url, limit=60,
+        )
+        state, _ = _run(settings)
+        assert state.is_completed(), state.message
+        assert proxy.failed >= 5, (proxy.seen, proxy.failed)
+    finally:
+        proxy.close()
+    fs = s3fs.S3FileSystem(endpoint_url=s3_endpoint)
+    listed = {f"s3://{k}" for k in sorted(fs.find("photos/imagenet-sample"))[:60]}
+    table = read_committed("s3://results/flaky/flaky", StorageOptions(endpoint_url=s3_endpoint))
+    assert sorted(table.column("path").to_pylist()) == sorted(listed)
+    assert read_failures("s3://results/flaky/flaky", StorageOptions(endpoint_url=s3_endpoint)).num_rows == 0
