@@ -81,7 +81,7 @@ def run(
     labels: Annotated[Optional[str], typer.Option(help="Label manifest, CSV or Parquet with columns path,label.")] = None,
     run_id: Annotated[Optional[str], typer.Option(help="Run id. [default: UTC time + random suffix, sortable]")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Classify only the first N images by path.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Images per model call. [default: 64 on CPU, 128 on GPU]")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Images per pipeline batch. [default: 64 on CPU, 128 on GPU]")] = None,
     max_failed_fraction: Annotated[
         Optional[float],
         typer.Option(min=0.0, max=1.0, help="Largest share of images that may fail before the run commits nothing. [default: 0.05]"),

@@ -235,7 +235,8 @@ def plan_cluster(
         ValueError: ``device="cuda"`` on a cluster with no GPU; ``runtime="onnx"`` on a GPU;
             more actors than the CPUs can hold beside decoding.
     """
-    cpus = int(resources.get("CPU", 1)) or 1
+    raw_cpus = float(resources.get("CPU", 1)) or 1.0  # fractional on some clusters
+    cpus = max(1, int(raw_cpus))
     gpus = int(resources.get("GPU", 0))
     if device == "cuda" and gpus == 0:
         raise ValueError("device 'cuda' asked for, but the Ray cluster has no GPU; use --device auto or cpu")
@@ -244,7 +245,6 @@ def plan_cluster(
             "cuda", num_actors or gpus, 1.0, 1, resolve_runtime(runtime, "cuda"), batch_size or GPU_BATCH_SIZE,
             cpus_per_actor=0.0,
         )
-    raw_cpus = float(resources.get("CPU", 1)) or 1.0
     actors = num_actors or max(1, cpus // 4)
     decode_cpus = 1.0 if raw_cpus >= 2 else raw_cpus / 2
     actor_cpus = min(1.0, (raw_cpus - decode_cpus) / actors)

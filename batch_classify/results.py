@@ -237,8 +237,8 @@ def _remove_superseded(fs, root: str, *, keep: set[str]) -> None:
         fs.rm(posixpath.join(root, "_staging"), recursive=True)
 
 
-def read_committed(run_uri: str, storage: StorageOptions, columns: list[str] | None = None) -> pa.Table:
-    """Read the committed predictions of a run.
+def _committed_manifest(run_uri: str, storage: StorageOptions):
+    """(filesystem, root path, the ``_SUCCESS`` manifest) of a committed run.
 
     Raises:
         FileNotFoundError: the run has no ``_SUCCESS`` (not committed, or still running).
@@ -247,7 +247,16 @@ def read_committed(run_uri: str, storage: StorageOptions, columns: list[str] | N
     success = posixpath.join(root, SUCCESS)
     if not fs.exists(success):
         raise FileNotFoundError(f"{run_uri} has no {SUCCESS}: the run is not committed")
-    manifest = json.loads(fs.cat_file(success))
+    return fs, root, json.loads(fs.cat_file(success))
+
+
+def read_committed(run_uri: str, storage: StorageOptions, columns: list[str] | None = None) -> pa.Table:
+    """Read the committed predictions of a run.
+
+    Raises:
+        FileNotFoundError: the run has no ``_SUCCESS`` (not committed, or still running).
+    """
+    fs, root, manifest = _committed_manifest(run_uri, storage)
     tables = [
         pq.read_table(posixpath.join(root, rel), columns=columns, filesystem=fs) for rel in manifest["prediction_files"]
     ]
@@ -263,9 +272,5 @@ def read_failures(run_uri: str, storage: StorageOptions) -> pa.Table:
     Raises:
         FileNotFoundError: the run has no ``_SUCCESS``.
     """
-    fs, root = filesystem(run_uri, storage)
-    success = posixpath.join(root, SUCCESS)
-    if not fs.exists(success):
-        raise FileNotFoundError(f"{run_uri} has no {SUCCESS}: the run is not committed")
-    manifest = json.loads(fs.cat_file(success))
+    fs, root, manifest = _committed_manifest(run_uri, storage)
     return pq.read_table(posixpath.join(root, manifest.get("failures_file", "failures.parquet")), filesystem=fs)

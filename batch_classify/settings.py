@@ -51,7 +51,7 @@ class RunSettings(BaseSettings):
     batch_size: int | None = Field(
         None,
         gt=0,
-        description="Images per model call; default 64 on the CPU, 128 on a GPU (see BENCHMARKS.md).",
+        description="Images per pipeline batch; default 64 on the CPU, 128 on a GPU (see BENCHMARKS.md).",
     )
     sample_size: int = Field(8, gt=0, description="Images decoded and classified by the validation step.")
     max_failed_fraction: float = Field(

@@ -102,7 +102,7 @@ class Vocabulary:
 
 def _timm_info_file(name: str) -> str:
     """Text of one of timm's ImageNet metadata files (``timm/data/_info``), read without importing
-    timm: importing it costs about 1.5 s of start-up on the development machine."""
+    timm: ``import timm.data`` adds 0.38 s of start-up after torch and torchvision (development machine)."""
     import importlib.util
     import os
 
