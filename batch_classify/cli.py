@@ -55,8 +55,9 @@ def _print_summary(report: dict, predictions_preview: list[dict]) -> None:
         table.add_row(row["path"], row["label"] or "", row["pred_label"], f"{row['confidence']:.3f}")
     out.print(table)
     pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+    reused = f" ({report['n_reused']} reused, {report['n_computed']} computed)" if report.get("n_reused") else ""
     out.print(
-        f"{report['n_predicted']} predicted, {report['n_failed']} failed of {report['n_listed']} listed; "
+        f"{report['n_predicted']} predicted, {report['n_failed']} failed of {report['n_listed']} listed{reused}; "
         f"top-1 {pct(report['top1'])}, top-5 {pct(report['top5'])}; "
         f"{report['wall_seconds']:.1f} s, {report['images_per_second']:.1f} images/s",
         highlight=False,
@@ -98,6 +99,20 @@ def run(
     ] = None,
     num_actors: Annotated[Optional[int], typer.Option(min=1, help="Model actors. [default: 1 per GPU, else 1 per 4 CPUs]")] = None,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (PyTorch runtime).")] = False,
+    incremental: Annotated[
+        bool,
+        typer.Option(
+            "--incremental",
+            help="Reuse the latest committed run's predictions (same input and model) for images whose content is unchanged.",
+        ),
+    ] = False,
+    resume: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--resume/--no-resume",
+            help="Reuse what a crashed attempt of the same --run-id staged. [default: resume]",
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print no prediction table.")] = False,
 ) -> None:
     """Classify every image under INPUT; write predictions, failures and a report under OUTPUT/RUN_ID."""
@@ -109,12 +124,14 @@ def run(
         "input": input, "output": output, "model": model, "weights": weights, "labels": labels, "run_id": run_id,
         "limit": limit, "batch_size": batch_size, "ray_address": ray_address, "num_cpus": num_cpus, "device": device,
         "runtime": runtime, "num_actors": num_actors, "max_failed_fraction": max_failed_fraction,
-        "max_image_pixels": max_image_pixels,
+        "max_image_pixels": max_image_pixels, "resume": resume,
     }
     if anon:
         given["anon"] = True
     if compile:
         given["compile"] = True
+    if incremental:
+        given["incremental"] = True
     try:
         settings = RunSettings(**{k: v for k, v in given.items() if v is not None})
     except ValidationError as exc:

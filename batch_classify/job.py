@@ -17,6 +17,7 @@ from batch_classify.inference import Classifier, ClusterPlan, StageResult, decod
 from batch_classify.listing import Listing, list_images
 from batch_classify.models import get_spec
 from batch_classify.results import CommittedRun, StagedRun, StagingWriter, commit, read_committed
+from batch_classify.reuse import find_reusable, model_identity
 from batch_classify.settings import RunSettings
 from batch_classify.storage import StorageOptions, join, write_bytes
 from batch_classify.vocabulary import imagenet
@@ -121,19 +122,68 @@ def _ray_init(settings: RunSettings) -> bool:
 
 @dataclass(frozen=True)
 class InferenceOutcome:
+    """Step 3's result.
+
+    Attributes:
+        stage: the Ray stage's counts and timings; None when every image was reused and Ray never started.
+        reused_from: run URIs and staging attempts that predictions were reused from.
+    """
+
     staged: StagedRun
-    stage: StageResult
+    stage: StageResult | None
+    reused_from: tuple[str, ...] = ()
 
 
 def inference_step(settings: RunSettings, listing: Listing, label_map: dict[str, int]) -> InferenceOutcome:
-    """Step 3: the Ray Data stage; output streams into staging files under ``OUTPUT/RUN_ID/_staging``.
+    """Step 3: reuse what may be reused, run the Ray Data stage on the rest; output streams into
+    staging files under ``OUTPUT/RUN_ID/_staging``.
+
+    Reused: predictions of a crashed attempt of this run id (``settings.resume``) and of the
+    latest committed run on the same input (``settings.incremental``), where the image's content
+    identity and the model identity are unchanged (see :mod:`batch_classify.reuse`).
 
     Raises:
         RuntimeError: the output does not hold every listed image exactly once.
     """
+    storage = storage_options(settings)
+    model_id = model_identity(settings.model, settings.weights, storage)
+    reusable = find_reusable(
+        listing.records,
+        run_uri=settings.run_uri(),
+        output=settings.output,
+        input=settings.input,
+        model_id=model_id,
+        storage=storage,
+        incremental=settings.incremental,
+        resume=settings.resume,
+    )
+    writer = StagingWriter(
+        settings.run_uri(),
+        run_id=settings.run_id,
+        model=settings.model,
+        vocabulary=imagenet(),
+        label_map=label_map,
+        storage=storage,
+        content_ids={r.path: r.content_id for r in listing.records},
+        meta={"input": settings.input, "model_id": model_id},
+        rows_per_file=settings.checkpoint_rows,
+    )
+    writer.write_reused(reusable.table)
+    reused = reusable.paths
+    todo = [{"path": r.path, "label": r.label} for r in listing.records if r.path not in reused]
+    log.info("%d images reused from %s; %d to compute", len(reused), list(reusable.sources), len(todo))
+    stage = _run_ray_stage(settings, storage, todo, writer) if todo else None
+    staged = writer.close()
+    if staged.n_predicted + staged.n_failed != len(listing.records):
+        raise RuntimeError(
+            f"{len(listing.records)} images listed but {staged.n_predicted} predicted + {staged.n_failed} failed"
+        )
+    return InferenceOutcome(staged=staged, stage=stage, reused_from=reusable.sources)
+
+
+def _run_ray_stage(settings: RunSettings, storage: StorageOptions, todo: list[dict], writer: StagingWriter) -> StageResult:
     import ray
 
-    storage = storage_options(settings)
     started = _ray_init(settings)
     try:
         plan: ClusterPlan = plan_cluster(
@@ -144,16 +194,8 @@ def inference_step(settings: RunSettings, listing: Listing, label_map: dict[str,
             batch_size=settings.batch_size,
         )
         log.info("inference plan: %s", plan)
-        writer = StagingWriter(
-            settings.run_uri(),
-            run_id=settings.run_id,
-            model=settings.model,
-            vocabulary=imagenet(),
-            label_map=label_map,
-            storage=storage,
-        )
-        stage = run_stage(
-            [{"path": r.path, "label": r.label} for r in listing.records],
+        return run_stage(
+            todo,
             model_name=settings.model,
             weights=settings.weights,
             storage=storage,
@@ -162,15 +204,9 @@ def inference_step(settings: RunSettings, listing: Listing, label_map: dict[str,
             max_pixels=settings.max_image_pixels,
             on_batch=writer.write,
         )
-        staged = writer.close()
     finally:
         if started:
             ray.shutdown()
-    if staged.n_predicted + staged.n_failed != len(listing.records):
-        raise RuntimeError(
-            f"{len(listing.records)} images listed but {staged.n_predicted} predicted + {staged.n_failed} failed"
-        )
-    return InferenceOutcome(staged=staged, stage=stage)
 
 
 def persist_step(settings: RunSettings, staged: StagedRun) -> CommittedRun:
@@ -195,8 +231,26 @@ def _rounded(value: float) -> float | None:
     return None if math.isnan(value) else round(value, 3)
 
 
+def _stage_fields(stage: StageResult | None) -> dict:
+    """The report's ``stage_*`` and plan fields; null when nothing was computed."""
+    if stage is None:
+        keys = ("stage_seconds", "stage_images_per_second", "stage_first_batch_seconds",
+                "stage_steady_images_per_second", "device", "num_actors", "batch_size", "runtime")
+        return dict.fromkeys(keys)
+    return {
+        "stage_seconds": round(stage.wall_seconds, 3),
+        "stage_images_per_second": round(stage.n_input / stage.wall_seconds, 3) if stage.wall_seconds > 0 else math.nan,
+        "stage_first_batch_seconds": _rounded(stage.first_batch_seconds),
+        "stage_steady_images_per_second": _rounded(stage.steady_images_per_second),
+        "device": stage.plan.device,
+        "num_actors": stage.plan.num_actors,
+        "batch_size": stage.plan.batch_size,
+        "runtime": stage.plan.runtime,
+    }
+
+
 def report_step(
-    settings: RunSettings, listing: Listing, committed: CommittedRun, stage: StageResult, *, wall_seconds: float
+    settings: RunSettings, listing: Listing, committed: CommittedRun, outcome: InferenceOutcome, *, wall_seconds: float
 ) -> dict:
     """Step 5: score the committed predictions; write ``report.json`` and ``report.md``.
 
@@ -222,17 +276,13 @@ def report_step(
         "n_predicted": committed.n_predicted,
         "n_failed": committed.n_failed,
         "n_ignored": listing.n_ignored,
+        "n_reused": outcome.staged.n_reused,
+        "n_computed": n_listed - outcome.staged.n_reused,
+        "reused_from": list(outcome.reused_from),
         **scores,
         "wall_seconds": round(wall_seconds, 3),
         "images_per_second": round(n_listed / wall_seconds, 3) if wall_seconds > 0 else math.nan,
-        "stage_seconds": round(stage.wall_seconds, 3),
-        "stage_images_per_second": round(n_listed / stage.wall_seconds, 3) if stage.wall_seconds > 0 else math.nan,
-        "stage_first_batch_seconds": _rounded(stage.first_batch_seconds),
-        "stage_steady_images_per_second": _rounded(stage.steady_images_per_second),
-        "device": stage.plan.device,
-        "num_actors": stage.plan.num_actors,
-        "batch_size": stage.plan.batch_size,
-        "runtime": stage.plan.runtime,
+        **_stage_fields(outcome.stage),
     }
     write_bytes(join(committed.run_uri, "report.json"), report_lib.to_json(report), storage)
     write_bytes(join(committed.run_uri, "report.md"), report_lib.render_markdown(report).encode(), storage)

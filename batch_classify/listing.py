@@ -31,11 +31,15 @@ class ImageRecord:
         path: the URI as listed (``s3://bucket/key`` or a local absolute path).
         label: ground-truth label string, or None when unknown.
         size: bytes, as listed.
+        content_id: the content's identity as the store reports it, for incremental runs:
+            ``etag=<ETag>`` on S3, ``size=<bytes>;mtime=<seconds>`` on a file system;
+            ``""`` when unknown (never reused).
     """
 
     path: str
     label: str | None
     size: int
+    content_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,23 @@ class Listing:
 
 def _ext(path: str) -> str:
     return posixpath.splitext(path)[1].lower()
+
+
+def content_id(info: dict) -> str:
+    """The identity of one listed file's content, from its fsspec ``info``.
+
+    S3 gives an ``ETag`` (the MD5 of the content for single-part uploads; changes with every
+    write); other stores give size and modification time, as ``rsync``'s quick check does.
+    """
+    etag = info.get("ETag") or info.get("etag")
+    if etag:
+        return f"etag={str(etag).strip(chr(34))}"
+    mtime = info.get("mtime") or info.get("LastModified") or info.get("last_modified")
+    if mtime is None:
+        return ""
+    if hasattr(mtime, "timestamp"):
+        mtime = mtime.timestamp()
+    return f"size={int(info.get('size') or 0)};mtime={float(mtime):.6f}"
 
 
 def list_images(
@@ -92,14 +113,14 @@ def list_images(
             return path
         return f"s3://anonymous@{path}" if anon_in_uri else fs.unstrip_protocol(path)
 
-    images: list[tuple[str, int]] = []
+    images: list[tuple[str, int, str]] = []
     ignored: Counter[str] = Counter()
     for path, info in found.items():
         if info.get("type") == "directory" or posixpath.basename(path).startswith("."):
             continue
         ext = _ext(path)
         if ext in IMAGE_EXTENSIONS:
-            images.append((as_uri(path), int(info.get("size") or 0)))
+            images.append((as_uri(path), int(info.get("size") or 0), content_id(info)))
         else:
             ignored[ext] += 1
     if not images:
@@ -123,7 +144,7 @@ def list_images(
             parent = posixpath.dirname(path)
             return posixpath.basename(parent) if parent != root_uri else None
 
-    records = tuple(ImageRecord(path=p, label=label_of(p), size=s) for p, s in images)
+    records = tuple(ImageRecord(path=p, label=label_of(p), size=s, content_id=c) for p, s, c in images)
     return Listing(input=uri, records=records, n_ignored=sum(ignored.values()), ignored_extensions=dict(ignored))
 
 

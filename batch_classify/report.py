@@ -114,13 +114,14 @@ def render_markdown(report: dict, *, max_classes: int = 50) -> str:
         f"| images listed | {report['n_listed']} |",
         f"| predicted | {report['n_predicted']} |",
         f"| failed | {report['n_failed']} |",
+        f"| reused from an earlier run | {report.get('n_reused', 0)} |",
         f"| non-image files ignored | {report['n_ignored']} |",
         f"| labelled | {report['n_labelled']} |",
         f"| **top-1** | **{pct(report['top1'])}** |",
         f"| **top-5** | **{pct(report['top5'])}** |",
         f"| wall time | {report['wall_seconds']:.1f} s |",
         f"| throughput | {report['images_per_second']:.1f} images/s |",
-        f"| device | {report.get('device', 'n/a')} × {report.get('num_actors', 'n/a')} actors |",
+        f"| device | {report.get('device') or 'n/a'} × {report.get('num_actors') or 'n/a'} actors |",
         "",
     ]
     if report["confusions"]:

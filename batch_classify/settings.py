@@ -91,6 +91,22 @@ class RunSettings(BaseSettings):
         description="Inference runtime; auto: PyTorch on a GPU, ONNX Runtime on the CPU.",
     )
     compile: bool = Field(False, description="torch.compile the model (PyTorch runtime only; slow first batches).")
+    incremental: bool = Field(
+        False,
+        description=(
+            "Reuse the predictions of the latest committed run on the same input and model for images whose "
+            "content (S3 ETag, else size + mtime) is unchanged; the new run still holds every image."
+        ),
+    )
+    resume: bool = Field(
+        True,
+        description="Reuse the complete staged files a crashed or failed attempt of the same run id left behind.",
+    )
+    checkpoint_rows: int = Field(
+        10_000,
+        gt=0,
+        description="Rows per staged Parquet file; a crash loses at most this many predictions to a resume.",
+    )
 
     @field_validator("run_id")
     @classmethod

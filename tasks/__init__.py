@@ -73,10 +73,15 @@ def run_inference(settings: RunSettings, listing: Listing, label_map: dict[str, 
     """The Ray Data stage: decode, preprocess, model actor pool; output staged as Parquet."""
     outcome = job.inference_step(settings, listing, label_map)
     s = outcome.stage
-    print(
-        f"inference: {s.n_predicted} predicted, {s.n_failed} failed in {s.wall_seconds:.1f} s "
-        f"({s.n_input / s.wall_seconds:.1f} images/s) on {s.plan.num_actors} {s.plan.device} actor(s)"
-    )
+    if outcome.staged.n_reused:
+        print(f"reused {outcome.staged.n_reused} predictions from {', '.join(outcome.reused_from)}")
+    if s is None:
+        print("inference: nothing to compute; every image's prediction was reused")
+    else:
+        print(
+            f"inference: {s.n_predicted} predicted, {s.n_failed} failed in {s.wall_seconds:.1f} s "
+            f"({s.n_input / s.wall_seconds:.1f} images/s) on {s.plan.num_actors} {s.plan.device} actor(s)"
+        )
     return outcome
 
 
@@ -93,7 +98,7 @@ def report_accuracy(
     settings: RunSettings, listing: Listing, committed: CommittedRun, outcome: job.InferenceOutcome, wall_seconds: float
 ) -> dict:
     """Score the run; write report.json/report.md and the Prefect artifacts."""
-    report = job.report_step(settings, listing, committed, outcome.stage, wall_seconds=wall_seconds)
+    report = job.report_step(settings, listing, committed, outcome, wall_seconds=wall_seconds)
     create_markdown_artifact(
         key="batch-classify-report",
         markdown=render_markdown(report),
