@@ -1,4 +1,4 @@
-"""Command line: ``batch-classify run | models | demo``.
+"""Command line: ``batch-classify run | models | demo | serve | notify``.
 
 The CLI is an entry point: it builds the one :class:`RunSettings` (arguments,
 then ``BATCH_CLASSIFY_*`` environment variables, then defaults) and hands it to
@@ -174,3 +174,84 @@ def demo(
     out.print(f"classifying {sum(1 for _ in input_dir.iterdir())} photographs from scikit-image with efficientnet_lite0 …")
     report = run_flow(settings)
     _print_summary(report, _preview(settings))
+
+
+def _validation_message(exc) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+
+
+@app.command()
+def serve(
+    input: Annotated[Optional[str], typer.Option("--input", "-i", help="Dataset of the nightly run. [default: $BATCH_CLASSIFY_INPUT]")] = None,
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Where runs write. [default: $BATCH_CLASSIFY_OUTPUT]")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Model of the runs. [default: resnet152]")] = None,
+    cron: Annotated[Optional[str], typer.Option(help="Nightly schedule. [default: '0 2 * * *']")] = None,
+    timezone: Annotated[Optional[str], typer.Option(help="Time zone of the schedule. [default: UTC]")] = None,
+    reprocess_prefix: Annotated[
+        Optional[str], typer.Option(help="Only dataset.updated events under this URI prefix reprocess. [default: any]")
+    ] = None,
+    incremental: Annotated[
+        Optional[bool], typer.Option("--incremental/--no-incremental", help="Runs reuse unchanged images' predictions. [default: incremental]")
+    ] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Flow runs executed at once by this process. [default: 1]")] = 1,
+) -> None:
+    """Serve the `nightly` (cron) and `reprocess` (event-triggered) deployments from this process.
+
+    Needs a Prefect server (PREFECT_API_URL); runs until stopped (Ctrl-C), executing their flow runs here.
+    """
+    from pydantic import ValidationError
+
+    from batch_classify.settings import ServeSettings
+
+    _prefect_defaults()
+    given = {"input": input, "output": output, "model": model, "nightly_cron": cron, "timezone": timezone,
+             "reprocess_prefix": reprocess_prefix, "incremental": incremental}
+    try:
+        settings = ServeSettings(**{k: v for k, v in given.items() if v is not None})
+    except ValidationError as exc:
+        _fail(_validation_message(exc))
+    _require_server("serve")
+    from prefect import serve as prefect_serve
+
+    import deployments
+
+    built = deployments.build(settings)
+    out.print(
+        f"serving {', '.join(d.name for d in built)} for {settings.input} → {settings.output} "
+        f"(nightly '{settings.nightly_cron}' {settings.timezone})",
+        highlight=False,
+    )
+    prefect_serve(*built, limit=limit)
+
+
+def _require_server(command: str) -> None:
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        _fail(
+            f"`batch-classify {command}` needs a Prefect server: set PREFECT_API_URL "
+            "(e.g. http://127.0.0.1:4200/api after `prefect server start`)"
+        )
+
+
+@app.command()
+def notify(
+    uri: Annotated[str, typer.Argument(help="The dataset (folder or s3:// prefix) that changed.")],
+    reason: Annotated[str, typer.Option(help="Free text kept in the event's payload.")] = "",
+) -> None:
+    """Emit a `dataset.updated` event for URI; the `reprocess` deployment classifies it."""
+    from batch_classify.events import dataset_updated
+
+    _require_server("notify")
+    from prefect.events import emit_event
+    from prefect.events.worker import EventsWorker
+
+    try:
+        kwargs = dataset_updated(uri, reason=reason)
+    except ValueError as exc:
+        _fail(str(exc))
+    event = emit_event(**kwargs)
+    if event is None:
+        _fail("Prefect did not send the event: events are off for this API (check PREFECT_API_URL)")
+    EventsWorker.drain_all()
+    out.print(f"emitted {kwargs['event']} for {uri} (event id {event.id})", highlight=False)

@@ -121,3 +121,49 @@ class RunSettings(BaseSettings):
     def run_uri(self) -> str:
         """``OUTPUT/RUN_ID`` with no trailing slash."""
         return f"{self.output.rstrip('/')}/{self.run_id}"
+
+
+class ServeSettings(BaseSettings):
+    """How ``batch-classify serve`` sets up the deployments: the nightly run's dataset and defaults,
+    its schedule, and which ``dataset.updated`` events start a reprocess run.
+
+    Built once by the CLI (options, then ``BATCH_CLASSIFY_*`` environment variables, then defaults).
+
+    Raises:
+        pydantic.ValidationError: a field has the wrong type or an invalid value.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="BATCH_CLASSIFY_", extra="ignore", populate_by_name=True)
+
+    input: str = Field(description="Dataset the nightly run classifies (folder or s3:// prefix).")
+    output: str = Field(description="Where every run writes OUTPUT/RUN_ID/.")
+    model: str = Field(DEFAULT_MODEL, description="Model of both deployments' runs.")
+    weights: str | None = Field(None, description="Weights file (local path or s3://); default: the model's.")
+    batch_size: int | None = Field(None, gt=0, description="Images per pipeline batch; default from the cluster plan.")
+    max_failed_fraction: float = Field(0.05, ge=0.0, le=1.0, description="Failure budget of each run.")
+    incremental: bool = Field(True, description="Runs reuse the predictions of unchanged images (see README).")
+    nightly_cron: str = Field("0 2 * * *", description="Cron schedule of the nightly deployment.")
+    timezone: str = Field("UTC", description="IANA time zone of the cron schedule, e.g. Europe/Berlin.")
+    reprocess_prefix: str = Field(
+        "",
+        description=(
+            "Only dataset.updated events for URIs starting with this prefix start a reprocess run; "
+            "empty: any dataset."
+        ),
+    )
+    s3_endpoint_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("s3_endpoint_url", "BATCH_CLASSIFY_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL"),
+        description="S3-compatible endpoint, e.g. http://127.0.0.1:9000.",
+    )
+    ray_address: str | None = Field(
+        None,
+        validation_alias=AliasChoices("ray_address", "BATCH_CLASSIFY_RAY_ADDRESS", "RAY_ADDRESS"),
+        description="Ray cluster for the runs; default: a local Ray per run.",
+    )
+
+    def run_defaults(self) -> dict:
+        """The ``settings`` parameter shared by both deployments' runs (everything but ``input``)."""
+        fields = ("output", "model", "weights", "batch_size", "max_failed_fraction", "incremental",
+                  "s3_endpoint_url", "ray_address")
+        return {k: getattr(self, k) for k in fields if getattr(self, k) is not None}

@@ -18,7 +18,19 @@ def _run_name() -> str:
     return f"classify-{model}-{run_id}"
 
 
-@flow(name="batch-classify", flow_run_name=_run_name, log_prints=True, validate_parameters=True)
+#: A flow run still going after this long is ended Failed (Prefect's flow timeout), seconds. 8 hours:
+#: a nightly run that has not finished by the working day is a stuck run, and with the deployments'
+#: concurrency limit of 1 it would otherwise hold back every later run.
+FLOW_RUN_TIMEOUT_SECONDS = 8 * 3600
+
+
+@flow(
+    name="batch-classify",
+    flow_run_name=_run_name,
+    log_prints=True,
+    validate_parameters=True,
+    timeout_seconds=FLOW_RUN_TIMEOUT_SECONDS,
+)
 def classify_images(settings: RunSettings) -> dict:
     """Classify every image under ``settings.input`` and write predictions and a report.
 

@@ -1,0 +1,230 @@
+"""The deployments for real: `prefect server start` on 127.0.0.1 (SQLite), `batch-classify serve`
+in a subprocess, runs started through the API (as the UI's "Run" does) and by an event
+(`batch-classify notify`)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import arrange_in_wnid_folders
+
+pytestmark = pytest.mark.integration
+
+CLI = [sys.executable, "-m", "batch_classify"]
+MODEL = "efficientnet_lite0"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(what: str, check, timeout: float, every: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory):
+    """A real Prefect server (SQLite) on loopback; yields the environment pointing at it."""
+    home = tmp_path_factory.mktemp("prefect-server")
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_URL": api,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home}/prefect.db",
+    }
+    log = open(home / "server.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+
+    def healthy() -> bool:
+        try:
+            with urllib.request.urlopen(f"{api}/health", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            assert proc.poll() is None, (home / "server.log").read_text()[-3000:]
+            return False
+
+    try:
+        _wait("the Prefect server", healthy, timeout=180)
+        yield env
+    finally:
+        _stop(proc)
+        log.close()
+
+
+def _client_call(env: dict, fn):
+    """Run ``fn(client)`` against the test server (a fresh client on its API URL)."""
+    from prefect.client.orchestration import PrefectClient
+
+    async def call():
+        async with PrefectClient(env["PREFECT_API_URL"]) as client:
+            return await fn(client)
+
+    return asyncio.run(call())
+
+
+def _flow_runs(env: dict, deployment_id) -> list:
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    return _client_call(
+        env,
+        lambda c: c.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+            sort=FlowRunSort.START_TIME_ASC, limit=50, offset=0,
+        ),
+    )
+
+
+def _finished(env: dict, flow_run_id):
+    run = _client_call(env, lambda c: c.read_flow_run(flow_run_id))
+    return run if run.state is not None and run.state.is_final() else None
+
+
+def test_serve_schedule_manual_run_and_event_reprocess(prefect_server, photos, tmp_path):
+    env = prefect_server
+    nightly_input = arrange_in_wnid_folders(photos[:4], tmp_path / "nightly")
+    datasets = tmp_path / "datasets"
+    changed = arrange_in_wnid_folders(photos[10:16], datasets / "d1")
+    outside = arrange_in_wnid_folders(photos[20:22], tmp_path / "elsewhere")
+    out = tmp_path / "out"
+    serve_log = open(tmp_path / "serve.log", "w")
+    serve = subprocess.Popen(
+        [*CLI, "serve", "--input", str(nightly_input), "--output", str(out), "--model", MODEL,
+         "--cron", "30 3 * * *", "--timezone", "Europe/Berlin", "--reprocess-prefix", f"{datasets}/"],
+        env={**env, "BATCH_CLASSIFY_NUM_CPUS": "2"}, stdout=serve_log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        def deployment(name):
+            try:
+                return _client_call(env, lambda c: c.read_deployment_by_name(f"batch-classify/{name}"))
+            except Exception:  # noqa: BLE001 - not registered yet
+                assert serve.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+                return None
+
+        nightly = _wait("the nightly deployment", lambda: deployment("nightly"), timeout=120)
+        reprocess = _wait("the reprocess deployment", lambda: deployment("reprocess"), timeout=60)
+
+        # the schedule, the concurrency limit, and the form the UI renders
+        (schedule,) = nightly.schedules
+        assert (schedule.schedule.cron, schedule.schedule.timezone, schedule.active) == ("30 3 * * *", "Europe/Berlin", True)
+        for d in (nightly, reprocess):
+            assert d.global_concurrency_limit.limit == 1
+            assert d.concurrency_options.collision_strategy.value == "ENQUEUE"
+        assert not reprocess.schedules
+        form = nightly.parameter_openapi_schema["definitions"]["RunSettings"]["properties"]
+        for field in ("input", "output", "model", "batch_size", "incremental", "max_failed_fraction"):
+            assert form[field]["description"], field
+        assert nightly.parameters["settings"]["input"] == str(nightly_input)
+        assert nightly.parameters["settings"]["incremental"] is True
+
+        # "Run" from the UI with custom parameters: a flow run created from the deployment
+        custom = {"settings": {"input": str(nightly_input), "output": str(out), "model": MODEL,
+                               "run_id": "from-the-ui", "batch_size": 2, "incremental": False}}
+        created = _client_call(env, lambda c: c.create_flow_run_from_deployment(nightly.id, parameters=custom))
+        done = _wait("the manual run", lambda: _finished(env, created.id), timeout=300, every=2)
+        assert done.state.is_completed(), (done.state.message, (tmp_path / "serve.log").read_text()[-3000:])
+        assert done.parameters["settings"]["run_id"] == "from-the-ui"
+        report = json.loads((out / "from-the-ui" / "report.json").read_text())
+        assert (report["n_listed"], report["n_predicted"], report["batch_size"]) == (4, 4, 2)
+
+        # events: one outside the prefix (ignored), one naming a dataset under it (reprocessed)
+        for uri in (str(outside), str(changed)):
+            r = subprocess.run([*CLI, "notify", uri, "--reason", "test"], env=env, capture_output=True, text=True, timeout=120)
+            assert r.returncode == 0, r.stderr
+            assert "emitted dataset.updated" in r.stdout
+        runs = _wait("a reprocess flow run", lambda: _flow_runs(env, reprocess.id), timeout=120, every=2)
+        done = _wait("the reprocess run", lambda: _finished(env, runs[0].id), timeout=300, every=2)
+        assert done.state.is_completed(), (done.state.message, (tmp_path / "serve.log").read_text()[-3000:])
+        assert done.parameters["settings"]["input"] == str(changed)
+        run_id = done.name.rsplit(f"{MODEL}-", 1)[1]
+        report = json.loads((out / run_id / "report.json").read_text())
+        assert report["input"] == str(changed) and report["n_predicted"] == 6 and report["top1"] >= 0.5
+        time.sleep(5)  # room for a wrongly triggered second run to appear
+        runs = _flow_runs(env, reprocess.id)
+        assert [r.parameters["settings"]["input"] for r in runs] == [str(changed)]  # the outside event started nothing
+
+        # the flow run list, as the UI shows it
+        listing = _flow_runs(env, nightly.id) + runs
+        print("\nflow runs on the test server:")
+        for r in listing:
+            print(f"  {r.name:<48} {r.state.type.value:<10} deployment={'nightly' if r.deployment_id == nightly.id else 'reprocess'}")
+    finally:
+        _stop(serve)
+        serve_log.close()
+    assert not Path(out, "from-the-ui", "_staging").exists()
+
+
+def test_prefect_yaml_deploys_to_a_process_pool_and_a_worker_runs_it(prefect_server, photos, tmp_path):
+    """`prefect deploy` from prefect.yaml registers both deployments on a process work pool; a
+    `prefect worker` picks up a run created from the UI/API and completes it."""
+    root = Path(__file__).resolve().parents[1]
+    images = arrange_in_wnid_folders(photos[30:33], tmp_path / "in")
+    out = tmp_path / "out"
+    env = {**prefect_server, "BATCH_CLASSIFY_INPUT": str(images), "BATCH_CLASSIFY_OUTPUT": str(out),
+           "BATCH_CLASSIFY_NUM_CPUS": "2"}
+
+    def prefect(*args, timeout=180):
+        r = subprocess.run([sys.executable, "-m", "prefect", *args], cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
+        assert r.returncode == 0, (r.stdout[-2000:] + r.stderr[-4000:])
+        return r
+
+    prefect("work-pool", "create", "batch-classify-process", "--type", "process", "--overwrite")
+    prefect("--no-prompt", "deploy", "--name", "nightly", "--name", "reprocess")
+    nightly = _client_call(env, lambda c: c.read_deployment_by_name("batch-classify/nightly"))
+    reprocess = _client_call(env, lambda c: c.read_deployment_by_name("batch-classify/reprocess"))
+    assert nightly.work_pool_name == reprocess.work_pool_name == "batch-classify-process"
+    (schedule,) = nightly.schedules
+    assert (schedule.schedule.cron, schedule.schedule.timezone) == ("0 2 * * *", "UTC")
+    assert nightly.global_concurrency_limit.limit == 1
+    assert nightly.parameters["settings"]["input"] == str(images)  # {{ $BATCH_CLASSIFY_INPUT }} resolved
+    assert nightly.parameters["settings"]["output"] == str(out)
+
+    run = _client_call(
+        env,
+        lambda c: c.create_flow_run_from_deployment(
+            nightly.id, parameters={"settings": {**nightly.parameters["settings"], "run_id": "by-worker"}}
+        ),
+    )
+    worker = subprocess.run(
+        [sys.executable, "-m", "prefect", "worker", "start", "--pool", "batch-classify-process", "--run-once"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400,
+    )
+    done = _finished(env, run.id)
+    assert done is not None and done.state.is_completed(), (worker.stdout[-3000:], worker.stderr[-3000:])
+    report = json.loads((out / "by-worker" / "report.json").read_text())
+    assert report["n_predicted"] == 3 and report["n_failed"] == 0
