@@ -82,7 +82,7 @@ def run(
     labels: Annotated[Optional[str], typer.Option(help="Label manifest, CSV or Parquet with columns path,label.")] = None,
     run_id: Annotated[Optional[str], typer.Option(help="Run id. [default: UTC time + random suffix, sortable]")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Classify only the first N images by path.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Images per pipeline batch. [default: 64 on CPU, 128 on GPU]")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Images per pipeline batch. [default: 64 on CPU, 256 on GPU]")] = None,
     max_failed_fraction: Annotated[
         Optional[float],
         typer.Option(min=0.0, max=1.0, help="Largest share of images that may fail before the run commits nothing. [default: 0.05]"),
@@ -97,7 +97,7 @@ def run(
     runtime: Annotated[
         Optional[str], typer.Option(help="auto, torch or onnx. [default: auto: ONNX Runtime on CPU, PyTorch on GPU]")
     ] = None,
-    num_actors: Annotated[Optional[int], typer.Option(min=1, help="Model actors. [default: 1 per GPU, else 1 per 4 CPUs]")] = None,
+    num_actors: Annotated[Optional[int], typer.Option(min=1, help="Model actors. [default: 4 per GPU, else 1 per 4 CPUs]")] = None,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (PyTorch runtime).")] = False,
     incremental: Annotated[
         bool,

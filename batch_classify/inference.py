@@ -4,7 +4,7 @@ Shape of the pipeline (streamed; no stage holds the whole dataset)::
 
     from_items(path, label)                       # the listing, no pixels
       .map_batches(decode_batch)                  # CPU tasks: bytes → uint8 [N, H, W, 3]
-      .map_batches(Classifier, compute=actors)    # one actor per GPU (num_gpus=1), else CPU actors
+      .map_batches(Classifier, compute=actors)    # 4 actors per GPU (num_gpus=0.25), else CPU actors
       → driver: rows streamed into staging Parquet files
 
 Per-image failures (unreadable, undecodable) and per-batch inference failures
@@ -177,9 +177,15 @@ class Classifier:
 #: EfficientNet-Lite0, 3,000 files (benchmarks/stage.py): 175 images/s with batches of 32,
 #: 195 of 64, 201-205 of 128, 198 of 256 (fewer, larger Ray tasks; the engines still call the
 #: model 8 images at a time); 64 keeps most of the gain with half the latency to the first
-#: batch. GPU: large batches keep the device busy (Ray's own image benchmark uses 64-512).
+#: batch. GPU: measured on one H200 with 16 CPUs, ResNet-152, 12,000 files (benchmarks/gpu_check.sh,
+#: BENCHMARKS.md): stage steady state 1,793 images/s with 1 actor × batch 128, 3,237 with
+#: 4 × 128, 3,559 with 4 × 256, 3,681 with 8 × 128, 3,744 with 8 × 256 (model alone 5,723).
 CPU_BATCH_SIZE = 64
-GPU_BATCH_SIZE = 128
+GPU_BATCH_SIZE = 256
+#: Model actors per GPU (each reserves ``1 / ACTORS_PER_GPU`` of it). One actor leaves the GPU
+#: idle while it fetches a batch, copies it in and hands results back; four overlap that work
+#: (figures above: 1.8× one actor; eight add 3-5 % for twice the CUDA contexts and start-up).
+ACTORS_PER_GPU = 4
 
 
 #: Memory one image takes while it is decoded, bytes: the file plus a decoded picture of about
@@ -194,7 +200,7 @@ class ClusterPlan:
     Attributes:
         device: ``"cuda"`` or ``"cpu"``.
         num_actors: model actors in the pool.
-        num_gpus_per_actor: 1 on GPU, 0 on CPU.
+        num_gpus_per_actor: 1 on GPU (a fraction when there are more actors than GPUs), 0 on CPU.
         threads_per_actor: intra-op threads per CPU actor.
         runtime: ``"torch"`` or ``"onnx"`` (resolved, never ``auto``).
         batch_size: images per pipeline batch.
@@ -225,7 +231,7 @@ def plan_cluster(
     Args:
         resources: ``ray.cluster_resources()``.
 
-    GPU: one actor per GPU, ``num_gpus=1`` each, PyTorch, batch 128. CPU: one actor per
+    GPU: ``ACTORS_PER_GPU`` (4) actors per GPU, ``num_gpus=0.25`` each, PyTorch, batch 256. CPU: one actor per
     4 CPUs (at least 1), each with the CPUs it shares as intra-op threads, since decoding
     takes less CPU than the model; ONNX Runtime, batch 64. The actors' CPU reservations
     always leave room for a decoding task (1 CPU, or half of a 1-CPU cluster), since
@@ -241,8 +247,11 @@ def plan_cluster(
     if device == "cuda" and gpus == 0:
         raise ValueError("device 'cuda' asked for, but the Ray cluster has no GPU; use --device auto or cpu")
     if gpus and device in ("auto", "cuda"):
+        actors = num_actors or gpus * ACTORS_PER_GPU
+        # More actors than GPUs share them (num_gpus < 1), so one actor's host-side work (fetching
+        # the batch, the copy in, the results out) overlaps another's GPU work.
         return ClusterPlan(
-            "cuda", num_actors or gpus, 1.0, 1, resolve_runtime(runtime, "cuda"), batch_size or GPU_BATCH_SIZE,
+            "cuda", actors, min(1.0, gpus / actors), 1, resolve_runtime(runtime, "cuda"), batch_size or GPU_BATCH_SIZE,
             cpus_per_actor=0.0,
         )
     actors = num_actors or max(1, cpus // 4)

@@ -51,7 +51,7 @@ class RunSettings(BaseSettings):
     batch_size: int | None = Field(
         None,
         gt=0,
-        description="Images per pipeline batch; default 64 on the CPU, 128 on a GPU (see BENCHMARKS.md).",
+        description="Images per pipeline batch; default 64 on the CPU, 256 on a GPU (see BENCHMARKS.md).",
     )
     sample_size: int = Field(8, gt=0, description="Images decoded and classified by the validation step.")
     max_failed_fraction: float = Field(
@@ -82,7 +82,7 @@ class RunSettings(BaseSettings):
     )
     num_cpus: int | None = Field(None, gt=0, description="CPUs for a local Ray (default: all).")
     num_actors: int | None = Field(
-        None, gt=0, description="Model actors in the pool (default: one per GPU, else one per 4 CPUs, at least 1)."
+        None, gt=0, description="Model actors in the pool (default: 4 per GPU, sharing it, else one per 4 CPUs, at least 1)."
     )
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda)$", description="auto: GPU when the cluster has one.")
     runtime: str = Field(

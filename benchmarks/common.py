@@ -106,5 +106,21 @@ def run_measured(
     return Measured(seconds, peak, proc.returncode, "".join(chunks))
 
 
+def random_weights(workdir: Path, model: str) -> str:
+    """A random state dict for ``model`` (timing only), saved once under ``workdir``; its path."""
+    path = Path(workdir) / f"{model}-random.pth"
+    if not path.exists():
+        import torch
+
+        from batch_classify.models import get_spec
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(0)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        torch.save(get_spec(model).build().state_dict(), tmp)
+        tmp.replace(path)
+    return str(path)
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")

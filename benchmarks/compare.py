@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import Measured, median, prepare_input, run_measured
+from benchmarks.common import Measured, median, prepare_input, random_weights, run_measured
 
 PY = sys.executable
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,15 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _random_weights(workdir: Path, model: str) -> str:
     """A random state dict for ``model`` (timing only), saved once under ``workdir``."""
-    path = workdir / f"{model}-random.pth"
-    if not path.exists():
-        import torch
-
-        from batch_classify.models import get_spec
-
-        torch.manual_seed(0)
-        torch.save(get_spec(model).build().state_dict(), path)
-    return str(path)
+    return random_weights(workdir, model)
 
 
 def _command(variant: str, args, input_dir: Path, out: Path, weights: str | None, run_id: str) -> tuple[list[str], dict]:

@@ -9,7 +9,11 @@ Besides ``onnx`` and ``torch`` (the engines as shipped), ``--runtimes`` takes va
 undo one choice each, to measure what it is worth: ``onnx-spin`` (spinning intra-op threads),
 ``onnx-whole`` and ``torch-whole`` (the whole batch in one call instead of calls of 8),
 ``torch-channels-last`` (``channels_last``, as on CUDA, instead of NCHW-contiguous), ``torch-no-grad``
-(``torch.no_grad`` instead of ``torch.inference_mode``).
+(``torch.no_grad`` instead of ``torch.inference_mode``). On a GPU: ``torch-cuda`` (the torch engine as
+a GPU actor builds it: CUDA, ``channels_last``, pinned host memory, bf16 autocast; the whole batch in
+one call, copies to and from the device included), ``torch-cuda-fp32`` (the same without autocast) and
+``torch-cuda-pin-per-batch`` (a fresh pinned copy of each batch instead of one reused pinned buffer).
+``--random-weights`` times models whose weights are not on this machine.
 
 Usage: ``python -m benchmarks.model_alone INPUT_DIR [--model NAME] [--batch-size N]``
 """
@@ -34,6 +38,23 @@ def _variant(name: str, args, threads: int):
     from batch_classify.storage import StorageOptions
 
     base = name.split("-")[0]
+    if name.startswith("torch-cuda"):
+        engine = build_engine(args.model, args.weights, StorageOptions(), runtime="torch", device="cuda",
+                              num_threads=threads)
+        if name == "torch-cuda-fp32":
+            engine.autocast = False
+        elif name == "torch-cuda-pin-per-batch":  # before the reused pinned buffer
+            model = engine.model
+
+            def call(images):
+                x = torch.from_numpy(images.copy()).pin_memory().to("cuda", non_blocking=True)  # Ray's batches are read-only
+                with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+                    return model(x).float().cpu().numpy()
+
+            engine._call = call
+        elif name != "torch-cuda":
+            raise SystemExit(f"unknown runtime variant {name!r}")
+        return engine
     if name == "onnx-spin":
         return OnnxEngine(onnx_model(args.model, args.weights, StorageOptions()), num_threads=threads, spin=True)
     engine = build_engine(args.model, args.weights, StorageOptions(), runtime=base, num_threads=threads)
@@ -63,15 +84,24 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--runtimes", default="onnx,torch")
+    parser.add_argument("--random-weights", action="store_true", help="random weights (timing only)")
+    parser.add_argument("--workdir", default="/tmp/batch-classify-bench", help="where random weights are saved")
     args = parser.parse_args()
+    if args.random_weights and not args.weights:
+        from benchmarks.common import random_weights
+
+        args.weights = random_weights(Path(args.workdir), args.model)
 
     from batch_classify.models import get_spec
 
     spec = get_spec(args.model)
     paths = sorted(Path(args.input).rglob("*.JPEG"))[: args.images]
+    start = time.perf_counter()
     images = np.stack([spec.preset(p.read_bytes()) for p in paths])
+    decode_ms = 1000 * (time.perf_counter() - start) / max(1, len(images))
     threads = os.cpu_count()
-    out = {"images": len(images), "batch_size": args.batch_size, "threads": threads}
+    out = {"images": len(images), "batch_size": args.batch_size, "threads": threads,
+           "decode_ms_per_image": round(decode_ms, 2)}  # one core, read + preset, the first pass over the files
     names = args.runtimes.split(",")
     built = {name: _variant(name, args, threads) for name in names}
     rates: dict[str, list[float]] = {name: [] for name in names}

@@ -29,8 +29,11 @@ def test_runtime_resolution():
 def test_cluster_plan_picks_runtime_and_batch_size():
     gpu = plan_cluster({"CPU": 16, "GPU": 4})
     assert (gpu.device, gpu.num_actors, gpu.num_gpus_per_actor, gpu.runtime, gpu.batch_size) == (
-        "cuda", 4, 1.0, "torch", GPU_BATCH_SIZE
+        "cuda", 16, 0.25, "torch", GPU_BATCH_SIZE
     )
+    one = plan_cluster({"CPU": 16, "GPU": 2}, num_actors=1)  # fewer actors than GPUs: one GPU each
+    shared = plan_cluster({"CPU": 16, "GPU": 2}, num_actors=6)  # more: they share them
+    assert (one.num_actors, one.num_gpus_per_actor, shared.num_gpus_per_actor) == (1, 1.0, pytest.approx(1 / 3))
     cpu = plan_cluster({"CPU": 2})
     assert (cpu.device, cpu.num_actors, cpu.threads_per_actor, cpu.runtime, cpu.batch_size) == (
         "cpu", 1, 2, "onnx", CPU_BATCH_SIZE
