@@ -1,0 +1,468 @@
+"""The report's pictures and self-contained page: calibration by hand, PNGs for 10 and 1000 classes,
+hostile names escaped, thumbnails from local files and S3, and the page of a real run in headless Chromium."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from PIL import Image
+
+from batch_classify import report as report_lib
+from batch_classify.report_html import (
+    MAX_MATRIX_CLASSES,
+    calibration,
+    calibration_fields,
+    confidence_png,
+    confident_mistakes,
+    confusion_counts,
+    confusion_matrix_png,
+    load_thumbnails,
+    mistakes_gallery_png,
+    per_class_accuracy_png,
+    render_html,
+    write_report_html,
+)
+from batch_classify.results import PREDICTION_SCHEMA, StagingWriter, commit, read_committed
+from batch_classify.storage import StorageOptions, read_bytes
+from batch_classify.vocabulary import imagenet
+from conftest import arrange_in_wnid_folders
+
+CHROMIUM = Path("/usr/bin/chromium")
+#: Flags for this workplace's closed network: without them Chromium's background services try to
+#: connect out and the page load waits on refused connections.
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+#: For each <img>: loaded (``complete && naturalWidth > 0``) and wholly decoded: its last pixel row, drawn on
+#: a canvas, is opaque (the pictures have opaque backgrounds; a truncated PNG leaves that row transparent).
+IMAGE_STATE = """els => els.map(e => {
+  const c = document.createElement("canvas");
+  c.width = e.naturalWidth; c.height = e.naturalHeight;
+  const g = c.getContext("2d");
+  let opaque = 0;
+  if (e.naturalWidth > 0) {
+    g.drawImage(e, 0, 0);
+    const row = g.getImageData(0, e.naturalHeight - 1, e.naturalWidth, 1).data;
+    for (let i = 3; i < row.length; i += 4) opaque += row[i] === 255 ? 1 : 0;
+  }
+  return {ok: e.complete && e.naturalWidth > 0, w: e.naturalWidth, alt: e.alt, opaque: opaque / Math.max(1, e.naturalWidth)};
+})"""
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+HOSTILE = '<script>alert("x")</script>'
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == PNG_SIGNATURE
+    img = Image.open(io.BytesIO(data))
+    img.load()  # decodes the whole image: a truncated PNG fails here
+    assert img.format == "PNG"
+    return img.size
+
+
+def _table(rows: list[dict]) -> pa.Table:
+    """Prediction rows (``path``, ``label``, ``label_index``, ``pred_index``, ``confidence``) in the committed schema."""
+    names = imagenet().names
+    full = [
+        {
+            "path": r["path"], "label": r.get("label"), "label_index": r.get("label_index"),
+            "pred_index": r["pred_index"], "pred_label": names[r["pred_index"]], "confidence": r["confidence"],
+            "top5_index": [r["pred_index"], 1, 2, 3, 4], "top5_prob": [r["confidence"], 0.01, 0.01, 0.01, 0.01],
+            "model": "m", "run_id": "r1", "content_id": "", "computed_run_id": "r1",
+        }
+        for r in rows
+    ]
+    schema = pa.schema([PREDICTION_SCHEMA.field(n) for n in full[0]]) if full else PREDICTION_SCHEMA
+    return pa.Table.from_pylist(full, schema=schema)
+
+
+def _report(table: pa.Table, **extra) -> dict:
+    """The report fields ``job.report_step`` writes, scored from ``table``."""
+    y = table.column("label_index").fill_null(-1).to_numpy() if table.num_rows else np.zeros(0, np.int64)
+    p = table.column("pred_index").to_numpy() if table.num_rows else np.zeros(0, np.int64)
+    t5 = (table.column("top5_index").combine_chunks().flatten().to_numpy().reshape(-1, 5) if table.num_rows
+          else np.zeros((0, 5), np.int64))
+    return {
+        "run_id": "r1", "model": "efficientnet_lite0", "input": "/data/in", "run_uri": "/data/out/r1",
+        "n_listed": table.num_rows, "n_predicted": table.num_rows, "n_failed": 0, "n_ignored": 0, "n_reused": 0,
+        **report_lib.accuracy(y, p, t5, imagenet()),
+        "wall_seconds": 12.5, "images_per_second": 3.2, "device": "cpu", "num_actors": 1,
+        **extra,
+    }
+
+
+def _images(page: str) -> list[bytes]:
+    """Every <img> of the page, decoded from its data URI (fails on any other src)."""
+    srcs = re.findall(r"<img\b[^>]*\bsrc=\"([^\"]*)\"", page)
+    assert len(srcs) == len(re.findall(r"<img\b", page))
+    out = []
+    for src in srcs:
+        assert src.startswith("data:image/png;base64,"), src[:60]
+        out.append(base64.b64decode(src.split(",", 1)[1], validate=True))
+    return out
+
+
+def _jpeg(path: Path, size=(96, 64), color=(200, 30, 30)) -> Path:
+    Image.new("RGB", size, color).save(path, "JPEG")
+    return path
+
+
+# ---------------------------------------------------------------- calibration
+
+
+def test_calibration_of_a_perfectly_calibrated_model_is_zero():
+    # 10 predictions at 0.3 of which 3 right, 10 at 0.8 of which 8 right: accuracy = confidence in each bin.
+    conf = np.array([0.3] * 10 + [0.8] * 10, dtype=np.float32)
+    right = np.array([1, 1, 1] + [0] * 7 + [1] * 8 + [0, 0], dtype=bool)
+    cal = calibration(conf, right, n_bins=10)
+    assert cal["ece"] == pytest.approx(0.0, abs=1e-6)
+    assert cal["count"].sum() == 20 and sorted(cal["count"][cal["count"] > 0]) == [10, 10]
+
+
+def test_calibration_by_hand():
+    # 3 bins (0, 1/3], (1/3, 2/3], (2/3, 1]:
+    #   bin 1: 0.2 wrong, 0.3 right          -> acc 0.50, conf 0.25, gap 0.25, weight 2/8
+    #   bin 2: 0.5 right, 0.6 wrong          -> acc 0.50, conf 0.55, gap 0.05, weight 2/8
+    #   bin 3: 0.9, 0.95, 1.0 right; 0.99 wrong -> acc 0.75, conf 0.96, gap 0.21, weight 4/8
+    # ECE = 0.25 * 0.25 + 0.25 * 0.05 + 0.5 * 0.21 = 0.18
+    conf = np.array([0.2, 0.3, 0.5, 0.6, 0.9, 0.95, 0.99, 1.0], dtype=np.float32)
+    right = np.array([0, 1, 1, 0, 1, 1, 0, 1], dtype=bool)
+    cal = calibration(conf, right, n_bins=3)
+    assert cal["ece"] == pytest.approx(0.18, abs=1e-6)
+    assert cal["count"].tolist() == [2, 2, 4]
+    assert cal["accuracy"] == pytest.approx([0.5, 0.5, 0.75])
+    assert cal["confidence"] == pytest.approx([0.25, 0.55, 0.96], abs=1e-6)
+    assert cal["edges"] == pytest.approx([0, 1 / 3, 2 / 3, 1])
+    # 0 belongs to the first bin, 1 to the last; an empty bin has NaN accuracy and adds nothing.
+    edge = calibration(np.array([0.0, 1.0], np.float32), np.array([False, True]), n_bins=4)
+    assert edge["count"].tolist() == [1, 0, 0, 1] and np.isnan(edge["accuracy"][1]) and edge["ece"] == 0.0
+
+
+def test_calibration_fields_are_json_and_none_without_labels():
+    fields = calibration_fields(
+        np.array([5, 5, 7, -1]), np.array([5, 6, 7, 9]), np.array([0.95, 0.9, 0.5, 0.99], np.float32), n_bins=5
+    )
+    text = json.dumps(fields, allow_nan=False)  # no NaN for empty bins
+    bins = json.loads(text)["calibration_bins"]
+    assert [b["count"] for b in bins] == [0, 0, 1, 0, 2]  # the unlabelled row is left out
+    assert bins[0]["accuracy"] is None and bins[4]["accuracy"] == 0.5 and bins[4]["confidence"] == pytest.approx(0.925)
+    # ECE = 1/3 * |1 - 0.5| + 2/3 * |0.5 - 0.925|
+    assert fields["ece"] == pytest.approx(0.5 / 3 + 2 / 3 * 0.425, abs=1e-6)
+    assert calibration_fields(np.array([-1, -1]), np.array([1, 2]), np.array([0.5, 0.5], np.float32)) == {
+        "ece": None, "calibration_bins": []}
+    assert calibration(np.zeros(0, np.float32), np.zeros(0, bool))["ece"] is None
+    with pytest.raises(ValueError, match="confidences"):
+        calibration(np.array([1.5], np.float32), np.array([True]))
+    with pytest.raises(ValueError, match="confidences"):
+        calibration(np.array([np.nan], np.float32), np.array([True]))
+
+
+# ---------------------------------------------------------------- pictures
+
+
+def test_confusion_counts_have_an_other_column_and_keep_the_most_confused_of_many():
+    # 3 label classes: 0 (3 images: 2 right, 1 as class 1), 1 (2 right), 2 (1 as class 500, outside the labels).
+    classes, counts, n = confusion_counts(np.array([0, 0, 0, 1, 1, 2, -1]), np.array([0, 0, 1, 1, 1, 500, 3]))
+    assert classes.tolist() == [0, 1, 2] and n == 3
+    assert counts.tolist() == [[2, 1, 0, 0], [0, 2, 0, 0], [0, 0, 0, 1]]
+    # 1000 label classes, 3 images each, all right except in five: those must be the rows shown.
+    y = np.repeat(np.arange(1000), 3)
+    p = y.copy()
+    confused = [17, 230, 231, 640, 999]
+    for k, c in enumerate(confused):
+        p[np.flatnonzero(y == c)[: k % 3 + 1]] = (c + 1) % 1000
+    classes, counts, n = confusion_counts(y, p, max_classes=MAX_MATRIX_CLASSES)
+    assert n == 1000 and len(classes) == MAX_MATRIX_CLASSES and set(confused) <= set(classes.tolist())
+    assert counts.sum(axis=1).tolist() == [3] * MAX_MATRIX_CLASSES
+
+
+@pytest.mark.parametrize("n_classes", [10, 1000])
+def test_pictures_are_pngs_of_bounded_size(n_classes):
+    rng = np.random.default_rng(0)
+    names = imagenet().names
+    n = 4000
+    y = rng.choice(np.linspace(0, 999, n_classes).astype(np.int64), n)
+    if n_classes == 1000:
+        y[:1000] = np.arange(1000)  # every class present
+    p = np.where(rng.random(n) < 0.75, y, rng.integers(0, 1000, n))
+    conf = rng.beta(5, 2, n).astype(np.float32)
+    from matplotlib import _pylab_helpers
+
+    figures_before = _pylab_helpers.Gcf.get_num_fig_managers()
+    started = time.perf_counter()
+    pictures = {
+        "confusion": confusion_matrix_png(y, p, names),
+        "per_class": per_class_accuracy_png(y, p, names),
+        "confidence": confidence_png(conf, p == y),
+        "unlabelled": confidence_png(conf, None),
+    }
+    elapsed = time.perf_counter() - started
+    assert elapsed < 15, f"drawing took {elapsed:.1f} s"
+    assert _pylab_helpers.Gcf.get_num_fig_managers() == figures_before  # no figure left registered
+    for name, png in pictures.items():
+        w, h = _png_size(png)
+        assert 300 <= w <= 1500 and 300 <= h <= 1400, (name, w, h)  # readable, never 1000 rows tall
+    if n_classes == 1000:
+        assert len(np.unique(y)) == 1000
+
+
+def test_drawing_never_imports_pyplot():
+    """The pictures use Figure on an Agg canvas: pyplot (global figures, a GUI backend) is never loaded."""
+    code = (
+        "import sys, numpy as np\n"
+        "from batch_classify import report_html as r\n"
+        "y = np.arange(40) % 12; p = (y + (np.arange(40) % 3 == 0)) % 12\n"
+        "names = [f'class {i}' for i in range(1000)]\n"
+        "r.confusion_matrix_png(y, p, names); r.per_class_accuracy_png(y, p, names)\n"
+        "r.confidence_png(np.linspace(0, 1, 40, dtype=np.float32), p == y)\n"
+        "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot was imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "MPLBACKEND": "TkAgg"})  # a GUI default would fail if ever used
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_hostile_and_dollar_names_do_not_break_drawing():
+    names = list(imagenet().names)
+    names[3] = HOSTILE + " $\\frac{1}{0$ and a very long name that goes on and on"
+    png = confusion_matrix_png(np.array([3, 3, 4]), np.array([3, 4, 4]), names)
+    assert _png_size(png)[0] > 300
+    assert _png_size(per_class_accuracy_png(np.array([3, 3, 4]), np.array([3, 4, 4]), names))[0] > 300
+
+
+def test_thumbnails_apply_exif_orientation_and_never_raise(tmp_path, s3_endpoint):
+    landscape = Image.new("RGB", (120, 40), (0, 0, 0))  # stored 120 x 40, shown rotated: 40 wide, 120 high
+    exif = landscape.getexif()
+    exif[0x0112] = 6  # Orientation: rotate 90° clockwise to display
+    landscape.save(tmp_path / "rotated.jpg", "JPEG", exif=exif.tobytes())
+    (tmp_path / "not-an-image.jpg").write_bytes(b"plain text, no picture")
+    import boto3
+
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="thumbs")
+    boto3.client("s3", endpoint_url=s3_endpoint).upload_file(str(_jpeg(tmp_path / "red.jpg")), "thumbs", "a/red.jpg")
+    storage = StorageOptions(endpoint_url=s3_endpoint)
+    rotated, missing, garbage, on_s3, s3_missing = load_thumbnails(
+        [str(tmp_path / "rotated.jpg"), str(tmp_path / "gone.jpg"), str(tmp_path / "not-an-image.jpg"),
+         "s3://thumbs/a/red.jpg", "s3://thumbs/a/gone.jpg"],
+        storage, size=96,
+    )
+    dark = np.argwhere(np.asarray(rotated).sum(axis=2) < 100)
+    height, width = dark.max(axis=0) - dark.min(axis=0) + 1
+    assert (height, width) == (96, 32)  # portrait: the orientation was applied, then letterboxed on white
+    assert missing.startswith("cannot read: FileNotFoundError")
+    assert garbage.startswith("cannot decode:")
+    assert np.asarray(on_s3)[48, 48].tolist() == pytest.approx([200, 30, 30], abs=12)
+    assert isinstance(s3_missing, str) and s3_missing.startswith("cannot read")
+
+
+def test_gallery_shows_placeholders_for_unreadable_images(tmp_path):
+    paths = [str(_jpeg(tmp_path / "a.jpg")), str(tmp_path / "missing.jpg")]
+    table = _table([
+        {"path": paths[0], "label": "n01440764", "label_index": 0, "pred_index": 1, "confidence": 0.9},
+        {"path": paths[1], "label": "n01440764", "label_index": 0, "pred_index": 2, "confidence": 0.8},
+        {"path": paths[1], "label": "n01443537", "label_index": 1, "pred_index": 1, "confidence": 0.99},  # right
+        {"path": paths[1], "label": None, "label_index": None, "pred_index": 7, "confidence": 0.97},  # no label
+    ])
+    mistakes = confident_mistakes(table, 10)
+    assert [(m["path"], m["pred_index"]) for m in mistakes] == [(paths[0], 1), (paths[1], 2)]
+    w, h = _png_size(mistakes_gallery_png(mistakes, StorageOptions(), imagenet().names))
+    assert w >= 300 and h >= 200
+    with pytest.raises(ValueError):
+        mistakes_gallery_png([], StorageOptions(), imagenet().names)
+
+
+# ---------------------------------------------------------------- the page
+
+
+def test_page_is_self_contained_and_escapes_data(tmp_path):
+    hostile_dir = tmp_path / HOSTILE.replace("/", "_")
+    hostile_dir.mkdir()
+    photo = _jpeg(hostile_dir / "x.jpg")
+    table = _table([
+        {"path": str(photo), "label": HOSTILE, "label_index": 0, "pred_index": 1, "confidence": 0.9},
+        {"path": str(tmp_path / "b.jpg"), "label": "n01440764", "label_index": 0, "pred_index": 0, "confidence": 0.7},
+    ])
+    report = _report(table, input=HOSTILE, restricted_top1=0.5, n_label_classes=1, comparison={
+        "previous_run_uri": f"s3://bucket/{HOSTILE}", "previous_model": HOSTILE, "top1_delta": -0.25,
+        "top5_delta": 0.0, "drift_tvd": 0.5, "regressed": True, "threshold": 0.02,
+        "per_class_delta": [{"wnid": HOSTILE, "name": HOSTILE, "recall_before": 0.75, "recall_after": 0.5, "delta": -0.25}],
+    })
+    report["per_class"][0]["name"] = HOSTILE
+    report["confusions"][0]["pred_name"] = HOSTILE
+    page = render_html(report, table, StorageOptions())
+    assert "<script" not in page.lower() and page.count("&lt;script&gt;") >= 8
+    assert not re.search(r"(src|href)\s*=\s*[\"']?\s*(https?:)?//", page, re.I)
+    assert "http://" not in page and "https://" not in page and "<link" not in page
+    assert re.findall(r"\b(?:src|href)=\"([^\"]*)\"", page) and all(
+        s.startswith("data:image/png;base64,") for s in re.findall(r"\b(?:src|href)=\"([^\"]*)\"", page))
+    pictures = _images(page)
+    assert len(pictures) == 4  # confusion matrix, per-class accuracy, confidence, mistakes
+    for png in pictures:
+        assert min(_png_size(png)) > 100
+    assert "Content-Security-Policy" in page
+    # Restricted accuracy and the comparison are shown.
+    assert "top-1 among the 1 label classes" in page and "50.0%" in page
+    assert "-25.0 points" in page and "0.500" in page and "Regression" in page and "2.0 points" in page
+
+
+def test_page_without_labels_without_predictions_and_with_one_class(tmp_path):
+    photo = str(_jpeg(tmp_path / "a.jpg"))
+    unlabelled = _table([{"path": photo, "pred_index": 5, "confidence": 0.4}, {"path": photo, "pred_index": 9, "confidence": 0.8}])
+    page = render_html(_report(unlabelled), unlabelled, StorageOptions())
+    assert "No predicted image carries a label" in page and "Confusion matrix" not in page
+    assert len(_images(page)) == 1  # the confidence histogram alone
+    assert "Compared with" not in page and "Imagenette" not in page
+
+    empty = _table([])
+    page = render_html(_report(empty, comparison=None), empty, StorageOptions())
+    assert "No image was predicted" in page and _images(page) == [] and "Compared with" not in page
+
+    one = _table([{"path": photo, "label": "n01440764", "label_index": 0, "pred_index": p, "confidence": c}
+                  for p, c in [(0, 0.9), (0, 0.8), (3, 0.7)]])
+    page = render_html(_report(one), one, StorageOptions())
+    assert len(_images(page)) == 4 and "66.7%" in page  # one class, 2 of 3 right
+
+    right = _table([{"path": photo, "label": "n01440764", "label_index": 0, "pred_index": 0, "confidence": 0.9}])
+    page = render_html(_report(right), right, StorageOptions())
+    assert "No mistakes among the 1 labelled images" in page and len(_images(page)) == 3
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_write_report_html_reads_the_committed_run(where, tmp_path, request):
+    """The page of a committed run lands beside it; the thumbnail is read from where the image is."""
+    photo = _jpeg(tmp_path / "a.jpg", color=(20, 160, 40))
+    if where == "local":
+        storage, photo_uri, run_uri = StorageOptions(), str(photo), str(tmp_path / "out" / "r1")
+    else:
+        import boto3
+
+        endpoint = request.getfixturevalue("s3_endpoint")
+        s3 = boto3.client("s3", endpoint_url=endpoint)
+        s3.create_bucket(Bucket="report-html")
+        s3.upload_file(str(photo), "report-html", "in/n01440764/a.jpg")
+        storage, photo_uri, run_uri = StorageOptions(endpoint_url=endpoint), "s3://report-html/in/n01440764/a.jpg", "s3://report-html/out/r1"
+    writer = StagingWriter(run_uri, run_id="r1", model="m", vocabulary=imagenet(), label_map={"n01440764": 0}, storage=storage)
+    writer.write({
+        "path": np.array([photo_uri], dtype=object), "label": np.array(["n01440764"], dtype=object),
+        "stage": np.array([""], dtype=object), "error": np.array([""], dtype=object),
+        "pred_index": np.array([1]), "confidence": np.array([0.8], np.float32),
+        "top5_index": np.array([[1, 0, 2, 3, 4]]), "top5_prob": np.array([[0.8, 0.1, 0.05, 0.03, 0.02]], np.float32),
+    })
+    commit(writer.close(), run_uri, storage, run_id="r1", model="m")
+    report = _report(read_committed(run_uri, storage), run_uri=run_uri)
+    uri = write_report_html(run_uri, report, storage)
+    assert uri == f"{run_uri}/report.html"
+    page = read_bytes(uri, storage).decode("utf-8")
+    assert "goldfish" in page and html.escape(photo_uri) in page and len(_images(page)) == 4
+    assert "cannot read" not in page and "cannot decode" not in page  # the thumbnail came from storage
+    with pytest.raises(FileNotFoundError):
+        write_report_html(run_uri.replace("/r1", "/never-committed"), report, storage)
+
+
+# ---------------------------------------------------------------- a real run, in a real browser
+
+
+def _chromium_or_skip():
+    if not CHROMIUM.exists():
+        pytest.skip(f"headless Chromium is not installed at {CHROMIUM}: apt-get install chromium (.ci/run does)")
+    return pytest.importorskip("playwright.sync_api", reason="playwright is not installed: pip install -e '.[test]'")
+
+
+def _classified_run(photos: list[Path], root: Path) -> tuple[str, dict]:
+    """40 real photos in wnid folders, classified by EfficientNet-Lite0 (ONNX Runtime), committed."""
+    from batch_classify.inference import Classifier, decode_batch
+
+    storage = StorageOptions()
+    input_dir = arrange_in_wnid_folders(photos[::12][:40], root / "input")
+    files = sorted(input_dir.rglob("*.JPEG"))
+    batch = {"path": np.array([str(f) for f in files], dtype=object),
+             "label": np.array([f.parent.name for f in files], dtype=object)}
+    out = Classifier(model_name="efficientnet_lite0", weights=None, storage=storage, runtime="onnx")(
+        decode_batch(batch, model_name="efficientnet_lite0", storage=storage))
+    vocabulary = imagenet()
+    run_uri = str(root / "output" / "20261127T020000Z-abc123")
+    writer = StagingWriter(run_uri, run_id="20261127T020000Z-abc123", model="efficientnet_lite0", vocabulary=vocabulary,
+                           label_map=vocabulary.map_labels(set(batch["label"])), storage=storage)
+    writer.write(out)
+    commit(writer.close(), run_uri, storage, run_id="20261127T020000Z-abc123", model="efficientnet_lite0")
+    table = read_committed(run_uri, storage)
+    y = table.column("label_index").to_numpy()
+    t5 = table.column("top5_index").combine_chunks().flatten().to_numpy().reshape(-1, 5)
+    # Restricted to the label classes: the best of the top-5 that is one of them (a stand-in for the
+    # argmax over those classes, which the job computes from the logits).
+    allowed = set(y.tolist())
+    restricted = np.array([next((c for c in row if c in allowed), row[0]) for row in t5])
+    report = _report(
+        table, run_id="20261127T020000Z-abc123", input=str(input_dir), run_uri=run_uri, n_listed=40,
+        restricted_top1=float(np.mean(restricted == y)), n_label_classes=len(allowed),
+        comparison={
+            "previous_run_uri": str(root / "output" / "20261126T020000Z-def456"), "previous_model": "efficientnet_lite0",
+            "top1_delta": -0.025, "top5_delta": 0.0, "drift_tvd": 0.05, "regressed": True, "threshold": 0.02,
+            "per_class_delta": [
+                {"wnid": c["wnid"], "name": c["name"], "recall_before": 1.0, "recall_after": c["recall"],
+                 "delta": c["recall"] - 1.0}
+                for c in report_lib.accuracy(y, table.column("pred_index").to_numpy(), t5, vocabulary)["per_class"]
+                if c["support"] and c["recall"] < 1.0
+            ],
+        },
+    )
+    return run_uri, report
+
+
+def test_report_page_renders_in_headless_chromium(photos, tmp_path):
+    playwright = _chromium_or_skip()
+    run_uri, report = _classified_run(photos, tmp_path)
+    mistakes = confident_mistakes(read_committed(run_uri, StorageOptions()), 24)
+    assert len(mistakes) >= 3, "the 40 photos should give Lite0 a few real mistakes"
+    Path(mistakes[1]["path"]).unlink()  # a photo gone since the run: a placeholder tile, not an error
+    page_uri = write_report_html(run_uri, report, StorageOptions())
+    html_text = Path(page_uri).read_text(encoding="utf-8")
+    assert "cannot read: FileNotFoundError" in html_text and mistakes[0]["pred_label"] in html_text
+    assert [min(_png_size(png)) > 300 for png in _images(html_text)] == [True] * 4
+
+    console, errors, requests = [], [], []
+    shot = tmp_path / "report.png"
+    with playwright.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1360, "height": 900})
+            page.on("console", lambda m: console.append((m.type, m.text)))
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(Path(page_uri).as_uri(), wait_until="load", timeout=30_000)
+            images = page.eval_on_selector_all("img", IMAGE_STATE)
+            title = page.title()
+            headings = page.eval_on_selector_all("h2", "els => els.map(e => e.textContent)")
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+
+    assert [m for m in console if m[0] == "error"] == [] and errors == []
+    assert all(u.startswith(("file://", "data:")) for u in requests), requests
+    assert len(images) == 4 and all(i["ok"] and i["opaque"] == 1 for i in images), images
+    assert title == "Classification report: run 20261127T020000Z-abc123"
+    assert {"Summary", "Compared with the previous committed run", "Confusion matrix", "Per-class accuracy",
+            "Confidence and calibration", "Most confident mistakes"} <= set(headings)
+    data = shot.read_bytes()
+    w, h = _png_size(data)
+    assert w == 1360 and 2500 <= h <= 20000
+    pixels = np.asarray(Image.open(shot).convert("RGB").resize((w // 4, h // 4)))
+    assert pixels.std() > 20 and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 500  # not a blank page
+    if os.environ.get("BATCH_CLASSIFY_SCREENSHOT_DIR"):
+        target = Path(os.environ["BATCH_CLASSIFY_SCREENSHOT_DIR"])
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, target / "report.png")
+        shutil.copyfile(page_uri, target / "report.html")
