@@ -142,9 +142,18 @@ def inference_step(settings: RunSettings, listing: Listing, label_map: dict[str,
     latest committed run on the same input (``settings.incremental``), where the image's content
     identity and the model identity are unchanged (see :mod:`batch_classify.reuse`).
 
+    With an ``http(s)://`` ``settings.ray_address`` (the Jobs API), all of this runs inside the
+    cluster as a Ray Job (:func:`batch_classify.cluster.run_inference_job`).
+
     Raises:
         RuntimeError: the output does not hold every listed image exactly once.
+        ValueError: a ``ray://`` (Ray Client) address.
+        batch_classify.cluster.StageJobFailed: the Ray Job failed or was stopped.
     """
+    from batch_classify import cluster  # imports this module
+
+    if cluster.uses_jobs_api(settings.ray_address):
+        return cluster.run_inference_job(settings, listing, label_map)
     storage = storage_options(settings)
     model_id = model_identity(settings.model, settings.weights, storage)
     reusable = find_reusable(

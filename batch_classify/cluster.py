@@ -1,0 +1,334 @@
+"""Running the inference step on an existing Ray cluster as a Ray Job (the Jobs API).
+
+``settings.ray_address`` (``--ray-address``, ``RAY_ADDRESS``) picks how the heavy stage reaches Ray:
+
+- none: a local Ray started in this process;
+- a GCS address (``host:6379``, ``auto``): this process joins the cluster as its driver, which is
+  right when it runs inside the cluster (on the head node or in a pod beside it);
+- an ``http://`` or ``https://`` address (the Jobs API on the head's dashboard, e.g.
+  ``http://head:8265``, as ``ray job submit`` takes it): the step is submitted as a Ray Job
+  (:func:`run_inference_job`) and this process only watches it;
+- ``ray://`` (Ray Client) is refused: a long-lived client connection loses the run when the
+  connection drops, and Ray recommends the Jobs API for production.
+
+What travels with a job, under ``OUTPUT/RUN_ID/_staging/_jobs/<submission id>/`` on the run's
+own storage (which the cluster must reach by the same URI: S3, or a file system mounted on every
+node at the same path):
+
+- ``listing.parquet``: the listed images exactly as listed (path, label, size, content id): the
+  job never lists again;
+- ``request.json``: the label map and the listing's other fields;
+- ``result.json``: written by the job when it succeeds: the staged files and counts
+  (:class:`~batch_classify.results.StagedRun`), the stage's timings and plan
+  (:class:`~batch_classify.inference.StageResult`) and the reuse sources. A file on the run's
+  storage rather than a line of the job's log: logs can be cut or interleaved, the file is
+  written whole or not at all.
+
+The settings travel as JSON in the entrypoint (``python -m batch_classify.stage_job --settings
+JSON --request URI``); no environment variable is passed, and so no credentials: the cluster's
+nodes reach storage with their own (instance role, their environment). The code travels as the
+job's ``working_dir``: a copy of the ``batch_classify`` package alone (about 150 KB). Its
+dependencies (the project's, with ``ray[data,default]``) must be installed in the cluster's
+image, with the same Python minor version.
+
+The job runs :func:`batch_classify.job.inference_step` inside the cluster: reuse (resume,
+incremental), the Ray Data stage, staged files written by its driver. A job that fails or is
+stopped raises :class:`StageJobFailed`, which is not among the deterministic errors of
+:mod:`tasks`, so the Prefect retry of ``ray-inference`` submits a new job; that job resumes from
+the complete files the failed one staged (see :mod:`batch_classify.reuse`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import secrets
+import shlex
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import batch_classify
+from batch_classify.inference import ClusterPlan, StageResult
+from batch_classify.job import InferenceOutcome, storage_options
+from batch_classify.listing import ImageRecord, Listing
+from batch_classify.results import StagedRun
+from batch_classify.settings import RunSettings
+from batch_classify.storage import StorageOptions, join, read_bytes, write_bytes
+
+log = logging.getLogger(__name__)
+
+#: Jobs API address schemes (the head node's dashboard).
+JOBS_SCHEMES = ("http://", "https://")
+#: Module the job runs (``python -m``).
+ENTRYPOINT_MODULE = "batch_classify.stage_job"
+#: Log lines of a failed job quoted in :class:`StageJobFailed`.
+LOG_TAIL_LINES = 25
+#: Metadata key holding the run id on every submitted job (``ray job list`` shows it).
+RUN_ID_KEY = "batch_classify_run_id"
+
+LISTING_FILE = "listing.parquet"
+REQUEST_FILE = "request.json"
+RESULT_FILE = "result.json"
+
+_LISTING_SCHEMA = pa.schema(
+    [("path", pa.string()), ("label", pa.string()), ("size", pa.int64()), ("content_id", pa.string())]
+)
+
+
+class StageJobFailed(RuntimeError):
+    """The Ray Job running the inference step ended FAILED or STOPPED, or left no result.
+
+    Attributes:
+        submission_id: the job's submission id (``ray job logs ID`` shows its whole log).
+        status: ``FAILED``, ``STOPPED`` or ``SUCCEEDED`` (the last when no result was found).
+        log_tail: the last lines of the job's log.
+    """
+
+    def __init__(self, message: str, *, submission_id: str, status: str, log_tail: str) -> None:
+        super().__init__(message)
+        self.submission_id, self.status, self.log_tail = submission_id, status, log_tail
+
+
+def uses_jobs_api(address: str | None) -> bool:
+    """Whether ``address`` means "submit a Ray Job" (``http://``, ``https://``) rather than "be the driver".
+
+    Raises:
+        ValueError: a Ray Client address (``ray://``); the message names the alternatives.
+    """
+    if not address:
+        return False
+    lowered = address.strip().lower()
+    if lowered.startswith("ray://"):
+        raise ValueError(
+            f"ray address {address!r} is a Ray Client address, which this job does not use (a dropped "
+            "connection loses the run). Use the Jobs API address of the head node, e.g. "
+            "--ray-address http://HEAD:8265 (the stage is submitted as a Ray Job), or run the flow "
+            "inside the cluster with --ray-address HEAD:6379 or auto (this process becomes the driver)"
+        )
+    return lowered.startswith(JOBS_SCHEMES)
+
+
+def job_folder(settings: RunSettings, submission_id: str) -> str:
+    """``OUTPUT/RUN_ID/_staging/_jobs/<submission id>``: where a job's request and result lie."""
+    return join(settings.run_uri(), "_staging", "_jobs", submission_id)
+
+
+# --- request and result files (both sides) -------------------------------------------------------
+
+
+def write_request(folder: str, listing: Listing, label_map: dict[str, int], storage: StorageOptions) -> None:
+    """Write the listing (Parquet) and the label map (JSON) a job reads."""
+    records = listing.records
+    table = pa.table(
+        {
+            "path": [r.path for r in records],
+            "label": [r.label for r in records],
+            "size": [r.size for r in records],
+            "content_id": [r.content_id for r in records],
+        },
+        schema=_LISTING_SCHEMA,
+    )
+    buf = pa.BufferOutputStream()
+    pq.write_table(table, buf)
+    write_bytes(join(folder, LISTING_FILE), buf.getvalue().to_pybytes(), storage)
+    request = {
+        "input": listing.input,
+        "n_ignored": listing.n_ignored,
+        "ignored_extensions": listing.ignored_extensions,
+        "n_records": len(records),
+        "label_map": label_map,
+    }
+    write_bytes(join(folder, REQUEST_FILE), json.dumps(request, indent=1).encode(), storage)
+
+
+def read_request(folder: str, storage: StorageOptions) -> tuple[Listing, dict[str, int]]:
+    """Read what :func:`write_request` wrote: the listing, record for record, and the label map.
+
+    Raises:
+        OSError: a file is missing or unreadable.
+        ValueError: the listing does not hold the number of records the request names.
+    """
+    request = json.loads(read_bytes(join(folder, REQUEST_FILE), storage))
+    table = pq.read_table(io.BytesIO(read_bytes(join(folder, LISTING_FILE), storage)))
+    records = tuple(ImageRecord(**row) for row in table.to_pylist())
+    if len(records) != request["n_records"]:
+        raise ValueError(f"{folder}: {len(records)} listed images, the request names {request['n_records']}")
+    listing = Listing(
+        input=request["input"],
+        records=records,
+        n_ignored=request["n_ignored"],
+        ignored_extensions=request["ignored_extensions"],
+    )
+    return listing, {str(k): int(v) for k, v in request["label_map"].items()}
+
+
+def _nan_to_none(value):
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def write_result(folder: str, outcome: InferenceOutcome, storage: StorageOptions, **extra) -> None:
+    """Write the job's outcome as ``result.json`` (NaN timings as null); ``extra`` is kept alongside."""
+    stage = None
+    if outcome.stage is not None:
+        stage = {k: _nan_to_none(v) for k, v in asdict(outcome.stage).items()}
+    result = {
+        "staged": asdict(outcome.staged),
+        "stage": stage,
+        "reused_from": list(outcome.reused_from),
+        **extra,
+    }
+    write_bytes(join(folder, RESULT_FILE), json.dumps(result, indent=1).encode(), storage)
+
+
+def read_result(folder: str, storage: StorageOptions) -> tuple[InferenceOutcome, dict]:
+    """Read ``result.json`` back into an :class:`~batch_classify.job.InferenceOutcome`.
+
+    Returns:
+        (the outcome, the whole result as JSON, ``extra`` fields included).
+
+    Raises:
+        FileNotFoundError: the job wrote no result.
+    """
+    result = json.loads(read_bytes(join(folder, RESULT_FILE), storage))
+    s = result["staged"]
+    staged = StagedRun(
+        staging_uri=s["staging_uri"],
+        prediction_files=tuple(s["prediction_files"]),
+        failures_file=s["failures_file"],
+        n_predicted=s["n_predicted"],
+        n_failed=s["n_failed"],
+        n_reused=s["n_reused"],
+        meta=s["meta"],
+    )
+    stage = None
+    if result["stage"] is not None:
+        fields = {k: (math.nan if v is None else v) for k, v in result["stage"].items() if k != "plan"}
+        stage = StageResult(**fields, plan=ClusterPlan(**result["stage"]["plan"]))
+    return InferenceOutcome(staged=staged, stage=stage, reused_from=tuple(result["reused_from"])), result
+
+
+# --- the submitting side -------------------------------------------------------------------------
+
+
+def _package_copy(into: Path) -> Path:
+    """Copy the ``batch_classify`` package (no caches) into ``into``; returns ``into``.
+
+    The copy, not the project folder, is the job's working directory: the same whether the
+    package is installed or a source checkout, and nothing else beside it travels.
+    """
+    source = Path(batch_classify.__file__).resolve().parent
+    shutil.copytree(source, into / "batch_classify", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return into
+
+
+def entrypoint(settings: RunSettings, folder: str) -> str:
+    """The job's shell command: the settings as JSON and the job folder, quoted.
+
+    The settings carry ``ray_address="auto"`` (the job's driver joins its own cluster), so the Jobs
+    API address, which may hold credentials (``https://user:token@head``), stays out of the job.
+    """
+    shipped = settings.model_copy(update={"ray_address": "auto"}).model_dump_json()
+    return f"python -m {ENTRYPOINT_MODULE} --settings {shlex.quote(shipped)} --request {shlex.quote(folder)}"
+
+
+def _tail(logs: str, n: int = LOG_TAIL_LINES) -> str:
+    return "\n".join(logs.rstrip("\n").splitlines()[-n:])
+
+
+def run_inference_job(
+    settings: RunSettings,
+    listing: Listing,
+    label_map: dict[str, int],
+    *,
+    echo: Callable[[str], None] | None = None,
+    poll_seconds: float = 1.0,
+) -> InferenceOutcome:
+    """Run :func:`batch_classify.job.inference_step` as a Ray Job on the cluster at ``settings.ray_address``.
+
+    Writes the request under :func:`job_folder`, submits the job with the package as its working
+    directory, passes each line of the job's log to ``echo`` as it arrives (polled every
+    ``poll_seconds`` seconds; under a Prefect task, whose flow logs prints, the lines become the task
+    run's log), and reads the job's ``result.json`` when it succeeds. Interrupted (an exception or
+    ``KeyboardInterrupt`` while watching), it asks the cluster to stop the job, best effort.
+
+    Args:
+        echo: called with each log line of the job, and with one line naming the job when submitted;
+            default: ``print`` as it is at the time of the call (Prefect's ``log_prints`` replaces it).
+        poll_seconds: seconds between two looks at the job's status and log.
+
+    Raises:
+        StageJobFailed: the job ended FAILED or STOPPED (message: job id, status, the last lines of
+            its log), or succeeded without writing its result.
+        ConnectionError: the Jobs API did not answer.
+        RuntimeError: the Jobs API refused the submission.
+    """
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    echo = echo or (lambda line: print(line, flush=True))
+    address = settings.ray_address
+    storage = storage_options(settings)
+    client = JobSubmissionClient(address)
+    submission_id = f"batch-classify-{settings.run_id}-{secrets.token_hex(4)}"
+    folder = job_folder(settings, submission_id)
+    write_request(folder, listing, label_map, storage)
+    with tempfile.TemporaryDirectory(prefix="batch-classify-job-") as tmp:
+        client.submit_job(
+            entrypoint=entrypoint(settings, folder),
+            submission_id=submission_id,
+            runtime_env={"working_dir": str(_package_copy(Path(tmp)))},
+            metadata={RUN_ID_KEY: settings.run_id, "model": settings.model},
+        )
+    try:
+        echo(f"submitted ray job {submission_id} to {address} ({len(listing.records)} images)")
+        status, logs = _follow(client, submission_id, echo=echo, poll_seconds=poll_seconds)
+    except BaseException:  # interrupted, cancelled, or the Jobs API stopped answering: do not leave it running
+        try:
+            if client.stop_job(submission_id):
+                log.warning("stopped ray job %s: its watcher was interrupted", submission_id)
+        except Exception as err:  # noqa: BLE001 - best effort; the original error matters more
+            log.warning("could not stop ray job %s: %s", submission_id, err)
+        raise
+    if status != JobStatus.SUCCEEDED:
+        # Ray's message repeats the whole log after its first line; the tail below is enough.
+        reason = ((client.get_job_info(submission_id).message or "").splitlines() or [""])[0]
+        reason = reason.split(", last available logs")[0]
+        raise StageJobFailed(
+            f"ray job {submission_id} on {address} ended {status}: {reason}\n"
+            f"last lines of its log (ray job logs {submission_id}):\n{_tail(logs)}",
+            submission_id=submission_id, status=str(status), log_tail=_tail(logs),
+        )
+    try:
+        outcome, _ = read_result(folder, storage)
+    except FileNotFoundError as err:
+        raise StageJobFailed(
+            f"ray job {submission_id} on {address} succeeded but wrote no {RESULT_FILE} under {folder} "
+            f"(does the cluster reach the output by the same URI?)\nlast lines of its log:\n{_tail(logs)}",
+            submission_id=submission_id, status=str(status), log_tail=_tail(logs),
+        ) from err
+    return outcome
+
+
+def _follow(client, submission_id: str, *, echo: Callable[[str], None], poll_seconds: float):
+    """Echo the job's log line by line until the job ends; returns (final status, whole log)."""
+    shown = 0  # characters of the log already echoed (whole lines only)
+    while True:
+        status = client.get_job_status(submission_id)  # before the log: a terminal status means a whole log
+        logs = client.get_job_logs(submission_id)
+        done = status.is_terminal()
+        end = len(logs) if done else logs.rfind("\n", shown) + 1
+        if end > shown:
+            for line in logs[shown:end].splitlines():
+                echo(line)
+            shown = end
+        if done:
+            return status, logs
+        time.sleep(poll_seconds)

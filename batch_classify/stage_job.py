@@ -1,0 +1,56 @@
+"""The entrypoint of the Ray Job that runs the inference step inside the cluster.
+
+Submitted by :func:`batch_classify.cluster.run_inference_job` as::
+
+    python -m batch_classify.stage_job --settings '<RunSettings JSON>' --request OUTPUT/RUN_ID/_staging/_jobs/ID
+
+It reads the listing and label map from the request folder (never lists again), runs
+:func:`batch_classify.job.inference_step` with this process as the Ray driver (reuse, the Ray Data
+stage, staged files under ``OUTPUT/RUN_ID/_staging``), and writes ``result.json`` beside the request.
+Its stdout and stderr are the job's log, which the submitting side streams. Exit status 0 on
+success; 1 with the traceback in the log otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import batch_classify
+from batch_classify import cluster, job
+from batch_classify.settings import RunSettings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=f"python -m {cluster.ENTRYPOINT_MODULE}", description=__doc__.splitlines()[0])
+    parser.add_argument("--settings", required=True, help="the run's settings, RunSettings JSON")
+    parser.add_argument("--request", required=True, help="the job folder holding listing.parquet and request.json")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
+    log = logging.getLogger("batch_classify.stage_job")
+
+    # From JSON, not the environment. "auto" (as shipped, and enforced here): join the cluster this
+    # job runs on as its driver (Ray sets RAY_ADDRESS for a job's entrypoint), never submit again.
+    settings = RunSettings.model_validate_json(args.settings).model_copy(update={"ray_address": "auto"})
+    storage = job.storage_options(settings)
+    listing, label_map = cluster.read_request(args.request, storage)
+    log.info(
+        "stage job for run %s: %d listed images, model %s; code from %s",
+        settings.run_id, len(listing.records), settings.model, batch_classify.__file__,
+    )
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False  # bars are noise in a streamed log
+    outcome = job.inference_step(settings, listing, label_map)
+    cluster.write_result(args.request, outcome, storage)
+    s = outcome.staged
+    log.info("stage job for run %s: staged %d predicted (%d reused), %d failed", settings.run_id,
+             s.n_predicted, s.n_reused, s.n_failed)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,376 @@
+"""The heavy stage as a Ray Job on an existing cluster: a real two-node cluster started with
+``ray start`` (head + worker, one CPU each) on this machine, the real flow submitting to its Jobs API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from conftest import FAKE_AWS, _free_port, arrange_in_wnid_folders
+
+from batch_classify import cluster, job
+from batch_classify.inference import ClusterPlan, StageResult
+from batch_classify.listing import ImageRecord, Listing
+from batch_classify.results import StagedRun, read_committed
+from batch_classify.settings import RunSettings
+from batch_classify.storage import StorageOptions
+from batch_classify.vocabulary import imagenet
+
+MODEL = "efficientnet_lite0"
+VENV_BIN = Path(sys.executable).parent
+
+
+# --- the pure parts: addresses, the request and result files ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "jobs"),
+    [(None, False), ("auto", False), ("10.0.0.5:6379", False), ("http://head:8265", True), ("HTTPS://head", True)],
+)
+def test_address_kinds(address, jobs):
+    assert cluster.uses_jobs_api(address) is jobs
+
+
+def test_ray_client_address_is_refused_naming_the_alternatives():
+    with pytest.raises(ValueError, match=r"Ray Client.*http://HEAD:8265.*HEAD:6379 or auto"):
+        cluster.uses_jobs_api("ray://head:10001")
+
+
+def test_request_and_result_files_round_trip(tmp_path):
+    listing = Listing(
+        input="s3://b/in",
+        records=(
+            ImageRecord("s3://b/in/n01440764/a.JPEG", "n01440764", 10, "etag=\"x\""),
+            ImageRecord("s3://b/in/b.png", None, 0, ""),
+        ),
+        n_ignored=3,
+        ignored_extensions={".txt": 2, "": 1},
+    )
+    folder = str(tmp_path / "job")
+    cluster.write_request(folder, listing, {"n01440764": 0}, StorageOptions())
+    assert cluster.read_request(folder, StorageOptions()) == (listing, {"n01440764": 0})
+
+    plan = ClusterPlan("cpu", 1, 0.0, 2, "onnx", 8, 1.0, 1.0)
+    staged = StagedRun("/o/r/_staging/a", ("/o/r/_staging/a/predictions/part-00000.parquet",), "/o/r/_staging/a/failures.parquet",
+                       5, 1, 2, {"input": "x", "model_id": "m@sha256:0"})
+    for stage in (StageResult(4, 3, 1, 2.5, plan, 1.5, math.nan), None):
+        outcome = job.InferenceOutcome(staged=staged, stage=stage, reused_from=("/o/r/_staging/b",))
+        cluster.write_result(folder, outcome, StorageOptions())
+        back, raw = cluster.read_result(folder, StorageOptions())
+        assert back.staged == staged and back.reused_from == outcome.reused_from
+        if stage is None:
+            assert back.stage is None
+        else:
+            assert math.isnan(back.stage.steady_images_per_second)
+            back.stage.steady_images_per_second = stage.steady_images_per_second = 0.0
+            assert back.stage == stage
+        json.dumps(raw, allow_nan=False)  # plain JSON: NaN written as null
+
+
+# --- a real cluster ---------------------------------------------------------------------------
+
+
+@dataclass
+class LoopbackCluster:
+    """A Ray cluster of ``ray start --block`` processes on this machine.
+
+    Attributes:
+        address: the Jobs API (dashboard) address, ``http://127.0.0.1:PORT``.
+        temp_dir: the cluster's Ray temp dir (its logs, sessions, shipped code).
+    """
+
+    address: str
+    temp_dir: str
+    processes: list = field(default_factory=list)
+
+    def jobs(self, run_id: str) -> list:
+        """The cluster's jobs for ``run_id``, oldest first."""
+        from ray.job_submission import JobSubmissionClient
+
+        found = [j for j in JobSubmissionClient(self.address).list_jobs() if (j.metadata or {}).get(cluster.RUN_ID_KEY) == run_id]
+        return sorted(found, key=lambda j: j.start_time or 0)
+
+    def alive_nodes(self) -> set[str]:
+        from ray.util.state import list_nodes
+
+        return {n.node_id for n in list_nodes(address=self.address, raise_on_missing_output=False) if n.state == "ALIVE"}
+
+    def pipeline_nodes(self, ray_job_id: str) -> dict[str, set[str]]:
+        """Node ids where the pipeline of a Ray job ran: its decoding tasks and its model actors' batches."""
+        from ray.util.state import list_tasks
+
+        tasks = list_tasks(address=self.address, filters=[("job_id", "=", ray_job_id)], limit=10_000, raise_on_missing_output=False)
+        where: dict[str, set[str]] = {"decode": set(), "model": set()}
+        for t in tasks:
+            if t.state == "FINISHED" and t.node_id:
+                if t.name == "MapBatches(decode_batch)":
+                    where["decode"].add(t.node_id)
+                elif t.name.startswith("MapWorker(MapBatches(Classifier))") and t.name.endswith(".submit"):
+                    where["model"].add(t.node_id)
+        return where
+
+
+def _wait_for_port(port: int, process: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"ray start exited {process.returncode}:\n{log.read_text()[-3000:]}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    pytest.fail(f"nothing listens on port {port} after {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+def _stop(processes: list[subprocess.Popen]) -> None:
+    """Stop the nodes: SIGTERM to each ``ray start`` process group (its own session: only what that
+    ``ray start`` spawned), then SIGKILL after 5 s (raylets take about 30 s to wind down gracefully,
+    which a throwaway test cluster need not wait for)."""
+    for process in processes:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 5
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(photos):
+    """A head node and a worker node, one CPU each, with their own temp dir and ports (the test
+    session's own local Ray is left alone). Token authentication is off, as on a private network;
+    the nodes get the session's (fake) AWS credentials from their environment, as real nodes have
+    their own. Stopped node by node, never with ``ray stop`` (which would stop every Ray here)."""
+    temp_dir = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # short: Ray's socket paths have a length limit
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(RAY_AUTH_MODE="disabled", PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    gcs, dashboard = _free_port(), _free_port()
+    common = ["--num-cpus=1", f"--temp-dir={temp_dir}", "--object-store-memory=100000000", "--disable-usage-stats"]
+
+    def ports() -> list[str]:
+        return [f"--{name}={_free_port()}" for name in (
+            "node-manager-port", "object-manager-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+            "runtime-env-agent-port", "metrics-export-port",
+        )]
+
+    head = [f"--port={gcs}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--ray-client-server-port={_free_port()}"]
+    started = LoopbackCluster(address=f"http://127.0.0.1:{dashboard}", temp_dir=temp_dir)
+    try:
+        for name, args in (("head", ["--head", *head]), ("worker", [f"--address=127.0.0.1:{gcs}"])):
+            log = Path(temp_dir) / f"{name}.out"
+            process = subprocess.Popen(
+                [str(VENV_BIN / "ray"), "start", "--block", *args, *common, *ports()],
+                stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=temp_dir, start_new_session=True,
+            )
+            started.processes.append(process)
+            _wait_for_port(gcs if name == "head" else dashboard, process, log)
+        deadline = time.monotonic() + 120
+        while len(started.alive_nodes()) < 2:
+            assert time.monotonic() < deadline, "the worker node did not join"
+            time.sleep(1)
+        yield started
+    finally:
+        _stop(started.processes)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _prefect_logs(flow_run_id) -> list[str]:
+    """Every log message of a flow run and its task runs, as the Prefect API holds them."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.sorting import LogSort
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler().flush()
+
+    async def read():
+        out = []
+        async with get_client() as client:
+            while True:
+                page = await client.read_logs(
+                    log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])),
+                    limit=200, offset=len(out), sort=LogSort.TIMESTAMP_ASC,
+                )
+                out += page
+                if len(page) < 200:
+                    return [log.message for log in out]
+
+    return asyncio.run(read())
+
+
+def _task_run(flow_run_id, name: str):
+    from test_flow import _read_task_runs
+
+    (run,) = [r for r in _read_task_runs(flow_run_id) if r.name.startswith(name)]
+    return run
+
+
+@pytest.mark.integration
+@pytest.mark.usefixtures("prefect_harness")
+def test_flow_submits_the_stage_as_a_ray_job_that_runs_on_both_nodes(ray_cluster, photos, tmp_path):
+    from flows import classify_images
+
+    src = arrange_in_wnid_folders(photos[:40], tmp_path / "in")
+    settings = RunSettings(
+        input=str(src), output=str(tmp_path / "out"), model=MODEL, run_id="cl-flow", ray_address=ray_cluster.address,
+        batch_size=8,
+    )
+    state = classify_images(settings, return_state=True)
+    assert state.is_completed(), state.message
+    flow_run_id = state.state_details.flow_run_id
+
+    # exact output: every listed image once, and right (the photos are named by their class)
+    table = read_committed(str(tmp_path / "out" / "cl-flow"), StorageOptions())
+    paths = table.column("path").to_pylist()
+    assert sorted(paths) == sorted(str(p) for p in src.rglob("*.JPEG")) and len(paths) == 40
+    report = state.result()
+    assert (report["n_listed"], report["n_predicted"], report["n_failed"], report["num_actors"]) == (40, 40, 0, 1)
+    assert report["top1"] >= 0.8 and report["stage_seconds"] > 0  # 0.85 measured
+    assert not (tmp_path / "out" / "cl-flow" / "_staging").exists()  # the job's request and result went with it
+
+    # one job, whose decoding and model batches ran on both nodes
+    (ray_job,) = ray_cluster.jobs("cl-flow")
+    assert ray_job.status == "SUCCEEDED"
+    where = ray_cluster.pipeline_nodes(ray_job.job_id)
+    assert where["decode"] and where["model"], where
+    assert len(where["decode"] | where["model"]) == 2 and where["decode"] | where["model"] <= ray_cluster.alive_nodes()
+
+    # the job's own log lines are in the ray-inference task run's log
+    logs = _prefect_logs(flow_run_id)
+    assert any(f"submitted ray job {ray_job.submission_id}" in m for m in logs)
+    assert any("inference plan: ClusterPlan(device='cpu', num_actors=1" in m for m in logs)
+    shipped = [m for m in logs if "stage job for run cl-flow: 40 listed images" in m]
+    assert shipped and f"{ray_cluster.temp_dir}/session_" in shipped[0] and "runtime_resources/working_dir_files" in shipped[0]
+
+    # the job carries the settings, not credentials: none in its entrypoint, runtime env, metadata or log
+    from ray.job_submission import JobSubmissionClient
+
+    client = JobSubmissionClient(ray_cluster.address)
+    info = client.get_job_info(ray_job.submission_id)
+    assert settings.model_copy(update={"ray_address": "auto"}).model_dump_json() in info.entrypoint
+    assert ray_cluster.address not in info.entrypoint  # a Jobs API address may hold credentials
+    seen = info.model_dump_json() + client.get_job_logs(ray_job.submission_id)
+    for secret in (v for v in FAKE_AWS.values() if len(v) > 9):
+        assert secret not in seen
+
+
+@pytest.mark.integration
+@pytest.mark.usefixtures("prefect_harness")
+def test_failed_job_fails_the_task_with_its_log_and_the_retry_resubmits(ray_cluster, photos, tmp_path):
+    """More model actors than the cluster's CPUs hold (a setting for a bigger cluster): the job fails
+    inside the cluster; the task fails with the job's log tail, after one retry that submitted again."""
+    from flows import classify_images
+
+    src = arrange_in_wnid_folders(photos[:4], tmp_path / "in")
+    settings = RunSettings(
+        input=str(src), output=str(tmp_path / "out"), model=MODEL, run_id="cl-fail", ray_address=ray_cluster.address,
+        num_actors=20,
+    )
+    state = classify_images(settings, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(Exception) as raised:
+        state.result()
+    message = str(raised.value)
+    first, second = ray_cluster.jobs("cl-fail")
+    assert first.status == second.status == "FAILED" and first.submission_id != second.submission_id
+    assert message.startswith(f"ray job {second.submission_id} on {ray_cluster.address} ended FAILED: Job entrypoint")
+    assert f"last lines of its log (ray job logs {second.submission_id}):" in message
+    assert "ValueError: 20 model actors do not fit beside decoding on a cluster with 2 CPUs" in message  # from its log
+    run = _task_run(state.state_details.flow_run_id, "ray-inference")
+    assert run.state.is_failed() and run.run_count == 2
+    assert not (tmp_path / "out" / "cl-fail" / "_SUCCESS").exists()
+
+
+@pytest.mark.integration
+def test_resubmitted_job_resumes_from_what_the_earlier_job_staged(ray_cluster, photos, tmp_path):
+    """A second job of a run id reuses the complete files a first job staged and computes only the rest."""
+    src = arrange_in_wnid_folders(photos[40:80], tmp_path / "in")
+    settings = RunSettings(
+        input=str(src), output=str(tmp_path / "out"), model=MODEL, run_id="cl-resume", ray_address=ray_cluster.address,
+        batch_size=8, checkpoint_rows=8,
+    )
+    listing = job.list_step(settings)
+    label_map = imagenet().map_labels({r.label for r in listing.records})
+    first = job.inference_step(settings, listing, label_map)
+    assert first.staged.n_predicted == 40 and len(first.staged.prediction_files) == 5
+    before = {r["path"]: r for f in first.staged.prediction_files for r in pq.read_table(f).to_pylist()}
+    # what a crash of the first job would have left: its last file cut short (no footer), no failures file
+    last = Path(first.staged.prediction_files[-1])
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    Path(first.staged.failures_file).unlink()
+
+    lines: list[str] = []
+    second = cluster.run_inference_job(settings, listing, label_map, echo=lines.append)
+    assert (second.staged.n_reused, second.stage.n_input, second.staged.n_predicted) == (32, 8, 40)
+    assert second.reused_from == (first.staged.staging_uri,)
+    assert any("32 images reused from" in line and "8 to compute" in line for line in lines)
+
+    committed = job.persist_step(settings, second.staged)
+    rows = read_committed(committed.run_uri, StorageOptions()).to_pylist()
+    assert sorted(r["path"] for r in rows) == sorted(r.path for r in listing.records)  # each once
+    for r in rows:  # reused or recomputed, the same prediction
+        assert (r["pred_index"], r["top5_index"], r["content_id"]) == (
+            before[r["path"]]["pred_index"], before[r["path"]]["top5_index"], before[r["path"]]["content_id"]
+        )
+    assert [j.status for j in ray_cluster.jobs("cl-resume")] == ["SUCCEEDED", "SUCCEEDED"]
+
+
+WATCHER = """
+import sys
+from batch_classify import cluster, job
+from batch_classify.settings import RunSettings
+from batch_classify.vocabulary import imagenet
+settings = RunSettings.model_validate_json(sys.argv[1])
+listing = job.list_step(settings)
+cluster.run_inference_job(settings, listing, imagenet().map_labels({r.label for r in listing.records}))
+"""
+
+
+@pytest.mark.integration
+def test_interrupted_watcher_stops_its_job(ray_cluster, photos, tmp_path):
+    """Ctrl-C (or a cancelled task) in the submitting process stops the job it was watching."""
+    src = arrange_in_wnid_folders(photos[80:90], tmp_path / "in")
+    settings = RunSettings(input=str(src), output=str(tmp_path / "out"), model=MODEL, run_id="cl-stop",
+                           ray_address=ray_cluster.address)
+    watcher = subprocess.Popen([sys.executable, "-c", WATCHER, settings.model_dump_json()],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not [j for j in ray_cluster.jobs("cl-stop") if j.status == "RUNNING"]:
+            assert watcher.poll() is None, watcher.communicate()
+            assert time.monotonic() < deadline, "the job never ran"
+            time.sleep(0.2)
+        watcher.send_signal(signal.SIGINT)
+        out, err = watcher.communicate(timeout=60)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+    assert watcher.returncode != 0 and "KeyboardInterrupt" in err
+    (stopped,) = ray_cluster.jobs("cl-stop")
+    deadline = time.monotonic() + 30
+    while stopped.status != "STOPPED" and time.monotonic() < deadline:
+        time.sleep(0.5)
+        (stopped,) = ray_cluster.jobs("cl-stop")
+    assert stopped.status == "STOPPED"
+    assert f"submitted ray job {stopped.submission_id}" in out
