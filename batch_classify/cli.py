@@ -1,4 +1,4 @@
-"""Command line: ``batch-classify run | models | demo | serve | notify``.
+"""Command line: ``batch-classify run | report | models | demo | serve | notify``.
 
 The CLI is an entry point: it builds the one :class:`RunSettings` (arguments,
 then ``BATCH_CLASSIFY_*`` environment variables, then defaults) and hands it to
@@ -99,6 +99,13 @@ def run(
     ] = None,
     num_actors: Annotated[Optional[int], typer.Option(min=1, help="Model actors. [default: 4 per GPU, else 1 per 4 CPUs]")] = None,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (PyTorch runtime).")] = False,
+    max_top1_drop: Annotated[
+        Optional[float],
+        typer.Option(min=0.0, max=1.0, help="Top-1 drop against the previous run that marks this one Regressed. [default: 0.02]"),
+    ] = None,
+    fail_on_regression: Annotated[
+        bool, typer.Option("--fail-on-regression", help="A regression fails the run (after writing the report).")
+    ] = False,
     incremental: Annotated[
         bool,
         typer.Option(
@@ -124,7 +131,7 @@ def run(
         "input": input, "output": output, "model": model, "weights": weights, "labels": labels, "run_id": run_id,
         "limit": limit, "batch_size": batch_size, "ray_address": ray_address, "num_cpus": num_cpus, "device": device,
         "runtime": runtime, "num_actors": num_actors, "max_failed_fraction": max_failed_fraction,
-        "max_image_pixels": max_image_pixels, "resume": resume,
+        "max_image_pixels": max_image_pixels, "resume": resume, "max_top1_drop": max_top1_drop,
     }
     if anon:
         given["anon"] = True
@@ -132,12 +139,44 @@ def run(
         given["compile"] = True
     if incremental:
         given["incremental"] = True
+    if fail_on_regression:
+        given["fail_on_regression"] = True
     try:
         settings = RunSettings(**{k: v for k, v in given.items() if v is not None})
     except ValidationError as exc:
         _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
     report = run_flow(settings)
     _print_summary(report, [] if quiet else _preview(settings))
+
+
+@app.command()
+def report(
+    run_uri: Annotated[str, typer.Argument(help="A committed run: OUTPUT/RUN_ID (local or s3://).")],
+    max_top1_drop: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Top-1 drop against the previous run that counts as a regression.")
+    ] = 0.02,
+    anon: Annotated[bool, typer.Option("--anon", help="Anonymous S3 access.")] = False,
+    s3_endpoint_url: Annotated[
+        Optional[str], typer.Option(envvar="AWS_ENDPOINT_URL", help="S3-compatible endpoint. [default: $AWS_ENDPOINT_URL]")
+    ] = None,
+) -> None:
+    """Re-render report.json, report.md and report.html of a committed run from its predictions."""
+    from batch_classify.job import rerender_report
+    from batch_classify.storage import StorageOptions
+
+    try:
+        rendered = rerender_report(run_uri, StorageOptions(anon=anon, endpoint_url=s3_endpoint_url), max_top1_drop=max_top1_drop)
+    except FileNotFoundError as exc:
+        _fail(f"{exc}; pass a run folder OUTPUT/RUN_ID that holds _SUCCESS")
+    pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+    cmp = rendered.get("comparison")
+    out.print(
+        f"run {rendered['run_id']}: top-1 {pct(rendered['top1'])}, top-5 {pct(rendered['top5'])}, "
+        f"among its label classes {pct(rendered.get('restricted_top1'))}"
+        + (f"; against {cmp['previous_run_uri']}: top-1 {pct(cmp['top1_delta'])}" if cmp else ""),
+        highlight=False,
+    )
+    out.print(f"written: {run_uri.rstrip('/')}/report.json, report.md, report.html", highlight=False)
 
 
 @app.command()

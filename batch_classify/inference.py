@@ -105,6 +105,9 @@ class Classifier:
         runtime: ``auto``, ``torch`` or ``onnx`` (see :mod:`batch_classify.engines`).
         compile: ``torch.compile`` the model (torch runtime only).
         onnx_blob: the driver's ONNX export, so that actors do not export again.
+        restricted_classes: class indices present in the dataset's labels; each row then also
+            gets ``restricted_index``, the argmax of the logits over these classes only (the
+            Imagenette-style evaluation: a 10-class dataset scored among its own 10 classes).
     """
 
     def __init__(
@@ -118,8 +121,10 @@ class Classifier:
         runtime: str = "auto",
         compile: bool = False,
         onnx_blob: bytes | None = None,
+        restricted_classes: tuple[int, ...] | None = None,
     ) -> None:
         self.spec: ModelSpec = get_spec(model_name)
+        self.restricted = np.asarray(sorted(restricted_classes), dtype=np.int64) if restricted_classes else None
         self.engine = build_engine(
             model_name,
             weights,
@@ -141,7 +146,8 @@ class Classifier:
         Returns:
             ``path``, ``label``, ``stage``, ``error`` as given (``stage="infer"`` on a model failure),
             ``pred_index`` int64 [N], ``confidence`` float32 [N], ``top5_index`` int64 [N, 5],
-            ``top5_prob`` float32 [N, 5]; -1 / 0 where the row failed.
+            ``top5_prob`` float32 [N, 5], ``restricted_index`` int64 [N] (-1 without
+            ``restricted_classes``); -1 / 0 where the row failed.
         """
         import torch
 
@@ -150,6 +156,7 @@ class Classifier:
         error = np.array(batch["error"], dtype=object)
         top_idx = np.full((n, TOP_K), -1, dtype=np.int64)
         top_prob = np.zeros((n, TOP_K), dtype=np.float32)
+        restricted = np.full(n, -1, dtype=np.int64)
         ok = np.flatnonzero(error == "")
         if len(ok):
             try:
@@ -159,6 +166,8 @@ class Classifier:
                 probs = torch.softmax(torch.from_numpy(logits), dim=1)
                 p, i = probs.topk(TOP_K, dim=1)
                 top_idx[ok], top_prob[ok] = i.numpy(), p.numpy()
+                if self.restricted is not None:
+                    restricted[ok] = self.restricted[logits[:, self.restricted].argmax(axis=1)]
             except Exception as err:  # noqa: BLE001 - recorded per row, the batch is not lost
                 stage[ok], error[ok] = "infer", f"{type(err).__name__}: {err}"
         return {
@@ -170,6 +179,7 @@ class Classifier:
             "confidence": top_prob[:, 0].copy(),
             "top5_index": top_idx,
             "top5_prob": top_prob,
+            "restricted_index": restricted,
         }
 
 
@@ -305,11 +315,13 @@ def run_stage(
     onnx_blob: bytes | None = None,
     compile: bool = False,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    restricted_classes: tuple[int, ...] | None = None,
 ) -> StageResult:
     """Run the Ray Data pipeline over ``records`` and hand every output batch to ``on_batch``.
 
     Ray must be initialised by the caller. ``records`` are dicts with ``path`` and ``label``.
     ``onnx_blob``: the driver's export for ``plan.runtime == "onnx"`` (exported here when None).
+    ``restricted_classes``: see :class:`Classifier`.
 
     Raises:
         RuntimeError: the output does not hold every input path exactly once.
@@ -346,6 +358,7 @@ def run_stage(
             "runtime": plan.runtime,
             "compile": compile,
             "onnx_blob": onnx_blob,
+            "restricted_classes": restricted_classes,
         },
         compute=ray.data.ActorPoolStrategy(size=plan.num_actors),
         num_gpus=plan.num_gpus_per_actor,

@@ -6,20 +6,23 @@ orders them. Each takes the run's :class:`~batch_classify.settings.RunSettings`.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from batch_classify import report as report_lib
+from batch_classify.report_html import calibration_fields, write_report_html
 from batch_classify.inference import Classifier, ClusterPlan, StageResult, decode_batch, plan_cluster, run_stage
 from batch_classify.listing import Listing, list_images
 from batch_classify.models import get_spec
-from batch_classify.results import CommittedRun, StagedRun, StagingWriter, commit, read_committed
-from batch_classify.reuse import find_reusable, model_identity
+from batch_classify.results import CommittedRun, StagedRun, StagingWriter, commit, committed_manifest, read_committed
+from batch_classify.reuse import find_reusable, latest_committed_run, model_identity
 from batch_classify.settings import RunSettings
-from batch_classify.storage import StorageOptions, join, write_bytes
+from batch_classify.storage import StorageOptions, join, read_bytes, write_bytes
 from batch_classify.vocabulary import imagenet
 
 log = logging.getLogger(__name__)
@@ -116,7 +119,9 @@ def _ray_init(settings: RunSettings) -> bool:
     if settings.ray_address:
         ray.init(address=settings.ray_address, **kwargs)
     else:
-        ray.init(num_cpus=settings.num_cpus, **kwargs)
+        # address="local": a new Ray for this run, even where a stale /tmp/ray/ray_current_cluster
+        # names some other cluster (Ray would otherwise try to join it).
+        ray.init(address="local", num_cpus=settings.num_cpus, **kwargs)
     return True
 
 
@@ -134,7 +139,12 @@ class InferenceOutcome:
     reused_from: tuple[str, ...] = ()
 
 
-def inference_step(settings: RunSettings, listing: Listing, label_map: dict[str, int]) -> InferenceOutcome:
+def inference_step(
+    settings: RunSettings,
+    listing: Listing,
+    label_map: dict[str, int],
+    progress: Callable[[int, int], None] | None = None,
+) -> InferenceOutcome:
     """Step 3: reuse what may be reused, run the Ray Data stage on the rest; output streams into
     staging files under ``OUTPUT/RUN_ID/_staging``.
 
@@ -144,6 +154,9 @@ def inference_step(settings: RunSettings, listing: Listing, label_map: dict[str,
 
     With an ``http(s)://`` ``settings.ray_address`` (the Jobs API), all of this runs inside the
     cluster as a Ray Job (:func:`batch_classify.cluster.run_inference_job`).
+
+    ``progress(done, total)`` is called after each output batch (images predicted or failed so
+    far, reused ones included; all listed images), on local Ray and a cluster driver only.
 
     Raises:
         RuntimeError: the output does not hold every listed image exactly once.
@@ -156,6 +169,7 @@ def inference_step(settings: RunSettings, listing: Listing, label_map: dict[str,
         return cluster.run_inference_job(settings, listing, label_map)
     storage = storage_options(settings)
     model_id = model_identity(settings.model, settings.weights, storage)
+    label_classes = sorted(set(label_map.values())) or None
     reusable = find_reusable(
         listing.records,
         run_uri=settings.run_uri(),
@@ -165,6 +179,7 @@ def inference_step(settings: RunSettings, listing: Listing, label_map: dict[str,
         storage=storage,
         incremental=settings.incremental,
         resume=settings.resume,
+        label_classes=label_classes,
     )
     writer = StagingWriter(
         settings.run_uri(),
@@ -174,14 +189,23 @@ def inference_step(settings: RunSettings, listing: Listing, label_map: dict[str,
         label_map=label_map,
         storage=storage,
         content_ids={r.path: r.content_id for r in listing.records},
-        meta={"input": settings.input, "model_id": model_id},
+        meta={"input": settings.input, "model_id": model_id, "label_classes": label_classes},
         rows_per_file=settings.checkpoint_rows,
     )
     writer.write_reused(reusable.table)
     reused = reusable.paths
     todo = [{"path": r.path, "label": r.label} for r in listing.records if r.path not in reused]
     log.info("%d images reused from %s; %d to compute", len(reused), list(reusable.sources), len(todo))
-    stage = _run_ray_stage(settings, storage, todo, writer) if todo else None
+    total = len(listing.records)
+    on_batch = writer.write
+    if progress is not None:
+        progress(len(reused), total)
+
+        def on_batch(batch: dict) -> None:
+            writer.write(batch)
+            progress(writer.n_predicted + writer.n_failed, total)
+
+    stage = _run_ray_stage(settings, storage, todo, on_batch, label_classes) if todo else None
     staged = writer.close()
     if staged.n_predicted + staged.n_failed != len(listing.records):
         raise RuntimeError(
@@ -190,7 +214,13 @@ def inference_step(settings: RunSettings, listing: Listing, label_map: dict[str,
     return InferenceOutcome(staged=staged, stage=stage, reused_from=reusable.sources)
 
 
-def _run_ray_stage(settings: RunSettings, storage: StorageOptions, todo: list[dict], writer: StagingWriter) -> StageResult:
+def _run_ray_stage(
+    settings: RunSettings,
+    storage: StorageOptions,
+    todo: list[dict],
+    on_batch: Callable[[dict], None],
+    label_classes: list[int] | None,
+) -> StageResult:
     import ray
 
     started = _ray_init(settings)
@@ -211,7 +241,8 @@ def _run_ray_stage(settings: RunSettings, storage: StorageOptions, todo: list[di
             plan=plan,
             compile=settings.compile,
             max_pixels=settings.max_image_pixels,
-            on_batch=writer.write,
+            on_batch=on_batch,
+            restricted_classes=tuple(label_classes) if label_classes else None,
         )
     finally:
         if started:
@@ -261,7 +292,8 @@ def _stage_fields(stage: StageResult | None) -> dict:
 def report_step(
     settings: RunSettings, listing: Listing, committed: CommittedRun, outcome: InferenceOutcome, *, wall_seconds: float
 ) -> dict:
-    """Step 5: score the committed predictions; write ``report.json`` and ``report.md``.
+    """Step 5: score the committed predictions, compare with the previous committed run on the
+    same input, and write ``report.json``, ``report.md`` and ``report.html``.
 
     Args:
         wall_seconds: the run's wall time so far, seconds (listing to commit).
@@ -270,11 +302,6 @@ def report_step(
         the report (also in ``report.json``); see the README for its fields.
     """
     storage = storage_options(settings)
-    table = read_committed(committed.run_uri, storage, columns=["label_index", "pred_index", "top5_index"])
-    label_index = table.column("label_index").fill_null(-1).to_numpy()
-    pred_index = table.column("pred_index").to_numpy()
-    top5 = table.column("top5_index").combine_chunks().flatten().to_numpy().reshape(-1, 5)
-    scores = report_lib.accuracy(label_index, pred_index, top5, imagenet())
     n_listed = len(listing.records)
     report = {
         "run_id": settings.run_id,
@@ -288,13 +315,101 @@ def report_step(
         "n_reused": outcome.staged.n_reused,
         "n_computed": n_listed - outcome.staged.n_reused,
         "reused_from": list(outcome.reused_from),
-        **scores,
         "wall_seconds": round(wall_seconds, 3),
         "images_per_second": round(n_listed / wall_seconds, 3) if wall_seconds > 0 else math.nan,
         **_stage_fields(outcome.stage),
     }
-    write_bytes(join(committed.run_uri, "report.json"), report_lib.to_json(report), storage)
-    write_bytes(join(committed.run_uri, "report.md"), report_lib.render_markdown(report).encode(), storage)
+    return score_and_write(report, storage, max_top1_drop=settings.max_top1_drop)
+
+
+def score_and_write(report: dict, storage: StorageOptions, *, max_top1_drop: float) -> dict:
+    """Fill ``report`` (which names ``run_uri`` and ``input``) with the scores of the committed
+    predictions and the comparison with the previous run, then write the report files.
+
+    Returns:
+        the report, as written to ``report.json``.
+
+    Raises:
+        FileNotFoundError: the run is not committed.
+    """
+    run_uri = report["run_uri"]
+    table = read_committed(
+        run_uri, storage, columns=["label_index", "pred_index", "top5_index", "restricted_index", "confidence"]
+    )
+    label_index = table.column("label_index").fill_null(-1).to_numpy()
+    pred_index = table.column("pred_index").to_numpy()
+    top5 = table.column("top5_index").combine_chunks().flatten().to_numpy().reshape(-1, 5)
+    report |= report_lib.accuracy(label_index, pred_index, top5, imagenet())
+    report |= report_lib.restricted_accuracy(label_index, table.column("restricted_index").fill_null(-1).to_numpy())
+    report |= calibration_fields(label_index, pred_index, table.column("confidence").to_numpy())
+    report["comparison"] = _compare_with_previous(report, pred_index, storage, max_top1_drop=max_top1_drop)
+    write_bytes(join(run_uri, "report.json"), report_lib.to_json(report), storage)
+    write_bytes(join(run_uri, "report.md"), report_lib.render_markdown(report).encode(), storage)
+    write_report_html(run_uri, report, storage)
     return report
 
 
+def _compare_with_previous(report: dict, pred_index: np.ndarray, storage: StorageOptions, *, max_top1_drop: float) -> dict | None:
+    """The comparison with the latest run committed before this one under the same output on the
+    same input (any model); None when there is none."""
+    run_uri = report["run_uri"]
+    output, run_id = run_uri.rstrip("/").rsplit("/", 1)
+    manifest = committed_manifest(run_uri, storage)
+    previous = latest_committed_run(
+        output, input=report["input"], model_id=None, storage=storage, exclude_run_id=run_id,
+        before=manifest.get("committed_at"),
+    )
+    if previous is None:
+        return None
+    previous_pred = read_committed(previous, storage, columns=["label_index", "pred_index", "top5_index"])
+    try:
+        previous_report = json.loads(read_bytes(join(previous, "report.json"), storage))
+    except FileNotFoundError:  # committed, but its report step never ran: score it here
+        previous_report = report_lib.accuracy(
+            previous_pred.column("label_index").fill_null(-1).to_numpy(),
+            previous_pred.column("pred_index").to_numpy(),
+            previous_pred.column("top5_index").combine_chunks().flatten().to_numpy().reshape(-1, 5),
+            imagenet(),
+        ) | {"model": manifest.get("model")}
+    return report_lib.compare(
+        report,
+        previous_report,
+        pred_index,
+        previous_pred.column("pred_index").to_numpy(),
+        previous_run_uri=previous,
+        max_top1_drop=max_top1_drop,
+        num_classes=imagenet().num_classes,
+    )
+
+
+def rerender_report(run_uri: str, storage: StorageOptions, *, max_top1_drop: float = 0.02) -> dict:
+    """Score a committed run again and rewrite its report files (``batch-classify report``).
+
+    Facts only the run itself knew (wall time, listing, stage timings) are kept from its
+    ``report.json``; without one they are left out. Scores and the comparison with the run
+    committed before it are computed afresh.
+
+    Raises:
+        FileNotFoundError: ``run_uri`` holds no committed run (no ``_SUCCESS``).
+    """
+    run_uri = run_uri.rstrip("/")
+    manifest = committed_manifest(run_uri, storage)
+    try:
+        report = json.loads(read_bytes(join(run_uri, "report.json"), storage))
+    except FileNotFoundError:
+        report = {
+            "n_listed": manifest["n_predicted"] + manifest["n_failed"],
+            "n_ignored": None,
+            "wall_seconds": None,
+            "images_per_second": None,
+        }
+    report |= {
+        "run_id": manifest.get("run_id", run_uri.rsplit("/", 1)[-1]),
+        "model": manifest.get("model"),
+        "input": manifest.get("input", report.get("input")),
+        "run_uri": run_uri,
+        "n_predicted": manifest["n_predicted"],
+        "n_failed": manifest["n_failed"],
+        "n_reused": manifest.get("n_reused", 0),
+    }
+    return score_and_write(report, storage, max_top1_drop=max_top1_drop)

@@ -32,7 +32,8 @@ from batch_classify.vocabulary import Vocabulary
 
 #: Schema of ``predictions/*.parquet``. ``label_index`` is the ImageNet class index of ``label`` (null without
 #: one); ``content_id`` the image's identity when listed (see ``listing.content_id``); ``computed_run_id``
-#: the run that computed the row (``run_id`` itself, or an earlier run whose prediction was reused).
+#: the run that computed the row (``run_id`` itself, or an earlier run whose prediction was reused);
+#: ``restricted_index`` the argmax over the classes present in the labels only (null without labels).
 PREDICTION_SCHEMA = pa.schema(
     [
         ("path", pa.string()),
@@ -47,6 +48,7 @@ PREDICTION_SCHEMA = pa.schema(
         ("run_id", pa.string()),
         ("content_id", pa.string()),
         ("computed_run_id", pa.string()),
+        ("restricted_index", pa.int64()),
     ]
 )
 #: Schema of the failures file (``failures/part-<attempt>.parquet``); ``stage`` is one of list, read, decode, infer, write.
@@ -83,6 +85,23 @@ class CommittedRun:
     failures_file: str
     n_predicted: int
     n_failed: int
+
+
+def _nullable_index(values: np.ndarray | None, rows: np.ndarray) -> pa.Array:
+    """int64 column of ``values[rows]`` with -1 (or no column at all) as null."""
+    if values is None:
+        return pa.nulls(len(rows), pa.int64())
+    picked = np.asarray(values)[rows].astype(np.int64)
+    return pa.array(picked, pa.int64(), mask=picked < 0)
+
+
+def conform(table: pa.Table) -> pa.Table:
+    """``table`` in ``PREDICTION_SCHEMA``: columns in order, missing ones (files written before
+    they existed) added as nulls."""
+    for f in PREDICTION_SCHEMA:
+        if f.name not in table.column_names:
+            table = table.append_column(f.name, pa.nulls(table.num_rows, f.type))
+    return table.select(PREDICTION_SCHEMA.names).cast(PREDICTION_SCHEMA)
 
 
 class StagingWriter:
@@ -169,10 +188,16 @@ class StagingWriter:
                 "run_id": pa.array([self.run_id] * len(ok), pa.string()),
                 "content_id": pa.array([self.content_ids.get(str(batch["path"][i]), "") for i in ok], pa.string()),
                 "computed_run_id": pa.array([self.run_id] * len(ok), pa.string()),
+                "restricted_index": _nullable_index(batch.get("restricted_index"), ok),
             },
             schema=PREDICTION_SCHEMA,
         )
         self._append(table)
+
+    @property
+    def n_failed(self) -> int:
+        """Failure rows so far."""
+        return len(self._failures)
 
     def write_reused(self, table: pa.Table) -> None:
         """Append predictions carried over from an earlier run or attempt (``PREDICTION_SCHEMA`` rows).
@@ -181,7 +206,7 @@ class StagingWriter:
         """
         if not table.num_rows:
             return
-        table = table.select(PREDICTION_SCHEMA.names).cast(PREDICTION_SCHEMA)
+        table = conform(table)
         table = table.set_column(
             PREDICTION_SCHEMA.get_field_index("run_id"), "run_id", pa.array([self.run_id] * table.num_rows, pa.string())
         )
@@ -281,7 +306,7 @@ def _remove_superseded(fs, root: str, *, keep: set[str]) -> None:
         for path in fs.find(base) if fs.exists(base) else []:
             if posixpath.relpath(path, root) not in keep:
                 fs.rm(path)
-    for name in ("failures.parquet", "report.json", "report.md"):  # failures.parquet: the layout before attempts
+    for name in ("failures.parquet", "report.json", "report.md", "report.html"):  # failures.parquet: the layout before attempts
         if fs.exists(posixpath.join(root, name)):
             fs.rm(posixpath.join(root, name))
     for path in fs.glob(posixpath.join(root, f"{SUCCESS}.*.pending")):
@@ -303,20 +328,31 @@ def _committed_manifest(run_uri: str, storage: StorageOptions):
     return fs, root, json.loads(fs.cat_file(success))
 
 
+def committed_manifest(run_uri: str, storage: StorageOptions) -> dict:
+    """The ``_SUCCESS`` manifest of a committed run (see :func:`commit`).
+
+    Raises:
+        FileNotFoundError: the run has no ``_SUCCESS``.
+    """
+    return _committed_manifest(run_uri, storage)[2]
+
+
 def read_committed(run_uri: str, storage: StorageOptions, columns: list[str] | None = None) -> pa.Table:
-    """Read the committed predictions of a run.
+    """Read the committed predictions of a run, in ``PREDICTION_SCHEMA`` (columns a file
+    written before they existed come back as nulls).
 
     Raises:
         FileNotFoundError: the run has no ``_SUCCESS`` (not committed, or still running).
     """
     fs, root, manifest = _committed_manifest(run_uri, storage)
-    tables = [
-        pq.read_table(posixpath.join(root, rel), columns=columns, filesystem=fs) for rel in manifest["prediction_files"]
-    ]
-    if not tables:
-        schema = PREDICTION_SCHEMA if columns is None else pa.schema([PREDICTION_SCHEMA.field(c) for c in columns])
-        return schema.empty_table()
-    return pa.concat_tables(tables)
+    tables = []
+    for rel in manifest["prediction_files"]:
+        path = posixpath.join(root, rel)
+        present = pq.read_schema(path, filesystem=fs).names
+        wanted = None if columns is None else [c for c in columns if c in present]
+        tables.append(conform(pq.read_table(path, columns=wanted, filesystem=fs)))
+    table = pa.concat_tables(tables) if tables else PREDICTION_SCHEMA.empty_table()
+    return table if columns is None else table.select(columns)
 
 
 def read_failures(run_uri: str, storage: StorageOptions) -> pa.Table:

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from batch_classify.listing import ImageRecord
 from batch_classify.models import get_spec
-from batch_classify.results import ATTEMPT_META, PREDICTION_SCHEMA, SUCCESS
+from batch_classify.results import ATTEMPT_META, PREDICTION_SCHEMA, SUCCESS, conform
 from batch_classify.storage import StorageOptions, filesystem, join
 
 log = logging.getLogger(__name__)
@@ -70,8 +70,18 @@ class Reusable:
         return set(self.table.column("path").to_pylist())
 
 
-def latest_committed_run(output: str, *, input: str, model_id: str, storage: StorageOptions) -> str | None:
-    """The run URI of the latest committed run under ``output`` on ``input`` with ``model_id``, or None.
+def latest_committed_run(
+    output: str,
+    *,
+    input: str,
+    model_id: str | None,
+    storage: StorageOptions,
+    exclude_run_id: str | None = None,
+    before: str | None = None,
+) -> str | None:
+    """The run URI of the latest committed run under ``output`` on ``input`` with ``model_id``
+    (None: any model), leaving out ``exclude_run_id`` and runs committed at or after ``before``
+    (an ISO time as in ``committed_at``); None when there is none.
 
     Runs are compared by ``committed_at`` in their ``_SUCCESS`` manifest; runs committed
     before manifests held ``input`` and ``model_id`` never match.
@@ -84,7 +94,11 @@ def latest_committed_run(output: str, *, input: str, model_id: str, storage: Sto
         except (OSError, ValueError) as err:
             log.warning("skipping %s: unreadable manifest (%s)", success, err)
             continue
-        if manifest.get("input") != input or manifest.get("model_id") != model_id:
+        if manifest.get("input") != input or (model_id is not None and manifest.get("model_id") != model_id):
+            continue
+        if exclude_run_id is not None and posixpath.basename(posixpath.dirname(success)) == exclude_run_id:
+            continue
+        if before is not None and str(manifest.get("committed_at", "")) >= before:
             continue
         key = (str(manifest.get("committed_at", "")), posixpath.dirname(success))
         if best is None or key > best:
@@ -94,13 +108,13 @@ def latest_committed_run(output: str, *, input: str, model_id: str, storage: Sto
     return join(output, posixpath.basename(best[1]))
 
 
-def _committed_tables(run_uri: str, storage: StorageOptions) -> list[pa.Table]:
+def _committed_tables(run_uri: str, storage: StorageOptions) -> tuple[dict, list[pa.Table]]:
     fs, root = filesystem(run_uri, storage)
     manifest = json.loads(fs.cat_file(posixpath.join(root, SUCCESS)))
-    return [pq.read_table(posixpath.join(root, rel), filesystem=fs) for rel in manifest["prediction_files"]]
+    return manifest, [pq.read_table(posixpath.join(root, rel), filesystem=fs) for rel in manifest["prediction_files"]]
 
 
-def _staged_tables(run_uri: str, *, model_id: str, input: str, storage: StorageOptions) -> list[tuple[str, pa.Table]]:
+def _staged_tables(run_uri: str, *, model_id: str, input: str, storage: StorageOptions) -> list[tuple[str, dict, pa.Table]]:
     """Complete prediction files of earlier attempts of the run id whose ``_attempt.json`` matches."""
     fs, root = filesystem(run_uri, storage)
     staging = posixpath.join(root, "_staging")
@@ -117,7 +131,7 @@ def _staged_tables(run_uri: str, *, model_id: str, input: str, storage: StorageO
         folder = posixpath.join(attempt, "predictions")
         for path in sorted(fs.find(folder)) if fs.exists(folder) else []:
             try:
-                found.append((attempt, pq.read_table(path, filesystem=fs)))
+                found.append((attempt, meta, pq.read_table(path, filesystem=fs)))
             except (OSError, pa.ArrowInvalid) as err:  # cut short by the crash: no footer yet
                 log.info("not reusing %s: incomplete (%s)", path, err)
     return found
@@ -133,26 +147,33 @@ def find_reusable(
     storage: StorageOptions,
     incremental: bool,
     resume: bool,
+    label_classes: list[int] | None = None,
 ) -> Reusable:
     """Predictions from earlier attempts of this run id (``resume``) and from the latest committed
     run on the same input (``incremental``) whose path and content identity match ``records``.
 
     A path matches only if its listed ``content_id`` is non-empty and equal to the row's; each
-    path is taken once, staged attempts first.
+    path is taken once, staged attempts first. ``restricted_index`` depends on the set of classes
+    in the labels (``label_classes``): where the source had another set, it is reused as null.
     """
-    tables: list[tuple[str, pa.Table]] = []
+    tables: list[tuple[str, dict, pa.Table]] = []
     if resume:
         tables += _staged_tables(run_uri, model_id=model_id, input=input, storage=storage)
     if incremental:
         previous = latest_committed_run(output, input=input, model_id=model_id, storage=storage)
         if previous is not None:
-            tables += [(previous, t) for t in _committed_tables(previous, storage)]
+            manifest, committed = _committed_tables(previous, storage)
+            tables += [(previous, manifest, t) for t in committed]
     wanted = {r.path: r.content_id for r in records if r.content_id}
     taken: set[str] = set()
     parts, sources = [], []
-    for source, table in tables:
+    for source, meta, table in tables:
         if "content_id" not in table.column_names:
             continue
+        table = conform(table)
+        if meta.get("label_classes") != label_classes:
+            i = PREDICTION_SCHEMA.get_field_index("restricted_index")
+            table = table.set_column(i, "restricted_index", pa.nulls(table.num_rows, pa.int64()))
         paths = table.column("path").to_pylist()
         ids = table.column("content_id").to_pylist()
         keep = []
@@ -161,7 +182,7 @@ def find_reusable(
                 taken.add(path)
                 keep.append(i)
         if keep:
-            parts.append(table.take(keep).select(PREDICTION_SCHEMA.names).cast(PREDICTION_SCHEMA))
+            parts.append(table.take(keep))
             if source not in sources:
                 sources.append(source)
     table = pa.concat_tables(parts) if parts else PREDICTION_SCHEMA.empty_table()

@@ -91,6 +91,16 @@ class RunSettings(BaseSettings):
         description="Inference runtime; auto: PyTorch on a GPU, ONNX Runtime on the CPU.",
     )
     compile: bool = Field(False, description="torch.compile the model (PyTorch runtime only; slow first batches).")
+    max_top1_drop: float = Field(
+        0.02,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "A top-1 drop against the previous committed run on the same input larger than this (a fraction: "
+            "0.02 = 2 points) marks the run Regressed."
+        ),
+    )
+    fail_on_regression: bool = Field(False, description="A regression (see max_top1_drop) fails the flow run.")
     incremental: bool = Field(
         False,
         description=(

@@ -6,8 +6,17 @@ retried; storage and cluster errors are, with exponential backoff and jitter.
 
 from __future__ import annotations
 
-from prefect import task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+import sys
+import time
+
+from prefect import get_run_logger, task
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
@@ -19,10 +28,68 @@ from batch_classify.results import CommittedRun, StagedRun
 from batch_classify.settings import RunSettings
 from batch_classify.vocabulary import LabelError
 
+class AccuracyRegression(RuntimeError):
+    """Top-1 dropped by more than ``max_top1_drop`` against the previous run, with ``fail_on_regression``."""
+
+
 #: Errors that a retry cannot fix.
 DETERMINISTIC = (
-    ListingError, LabelError, ModelError, job.ValidationError, job.FailureBudgetExceeded, ValueError, TypeError
+    ListingError, LabelError, ModelError, job.ValidationError, job.FailureBudgetExceeded, AccuracyRegression,
+    ValueError, TypeError,
 )
+
+#: Artifact keys: stable, so the Prefect UI keeps each one's history across flow runs.
+REPORT_KEY, PER_CLASS_KEY, OUTPUT_KEY, PROGRESS_KEY = (
+    "batch-classify-report", "batch-classify-per-class", "batch-classify-output", "batch-classify-progress",
+)
+
+
+class Progress:
+    """Progress of the inference stage: a Prefect progress artifact (updated at most every
+    ``every`` seconds) and, when stderr is a terminal, a progress bar with images/s.
+
+    Args:
+        total: images listed.
+        every: seconds between artifact updates (each is an API call).
+    """
+
+    def __init__(self, run_id: str, *, total: int, every: float = 5.0) -> None:
+        self.run_id, self.total, self.every = run_id, total, every
+        self._artifact = None
+        self._last = 0.0
+        self._bar = None
+
+    def __enter__(self) -> "Progress":
+        self._artifact = create_progress_artifact(
+            progress=0.0, key=PROGRESS_KEY, description=f"Images classified, run {self.run_id} (percent)"
+        )
+        if sys.stderr.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeRemainingColumn
+
+            self._bar = Bar(
+                TextColumn("classifying"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]} images/s"), TimeRemainingColumn(), transient=True,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task("classify", total=self.total, rate="-")
+            self._start, self._first_done = time.perf_counter(), None
+        return self
+
+    def update(self, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if self._bar is not None:
+            if self._first_done is None:
+                self._first_done, self._start = done, now
+            elapsed = now - self._start
+            rate = f"{(done - self._first_done) / elapsed:.1f}" if elapsed > 0 else "-"
+            self._bar.update(self._task, completed=done, rate=rate)
+        if self._artifact is not None and (now - self._last >= self.every or done >= total):
+            update_progress_artifact(self._artifact, progress=100.0 * done / max(total, 1))
+            self._last = now
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.stop()
 
 
 def _transient(task, task_run, state) -> bool:
@@ -71,7 +138,8 @@ def validate_sample(settings: RunSettings, listing: Listing) -> job.Validation:
 @task(name="ray-inference", tags=["ray"], cache_policy=NO_CACHE, retries=1, retry_delay_seconds=10, retry_condition_fn=_transient)
 def run_inference(settings: RunSettings, listing: Listing, label_map: dict[str, int]) -> job.InferenceOutcome:
     """The Ray Data stage: decode, preprocess, model actor pool; output staged as Parquet."""
-    outcome = job.inference_step(settings, listing, label_map)
+    with Progress(settings.run_id, total=len(listing.records)) as progress:
+        outcome = job.inference_step(settings, listing, label_map, progress=progress.update)
     s = outcome.stage
     if outcome.staged.n_reused:
         print(f"reused {outcome.staged.n_reused} predictions from {', '.join(outcome.reused_from)}")
@@ -99,14 +167,20 @@ def report_accuracy(
 ) -> dict:
     """Score the run; write report.json/report.md and the Prefect artifacts."""
     report = job.report_step(settings, listing, committed, outcome, wall_seconds=wall_seconds)
+    create_link_artifact(
+        key=OUTPUT_KEY,
+        link=committed.run_uri,
+        link_text=f"{committed.run_uri} (report.html, predictions, failures)",
+        description=f"Output folder of run {settings.run_id}",
+    )
     create_markdown_artifact(
-        key="batch-classify-report",
+        key=REPORT_KEY,
         markdown=render_markdown(report),
         description=f"Accuracy of run {settings.run_id} ({settings.model})",
     )
     if report["per_class"]:
         create_table_artifact(
-            key="batch-classify-per-class",
+            key=PER_CLASS_KEY,
             table=[
                 {k: row[k] for k in ("wnid", "name", "support", "predicted", "correct", "precision", "recall")}
                 for row in report["per_class"]
@@ -115,5 +189,14 @@ def report_accuracy(
         )
     top1 = "n/a" if report["top1"] is None else f"{report['top1']:.4f}"
     top5 = "n/a" if report["top5"] is None else f"{report['top5']:.4f}"
-    print(f"top-1 {top1}, top-5 {top5} over {report['n_labelled']} labelled images; report at {committed.run_uri}/report.md")
+    print(f"top-1 {top1}, top-5 {top5} over {report['n_labelled']} labelled images; report at {committed.run_uri}/report.html")
+    cmp = report.get("comparison")
+    if cmp and cmp["regressed"]:
+        message = (
+            f"top-1 dropped by {-100 * cmp['top1_delta']:.1f} points against {cmp['previous_run_uri']}, "
+            f"over --max-top1-drop {100 * cmp['threshold']:.1f}"
+        )
+        get_run_logger().warning("REGRESSION: %s", message)
+        if settings.fail_on_regression:
+            raise AccuracyRegression(message + "; the report is written")
     return report

@@ -69,7 +69,7 @@ def ray_local():
     """One local Ray for the whole session (2 CPUs, as on the CI machine)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 

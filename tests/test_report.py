@@ -34,3 +34,13 @@ def test_markdown_names_figures():
              n_ignored=0, wall_seconds=2.0, images_per_second=1.5)
     md = render_markdown(r)
     assert "**50.0%**" in md and "**100.0%**" in md and "| failed | 1 |" in md and "goldfish" in md
+
+
+def test_restricted_accuracy_by_hand():
+    from batch_classify.report import restricted_accuracy
+
+    labels = np.array([0, 0, 5, 5, -1, 7])
+    restricted = np.array([0, 5, 5, 5, 3, -1])  # last: not computed (reused from other label classes)
+    got = restricted_accuracy(labels, restricted)
+    assert got == {"restricted_top1": 0.75, "n_restricted": 4, "n_label_classes": 3}
+    assert restricted_accuracy(np.array([-1]), np.array([-1]))["restricted_top1"] is None

@@ -1,0 +1,91 @@
+"""The morning report in the flow: comparison with the previous run, regression marking,
+Imagenette-style accuracy, artifacts (report, per class, output link, progress)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import arrange_in_wnid_folders
+
+from batch_classify.models import get_spec
+from batch_classify.settings import RunSettings
+from flows import classify_images
+from test_flow import _artifacts
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness", "ray_local")]
+
+MODEL = "efficientnet_lite0"
+
+
+@pytest.fixture(scope="module")
+def shifted_weights(tmp_path_factory) -> str:
+    """The Lite0 weights with the classifier's rows rolled by one class: every prediction moves
+    to the next class index, so top-1 collapses while the model still runs."""
+    state = torch.load(get_spec(MODEL).default_weights_path(), map_location="cpu", weights_only=True)
+    for key, value in state.items():
+        if value.shape[:1] == (1000,):
+            state[key] = torch.roll(value, shifts=1, dims=0)
+    path = tmp_path_factory.mktemp("weights") / "lite0-shifted.pth"
+    torch.save(state, path)
+    return str(path)
+
+
+def test_regression_against_the_previous_run_is_marked_then_fails_when_asked(photos, tmp_path, shifted_weights):
+    src = arrange_in_wnid_folders(photos[:12], tmp_path / "in")
+    out = tmp_path / "out"
+    common = dict(input=str(src), output=str(out), model=MODEL)
+
+    first = classify_images(RunSettings(**common, run_id="n1", weights=shifted_weights), return_state=True)
+    assert first.is_completed() and first.name == "Completed"
+    report = first.result()
+    assert report["comparison"] is None  # nothing before it
+    assert report["top1"] < 0.2 and report["restricted_top1"] is not None
+
+    second = classify_images(RunSettings(**common, run_id="n2"), return_state=True)
+    assert second.is_completed() and second.name == "Completed"  # better: not a regression
+    cmp = second.result()["comparison"]
+    assert cmp["previous_run_uri"] == f"{out}/n1" and cmp["top1_delta"] > 0.5 and not cmp["regressed"]
+    assert 0.5 < cmp["drift_tvd"] <= 1.0  # almost every prediction moved
+    artifacts = _artifacts(second.state_details.flow_run_id)
+    assert set(artifacts) >= {"batch-classify-report", "batch-classify-per-class", "batch-classify-output", "batch-classify-progress"}
+    assert artifacts["batch-classify-progress"].data == pytest.approx(100.0)
+    assert artifacts["batch-classify-output"].data.endswith(f"]({out}/n2)")
+
+    marked = classify_images(RunSettings(**common, run_id="n3", weights=shifted_weights), return_state=True)
+    assert marked.is_completed() and marked.name == "Regressed", marked.name
+    report = json.loads((out / "n3" / "report.json").read_text())
+    assert report["comparison"]["regressed"] and report["comparison"]["previous_run_uri"] == f"{out}/n2"
+    assert report["comparison"]["per_class_delta"][0]["delta"] < 0
+    assert "REGRESSION" in (out / "n3" / "report.md").read_text()
+    assert "regress" in (out / "n3" / "report.html").read_text().lower()
+
+    assert classify_images(RunSettings(**common, run_id="n4"), return_state=True).is_completed()
+    state = classify_images(RunSettings(**common, run_id="n5", weights=shifted_weights, fail_on_regression=True), return_state=True)
+    assert state.is_failed() and "top-1 dropped by" in state.message
+    assert (out / "n5" / "report.json").exists() and (out / "n5" / "_SUCCESS").exists()  # written, then failed
+
+
+def test_report_command_rerenders_a_committed_run(photos, tmp_path):
+    """`batch-classify report RUN_URI` in a subprocess: same scores, files rewritten; a folder
+    that is not a committed run is refused in one line."""
+    import os
+    import subprocess
+    import sys
+
+    src = arrange_in_wnid_folders(photos[40:46], tmp_path / "in")
+    out = tmp_path / "out"
+    original = classify_images(RunSettings(input=str(src), output=str(out), model=MODEL, run_id="r1"))
+    for name in ("report.json", "report.md"):
+        (out / "r1" / name).unlink()
+    r = subprocess.run([sys.executable, "-m", "batch_classify", "report", str(out / "r1")],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    again = json.loads((out / "r1" / "report.json").read_text())
+    for key in ("top1", "top5", "restricted_top1", "ece", "n_predicted", "n_failed", "per_class", "input", "model"):
+        assert again[key] == original[key], key
+    assert (out / "r1" / "report.md").exists() and (out / "r1" / "report.html").stat().st_size > 10_000
+    r = subprocess.run([sys.executable, "-m", "batch_classify", "report", str(tmp_path / "in")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "_SUCCESS" in r.stderr and len(r.stderr.strip().splitlines()) == 1
