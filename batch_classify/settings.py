@@ -25,6 +25,24 @@ def new_run_id(now: datetime | None = None) -> str:
     return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
 
 
+def _s3_endpoint_url():
+    """The S3 endpoint field; also read from the AWS convention ``AWS_ENDPOINT_URL``."""
+    return Field(
+        None,
+        validation_alias=AliasChoices("s3_endpoint_url", "BATCH_CLASSIFY_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL"),
+        description="S3-compatible endpoint, e.g. http://127.0.0.1:9000.",
+    )
+
+
+def _ray_address(description: str):
+    """The Ray address field; also read from Ray's own ``RAY_ADDRESS``."""
+    return Field(
+        None,
+        validation_alias=AliasChoices("ray_address", "BATCH_CLASSIFY_RAY_ADDRESS", "RAY_ADDRESS"),
+        description=description,
+    )
+
+
 class RunSettings(BaseSettings):
     """Everything one classification run needs to know.
 
@@ -70,16 +88,8 @@ class RunSettings(BaseSettings):
         description="Images with more pixels are recorded as failed without decoding (default: Pillow's limit).",
     )
     anon: bool = Field(False, description="Anonymous (unsigned) S3 access.")
-    s3_endpoint_url: str | None = Field(
-        None,
-        validation_alias=AliasChoices("s3_endpoint_url", "BATCH_CLASSIFY_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL"),
-        description="S3-compatible endpoint, e.g. http://127.0.0.1:9000.",
-    )
-    ray_address: str | None = Field(
-        None,
-        validation_alias=AliasChoices("ray_address", "BATCH_CLASSIFY_RAY_ADDRESS", "RAY_ADDRESS"),
-        description="Existing Ray cluster; default: start a local Ray.",
-    )
+    s3_endpoint_url: str | None = _s3_endpoint_url()
+    ray_address: str | None = _ray_address("Existing Ray cluster; default: start a local Ray.")
     num_cpus: int | None = Field(None, gt=0, description="CPUs for a local Ray (default: all).")
     num_actors: int | None = Field(
         None, gt=0, description="Model actors in the pool (default: 4 per GPU, sharing it, else one per 4 CPUs, at least 1)."
@@ -161,16 +171,8 @@ class ServeSettings(BaseSettings):
             "empty: any dataset."
         ),
     )
-    s3_endpoint_url: str | None = Field(
-        None,
-        validation_alias=AliasChoices("s3_endpoint_url", "BATCH_CLASSIFY_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL"),
-        description="S3-compatible endpoint, e.g. http://127.0.0.1:9000.",
-    )
-    ray_address: str | None = Field(
-        None,
-        validation_alias=AliasChoices("ray_address", "BATCH_CLASSIFY_RAY_ADDRESS", "RAY_ADDRESS"),
-        description="Ray cluster for the runs; default: a local Ray per run.",
-    )
+    s3_endpoint_url: str | None = _s3_endpoint_url()
+    ray_address: str | None = _ray_address("Ray cluster for the runs; default: a local Ray per run.")
 
     def run_defaults(self) -> dict:
         """The ``settings`` parameter shared by both deployments' runs (everything but ``input``)."""

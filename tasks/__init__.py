@@ -87,9 +87,11 @@ class Progress:
             update_progress_artifact(self._artifact, progress=100.0 * done / max(total, 1))
             self._last = now
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
         if self._bar is not None:
             self._bar.stop()
+        if exc_type is None and self._artifact is not None:  # also when a Ray Job ran it (no updates from there)
+            update_progress_artifact(self._artifact, progress=100.0)
 
 
 def _transient(task, task_run, state) -> bool:
