@@ -62,7 +62,7 @@ def _print_summary(report: dict, predictions_preview: list[dict]) -> None:
         f"{report['wall_seconds']:.1f} s, {report['images_per_second']:.1f} images/s",
         highlight=False,
     )
-    out.print(f"output: {report['run_uri']}  (report: {report['run_uri']}/report.md)", highlight=False)
+    out.print(f"output: {report['run_uri']}  (report: {report['run_uri']}/report.html)", highlight=False)
 
 
 def _preview(settings, n: int = 20) -> list[dict]:
