@@ -333,20 +333,28 @@ def score_and_write(report: dict, storage: StorageOptions, *, max_top1_drop: flo
         FileNotFoundError: the run is not committed.
     """
     run_uri = report["run_uri"]
-    table = read_committed(
-        run_uri, storage, columns=["label_index", "pred_index", "top5_index", "restricted_index", "confidence"]
-    )
+    table = read_committed(run_uri, storage)  # every column: the page's gallery needs paths and labels too
     label_index = table.column("label_index").fill_null(-1).to_numpy()
     pred_index = table.column("pred_index").to_numpy()
-    top5 = table.column("top5_index").combine_chunks().flatten().to_numpy().reshape(-1, 5)
-    report |= report_lib.accuracy(label_index, pred_index, top5, imagenet())
+    report |= _accuracy(table)
     report |= report_lib.restricted_accuracy(label_index, table.column("restricted_index").fill_null(-1).to_numpy())
     report |= calibration_fields(label_index, pred_index, table.column("confidence").to_numpy())
     report["comparison"] = _compare_with_previous(report, pred_index, storage, max_top1_drop=max_top1_drop)
     write_bytes(join(run_uri, "report.json"), report_lib.to_json(report), storage)
     write_bytes(join(run_uri, "report.md"), report_lib.render_markdown(report).encode(), storage)
-    write_report_html(run_uri, report, storage)
+    write_report_html(run_uri, report, storage, predictions=table)
     return report
+
+
+def _accuracy(table) -> dict:
+    """:func:`batch_classify.report.accuracy` of committed predictions (``label_index``,
+    ``pred_index``, ``top5_index`` columns)."""
+    return report_lib.accuracy(
+        table.column("label_index").fill_null(-1).to_numpy(),
+        table.column("pred_index").to_numpy(),
+        table.column("top5_index").combine_chunks().flatten().to_numpy().reshape(-1, 5),
+        imagenet(),
+    )
 
 
 def _compare_with_previous(report: dict, pred_index: np.ndarray, storage: StorageOptions, *, max_top1_drop: float) -> dict | None:
@@ -365,12 +373,7 @@ def _compare_with_previous(report: dict, pred_index: np.ndarray, storage: Storag
     try:
         previous_report = json.loads(read_bytes(join(previous, "report.json"), storage))
     except FileNotFoundError:  # committed, but its report step never ran: score it here
-        previous_report = report_lib.accuracy(
-            previous_pred.column("label_index").fill_null(-1).to_numpy(),
-            previous_pred.column("pred_index").to_numpy(),
-            previous_pred.column("top5_index").combine_chunks().flatten().to_numpy().reshape(-1, 5),
-            imagenet(),
-        ) | {"model": manifest.get("model")}
+        previous_report = _accuracy(previous_pred) | {"model": committed_manifest(previous, storage).get("model")}
     return report_lib.compare(
         report,
         previous_report,

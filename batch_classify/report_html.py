@@ -771,8 +771,11 @@ def render_html(report: dict, predictions: pa.Table, storage: StorageOptions, *,
     return "\n".join(out) + "\n"
 
 
-def write_report_html(run_uri: str, report: dict, storage: StorageOptions) -> str:
+def write_report_html(run_uri: str, report: dict, storage: StorageOptions, predictions: pa.Table | None = None) -> str:
     """Render the committed run's page and write it as ``RUN_URI/report.html``.
+
+    ``predictions``: the run's committed predictions when the caller has read them already
+    (all of ``PREDICTION_SCHEMA``'s columns); read here otherwise.
 
     Raises:
         FileNotFoundError: the run has no ``_SUCCESS`` (not committed).
@@ -783,7 +786,8 @@ def write_report_html(run_uri: str, report: dict, storage: StorageOptions) -> st
     """
     from batch_classify.results import read_committed
 
-    predictions = read_committed(run_uri, storage)
+    if predictions is None:
+        predictions = read_committed(run_uri, storage)
     uri = join(run_uri, "report.html")
     write_bytes(uri, render_html(report, predictions, storage).encode("utf-8"), storage)
     return uri

@@ -347,10 +347,9 @@ def read_committed(run_uri: str, storage: StorageOptions, columns: list[str] | N
     fs, root, manifest = _committed_manifest(run_uri, storage)
     tables = []
     for rel in manifest["prediction_files"]:
-        path = posixpath.join(root, rel)
-        present = pq.read_schema(path, filesystem=fs).names
-        wanted = None if columns is None else [c for c in columns if c in present]
-        tables.append(conform(pq.read_table(path, columns=wanted, filesystem=fs)))
+        parquet = pq.ParquetFile(posixpath.join(root, rel), filesystem=fs)  # the footer is read once
+        wanted = None if columns is None else [c for c in columns if c in parquet.schema_arrow.names]
+        tables.append(conform(parquet.read(columns=wanted)))
     table = pa.concat_tables(tables) if tables else PREDICTION_SCHEMA.empty_table()
     return table if columns is None else table.select(columns)
 

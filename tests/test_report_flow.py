@@ -89,3 +89,10 @@ def test_report_command_rerenders_a_committed_run(photos, tmp_path):
     r = subprocess.run([sys.executable, "-m", "batch_classify", "report", str(tmp_path / "in")],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 1 and "_SUCCESS" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    # a previous run whose report step never ran is scored from its predictions, under its own model
+    (out / "r1" / "report.json").unlink()
+    manifest = json.loads((out / "r1" / "_SUCCESS").read_text())
+    (out / "r1" / "_SUCCESS").write_text(json.dumps({**manifest, "model": "model-of-r1"}))  # tell the two apart
+    second = classify_images(RunSettings(input=str(src), output=str(out), model=MODEL, run_id="r2"))
+    cmp = second["comparison"]
+    assert (cmp["previous_run_uri"], cmp["previous_model"], cmp["top1_delta"]) == (f"{out}/r1", "model-of-r1", 0.0)
