@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from batch_classify.listing import ImageRecord
 from batch_classify.models import get_spec
-from batch_classify.results import ATTEMPT_META, PREDICTION_SCHEMA, SUCCESS, conform
+from batch_classify.results import ATTEMPT_META, PREDICTION_SCHEMA, SUCCESS, committed_manifest, conform, read_committed
 from batch_classify.storage import StorageOptions, filesystem, join
 
 log = logging.getLogger(__name__)
@@ -108,12 +108,6 @@ def latest_committed_run(
     return join(output, posixpath.basename(best[1]))
 
 
-def _committed_tables(run_uri: str, storage: StorageOptions) -> tuple[dict, list[pa.Table]]:
-    fs, root = filesystem(run_uri, storage)
-    manifest = json.loads(fs.cat_file(posixpath.join(root, SUCCESS)))
-    return manifest, [pq.read_table(posixpath.join(root, rel), filesystem=fs) for rel in manifest["prediction_files"]]
-
-
 def _staged_tables(run_uri: str, *, model_id: str, input: str, storage: StorageOptions) -> list[tuple[str, dict, pa.Table]]:
     """Complete prediction files of earlier attempts of the run id whose ``_attempt.json`` matches."""
     fs, root = filesystem(run_uri, storage)
@@ -162,8 +156,7 @@ def find_reusable(
     if incremental:
         previous = latest_committed_run(output, input=input, model_id=model_id, storage=storage)
         if previous is not None:
-            manifest, committed = _committed_tables(previous, storage)
-            tables += [(previous, manifest, t) for t in committed]
+            tables.append((previous, committed_manifest(previous, storage), read_committed(previous, storage)))
     wanted = {r.path: r.content_id for r in records if r.content_id}
     taken: set[str] = set()
     parts, sources = [], []
