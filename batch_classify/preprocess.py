@@ -20,7 +20,13 @@ from PIL import Image, ImageOps
 #: Pillow's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``), pixels.
 DEFAULT_MAX_PIXELS = 89_478_485
 
-_RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+#: Pillow filters by name. Their integer values (``Image.Resampling``: nearest 0, lanczos 1, bilinear 2,
+#: bicubic 3, box 4, hamming 5) are what Hugging Face's ``preprocessor_config.json`` writes as ``resample``.
+_RESAMPLE = {r.name.lower(): r for r in Image.Resampling}
+#: How the picture reaches ``resize_size``: ``shorter``: its shorter side does, the aspect ratio kept
+#: (torchvision, timm); ``square``: it is stretched to ``resize_size`` × ``resize_size`` (Hugging Face
+#: processors whose ``size`` is ``{"height": H, "width": W}``, such as ViT's).
+RESIZE_MODES = ("shorter", "square")
 
 
 class DecodeError(ValueError):
@@ -34,8 +40,14 @@ class ClassificationPreset:
     Attributes:
         resize_size: the shorter side is resized to this many pixels.
         crop_size: side of the square centre crop, pixels.
-        mean, std: per-channel normalisation on [0, 1] pixels, RGB order.
-        interpolation: ``"bilinear"`` or ``"bicubic"`` (Pillow filters, antialiased).
+        mean, std: per-channel normalisation of rescaled pixels, RGB order.
+        interpolation: a Pillow filter name (``"bilinear"``, ``"bicubic"``, ``"nearest"``, ``"lanczos"``,
+            ``"box"``, ``"hamming"``; antialiased where the filter is).
+        resize_mode: ``"shorter"`` or ``"square"`` (see :data:`RESIZE_MODES`).
+        rescale: factor from uint8 pixels to the values ``mean`` and ``std`` apply to: 1/255 (pixels in
+            [0, 1], torchvision and most Hugging Face processors), or 1.0 (``do_rescale: false``).
+
+    The model sees ``(pixel * rescale - mean) / std``.
     """
 
     resize_size: int
@@ -43,6 +55,16 @@ class ClassificationPreset:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     interpolation: str = "bilinear"
+    resize_mode: str = "shorter"
+    rescale: float = 1 / 255
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in _RESAMPLE:
+            raise ValueError(f"interpolation {self.interpolation!r} is none of {', '.join(_RESAMPLE)}")
+        if self.resize_mode not in RESIZE_MODES:
+            raise ValueError(f"resize_mode {self.resize_mode!r} is none of {', '.join(RESIZE_MODES)}")
+        if not (0 < self.crop_size <= 4096 and 0 < self.resize_size <= 8192):
+            raise ValueError(f"sizes out of range: resize {self.resize_size}, crop {self.crop_size}")
 
     def decode(self, data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
         """Decode image bytes into an RGB picture, EXIF orientation applied.
@@ -91,7 +113,8 @@ class ClassificationPreset:
         return img
 
     def resize_crop(self, img: Image.Image) -> np.ndarray:
-        """Resize the shorter side to ``resize_size``, then centre-crop.
+        """Resize the shorter side to ``resize_size`` (or, with ``resize_mode="square"``, the whole
+        picture to ``resize_size`` × ``resize_size``), then centre-crop.
 
         Where the crop lies inside the resized picture, only the cropped region is resampled
         (Pillow's ``resize(box=...)`` with the same scale factors): the same pixels, at most 1
@@ -101,8 +124,11 @@ class ClassificationPreset:
             uint8 [crop_size, crop_size, 3], RGB.
         """
         w, h = img.size
-        scale = self.resize_size / min(w, h)
-        new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+        if self.resize_mode == "square":
+            new_w = new_h = self.resize_size
+        else:
+            scale = self.resize_size / min(w, h)
+            new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
         c = self.crop_size
         left, top = int(round((new_w - c) / 2.0)), int(round((new_h - c) / 2.0))
         if c <= new_w and c <= new_h and (new_w, new_h) != (w, h):

@@ -1,82 +1,139 @@
-"""ImageNet-1k class vocabulary: index ⇄ wnid ⇄ human-readable names.
+"""Class vocabularies: index ⇄ class name (⇄ wnid for ImageNet-1k), and matching labels to classes.
 
-Sources: the 1000 wnids in sorted order (index = position in that list) and
-their WordNet lemmas come from timm's ``ImageNetInfo`` (shipped with the timm
-package, no download); the short display names are torchvision's ImageNet
-category names (``weights.meta["categories"]``), in the same class order.
+Two kinds:
+
+* **ImageNet-1k** (:func:`imagenet`): the 1000 wnids in sorted order (index = position in that
+  list) and their WordNet lemmas from timm's ``ImageNetInfo`` (shipped with the timm package, no
+  download); the short display names are torchvision's ImageNet category names
+  (``weights.meta["categories"]``), in the same class order. Labels match a wnid, a name as
+  torchvision spells it, the name in any case, or a lemma.
+* **A model's own classes** (:func:`from_names`): the class names in logit order, as a model
+  folder's ``config.json`` gives them (``id2label``, or timm's ``label_names``). Labels match a
+  name exactly, then in any case (``_`` and runs of spaces count as one space).
+
+A label that matches several classes at the first step that matches at all is refused, never guessed.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-
-WNID_RE = re.compile(r"^n\d{8}$")
 
 
 def _norm(name: str) -> str:
     """Lower case, underscores and runs of spaces made one space: ``Great_White shark`` → ``great white shark``."""
-    return " ".join(name.replace("_", " ").lower().split())
+    return " ".join(name.replace("_", " ").casefold().split())
 
 
 class LabelError(ValueError):
     """Labels that cannot be mapped onto the model's classes."""
 
 
+class AmbiguousLabel(LabelError):
+    """A label that names several of the model's classes (never guessed)."""
+
+
 @dataclass(frozen=True)
 class Vocabulary:
-    """Class vocabulary of a 1000-way ImageNet classifier.
+    """The classes of a classifier, in logit order.
 
     Attributes:
-        wnids: 1000 WordNet ids in class-index order (sorted).
-        names: 1000 short display names in class-index order (``"tench"``).
+        names: display name of every class index (``"tench"``), ``num_classes`` of them.
+        wnids: the WordNet id of every class index for ImageNet-1k models; None for a model's own classes.
     """
 
-    wnids: tuple[str, ...]
     names: tuple[str, ...]
+    wnids: tuple[str, ...] | None = None
     _tiers: tuple[dict[str, set[int]], ...] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        lemmas = _timm_lemmas()
-        wnid: dict[str, set[int]] = {}
+        object.__setattr__(self, "names", tuple(str(n) for n in self.names))
         exact: dict[str, set[int]] = {}
         normed: dict[str, set[int]] = {}
-        lemma: dict[str, set[int]] = {}
-        for index, (w, name) in enumerate(zip(self.wnids, self.names, strict=True)):
-            wnid.setdefault(w.lower(), set()).add(index)
-            exact.setdefault(name.replace("_", " "), set()).add(index)
+        for index, name in enumerate(self.names):
+            exact.setdefault(" ".join(name.replace("_", " ").split()) if self.wnids else name, set()).add(index)
             normed.setdefault(_norm(name), set()).add(index)
+        if self.wnids is None:
+            object.__setattr__(self, "_tiers", (exact, normed))
+            return
+        if len(self.wnids) != len(self.names):
+            raise ValueError(f"{len(self.wnids)} wnids for {len(self.names)} class names")
+        lemmas = _timm_lemmas()
+        wnid: dict[str, set[int]] = {}
+        lemma: dict[str, set[int]] = {}
+        for index, w in enumerate(self.wnids):
+            wnid.setdefault(w.lower(), set()).add(index)
             for term in lemmas.get(w, "").split(","):
                 lemma.setdefault(_norm(term), set()).add(index)
         object.__setattr__(self, "_tiers", (wnid, exact, normed, lemma))
 
     @property
     def num_classes(self) -> int:
-        return len(self.wnids)
+        return len(self.names)
+
+    @property
+    def is_imagenet(self) -> bool:
+        """Whether this is the ImageNet-1k vocabulary (wnids, lemmas)."""
+        return self.wnids is not None
+
+    def class_key(self, index: int) -> str:
+        """The identity of a class across runs and models: its wnid for ImageNet, else its name."""
+        return self.wnids[index] if self.wnids is not None else self.names[index]
+
+    def describe(self, index: int) -> str:
+        """``name (wnid)`` for ImageNet, the name otherwise."""
+        return f"{self.names[index]} ({self.wnids[index]})" if self.wnids is not None else self.names[index]
 
     def lookup(self, label: str) -> int:
-        """Class index of a label, tried in this order: a wnid (``n01440764``), a class
-        name as torchvision spells it (``Cardigan`` the dog, ``cardigan`` the sweater;
-        ``_`` for spaces), the same name in any case, a WordNet lemma (``Tinca tinca``).
+        """Class index of a label.
+
+        ImageNet, tried in this order: a wnid (``n01440764``), a class name as torchvision spells it
+        (``Cardigan`` the dog, ``cardigan`` the sweater; ``_`` for spaces), the same name in any
+        case, a WordNet lemma (``Tinca tinca``). A model's own classes: the name exactly, then in
+        any case (``_`` for spaces).
 
         Raises:
-            LabelError: unknown label, or a name shared by several classes (e.g. ``crane``).
+            LabelError: unknown label, or a label that several classes share at the first step
+                where it matches (e.g. ``crane``); the candidates are named.
         """
-        wnid, exact, normed, lemma = self._tiers
         key = label.strip()
-        hits = (
-            wnid.get(key.lower())
-            or exact.get(" ".join(key.replace("_", " ").split()))
-            or normed.get(_norm(key))
-            or lemma.get(_norm(key))
-        )
+        if self.wnids is not None:
+            wnid, exact, normed, lemma = self._tiers
+            hits = (
+                wnid.get(key.lower())
+                or exact.get(" ".join(key.replace("_", " ").split()))
+                or normed.get(_norm(key))
+                or lemma.get(_norm(key))
+            )
+        else:
+            exact, normed = self._tiers
+            hits = exact.get(key) or normed.get(_norm(key))
         if not hits:
-            raise LabelError(f"label {label!r} is no ImageNet wnid or class name")
+            if self.wnids is not None:
+                raise LabelError(f"label {label!r} is no ImageNet wnid or class name")
+            raise LabelError(f"label {label!r} is none of the model's {self.num_classes} class names")
         if len(hits) > 1:
-            which = ", ".join(f"{self.wnids[i]} ({self.names[i]})" for i in sorted(hits))
-            raise LabelError(f"label {label!r} names several ImageNet classes: {which}; use the wnid")
+            which = ", ".join(self.describe(i) for i in sorted(hits))
+            kind = "ImageNet classes" if self.wnids is not None else "of the model's classes"
+            fix = "use the wnid" if self.wnids is not None else "the model's class names must differ"
+            raise AmbiguousLabel(f"label {label!r} names several {kind}: {which}; {fix}")
         return next(iter(hits))
+
+    def try_map(self, labels: set[str]) -> tuple[dict[str, int], dict[str, LabelError]]:
+        """Map what maps.
+
+        Returns:
+            (label → class index for every label that maps, label → the error of every other one:
+            :class:`AmbiguousLabel` where it names several classes, :class:`LabelError` where none).
+        """
+        mapping: dict[str, int] = {}
+        problems: dict[str, LabelError] = {}
+        for label in sorted(labels):
+            try:
+                mapping[label] = self.lookup(label)
+            except LabelError as err:
+                problems[label] = err
+        return mapping, problems
 
     def map_labels(self, labels: set[str]) -> dict[str, int]:
         """Map every distinct label to a class index.
@@ -84,20 +141,25 @@ class Vocabulary:
         Raises:
             LabelError: naming every label that does not map (up to 20) and how to fix it.
         """
-        mapping: dict[str, int] = {}
-        problems: list[str] = []
-        for label in sorted(labels):
-            try:
-                mapping[label] = self.lookup(label)
-            except LabelError as err:
-                problems.append(str(err))
+        mapping, problems = self.try_map(labels)
         if problems:
-            shown = "; ".join(problems[:20]) + (f"; and {len(problems) - 20} more" if len(problems) > 20 else "")
+            reasons = [str(e) for e in problems.values()]
+            shown = "; ".join(reasons[:20]) + (f"; and {len(reasons) - 20} more" if len(reasons) > 20 else "")
+            if self.wnids is not None:
+                how = "Name folders by wnid (e.g. n01440764)"
+            else:
+                examples = ", ".join(repr(n) for n in self.names[:3])
+                how = f"Name folders by the model's class names (e.g. {examples})"
             raise LabelError(
-                f"{len(problems)} of {len(labels)} labels do not map onto the model's classes: {shown}. "
-                "Name folders by wnid (e.g. n01440764) or pass --labels with a path,label manifest."
+                f"{len(reasons)} of {len(labels)} labels do not map onto the model's classes: {shown}. "
+                f"{how}, pass --labels with a path,label manifest, or --labels none for an unlabelled run."
             )
         return mapping
+
+
+def from_names(names) -> Vocabulary:
+    """A model's own classes, in logit order (no wnids, no lemmas)."""
+    return Vocabulary(names=tuple(str(n) for n in names))
 
 
 def _timm_info_file(name: str) -> str:
