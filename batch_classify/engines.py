@@ -12,21 +12,28 @@ Two runtimes, chosen at run time (``--runtime``):
   ``channels_last``, pinned host memory, non-blocking copies and bf16 autocast;
   ``torch.compile`` when asked.
 
-``auto`` picks ``torch`` on CUDA and ``onnx`` on the CPU. Both engines take
-uint8 [N, H, W, 3] RGB and return float32 logits [N, num_classes], so a
-quarter of the bytes of float32 pixels travel between pipeline stages.
+``auto`` picks ``torch`` on CUDA and ``onnx`` on the CPU. A model folder holding
+``model.onnx`` (see :mod:`batch_classify.model_folder`) always runs under ONNX
+Runtime: on a GPU actor with its CUDA provider where ``onnxruntime-gpu`` is
+installed, else on the CPU. Both engines take uint8 [N, H, W, 3] RGB and return
+float32 logits [N, num_classes], so a quarter of the bytes of float32 pixels
+travel between pipeline stages.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import warnings
 from functools import lru_cache
 
 import numpy as np
 
-from batch_classify.models import ModelError, get_spec, load_model
-from batch_classify.storage import StorageOptions
+from batch_classify.models import ModelError, ModelSpec, get_spec, load_model
+from batch_classify.preprocess import ClassificationPreset
+from batch_classify.storage import StorageOptions, read_bytes
+
+log = logging.getLogger(__name__)
 
 RUNTIMES = ("auto", "torch", "onnx")
 
@@ -35,14 +42,19 @@ RUNTIMES = ("auto", "torch", "onnx")
 PARITY_TOLERANCE = 1e-3
 
 
-def resolve_runtime(runtime: str, device: str) -> str:
-    """``auto`` → ``torch`` on CUDA, ``onnx`` on the CPU.
+def resolve_runtime(runtime: str, device: str, *, onnx_only: bool = False) -> str:
+    """``auto`` → ``torch`` on CUDA, ``onnx`` on the CPU; always ``onnx`` for an ONNX-only model.
 
     Raises:
-        ValueError: an unknown runtime, or ``onnx`` asked for on CUDA.
+        ValueError: an unknown runtime; ``onnx`` asked for on CUDA with a PyTorch model (its
+            export runs on the CPU only); ``torch`` asked for with an ONNX-only model.
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+    if onnx_only:
+        if runtime == "torch":
+            raise ValueError("the model is an ONNX file (model.onnx): it runs under ONNX Runtime; use --runtime auto or onnx")
+        return "onnx"
     if runtime == "auto":
         return "torch" if device == "cuda" else "onnx"
     if runtime == "onnx" and device == "cuda":
@@ -50,11 +62,18 @@ def resolve_runtime(runtime: str, device: str) -> str:
     return runtime
 
 
-def uint8_model(model, mean, std):
+def onnx_cuda_available() -> bool:
+    """Whether this process's ONNX Runtime has the CUDA provider (the ``onnxruntime-gpu`` package)."""
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def uint8_model(model, mean, std, rescale: float = 1 / 255):
     """Wrap ``model`` so that it takes uint8 [N, H, W, 3] RGB and normalises inside.
 
-    ``(x / 255 - mean) / std`` is computed as ``x * scale - shift`` with
-    ``scale = 1 / (255 std)`` and ``shift = mean / std``, in float32.
+    ``(x * rescale - mean) / std`` is computed as ``x * scale - shift`` with
+    ``scale = rescale / std`` and ``shift = mean / std``, in float32.
     """
     import torch
 
@@ -64,7 +83,7 @@ def uint8_model(model, mean, std):
             self.model = model
             s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
             m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-            self.register_buffer("scale", 1.0 / (255.0 * s))
+            self.register_buffer("scale", rescale / s)
             self.register_buffer("shift", m / s)
 
         def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -74,22 +93,33 @@ def uint8_model(model, mean, std):
     return UInt8Classifier().eval()
 
 
-@lru_cache(maxsize=4)
 def onnx_model(model_name: str, weights: str | None, storage: StorageOptions) -> bytes:
-    """The model, normalisation included, as an ONNX file in memory (dynamic batch size).
+    """The model as an ONNX file in memory.
 
-    Input ``images`` uint8 [N, crop, crop, 3]; output ``logits`` float32 [N, num_classes].
-    Cached per process: the validation and inference steps of one run export once.
+    A PyTorch model (registry, timm or transformers folder) is exported with its normalisation
+    included: input ``images`` uint8 [N, crop, crop, 3], output ``logits`` float32 [N, num_classes]
+    (dynamic batch size); cached per process and model (a folder's files as listed are part of the
+    key), so the validation and inference steps of one run export once. An ONNX folder's
+    ``model.onnx`` is returned as it is (input float32 [N, 3, H, W]; :class:`OnnxEngine`
+    normalises).
 
     Raises:
         ModelError: see :func:`batch_classify.models.load_model`; also when the export
             disagrees with PyTorch on a fixed input (argmax differs or logits differ by more
             than ``PARITY_TOLERANCE`` of their range).
     """
+    spec = get_spec(model_name, storage)
+    if spec.onnx_only:
+        return read_bytes(spec.weights_file, storage)
+    return _exported(spec, weights, storage)
+
+
+@lru_cache(maxsize=4)
+def _exported(spec: ModelSpec, weights: str | None, storage: StorageOptions) -> bytes:
     import torch
 
-    spec = get_spec(model_name)
-    wrapped = uint8_model(load_model(spec, weights, storage), spec.preset.mean, spec.preset.std)
+    model_name = spec.name
+    wrapped = uint8_model(load_model(spec, weights, storage), spec.preset.mean, spec.preset.std, spec.preset.rescale)
     c = spec.preset.crop_size
     probe = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (2, c, c, 3), dtype=np.uint8))
     buf = io.BytesIO()
@@ -119,11 +149,16 @@ def onnx_model(model_name: str, weights: str | None, storage: StorageOptions) ->
     return blob
 
 
+onnx_model.cache_clear = _exported.cache_clear  # type: ignore[attr-defined]
+
+
 #: Model call size on the CPU. Measured on the 2-core development machine, EfficientNet-Lite0,
 #: 2 threads, batches of 64 (benchmarks/model_alone.py, runtimes taking turns, medians):
 #: ONNX Runtime 352 images/s in calls of 8 against 278 in one call; PyTorch eager 123 against
 #: 41 (larger calls spill the caches), so pipeline batches are split.
 CPU_MICRO_BATCH = 8
+#: Images per ONNX Runtime call on a GPU: the whole pipeline batch (it is never larger).
+GPU_CALL_SIZE = 1 << 16
 
 
 def _in_micro_batches(fn, images: np.ndarray, size: int) -> np.ndarray:
@@ -132,17 +167,34 @@ def _in_micro_batches(fn, images: np.ndarray, size: int) -> np.ndarray:
 
 
 class OnnxEngine:
-    """ONNX Runtime on the CPU.
+    """ONNX Runtime, on the CPU (or a GPU through the CUDA provider, for ONNX folders).
 
     Args:
         blob: an ONNX model from :func:`onnx_model`.
         num_threads: intra-op threads (None: ONNX Runtime's default, one per core).
-        micro_batch: images per ONNX Runtime call.
+        micro_batch: images per ONNX Runtime call (a model with a fixed batch dimension is called
+            with that many images, the last call padded).
         spin: let idle intra-op threads spin (faster alone, slower beside decoding tasks).
+        normalize: for a model whose input is normalised float pixels [N, 3, H, W] (an ONNX
+            folder's ``pixel_values``): the preset whose ``rescale``, ``mean`` and ``std`` this engine
+            applies (in float32, with numpy) before each call. None: the model takes uint8
+            [N, H, W, 3] itself (an export of :func:`onnx_model`).
+        device: ``"cuda"`` runs on the CUDA provider when ONNX Runtime has it, else on the CPU
+            with a warning.
+
+    Raises:
+        ModelError: the model's input is not [N, 3, crop, crop] float (with ``normalize``).
     """
 
     def __init__(
-        self, blob: bytes, *, num_threads: int | None = None, micro_batch: int = CPU_MICRO_BATCH, spin: bool = False
+        self,
+        blob: bytes,
+        *,
+        num_threads: int | None = None,
+        micro_batch: int = CPU_MICRO_BATCH,
+        spin: bool = False,
+        normalize: ClassificationPreset | None = None,
+        device: str = "cpu",
     ) -> None:
         import onnxruntime as ort
 
@@ -154,13 +206,49 @@ class OnnxEngine:
             # Spinning threads burn the cores that decoding tasks share with the actor: measured
             # steady state 210 images/s spinning, 260 not (the model alone loses 5%: 368 → 350).
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(blob, options, providers=["CPUExecutionProvider"])
-        self.micro_batch = micro_batch
+        providers = ["CPUExecutionProvider"]
+        if device == "cuda":
+            if onnx_cuda_available():
+                providers.insert(0, "CUDAExecutionProvider")
+            else:
+                log.warning("ONNX Runtime has no CUDA provider (pip install onnxruntime-gpu); the ONNX model runs on the CPU")
+        self.session = ort.InferenceSession(blob, options, providers=providers)
+        model_input = self.session.get_inputs()[0]
+        outputs = [o.name for o in self.session.get_outputs()]
+        self.input_name = model_input.name
+        self.output_name = "logits" if "logits" in outputs else outputs[0]
+        batch_dim = model_input.shape[0] if model_input.shape else None
+        self.fixed_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
+        self.micro_batch = self.fixed_batch or micro_batch
+        self.scale = self.shift = None
+        self.dtype = np.float32
+        if normalize is not None:
+            c = normalize.crop_size
+            shape = list(model_input.shape)
+            fixed = [d if isinstance(d, int) else None for d in shape[1:]]
+            if len(shape) != 4 or fixed[0] not in (3, None) or any(d not in (c, None) for d in fixed[1:]):
+                raise ModelError(
+                    f"model.onnx takes {model_input.name} of shape {shape}; the preprocessing gives [N, 3, {c}, {c}]"
+                )
+            if model_input.type not in ("tensor(float)", "tensor(float16)"):
+                raise ModelError(f"model.onnx takes {model_input.name} as {model_input.type}; float or float16 expected")
+            self.dtype = np.float16 if model_input.type == "tensor(float16)" else np.float32
+            std = np.asarray(normalize.std, dtype=np.float32).reshape(1, 3, 1, 1)
+            self.scale = np.float32(normalize.rescale) / std
+            self.shift = np.asarray(normalize.mean, dtype=np.float32).reshape(1, 3, 1, 1) / std
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        if self.scale is not None:  # uint8 NHWC → normalised float NCHW
+            x = (x.transpose(0, 3, 1, 2).astype(np.float32) * self.scale - self.shift).astype(self.dtype, copy=False)
+        n = len(x)
+        if self.fixed_batch and n < self.fixed_batch:
+            x = np.concatenate([x, np.zeros((self.fixed_batch - n, *x.shape[1:]), dtype=x.dtype)])
+        out = self.session.run([self.output_name], {self.input_name: x})[0]
+        return np.asarray(out[:n], dtype=np.float32)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         """uint8 [N, H, W, 3] → float32 logits [N, num_classes]."""
-        run = lambda x: self.session.run(None, {"images": x})[0]  # noqa: E731
-        return _in_micro_batches(run, np.ascontiguousarray(images), self.micro_batch)
+        return _in_micro_batches(self._run, np.ascontiguousarray(images), self.micro_batch)
 
 
 class TorchEngine:
@@ -255,8 +343,12 @@ def build_engine(
 
     if num_threads:
         torch.set_num_threads(num_threads)
-    if resolve_runtime(runtime, device) == "onnx":
-        return OnnxEngine(onnx_blob or onnx_model(model_name, weights, storage), num_threads=num_threads)
-    spec = get_spec(model_name)
-    model = uint8_model(load_model(spec, weights, storage), spec.preset.mean, spec.preset.std)
+    spec = get_spec(model_name, storage)
+    if resolve_runtime(runtime, device, onnx_only=spec.onnx_only) == "onnx":
+        blob = onnx_blob or onnx_model(model_name, weights, storage)
+        if spec.onnx_only:  # on a GPU the whole batch goes in one call, as TorchEngine does
+            micro = CPU_MICRO_BATCH if device == "cpu" else GPU_CALL_SIZE
+            return OnnxEngine(blob, num_threads=num_threads, normalize=spec.preset, device=device, micro_batch=micro)
+        return OnnxEngine(blob, num_threads=num_threads)
+    model = uint8_model(load_model(spec, weights, storage), spec.preset.mean, spec.preset.std, spec.preset.rescale)
     return TorchEngine(model, device=device, compile=compile)

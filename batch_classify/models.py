@@ -1,4 +1,7 @@
-"""The model registry: classification models by name, their weights and preprocessing.
+"""The model registry, and users' model folders: classification models, their weights, classes and preprocessing.
+
+``--model`` is a registry name (below) or a model folder (a path or ``s3://`` URI, see
+:mod:`batch_classify.model_folder`): a user's own classifier with its own class names.
 
 torchvision models (``resnet152`` — the seed tutorial's model and the default —
 ``resnet50``, ``efficientnet_b0``, …) take their preprocessing from their own
@@ -20,25 +23,28 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
+from batch_classify.model_folder import ModelError, ModelFolder, is_folder_reference, load_module, read_folder
 from batch_classify.preprocess import ClassificationPreset
 from batch_classify.storage import StorageOptions, read_bytes
+from batch_classify.vocabulary import Vocabulary, from_names, imagenet
 
-
-class ModelError(ValueError):
-    """Unknown model, or weights that cannot be found or loaded."""
+__all__ = ["ModelError", "ModelSpec", "get_spec", "list_models", "load_model", "load_weights"]
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One entry of the registry.
+    """A model: a registry entry or a model folder.
 
     Attributes:
-        name: registry name (``resnet152``).
+        name: registry name (``resnet152``), or the folder as given.
         preset: eval preprocessing.
         num_classes: width of the logits, 1000 for ImageNet-1k.
-        weights_file: default weights file name (torch hub cache) or absolute path (package).
+        weights_file: default weights file name (torch hub cache) or absolute path (package); for
+            a folder, its weights file's URI.
         weights_hint: how a user supplies the weights when they are missing.
-        build: returns the architecture with random weights.
+        build: returns the architecture with random weights (registry entries; None for folders).
+        format: ``registry`` for registry entries; ``onnx``, ``timm`` or ``transformers`` for folders.
+        folder: the folder's description (None for registry entries).
     """
 
     name: str
@@ -46,17 +52,28 @@ class ModelSpec:
     num_classes: int
     weights_file: str
     weights_hint: str
-    build: Callable[[], "object"]
+    build: Callable[[], "object"] | None
+    format: str = "registry"
+    folder: ModelFolder | None = None
+
+    @property
+    def onnx_only(self) -> bool:
+        """Whether the model exists as ONNX only (runs under ONNX Runtime, never PyTorch)."""
+        return self.format == "onnx"
+
+    def vocabulary(self) -> Vocabulary:
+        """The classes in logit order: ImageNet-1k for registry models, the folder's names otherwise."""
+        return imagenet() if self.folder is None else from_names(self.folder.class_names)
 
     def default_weights_path(self) -> str:
-        if os.path.isabs(self.weights_file):
+        if self.folder is not None or os.path.isabs(self.weights_file):
             return self.weights_file
         import torch
 
         return os.path.join(torch.hub.get_dir(), "checkpoints", self.weights_file)
 
     def weights_available(self, weights: str | None = None) -> bool:
-        return weights is not None or os.path.exists(self.default_weights_path())
+        return weights is not None or self.folder is not None or os.path.exists(self.default_weights_path())
 
 
 # torchvision models offered by name; any other torchvision classification model
@@ -77,7 +94,10 @@ def _torchvision_spec(name: str) -> ModelSpec:
     try:
         weights_enum = torchvision.models.get_model_weights(name)
     except (ValueError, KeyError) as err:
-        raise ModelError(f"unknown model {name!r}; `batch-classify models` lists the known ones") from err
+        raise ModelError(
+            f"unknown model {name!r}; `batch-classify models` lists the known ones, and a model folder is "
+            "given as a path (./my-model) or an s3:// URI"
+        ) from err
     weights = weights_enum.DEFAULT
     tf = weights.transforms()
     preset = ClassificationPreset(
@@ -124,21 +144,56 @@ def _lite0_spec() -> ModelSpec:
     )
 
 
+#: The registry: name → spec factory. Any other torchvision classification model name also works
+#: (through ``_torchvision_spec``).
+REGISTRY: dict[str, Callable[[], ModelSpec]] = {
+    "efficientnet_lite0": _lite0_spec,
+    **{name: (lambda name=name: _torchvision_spec(name)) for name in TORCHVISION_MODELS},
+}
+
+
 def list_models() -> list[str]:
     """Names offered by ``batch-classify models``."""
-    return ["efficientnet_lite0", *TORCHVISION_MODELS]
+    return list(REGISTRY)
+
+
+def _folder_spec(uri: str, storage: StorageOptions) -> ModelSpec:
+    folder = read_folder(uri, storage)
+    return ModelSpec(
+        name=uri,
+        preset=folder.preset,
+        num_classes=len(folder.class_names),
+        weights_file=folder.weights_uri,
+        weights_hint="a model folder carries its own weights",
+        build=None,
+        format=folder.format,
+        folder=folder,
+    )
 
 
 @lru_cache(maxsize=None)
-def get_spec(name: str) -> ModelSpec:
-    """The registry entry for ``name``.
+def _registry_spec(name: str) -> ModelSpec:
+    factory = REGISTRY.get(name)
+    return factory() if factory is not None else _torchvision_spec(name)
+
+
+def get_spec(name: str, storage: StorageOptions = StorageOptions()) -> ModelSpec:
+    """The model ``name`` names: a registry entry, or a model folder (a path or URI; see
+    :func:`batch_classify.model_folder.is_folder_reference`; a bare name that is no registry entry
+    but an existing local folder also counts).
+
+    Registry entries are built once per process; a folder is read again at every call (it may
+    have changed since), so callers resolve it once per step.
 
     Raises:
-        ModelError: the name is neither ``efficientnet_lite0`` nor a torchvision classification model.
+        ModelError: unknown name; or a folder that is missing, incomplete or inconsistent (see
+            :func:`batch_classify.model_folder.read_folder`).
     """
-    if name == "efficientnet_lite0":
-        return _lite0_spec()
-    return _torchvision_spec(name)
+    if is_folder_reference(name):
+        return _folder_spec(name, storage)
+    if name not in REGISTRY and os.path.isdir(name):
+        return _folder_spec(name, storage)
+    return _registry_spec(name)
 
 
 _HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.(?:pth|pt)$")
@@ -175,6 +230,8 @@ def load_weights(spec: ModelSpec, weights: str | None, storage: StorageOptions) 
     """
     import torch
 
+    if spec.folder is not None:
+        raise ModelError(f"model folder {spec.name} carries its own weights; drop --weights")
     source = weights or spec.default_weights_path()
     try:
         data = read_bytes(source, storage)
@@ -195,9 +252,18 @@ def load_weights(spec: ModelSpec, weights: str | None, storage: StorageOptions) 
 def load_model(spec: ModelSpec, weights: str | None, storage: StorageOptions):
     """Build the architecture and load its weights, in eval mode, on the CPU.
 
+    For a timm or transformers folder, the folder's ``model.safetensors`` (``weights`` must be None).
+
     Raises:
-        ModelError: see :func:`load_weights`; also when the state dict does not fit the architecture.
+        ModelError: see :func:`load_weights`; also when the state dict does not fit the architecture,
+            or ``spec`` is an ONNX folder (it has no PyTorch module).
     """
+    if spec.folder is not None:
+        if weights is not None:
+            raise ModelError(f"model folder {spec.name} carries its own weights; drop --weights")
+        if spec.onnx_only:
+            raise ModelError(f"model folder {spec.name} is ONNX only; it runs under ONNX Runtime (--runtime onnx or auto)")
+        return load_module(spec.folder, storage)
     model = spec.build()
     state = load_weights(spec, weights, storage)
     try:

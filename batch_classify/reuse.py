@@ -39,9 +39,14 @@ def model_identity(model: str, weights: str | None, storage: StorageOptions) -> 
 
     Reads the whole weights file (230 MB for ResNet-152: about 0.3 s). Where the weights file
     is missing, the identity says so and matches nothing reusable (validation reports the
-    missing file).
+    missing file). A model folder's identity is ``<format>-folder@sha256:<16 hex>`` over every
+    file of the folder (:meth:`batch_classify.model_folder.ModelFolder.sha256`): a copy of the
+    folder matches, a change to any of its files does not.
     """
-    source = weights or get_spec(model).default_weights_path()
+    spec = get_spec(model, storage)
+    if spec.folder is not None:
+        return f"{spec.format}-folder@sha256:{spec.folder.sha256(storage)[:16]}"
+    source = weights or spec.default_weights_path()
     fs, path = filesystem(source, storage)
     digest = hashlib.sha256()
     try:
@@ -178,5 +183,5 @@ def find_reusable(
             parts.append(table.take(keep))
             if source not in sources:
                 sources.append(source)
-    table = pa.concat_tables(parts) if parts else PREDICTION_SCHEMA.empty_table()
+    table = pa.concat_tables(parts, promote_options="default") if parts else PREDICTION_SCHEMA.empty_table()
     return Reusable(table=table, sources=tuple(sources))
