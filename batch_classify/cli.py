@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Batch image classification with Ray Data and Prefect.")
@@ -56,10 +57,16 @@ def _print_summary(report: dict, predictions_preview: list[dict]) -> None:
     out.print(table)
     pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"  # noqa: E731
     reused = f" ({report['n_reused']} reused, {report['n_computed']} computed)" if report.get("n_reused") else ""
+    if report.get("unlabelled_reason"):
+        scores = f"unlabelled ({report['unlabelled_reason']})"
+    else:
+        scores = f"top-1 {pct(report['top1'])}, top-5 {pct(report['top5'])}"
+    if report.get("mean_confidence") is not None:
+        scores += (f"; mean confidence {report['mean_confidence']:.3f}, {pct(report['low_confidence_share'])} "
+                   f"under {report['low_confidence_threshold']:g}")
     out.print(
         f"{report['n_predicted']} predicted, {report['n_failed']} failed of {report['n_listed']} listed{reused}; "
-        f"top-1 {pct(report['top1'])}, top-5 {pct(report['top5'])}; "
-        f"{report['wall_seconds']:.1f} s, {report['images_per_second']:.1f} images/s",
+        f"{scores}; {report['wall_seconds']:.1f} s, {report['images_per_second']:.1f} images/s",
         highlight=False,
     )
     out.print(f"output: {report['run_uri']}  (report: {report['run_uri']}/report.html)", highlight=False)
@@ -77,9 +84,15 @@ def _preview(settings, n: int = 20) -> list[dict]:
 def run(
     input: Annotated[str, typer.Option("--input", "-i", help="Folder or s3:// prefix of images (recursive).")],
     output: Annotated[str, typer.Option("--output", "-o", help="Folder or s3:// prefix; results go to OUTPUT/RUN_ID/.")],
-    model: Annotated[Optional[str], typer.Option(help="Model name (see `batch-classify models`). [default: resnet152]")] = None,
+    model: Annotated[
+        Optional[str],
+        typer.Option(help="Registry name (see `batch-classify models`) or a model folder, local or s3://. [default: resnet152]"),
+    ] = None,
     weights: Annotated[Optional[str], typer.Option(help="Weights file, local path or s3:// URI.")] = None,
-    labels: Annotated[Optional[str], typer.Option(help="Label manifest, CSV or Parquet with columns path,label.")] = None,
+    labels: Annotated[
+        Optional[str],
+        typer.Option(help="Label manifest (CSV or Parquet, columns path,label), or 'none' for an unlabelled run. [default: folder names when they are class names]"),
+    ] = None,
     run_id: Annotated[Optional[str], typer.Option(help="Run id. [default: UTC time + random suffix, sortable]")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Classify only the first N images by path.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Images per pipeline batch. [default: 64 on CPU, 256 on GPU]")] = None,
@@ -102,6 +115,14 @@ def run(
     max_top1_drop: Annotated[
         Optional[float],
         typer.Option(min=0.0, max=1.0, help="Top-1 drop against the previous run that marks this one Regressed. [default: 0.02]"),
+    ] = None,
+    max_drift: Annotated[
+        Optional[float],
+        typer.Option(min=0.0, max=1.0, help="Without labels: prediction drift (TVD) against the previous run that marks this one Regressed. [default: 0.1]"),
+    ] = None,
+    low_confidence: Annotated[
+        Optional[float],
+        typer.Option(min=0.0, max=1.0, help="The report counts predictions less confident than this. [default: 0.5]"),
     ] = None,
     fail_on_regression: Annotated[
         bool, typer.Option("--fail-on-regression", help="A regression fails the run (after writing the report).")
@@ -132,6 +153,7 @@ def run(
         "limit": limit, "batch_size": batch_size, "ray_address": ray_address, "num_cpus": num_cpus, "device": device,
         "runtime": runtime, "num_actors": num_actors, "max_failed_fraction": max_failed_fraction,
         "max_image_pixels": max_image_pixels, "resume": resume, "max_top1_drop": max_top1_drop,
+        "max_drift": max_drift, "low_confidence": low_confidence,
     }
     if anon:
         given["anon"] = True
@@ -153,8 +175,14 @@ def run(
 def report(
     run_uri: Annotated[str, typer.Argument(help="A committed run: OUTPUT/RUN_ID (local or s3://).")],
     max_top1_drop: Annotated[
-        float, typer.Option(min=0.0, max=1.0, help="Top-1 drop against the previous run that counts as a regression.")
-    ] = 0.02,
+        Optional[float], typer.Option(min=0.0, max=1.0, help="Top-1 drop against the previous run that counts as a regression. [default: 0.02]")
+    ] = None,
+    max_drift: Annotated[
+        Optional[float], typer.Option(min=0.0, max=1.0, help="Without labels: prediction drift that counts as a regression. [default: 0.1]")
+    ] = None,
+    low_confidence: Annotated[
+        Optional[float], typer.Option(min=0.0, max=1.0, help="Confidence under which predictions are counted. [default: 0.5]")
+    ] = None,
     anon: Annotated[bool, typer.Option("--anon", help="Anonymous S3 access.")] = False,
     s3_endpoint_url: Annotated[
         Optional[str], typer.Option(envvar="AWS_ENDPOINT_URL", help="S3-compatible endpoint. [default: $AWS_ENDPOINT_URL]")
@@ -162,28 +190,51 @@ def report(
 ) -> None:
     """Re-render report.json, report.md and report.html of a committed run from its predictions."""
     from batch_classify.job import rerender_report
+    from batch_classify.models import ModelError
     from batch_classify.storage import StorageOptions
 
     try:
-        rendered = rerender_report(run_uri, StorageOptions(anon=anon, endpoint_url=s3_endpoint_url), max_top1_drop=max_top1_drop)
+        rendered = rerender_report(
+            run_uri, StorageOptions(anon=anon, endpoint_url=s3_endpoint_url), max_top1_drop=max_top1_drop,
+            max_drift=max_drift, low_confidence=low_confidence,
+        )
     except FileNotFoundError as exc:
         _fail(f"{exc}; pass a run folder OUTPUT/RUN_ID that holds _SUCCESS")
+    except ModelError as exc:
+        _fail(f"{exc} (the report needs the class names of the run's model)")
     pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"  # noqa: E731
     cmp = rendered.get("comparison")
+    drift = "" if not cmp or cmp.get("drift_tvd") is None else f", drift {cmp['drift_tvd']:.3f}"
     out.print(
         f"run {rendered['run_id']}: top-1 {pct(rendered['top1'])}, top-5 {pct(rendered['top5'])}, "
         f"among its label classes {pct(rendered.get('restricted_top1'))}"
-        + (f"; against {cmp['previous_run_uri']}: top-1 {pct(cmp['top1_delta'])}" if cmp else ""),
+        + (f"; against {cmp['previous_run_uri']}: top-1 {pct(cmp['top1_delta'])}{drift}" if cmp else ""),
         highlight=False,
     )
     out.print(f"written: {run_uri.rstrip('/')}/report.json, report.md, report.html", highlight=False)
 
 
 @app.command()
-def models() -> None:
-    """List the models and whether their weights are available on this machine."""
-    from batch_classify.models import get_spec, list_models
+def models(
+    model: Annotated[
+        Optional[str], typer.Argument(help="A model folder (local or s3://) or registry name to describe.", show_default=False)
+    ] = None,
+    anon: Annotated[bool, typer.Option("--anon", help="Anonymous S3 access.")] = False,
+    s3_endpoint_url: Annotated[
+        Optional[str], typer.Option(envvar="AWS_ENDPOINT_URL", help="S3-compatible endpoint. [default: $AWS_ENDPOINT_URL]")
+    ] = None,
+) -> None:
+    """List the registry's models and whether their weights are on this machine, or describe one model folder."""
+    from batch_classify.models import ModelError, get_spec, list_models
+    from batch_classify.storage import StorageOptions
 
+    if model is not None:
+        try:
+            _describe_model(get_spec(model, StorageOptions(anon=anon, endpoint_url=s3_endpoint_url)),
+                            StorageOptions(anon=anon, endpoint_url=s3_endpoint_url))
+        except ModelError as exc:
+            _fail(str(exc))
+        return
     table = Table(title="models")
     for col in ("name", "input", "weights available", "weights location"):
         table.add_column(col, overflow="fold")
@@ -213,6 +264,37 @@ def demo(
     out.print(f"classifying {sum(1 for _ in input_dir.iterdir())} photographs from scikit-image with efficientnet_lite0 …")
     report = run_flow(settings)
     _print_summary(report, _preview(settings))
+
+
+def _describe_model(spec, storage) -> None:
+    """Print a model's format, classes, preprocessing and, for a folder, its files and SHA-256."""
+    from batch_classify.reuse import model_identity
+
+    p = spec.preset
+    resize = f"shorter side to {p.resize_size}" if p.resize_mode == "shorter" else f"stretched to {p.resize_size}×{p.resize_size}"
+    vocabulary = spec.vocabulary()
+    shown = ", ".join(vocabulary.names[:10]) + (f", … ({vocabulary.num_classes - 10} more)" if vocabulary.num_classes > 10 else "")
+    table = Table(title=f"model {spec.name}", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    rows = [
+        ("format", spec.format if spec.folder else f"registry ({spec.name})"),
+        ("classes", f"{vocabulary.num_classes}: {shown}"),
+        ("preprocessing", f"{resize} ({p.interpolation}), centre crop {p.crop_size}, "
+                          f"(pixel × {p.rescale:.6g} − mean {list(p.mean)}) / std {list(p.std)}"),
+    ]
+    if spec.folder is not None:
+        rows += [
+            ("preprocessing from", spec.folder.preprocessing_source),
+            ("files", ", ".join(f"{rel} ({size:,} bytes)" for rel, size, _ in spec.folder.files)),
+            ("SHA-256 of the folder", spec.folder.sha256(storage)),
+        ]
+    else:
+        rows.append(("weights", spec.default_weights_path()))
+    rows.append(("identity (incremental reuse)", model_identity(spec.name, None, storage)))
+    for k, v in rows:
+        table.add_row(k, escape(v))
+    out.print(table)
 
 
 def _validation_message(exc) -> str:

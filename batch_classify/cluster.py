@@ -80,7 +80,13 @@ REQUEST_FILE = "request.json"
 RESULT_FILE = "result.json"
 
 _LISTING_SCHEMA = pa.schema(
-    [("path", pa.string()), ("label", pa.string()), ("size", pa.int64()), ("content_id", pa.string())]
+    [
+        ("path", pa.string()),
+        ("label", pa.string()),
+        ("size", pa.int64()),
+        ("content_id", pa.string()),
+        ("partitions", pa.list_(pa.struct([("key", pa.string()), ("value", pa.string())]))),
+    ]
 )
 
 
@@ -134,6 +140,7 @@ def write_request(folder: str, listing: Listing, label_map: dict[str, int], stor
             "label": [r.label for r in records],
             "size": [r.size for r in records],
             "content_id": [r.content_id for r in records],
+            "partitions": [[{"key": k, "value": v} for k, v in r.partitions] for r in records],
         },
         schema=_LISTING_SCHEMA,
     )
@@ -144,6 +151,8 @@ def write_request(folder: str, listing: Listing, label_map: dict[str, int], stor
         "input": listing.input,
         "n_ignored": listing.n_ignored,
         "ignored_extensions": listing.ignored_extensions,
+        "label_source": listing.label_source,
+        "partition_keys": list(listing.partition_keys),
         "n_records": len(records),
         "label_map": label_map,
     }
@@ -159,7 +168,10 @@ def read_request(folder: str, storage: StorageOptions) -> tuple[Listing, dict[st
     """
     request = json.loads(read_bytes(join(folder, REQUEST_FILE), storage))
     table = pq.read_table(io.BytesIO(read_bytes(join(folder, LISTING_FILE), storage)))
-    records = tuple(ImageRecord(**row) for row in table.to_pylist())
+    records = tuple(
+        ImageRecord(**(row | {"partitions": tuple((p["key"], p["value"]) for p in row["partitions"] or ())}))
+        for row in table.to_pylist()
+    )
     if len(records) != request["n_records"]:
         raise ValueError(f"{folder}: {len(records)} listed images, the request names {request['n_records']}")
     listing = Listing(
@@ -167,6 +179,8 @@ def read_request(folder: str, storage: StorageOptions) -> tuple[Listing, dict[st
         records=records,
         n_ignored=request["n_ignored"],
         ignored_extensions=request["ignored_extensions"],
+        label_source=request["label_source"],
+        partition_keys=tuple(request["partition_keys"]),
     )
     return listing, {str(k): int(v) for k, v in request["label_map"].items()}
 

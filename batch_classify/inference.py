@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from batch_classify.engines import build_engine, onnx_model, resolve_runtime
+from batch_classify.engines import build_engine, onnx_cuda_available, onnx_model, resolve_runtime
 from batch_classify.models import ModelSpec, get_spec
-from batch_classify.preprocess import DEFAULT_MAX_PIXELS, DecodeError
+from batch_classify.preprocess import DEFAULT_MAX_PIXELS, ClassificationPreset, DecodeError
 from batch_classify.storage import StorageOptions, filesystem
 
 log = logging.getLogger(__name__)
@@ -35,21 +35,24 @@ TOP_K = 5
 def decode_batch(
     batch: dict[str, np.ndarray],
     *,
-    model_name: str,
     storage: StorageOptions,
+    model_name: str | None = None,
+    preset: ClassificationPreset | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> dict[str, np.ndarray]:
     """Read and preprocess a batch of images.
 
     Args:
         batch: ``path`` (object [N]) and ``label`` (object [N]).
+        model_name: registry name or model folder, for its preprocessing (``preset`` given: unused).
+        preset: the preprocessing; default: ``model_name``'s, resolved here (a folder is read each call).
         max_pixels: images with more pixels are recorded as decode failures, undecoded.
 
     Returns:
         ``path``, ``label``, ``image`` uint8 [N, crop, crop, 3] (zeros where failed),
         ``stage`` and ``error`` object [N] (``""`` where the image is fine).
     """
-    preset = get_spec(model_name).preset
+    preset = preset or get_spec(model_name, storage).preset
     paths = [str(p) for p in batch["path"]]
     n, c = len(paths), preset.crop_size
     images = np.zeros((n, c, c, 3), dtype=np.uint8)
@@ -123,7 +126,7 @@ class Classifier:
         onnx_blob: bytes | None = None,
         restricted_classes: tuple[int, ...] | None = None,
     ) -> None:
-        self.spec: ModelSpec = get_spec(model_name)
+        self.spec: ModelSpec = get_spec(model_name, storage)
         self.restricted = np.asarray(sorted(restricted_classes), dtype=np.int64) if restricted_classes else None
         self.engine = build_engine(
             model_name,
@@ -145,9 +148,10 @@ class Classifier:
 
         Returns:
             ``path``, ``label``, ``stage``, ``error`` as given (``stage="infer"`` on a model failure),
-            ``pred_index`` int64 [N], ``confidence`` float32 [N], ``top5_index`` int64 [N, 5],
-            ``top5_prob`` float32 [N, 5], ``restricted_index`` int64 [N] (-1 without
-            ``restricted_classes``); -1 / 0 where the row failed.
+            ``pred_index`` int64 [N], ``confidence`` float32 [N], ``top5_index`` int64 [N, 5]
+            (fewer classes than 5: -1 in the missing places), ``top5_prob`` float32 [N, 5],
+            ``entropy`` float32 [N] (of the softmax over all classes, nats), ``restricted_index``
+            int64 [N] (-1 without ``restricted_classes``); -1 / 0 where the row failed.
         """
         import torch
 
@@ -157,6 +161,7 @@ class Classifier:
         top_idx = np.full((n, TOP_K), -1, dtype=np.int64)
         top_prob = np.zeros((n, TOP_K), dtype=np.float32)
         restricted = np.full(n, -1, dtype=np.int64)
+        entropy = np.zeros(n, dtype=np.float32)
         ok = np.flatnonzero(error == "")
         if len(ok):
             try:
@@ -164,8 +169,10 @@ class Classifier:
                 if logits.ndim != 2 or logits.shape[1] != self.spec.num_classes:
                     raise RuntimeError(f"model returned logits of shape {tuple(logits.shape)}")
                 probs = torch.softmax(torch.from_numpy(logits), dim=1)
-                p, i = probs.topk(TOP_K, dim=1)
-                top_idx[ok], top_prob[ok] = i.numpy(), p.numpy()
+                k = min(TOP_K, probs.shape[1])
+                p, i = probs.topk(k, dim=1)
+                top_idx[ok, :k], top_prob[ok, :k] = i.numpy(), p.numpy()
+                entropy[ok] = torch.special.entr(probs).sum(dim=1).numpy()
                 if self.restricted is not None:
                     restricted[ok] = self.restricted[logits[:, self.restricted].argmax(axis=1)]
             except Exception as err:  # noqa: BLE001 - recorded per row, the batch is not lost
@@ -179,6 +186,7 @@ class Classifier:
             "confidence": top_prob[:, 0].copy(),
             "top5_index": top_idx,
             "top5_prob": top_prob,
+            "entropy": entropy,
             "restricted_index": restricted,
         }
 
@@ -235,6 +243,7 @@ def plan_cluster(
     num_actors: int | None = None,
     runtime: str = "auto",
     batch_size: int | None = None,
+    onnx_only: bool = False,
 ) -> ClusterPlan:
     """Choose device, runtime, batch size and pool size from the cluster's resources.
 
@@ -247,21 +256,36 @@ def plan_cluster(
     always leave room for a decoding task (1 CPU, or half of a 1-CPU cluster), since
     actors that took every CPU would wait forever for decoded images.
 
+    An ONNX-only model (``onnx_only``, an ONNX folder) runs on the GPUs where this process's ONNX
+    Runtime has the CUDA provider (``onnxruntime-gpu``, assumed installed on the cluster alike);
+    without it, on the CPUs with a warning (``device="auto"``).
+
     Raises:
-        ValueError: ``device="cuda"`` on a cluster with no GPU; ``runtime="onnx"`` on a GPU;
-            more actors than the CPUs can hold beside decoding.
+        ValueError: ``device="cuda"`` on a cluster with no GPU, or for an ONNX-only model without
+            ONNX Runtime's CUDA provider; ``runtime="onnx"`` on a GPU for a PyTorch model;
+            ``runtime="torch"`` for an ONNX-only model; more actors than the CPUs can hold beside decoding.
     """
     raw_cpus = float(resources.get("CPU", 1)) or 1.0  # fractional on some clusters
     cpus = max(1, int(raw_cpus))
     gpus = int(resources.get("GPU", 0))
     if device == "cuda" and gpus == 0:
         raise ValueError("device 'cuda' asked for, but the Ray cluster has no GPU; use --device auto or cpu")
+    if gpus and device in ("auto", "cuda") and onnx_only and not onnx_cuda_available():
+        if device == "cuda":
+            raise ValueError(
+                "device 'cuda' asked for an ONNX model, but ONNX Runtime has no CUDA provider here; "
+                "pip install onnxruntime-gpu, or use --device auto (the CPUs) or cpu"
+            )
+        log.warning("the cluster has GPUs but ONNX Runtime has no CUDA provider (pip install onnxruntime-gpu); "
+                    "the ONNX model runs on the CPUs")
+        gpus = 0
     if gpus and device in ("auto", "cuda"):
         actors = num_actors or gpus * ACTORS_PER_GPU
         # More actors than GPUs share them (num_gpus < 1), so one actor's host-side work (fetching
         # the batch, the copy in, the results out) overlaps another's GPU work.
         return ClusterPlan(
-            "cuda", actors, min(1.0, gpus / actors), 1, resolve_runtime(runtime, "cuda"), batch_size or GPU_BATCH_SIZE,
+            "cuda", actors, min(1.0, gpus / actors), 1, resolve_runtime(runtime, "cuda", onnx_only=onnx_only),
+            batch_size or GPU_BATCH_SIZE,
             cpus_per_actor=0.0,
         )
     actors = num_actors or max(1, cpus // 4)
@@ -277,7 +301,7 @@ def plan_cluster(
         actors,
         0.0,
         max(1, cpus // actors),
-        resolve_runtime(runtime, "cpu"),
+        resolve_runtime(runtime, "cpu", onnx_only=onnx_only),
         batch_size or CPU_BATCH_SIZE,
         cpus_per_actor=actor_cpus,
         cpus_per_decode_task=decode_cpus,
@@ -330,6 +354,7 @@ def run_stage(
 
     start = time.perf_counter()
     batch_size = plan.batch_size
+    preset = get_spec(model_name, storage).preset  # resolved once here: decoding tasks need not read a folder
     if plan.runtime == "onnx" and onnx_blob is None:
         onnx_blob = onnx_model(model_name, weights, storage)
     ds = ray.data.from_items(records, override_num_blocks=max(1, min(len(records) // batch_size, 200)))
@@ -337,7 +362,7 @@ def run_stage(
         decode_batch,
         batch_size=batch_size,
         batch_format="numpy",
-        fn_kwargs={"model_name": model_name, "storage": storage, "max_pixels": max_pixels},
+        fn_kwargs={"preset": preset, "storage": storage, "max_pixels": max_pixels},
         num_cpus=plan.cpus_per_decode_task,
         # Reserve what a batch of decodes holds. Ray Data fuses a task stage into the next actor
         # stage only when their resource requests match, so this also keeps decoding in its own

@@ -13,17 +13,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from batch_classify import report as report_lib
 from batch_classify.report_html import calibration_fields, write_report_html
-from batch_classify.inference import Classifier, ClusterPlan, StageResult, decode_batch, plan_cluster, run_stage
-from batch_classify.listing import Listing, list_images
-from batch_classify.models import get_spec
+from batch_classify.inference import TOP_K, Classifier, ClusterPlan, StageResult, decode_batch, plan_cluster, run_stage
+from batch_classify.listing import NO_LABELS, Listing, list_images
+from batch_classify.model_folder import CONFIG_FILE
+from batch_classify.models import ModelError, ModelSpec, get_spec
 from batch_classify.results import CommittedRun, StagedRun, StagingWriter, commit, committed_manifest, read_committed
 from batch_classify.reuse import find_reusable, latest_committed_run, model_identity
 from batch_classify.settings import RunSettings
 from batch_classify.storage import StorageOptions, join, read_bytes, write_bytes
-from batch_classify.vocabulary import imagenet
+from batch_classify.vocabulary import AmbiguousLabel, Vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -50,40 +53,77 @@ class Validation:
     """Step 2's findings.
 
     Attributes:
-        label_map: every distinct label → ImageNet class index.
+        label_map: every distinct label → the model's class index; empty in an unlabelled run.
         sample_paths: images classified in the sample.
         sample_predictions: class names predicted for them (None where the image failed).
         sample_failures: path → error for sample images that failed.
+        unlabelled_reason: why the run has no labels (said once in the log and the report), or
+            None for a labelled run.
     """
 
     label_map: dict[str, int]
     sample_paths: tuple[str, ...]
     sample_predictions: tuple[str | None, ...]
     sample_failures: dict[str, str] = field(default_factory=dict)
+    unlabelled_reason: str | None = None
+
+
+def map_labels(listing: Listing, vocabulary: Vocabulary) -> tuple[dict[str, int], str | None]:
+    """Decide whether the run is labelled, and map its labels onto the model's classes.
+
+    - ``--labels none``: unlabelled.
+    - A manifest: every label must map (as before).
+    - Folder names: they are labels only when they name the model's classes. None maps (date
+      partitions, camera ids, ``incoming/``): the run is unlabelled. Some map and others do not:
+      a likely typo in an evaluation set, so the run stops, naming them (``--labels none`` forces
+      an unlabelled run). A name that several classes share stops the run in any case.
+
+    Returns:
+        (label → class index, empty when unlabelled; the reason the run is unlabelled, or None).
+
+    Raises:
+        LabelError: labels that do not map (all of them named), or an ambiguous one.
+    """
+    labels = {r.label for r in listing.records if r.label is not None}
+    if listing.label_source == NO_LABELS:
+        return {}, "--labels none: the run is unlabelled"
+    if listing.label_source == "folders":
+        if not labels:
+            return {}, "no image lies in a folder that could name its class (only the input itself or partition folders); the run is unlabelled"
+        mapping, problems = vocabulary.try_map(labels)
+        ambiguous = [e for e in problems.values() if isinstance(e, AmbiguousLabel)]
+        if not mapping and not ambiguous:
+            shown = ", ".join(repr(label) for label in sorted(labels)[:3]) + (", …" if len(labels) > 3 else "")
+            return {}, f"folder names are not class names ({shown}); the run is unlabelled"
+    return (vocabulary.map_labels(labels) if labels else {}), None
 
 
 def validate_step(settings: RunSettings, listing: Listing) -> Validation:
-    """Step 2: map the labels, then decode and classify a small sample in this process.
+    """Step 2: check the model, decide whether the run is labelled and map the labels (see
+    :func:`map_labels`), then decode and classify a small sample in this process.
 
     Raises:
         LabelError: labels that do not map onto the model's classes (all of them named).
-        ModelError: unknown model or missing weights.
-        ValidationError: wrong logits shape or non-finite logits, or no sample image decodes.
+        ModelError: unknown model, missing weights, or a model folder that is incomplete or
+            inconsistent (the message names the file).
+        ValidationError: wrong logits shape (e.g. ``id2label`` not the width of the logits) or
+            non-finite logits, or no sample image decodes.
     """
-    spec = get_spec(settings.model)
-    vocabulary = imagenet()
+    storage = storage_options(settings)
+    spec = get_spec(settings.model, storage)
+    vocabulary = spec.vocabulary()
     if spec.num_classes != vocabulary.num_classes:
         raise ValidationError(f"model {spec.name} has {spec.num_classes} classes; ImageNet has {vocabulary.num_classes}")
-    labels = {r.label for r in listing.records if r.label is not None}
-    label_map = vocabulary.map_labels(labels) if labels else {}
+    label_map, unlabelled_reason = map_labels(listing, vocabulary)
+    if unlabelled_reason:
+        log.warning("%s", unlabelled_reason)
 
-    storage = storage_options(settings)
     n = min(settings.sample_size, len(listing.records))
     step = max(1, len(listing.records) // n)
     sample = [listing.records[i * step] for i in range(n)]
     batch = decode_batch(
         {"path": np.array([r.path for r in sample], dtype=object), "label": np.array([r.label for r in sample], dtype=object)},
-        model_name=spec.name,
+        preset=spec.preset,
         storage=storage,
         max_pixels=settings.max_image_pixels,
     )
@@ -93,9 +133,17 @@ def validate_step(settings: RunSettings, listing: Listing) -> Validation:
         raise ValidationError(f"none of the {n} sample images could be read and decoded ({shown})")
     classifier = Classifier(model_name=spec.name, weights=settings.weights, storage=storage, runtime=settings.runtime)
     ok = np.flatnonzero(batch["error"] == "")
-    logits = classifier.logits(batch["image"][ok])
+    try:
+        logits = classifier.logits(batch["image"][ok])
+    except ModelError:
+        raise
+    except Exception as err:  # noqa: BLE001 - the runtime's own error types; the model cannot run
+        raise ValidationError(f"model {spec.name} failed on the sample: {type(err).__name__}: {err}") from err
     if tuple(logits.shape) != (len(ok), spec.num_classes):
-        raise ValidationError(f"model {spec.name} returned logits {tuple(logits.shape)}, expected ({len(ok)}, {spec.num_classes})")
+        where = f" but {CONFIG_FILE} names {spec.num_classes} classes (id2label)" if spec.folder else ""
+        raise ValidationError(
+            f"model {spec.name} returned logits {tuple(logits.shape)}, expected ({len(ok)}, {spec.num_classes}){where}"
+        )
     if not bool(np.isfinite(logits).all()):
         raise ValidationError(f"model {spec.name} returned non-finite logits on the sample; check the weights file")
     preds: list[str | None] = [None] * n
@@ -106,6 +154,7 @@ def validate_step(settings: RunSettings, listing: Listing) -> Validation:
         sample_paths=tuple(r.path for r in sample),
         sample_predictions=tuple(preds),
         sample_failures=failures,
+        unlabelled_reason=unlabelled_reason,
     )
 
 
@@ -168,6 +217,7 @@ def inference_step(
     if cluster.uses_jobs_api(settings.ray_address):
         return cluster.run_inference_job(settings, listing, label_map)
     storage = storage_options(settings)
+    spec = get_spec(settings.model, storage)
     model_id = model_identity(settings.model, settings.weights, storage)
     label_classes = sorted(set(label_map.values())) or None
     reusable = find_reusable(
@@ -185,11 +235,15 @@ def inference_step(
         settings.run_uri(),
         run_id=settings.run_id,
         model=settings.model,
-        vocabulary=imagenet(),
+        vocabulary=spec.vocabulary(),
         label_map=label_map,
         storage=storage,
-        content_ids={r.path: r.content_id for r in listing.records},
-        meta={"input": settings.input, "model_id": model_id, "label_classes": label_classes},
+        records={r.path: r for r in listing.records},
+        partition_keys=listing.partition_keys,
+        meta={
+            "input": settings.input, "model_id": model_id, "label_classes": label_classes,
+            "partition_keys": list(listing.partition_keys),
+        },
         rows_per_file=settings.checkpoint_rows,
     )
     writer.write_reused(reusable.table)
@@ -231,6 +285,7 @@ def _run_ray_stage(
             num_actors=settings.num_actors,
             runtime=settings.runtime,
             batch_size=settings.batch_size,
+            onnx_only=get_spec(settings.model, storage).onnx_only,
         )
         log.info("inference plan: %s", plan)
         return run_stage(
@@ -290,13 +345,20 @@ def _stage_fields(stage: StageResult | None) -> dict:
 
 
 def report_step(
-    settings: RunSettings, listing: Listing, committed: CommittedRun, outcome: InferenceOutcome, *, wall_seconds: float
+    settings: RunSettings,
+    listing: Listing,
+    committed: CommittedRun,
+    outcome: InferenceOutcome,
+    *,
+    wall_seconds: float,
+    unlabelled_reason: str | None = None,
 ) -> dict:
     """Step 5: score the committed predictions, compare with the previous committed run on the
     same input, and write ``report.json``, ``report.md`` and ``report.html``.
 
     Args:
         wall_seconds: the run's wall time so far, seconds (listing to commit).
+        unlabelled_reason: why the run has no labels (:attr:`Validation.unlabelled_reason`).
 
     Returns:
         the report (also in ``report.json``); see the README for its fields.
@@ -308,6 +370,9 @@ def report_step(
         "model": settings.model,
         "input": settings.input,
         "run_uri": committed.run_uri,
+        "labels": listing.label_source if unlabelled_reason is None else "none",
+        "unlabelled_reason": unlabelled_reason,
+        "partition_keys": list(listing.partition_keys),
         "n_listed": n_listed,
         "n_predicted": committed.n_predicted,
         "n_failed": committed.n_failed,
@@ -319,12 +384,27 @@ def report_step(
         "images_per_second": round(n_listed / wall_seconds, 3) if wall_seconds > 0 else math.nan,
         **_stage_fields(outcome.stage),
     }
-    return score_and_write(report, storage, max_top1_drop=settings.max_top1_drop)
+    return score_and_write(
+        report, storage, vocabulary=get_spec(settings.model, storage).vocabulary(),
+        max_top1_drop=settings.max_top1_drop, max_drift=settings.max_drift, low_confidence=settings.low_confidence,
+    )
 
 
-def score_and_write(report: dict, storage: StorageOptions, *, max_top1_drop: float) -> dict:
+def score_and_write(
+    report: dict,
+    storage: StorageOptions,
+    *,
+    vocabulary: Vocabulary,
+    max_top1_drop: float,
+    max_drift: float | None,
+    low_confidence: float,
+) -> dict:
     """Fill ``report`` (which names ``run_uri`` and ``input``) with the scores of the committed
-    predictions and the comparison with the previous run, then write the report files.
+    predictions (accuracy where there are labels, the label-free statistics always) and the
+    comparison with the previous run, then write the report files.
+
+    Args:
+        vocabulary: the run's model's classes.
 
     Returns:
         the report, as written to ``report.json``.
@@ -336,28 +416,78 @@ def score_and_write(report: dict, storage: StorageOptions, *, max_top1_drop: flo
     table = read_committed(run_uri, storage)  # every column: the page's gallery needs paths and labels too
     label_index = table.column("label_index").fill_null(-1).to_numpy()
     pred_index = table.column("pred_index").to_numpy()
-    report |= _accuracy(table)
+    confidence = table.column("confidence").to_numpy()
+    report |= _accuracy(table, vocabulary)
     report |= report_lib.restricted_accuracy(label_index, table.column("restricted_index").fill_null(-1).to_numpy())
-    report |= calibration_fields(label_index, pred_index, table.column("confidence").to_numpy())
-    report["comparison"] = _compare_with_previous(report, pred_index, storage, max_top1_drop=max_top1_drop)
+    report |= calibration_fields(label_index, pred_index, confidence)
+    report |= _label_free(table, low_confidence)
+    report["comparison"] = _compare_with_previous(
+        report, table, storage, max_top1_drop=max_top1_drop, max_drift=max_drift, low_confidence=low_confidence
+    )
     write_bytes(join(run_uri, "report.json"), report_lib.to_json(report), storage)
     write_bytes(join(run_uri, "report.md"), report_lib.render_markdown(report).encode(), storage)
-    write_report_html(run_uri, report, storage, predictions=table)
+    write_report_html(run_uri, report, storage, predictions=table, vocabulary=vocabulary)
     return report
 
 
-def _accuracy(table) -> dict:
+def _top5_matrix(column) -> np.ndarray:
+    """int64 [N, 5] of a ``top5_index`` list column; -1 where a row holds fewer (a model with fewer classes)."""
+    lists = column.combine_chunks() if hasattr(column, "combine_chunks") else column
+    lengths = pc.list_value_length(lists).fill_null(0).to_numpy()
+    flat = lists.flatten().to_numpy()
+    if len(lengths) and (lengths == TOP_K).all():
+        return flat.reshape(-1, TOP_K)
+    out = np.full((len(lengths), TOP_K), -1, dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(lengths) else lengths
+    for row, (start, n) in enumerate(zip(starts, lengths)):
+        out[row, : min(n, TOP_K)] = flat[start : start + min(n, TOP_K)]
+    return out
+
+
+def _accuracy(table, vocabulary: Vocabulary) -> dict:
     """:func:`batch_classify.report.accuracy` of committed predictions (``label_index``,
     ``pred_index``, ``top5_index`` columns)."""
     return report_lib.accuracy(
         table.column("label_index").fill_null(-1).to_numpy(),
         table.column("pred_index").to_numpy(),
-        table.column("top5_index").combine_chunks().flatten().to_numpy().reshape(-1, 5),
-        imagenet(),
+        _top5_matrix(table.column("top5_index")),
+        vocabulary,
     )
 
 
-def _compare_with_previous(report: dict, pred_index: np.ndarray, storage: StorageOptions, *, max_top1_drop: float) -> dict | None:
+def _label_free(table, low_confidence: float) -> dict:
+    """:func:`batch_classify.report.label_free` of committed predictions (``pred_label``,
+    ``confidence``, ``entropy`` columns; a null entropy, from rows written before it existed, is NaN)."""
+    return report_lib.label_free(
+        np.asarray(table.column("pred_label").to_pylist(), dtype=object),
+        table.column("confidence").to_numpy(),
+        table.column("entropy").cast(pa.float32()).fill_null(np.nan).to_numpy(),
+        low_confidence=low_confidence,
+    )
+
+
+def _previous_scores(previous: str, storage: StorageOptions, table, low_confidence: float) -> dict:
+    """The previous run's report for the comparison: its ``report.json`` over the label-free
+    statistics of its predictions (older reports lack them); scored here when it has no report.json
+    (its report step never ran), with its own model's classes."""
+    scores = {"model": committed_manifest(previous, storage).get("model")} | _label_free(table, low_confidence)
+    try:
+        return scores | json.loads(read_bytes(join(previous, "report.json"), storage))
+    except FileNotFoundError:
+        pass
+    try:
+        return scores | _accuracy(table, get_spec(scores["model"], storage).vocabulary())
+    except ModelError as err:  # its model folder is gone: top-1 without the per-class figures
+        log.warning("previous run %s: its model %s is not readable (%s); comparing top-1 only", previous, scores["model"], err)
+        y = table.column("label_index").fill_null(-1).to_numpy()
+        labelled = y >= 0
+        top1 = float((table.column("pred_index").to_numpy()[labelled] == y[labelled]).mean()) if labelled.any() else None
+        return scores | {"top1": top1, "top5": None, "per_class": []}
+
+
+def _compare_with_previous(
+    report: dict, table, storage: StorageOptions, *, max_top1_drop: float, max_drift: float | None, low_confidence: float
+) -> dict | None:
     """The comparison with the latest run committed before this one under the same output on the
     same input (any model); None when there is none."""
     run_uri = report["run_uri"]
@@ -369,31 +499,40 @@ def _compare_with_previous(report: dict, pred_index: np.ndarray, storage: Storag
     )
     if previous is None:
         return None
-    previous_pred = read_committed(previous, storage, columns=["label_index", "pred_index", "top5_index"])
-    try:
-        previous_report = json.loads(read_bytes(join(previous, "report.json"), storage))
-    except FileNotFoundError:  # committed, but its report step never ran: score it here
-        previous_report = _accuracy(previous_pred) | {"model": committed_manifest(previous, storage).get("model")}
+    previous_pred = read_committed(
+        previous, storage, columns=["label_index", "pred_index", "pred_label", "top5_index", "confidence", "entropy"]
+    )
     return report_lib.compare(
         report,
-        previous_report,
-        pred_index,
-        previous_pred.column("pred_index").to_numpy(),
+        _previous_scores(previous, storage, previous_pred, low_confidence),
+        np.asarray(table.column("pred_label").to_pylist(), dtype=object),
+        np.asarray(previous_pred.column("pred_label").to_pylist(), dtype=object),
         previous_run_uri=previous,
         max_top1_drop=max_top1_drop,
-        num_classes=imagenet().num_classes,
+        max_drift=max_drift,
     )
 
 
-def rerender_report(run_uri: str, storage: StorageOptions, *, max_top1_drop: float = 0.02) -> dict:
+def rerender_report(
+    run_uri: str,
+    storage: StorageOptions,
+    *,
+    max_top1_drop: float | None = None,
+    max_drift: float | None = None,
+    low_confidence: float | None = None,
+) -> dict:
     """Score a committed run again and rewrite its report files (``batch-classify report``).
 
-    Facts only the run itself knew (wall time, listing, stage timings) are kept from its
-    ``report.json``; without one they are left out. Scores and the comparison with the run
-    committed before it are computed afresh.
+    The thresholds default to :class:`RunSettings`' defaults.
+
+    Facts only the run itself knew (wall time, listing, stage timings, why it was unlabelled) are
+    kept from its ``report.json``; without one they are left out. Scores and the comparison with
+    the run committed before it are computed afresh, with the classes of the run's model (a model
+    folder must still be readable).
 
     Raises:
         FileNotFoundError: ``run_uri`` holds no committed run (no ``_SUCCESS``).
+        ModelError: the run's model folder cannot be read.
     """
     run_uri = run_uri.rstrip("/")
     manifest = committed_manifest(run_uri, storage)
@@ -415,4 +554,9 @@ def rerender_report(run_uri: str, storage: StorageOptions, *, max_top1_drop: flo
         "n_failed": manifest["n_failed"],
         "n_reused": manifest.get("n_reused", 0),
     }
-    return score_and_write(report, storage, max_top1_drop=max_top1_drop)
+    vocabulary = get_spec(report["model"], storage).vocabulary()
+    default = lambda name, given: RunSettings.model_fields[name].default if given is None else given  # noqa: E731
+    return score_and_write(
+        report, storage, vocabulary=vocabulary, max_top1_drop=default("max_top1_drop", max_top1_drop),
+        max_drift=default("max_drift", max_drift), low_confidence=default("low_confidence", low_confidence),
+    )

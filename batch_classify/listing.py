@@ -1,15 +1,22 @@
-"""Listing a dataset: every image under a folder or S3 prefix, with its label.
+"""Listing a dataset: every image under a folder or S3 prefix, with its label candidate and partitions.
 
-Labels come from the parent folder name (a wnid such as ``n01440764`` as in
-Imagenette and ImageFolder, or a class name) or from a manifest (CSV or Parquet
-with columns ``path,label``; ``path`` is the full URI as listed or relative to
-the input).
+Labels come from the folder an image lies in (a wnid such as ``n01440764`` as in
+Imagenette and ImageFolder, or a class name): the nearest folder above the file,
+below the input, that is not a Hive-style partition; or from a manifest (CSV or
+Parquet with columns ``path,label``; ``path`` is the full URI as listed or relative
+to the input); or from nowhere (``--labels none``). Whether folder names are labels
+at all is decided later, against the model's classes (the validation step): date
+folders and camera ids are not.
+
+Hive-style partition folders (``date=2026-11-30/``, ``camera=7/``) become values of
+columns named by their keys, kept as strings.
 """
 
 from __future__ import annotations
 
 import io
 import posixpath
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -17,6 +24,15 @@ from batch_classify.storage import StorageOptions, filesystem, is_remote_fs, nor
 
 #: Extensions listed as images, compared case-insensitively.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+#: ``--labels none``: the run is unlabelled whatever the folders are called.
+NO_LABELS = "none"
+#: A Hive-style partition folder: ``key=value``, the key a column name (Hive, Spark, pyarrow write these).
+PARTITION_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
+#: Names a partition key may not take: columns the predictions already have.
+RESERVED_COLUMNS = frozenset({
+    "path", "label", "label_index", "pred_index", "pred_label", "confidence", "top5_index", "top5_prob",
+    "model", "run_id", "content_id", "computed_run_id", "restricted_index", "entropy",
+})
 
 
 class ListingError(ValueError):
@@ -34,12 +50,15 @@ class ImageRecord:
         content_id: the content's identity as the store reports it, for incremental runs:
             ``etag=<ETag>`` on S3, ``size=<bytes>;mtime=<seconds>`` on a file system;
             ``""`` when unknown (never reused).
+        partitions: (key, value) of each Hive-style partition folder between the input and the
+            file, outermost first.
     """
 
     path: str
     label: str | None
     size: int
     content_id: str = ""
+    partitions: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -50,12 +69,17 @@ class Listing:
         records: images sorted by path.
         n_ignored: files under the input that are not images, by extension.
         ignored_extensions: count of ignored files per extension (``""`` for none).
+        label_source: where the records' labels came from: ``folders`` (candidates: the validation
+            step decides whether they name classes), ``manifest`` or ``none``.
+        partition_keys: keys of the Hive-style partition folders found, in the order first seen.
     """
 
     input: str
     records: tuple[ImageRecord, ...]
     n_ignored: int = 0
     ignored_extensions: dict[str, int] = field(default_factory=dict)
+    label_source: str = "folders"
+    partition_keys: tuple[str, ...] = ()
 
 
 def _ext(path: str) -> str:
@@ -86,11 +110,13 @@ def list_images(
 
     Args:
         uri: local folder or ``s3://`` prefix (``s3://anonymous@bucket/...`` for anonymous access).
-        labels_uri: optional ``path,label`` manifest; otherwise labels are parent folder names.
+        labels_uri: optional ``path,label`` manifest; ``"none"``: no labels; otherwise the label
+            candidates are folder names (see the module's docstring).
         limit: keep only the first N images after sorting by path.
 
     Raises:
-        ListingError: the input is missing, unreadable or holds no image; or the manifest is bad.
+        ListingError: the input is missing, unreadable or holds no image; the manifest is bad;
+            a partition key is a column name of the predictions, or appears twice in one path.
     """
     fs, root = filesystem(uri, storage)
     try:
@@ -133,19 +159,57 @@ def list_images(
         images = images[:limit]
 
     root_uri = as_uri(root).rstrip("/")
-    if labels_uri:
+    folders_of = {p: p[len(root_uri) + 1 :].split("/")[:-1] for p, _, _ in images}
+    partitions = {p: _partitions(p, folders) for p, folders in folders_of.items()}
+    if labels_uri and labels_uri.strip().lower() == NO_LABELS:
+        source = NO_LABELS
+
+        def label_of(path: str) -> str | None:
+            return None
+    elif labels_uri:
+        source = "manifest"
         manifest = read_manifest(labels_uri, storage)
 
         def label_of(path: str) -> str | None:
             return manifest.get(path) or manifest.get(path[len(root_uri) + 1 :])
     else:
+        source = "folders"
 
         def label_of(path: str) -> str | None:
-            parent = posixpath.dirname(path)
-            return posixpath.basename(parent) if parent != root_uri else None
+            # the nearest folder above the file that is not a partition folder
+            return next((f for f in reversed(folders_of[path]) if not PARTITION_RE.match(f)), None)
 
-    records = tuple(ImageRecord(path=p, label=label_of(p), size=s, content_id=c) for p, s, c in images)
-    return Listing(input=uri, records=records, n_ignored=sum(ignored.values()), ignored_extensions=dict(ignored))
+    records = tuple(
+        ImageRecord(path=p, label=label_of(p), size=s, content_id=c, partitions=partitions[p]) for p, s, c in images
+    )
+    keys = tuple(dict.fromkeys(k for r in records for k, _ in r.partitions))
+    return Listing(
+        input=uri, records=records, n_ignored=sum(ignored.values()), ignored_extensions=dict(ignored),
+        label_source=source, partition_keys=keys,
+    )
+
+
+def _partitions(path: str, folders: list[str]) -> tuple[tuple[str, str], ...]:
+    """The ``key=value`` folders among ``folders`` (outermost first).
+
+    Raises:
+        ListingError: a key that is a column of the predictions, or a key twice in one path.
+    """
+    found: list[tuple[str, str]] = []
+    for folder in folders:
+        match = PARTITION_RE.match(folder)
+        if match is None:
+            continue
+        key, value = match.groups()
+        if key in RESERVED_COLUMNS:
+            raise ListingError(
+                f"partition folder {folder!r} (in {path}) is named like the predictions' column {key!r}; "
+                "rename the folder's key"
+            )
+        if any(k == key for k, _ in found):
+            raise ListingError(f"partition key {key!r} appears twice in {path}; each key may appear once per path")
+        found.append((key, value))
+    return tuple(found)
 
 
 def read_manifest(uri: str, storage: StorageOptions) -> dict[str, str]:

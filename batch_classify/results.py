@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import posixpath
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -27,13 +28,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from batch_classify.listing import ImageRecord
 from batch_classify.storage import StorageOptions, filesystem, join, write_bytes
 from batch_classify.vocabulary import Vocabulary
 
-#: Schema of ``predictions/*.parquet``. ``label_index`` is the ImageNet class index of ``label`` (null without
-#: one); ``content_id`` the image's identity when listed (see ``listing.content_id``); ``computed_run_id``
-#: the run that computed the row (``run_id`` itself, or an earlier run whose prediction was reused);
-#: ``restricted_index`` the argmax over the classes present in the labels only (null without labels).
+#: Schema of ``predictions/*.parquet``. ``label`` is the ground truth the run scored against (null in an
+#: unlabelled run); ``label_index`` the model's class index of ``label`` (null without one); ``pred_label``
+#: the model's name of ``pred_index`` (ImageNet's, or the model folder's ``id2label``); ``top5_index`` the
+#: best classes, best first (fewer for a model with fewer classes); ``content_id`` the image's identity when
+#: listed (see ``listing.content_id``); ``computed_run_id`` the run that computed the row (``run_id`` itself,
+#: or an earlier run whose prediction was reused); ``restricted_index`` the argmax over the classes present in
+#: the labels only (null without labels); ``entropy`` the entropy of the softmax over all classes, nats (null
+#: in rows written before it existed). Hive-style partition folders of the input add one string column per
+#: key after these (:func:`prediction_schema`).
 PREDICTION_SCHEMA = pa.schema(
     [
         ("path", pa.string()),
@@ -49,8 +56,14 @@ PREDICTION_SCHEMA = pa.schema(
         ("content_id", pa.string()),
         ("computed_run_id", pa.string()),
         ("restricted_index", pa.int64()),
+        ("entropy", pa.float32()),
     ]
 )
+
+
+def prediction_schema(partition_keys: tuple[str, ...] = ()) -> pa.Schema:
+    """:data:`PREDICTION_SCHEMA` plus one string column per partition key, in order."""
+    return pa.schema([*PREDICTION_SCHEMA, *(pa.field(k, pa.string()) for k in partition_keys)])
 #: Schema of the failures file (``failures/part-<attempt>.parquet``); ``stage`` is one of list, read, decode, infer, write.
 FAILURE_SCHEMA = pa.schema([("path", pa.string()), ("stage", pa.string()), ("error", pa.string())])
 
@@ -95,13 +108,17 @@ def _nullable_index(values: np.ndarray | None, rows: np.ndarray) -> pa.Array:
     return pa.array(picked, pa.int64(), mask=picked < 0)
 
 
-def conform(table: pa.Table) -> pa.Table:
-    """``table`` in ``PREDICTION_SCHEMA``: columns in order, missing ones (files written before
-    they existed) added as nulls."""
-    for f in PREDICTION_SCHEMA:
+def conform(table: pa.Table, schema: pa.Schema | None = None) -> pa.Table:
+    """``table`` in ``schema``: columns in order, missing ones (files written before they existed)
+    added as nulls, others dropped. ``schema`` None: :data:`PREDICTION_SCHEMA` followed by the
+    table's own other columns (its partition columns) as strings."""
+    if schema is None:
+        extra = [pa.field(n, pa.string()) for n in table.column_names if n not in PREDICTION_SCHEMA.names]
+        schema = pa.schema([*PREDICTION_SCHEMA, *extra])
+    for f in schema:
         if f.name not in table.column_names:
             table = table.append_column(f.name, pa.nulls(table.num_rows, f.type))
-    return table.select(PREDICTION_SCHEMA.names).cast(PREDICTION_SCHEMA)
+    return table.select(schema.names).cast(schema)
 
 
 class StagingWriter:
@@ -109,8 +126,13 @@ class StagingWriter:
 
     Args:
         run_uri: ``OUTPUT/RUN_ID``.
-        label_map: label string → class index for labelled datasets.
-        content_ids: path → content identity as listed (``ImageRecord.content_id``).
+        vocabulary: the model's classes (``pred_label`` is ``vocabulary.names[pred_index]``).
+        label_map: label string → class index for labelled datasets. Only labels it maps are
+            written: in an unlabelled run (an empty map) every ``label`` is null.
+        records: path → the listed image (label, content identity, partitions); where given, they
+            are taken from here for computed and reused rows alike (labels are an input of this
+            run, not of the prediction). Without: ``label`` from the batch, no content identity.
+        partition_keys: the listing's partition keys: one string column each.
         meta: what computed the rows (``model_id``, ``input``); saved as ``_attempt.json`` in
             staging, where a resumed attempt of the run id checks it before reusing the rows.
         rows_per_file: rows after which a staged file is closed (see :data:`CHECKPOINT_ROWS`).
@@ -125,13 +147,16 @@ class StagingWriter:
         vocabulary: Vocabulary,
         label_map: dict[str, int],
         storage: StorageOptions,
-        content_ids: dict[str, str] | None = None,
+        records: Mapping[str, ImageRecord] | None = None,
+        partition_keys: tuple[str, ...] = (),
         meta: dict | None = None,
         rows_per_file: int = CHECKPOINT_ROWS,
     ) -> None:
         self.run_uri, self.run_id, self.model = run_uri, run_id, model
         self.vocabulary, self.label_map, self.storage = vocabulary, label_map, storage
-        self.content_ids = content_ids or {}
+        self.records = records
+        self.partition_keys = tuple(partition_keys)
+        self.schema = prediction_schema(self.partition_keys)
         self.rows_per_file = rows_per_file
         self.staging_uri = join(run_uri, "_staging", uuid.uuid4().hex)
         self._fs, self._root = filesystem(self.staging_uri, storage)
@@ -151,7 +176,7 @@ class StagingWriter:
         path = posixpath.join(self._root, "predictions", name)
         self._fs.makedirs(posixpath.dirname(path), exist_ok=True)
         self._sink = self._fs.open(path, "wb")
-        self._writer = pq.ParquetWriter(self._sink, PREDICTION_SCHEMA)
+        self._writer = pq.ParquetWriter(self._sink, self.schema)
         self._files.append(name)
         self._rows_in_file = 0
 
@@ -172,27 +197,53 @@ class StagingWriter:
         ok = np.flatnonzero(~failed)
         if not len(ok):
             return
-        labels = [None if batch["label"][i] is None else str(batch["label"][i]) for i in ok]
+        paths = [str(batch["path"][i]) for i in ok]
         pred = batch["pred_index"][ok].astype(np.int64)
-        table = pa.table(
-            {
-                "path": pa.array([str(batch["path"][i]) for i in ok], pa.string()),
+        top5 = batch["top5_index"][ok].astype(np.int64)
+        top5_prob = batch["top5_prob"][ok].astype(np.float32)
+        k = min(top5.shape[1], self.vocabulary.num_classes)  # a model with fewer than 5 classes
+        entropy = batch.get("entropy")
+        columns = {
+            "path": pa.array(paths, pa.string()),
+            "pred_index": pa.array(pred, pa.int64()),
+            "pred_label": pa.array([self.vocabulary.names[i] for i in pred], pa.string()),
+            "confidence": pa.array(batch["confidence"][ok].astype(np.float32), pa.float32()),
+            "top5_index": pa.array(list(top5[:, :k]), pa.list_(pa.int64())),
+            "top5_prob": pa.array(list(top5_prob[:, :k]), pa.list_(pa.float32())),
+            "model": pa.array([self.model] * len(ok), pa.string()),
+            "run_id": pa.array([self.run_id] * len(ok), pa.string()),
+            "computed_run_id": pa.array([self.run_id] * len(ok), pa.string()),
+            "restricted_index": _nullable_index(batch.get("restricted_index"), ok),
+            "entropy": pa.array(np.asarray(entropy)[ok].astype(np.float32), pa.float32())
+            if entropy is not None else pa.nulls(len(ok), pa.float32()),
+        }
+        if self.records is None:
+            labels = [None if batch["label"][i] is None else str(batch["label"][i]) for i in ok]
+            labels = [l if l in self.label_map else None for l in labels]
+            columns |= {
                 "label": pa.array(labels, pa.string()),
-                "label_index": pa.array([self.label_map.get(l) if l is not None else None for l in labels], pa.int64()),
-                "pred_index": pa.array(pred, pa.int64()),
-                "pred_label": pa.array([self.vocabulary.names[i] for i in pred], pa.string()),
-                "confidence": pa.array(batch["confidence"][ok].astype(np.float32), pa.float32()),
-                "top5_index": pa.array(list(batch["top5_index"][ok].astype(np.int64)), pa.list_(pa.int64())),
-                "top5_prob": pa.array(list(batch["top5_prob"][ok].astype(np.float32)), pa.list_(pa.float32())),
-                "model": pa.array([self.model] * len(ok), pa.string()),
-                "run_id": pa.array([self.run_id] * len(ok), pa.string()),
-                "content_id": pa.array([self.content_ids.get(str(batch["path"][i]), "") for i in ok], pa.string()),
-                "computed_run_id": pa.array([self.run_id] * len(ok), pa.string()),
-                "restricted_index": _nullable_index(batch.get("restricted_index"), ok),
-            },
-            schema=PREDICTION_SCHEMA,
-        )
+                "label_index": pa.array([self.label_map.get(l) for l in labels], pa.int64()),
+            }
+            table = conform(pa.table(columns), self.schema)
+        else:
+            table = self._with_listed_facts(conform(pa.table(columns), self.schema))
         self._append(table)
+
+    def _with_listed_facts(self, table: pa.Table) -> pa.Table:
+        """``table`` with ``label``, ``label_index``, ``content_id`` and the partition columns taken
+        from this run's listing and label map (``records`` must be given)."""
+        records = [self.records[p] for p in table.column("path").to_pylist()]
+        labels = [r.label if r.label in self.label_map else None for r in records]
+        facts = {
+            "label": pa.array(labels, pa.string()),
+            "label_index": pa.array([self.label_map.get(l) for l in labels], pa.int64()),
+            "content_id": pa.array([r.content_id for r in records], pa.string()),
+        }
+        for key in self.partition_keys:
+            facts[key] = pa.array([dict(r.partitions).get(key) for r in records], pa.string())
+        for name, column in facts.items():
+            table = table.set_column(self.schema.get_field_index(name), name, column)
+        return table
 
     @property
     def n_failed(self) -> int:
@@ -202,14 +253,18 @@ class StagingWriter:
     def write_reused(self, table: pa.Table) -> None:
         """Append predictions carried over from an earlier run or attempt (``PREDICTION_SCHEMA`` rows).
 
-        ``run_id`` becomes this run's; ``computed_run_id`` keeps the run that computed each row.
+        ``run_id`` becomes this run's; ``computed_run_id`` keeps the run that computed each row;
+        with ``records``, labels, content identity and partitions are this run's (the earlier run
+        may have had other labels).
         """
         if not table.num_rows:
             return
-        table = conform(table)
+        table = conform(table, self.schema)
         table = table.set_column(
-            PREDICTION_SCHEMA.get_field_index("run_id"), "run_id", pa.array([self.run_id] * table.num_rows, pa.string())
+            self.schema.get_field_index("run_id"), "run_id", pa.array([self.run_id] * table.num_rows, pa.string())
         )
+        if self.records is not None:
+            table = self._with_listed_facts(table)
         self._append(table)
         self.n_reused += table.num_rows
 
@@ -349,8 +404,9 @@ def read_committed(run_uri: str, storage: StorageOptions, columns: list[str] | N
     for rel in manifest["prediction_files"]:
         parquet = pq.ParquetFile(posixpath.join(root, rel), filesystem=fs)  # the footer is read once
         wanted = None if columns is None else [c for c in columns if c in parquet.schema_arrow.names]
-        tables.append(conform(parquet.read(columns=wanted)))
-    table = pa.concat_tables(tables) if tables else PREDICTION_SCHEMA.empty_table()
+        tables.append(parquet.read(columns=wanted))
+    schema = prediction_schema(tuple(manifest.get("partition_keys") or ()))
+    table = pa.concat_tables([conform(t, schema) for t in tables]) if tables else schema.empty_table()
     return table if columns is None else table.select(columns)
 
 

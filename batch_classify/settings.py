@@ -57,12 +57,22 @@ class RunSettings(BaseSettings):
 
     input: str = Field(description="Folder or s3:// prefix holding the images (listed recursively).")
     output: str = Field(description="Folder or s3:// prefix; results go to OUTPUT/RUN_ID/.")
-    model: str = Field(DEFAULT_MODEL, description="Model name from the registry (`batch-classify models`).")
+    model: str = Field(
+        DEFAULT_MODEL,
+        description=(
+            "A registry name (`batch-classify models`) or a model folder, local or s3:// (config.json with "
+            "id2label, preprocessing, and model.onnx or model.safetensors; see README 'Your own model')."
+        ),
+    )
     weights: str | None = Field(
         None, description="Weights file (local path or s3://); default: the torch hub cache or the model's package."
     )
     labels: str | None = Field(
-        None, description="Label manifest (CSV or Parquet with columns path,label); default: parent folder names."
+        None,
+        description=(
+            "Label manifest (CSV or Parquet with columns path,label), or 'none' for an unlabelled run; default: "
+            "folder names when they name the model's classes (date folders and the like make the run unlabelled)."
+        ),
     )
     run_id: str = Field(default_factory=new_run_id, description="Run id; default sorts by start time.")
     limit: int | None = Field(None, gt=0, description="Classify only the first N listed images (sorted by path).")
@@ -110,7 +120,25 @@ class RunSettings(BaseSettings):
             "0.02 = 2 points) marks the run Regressed."
         ),
     )
-    fail_on_regression: bool = Field(False, description="A regression (see max_top1_drop) fails the flow run.")
+    max_drift: float = Field(
+        0.10,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "When top-1 cannot be compared (a run without labels): a prediction drift against the previous "
+            "committed run on the same input larger than this (total variation distance of the predicted-class "
+            "distributions, 0 to 1; 0.10: a tenth of the predictions moved to other classes) marks the run Regressed."
+        ),
+    )
+    low_confidence: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="The report counts predictions whose confidence (top-1 softmax probability) is below this.",
+    )
+    fail_on_regression: bool = Field(
+        False, description="A regression (see max_top1_drop, max_drift) fails the flow run."
+    )
     incremental: bool = Field(
         False,
         description=(

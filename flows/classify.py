@@ -9,7 +9,7 @@ from prefect.states import Completed
 from prefect.runtime import flow_run
 
 from batch_classify.settings import RunSettings
-from tasks import list_dataset, persist_predictions, report_accuracy, run_inference, validate_sample
+from tasks import list_dataset, persist_predictions, regression_message, report_accuracy, run_inference, validate_sample
 
 
 def _run_name() -> str:
@@ -36,21 +36,21 @@ def classify_images(settings: RunSettings) -> dict:
     """Classify every image under ``settings.input`` and write predictions and a report.
 
     Returns:
-        the accuracy report (as in ``OUTPUT/RUN_ID/report.json``). A top-1 drop over
-        ``settings.max_top1_drop`` against the previous run ends the flow run in a Completed
-        state named "Regressed" (Failed with ``settings.fail_on_regression``).
+        the report (as in ``OUTPUT/RUN_ID/report.json``). A top-1 drop over
+        ``settings.max_top1_drop`` against the previous run (without labels: a prediction drift
+        over ``settings.max_drift``) ends the flow run in a Completed state named "Regressed"
+        (Failed with ``settings.fail_on_regression``).
     """
     start = time.perf_counter()
     listing = list_dataset(settings)
     validation = validate_sample(settings, listing)
     outcome = run_inference(settings, listing, validation.label_map)
     committed = persist_predictions(settings, outcome.staged)
-    report = report_accuracy(settings, listing, committed, outcome, wall_seconds=time.perf_counter() - start)
+    report = report_accuracy(
+        settings, listing, committed, outcome, wall_seconds=time.perf_counter() - start,
+        unlabelled_reason=validation.unlabelled_reason,
+    )
     cmp = report.get("comparison")
     if cmp and cmp["regressed"]:  # marked in the UI: a Completed state named "Regressed"
-        return Completed(
-            name="Regressed",
-            message=f"top-1 {100 * cmp['top1_delta']:+.1f} points against {cmp['previous_run_uri']}",
-            data=report,
-        )
+        return Completed(name="Regressed", message=regression_message(cmp), data=report)
     return report

@@ -29,7 +29,8 @@ from batch_classify.settings import RunSettings
 from batch_classify.vocabulary import LabelError
 
 class AccuracyRegression(RuntimeError):
-    """Top-1 dropped by more than ``max_top1_drop`` against the previous run, with ``fail_on_regression``."""
+    """The run regressed against the previous one (top-1 dropped by more than ``max_top1_drop``, or,
+    without labels, the predictions drifted by more than ``max_drift``), with ``fail_on_regression``."""
 
 
 #: Errors that a retry cannot fix.
@@ -110,6 +111,11 @@ _storage_retries = dict(
 )
 
 
+def regression_message(comparison: dict) -> str:
+    """One line: every reason the comparison gives for the regression, and the run compared with."""
+    return f"{'; '.join(comparison['reasons'])} (against {comparison['previous_run_uri']})"
+
+
 @task(name="list-dataset", cache_policy=NO_CACHE, **_storage_retries)
 def list_dataset(settings: RunSettings) -> Listing:
     """List every image under the input, with labels."""
@@ -126,8 +132,12 @@ def list_dataset(settings: RunSettings) -> Listing:
 def validate_sample(settings: RunSettings, listing: Listing) -> job.Validation:
     """Decode and classify a few images before the big stage; fail fast on labels or model."""
     validation = job.validate_step(settings, listing)
+    labels = (
+        validation.unlabelled_reason
+        or f"labels map onto {len(set(validation.label_map.values()))} of the model's classes"
+    )
     print(
-        f"sample of {len(validation.sample_paths)} ok: labels map onto {len(set(validation.label_map.values()))} classes; "
+        f"sample of {len(validation.sample_paths)} ok: {labels}; "
         f"{len(validation.sample_failures)} sample images failed to decode"
     )
     return validation
@@ -165,10 +175,17 @@ def persist_predictions(settings: RunSettings, staged: StagedRun) -> CommittedRu
 
 @task(name="accuracy-report", cache_policy=NO_CACHE, **_storage_retries)
 def report_accuracy(
-    settings: RunSettings, listing: Listing, committed: CommittedRun, outcome: job.InferenceOutcome, wall_seconds: float
+    settings: RunSettings,
+    listing: Listing,
+    committed: CommittedRun,
+    outcome: job.InferenceOutcome,
+    wall_seconds: float,
+    unlabelled_reason: str | None = None,
 ) -> dict:
     """Score the run; write report.json/report.md and the Prefect artifacts."""
-    report = job.report_step(settings, listing, committed, outcome, wall_seconds=wall_seconds)
+    report = job.report_step(
+        settings, listing, committed, outcome, wall_seconds=wall_seconds, unlabelled_reason=unlabelled_reason
+    )
     create_link_artifact(
         key=OUTPUT_KEY,
         link=committed.run_uri,
@@ -181,23 +198,24 @@ def report_accuracy(
         description=f"Accuracy of run {settings.run_id} ({settings.model})",
     )
     if report["per_class"]:
+        keys = ("wnid", "name", "support", "predicted", "correct", "precision", "recall")
+        if not any(row.get("wnid") for row in report["per_class"]):  # the model's own classes: no wnids
+            keys = keys[1:]
         create_table_artifact(
             key=PER_CLASS_KEY,
-            table=[
-                {k: row[k] for k in ("wnid", "name", "support", "predicted", "correct", "precision", "recall")}
-                for row in report["per_class"]
-            ],
+            table=[{k: row[k] for k in keys} for row in report["per_class"]],
             description=f"Per-class precision and recall, run {settings.run_id}",
         )
     top1 = "n/a" if report["top1"] is None else f"{report['top1']:.4f}"
     top5 = "n/a" if report["top5"] is None else f"{report['top5']:.4f}"
-    print(f"top-1 {top1}, top-5 {top5} over {report['n_labelled']} labelled images; report at {committed.run_uri}/report.html")
+    confident = "n/a" if report.get("mean_confidence") is None else f"{report['mean_confidence']:.3f}"
+    print(
+        f"top-1 {top1}, top-5 {top5} over {report['n_labelled']} labelled images; mean confidence {confident}; "
+        f"report at {committed.run_uri}/report.html"
+    )
     cmp = report.get("comparison")
     if cmp and cmp["regressed"]:
-        message = (
-            f"top-1 dropped by {-100 * cmp['top1_delta']:.1f} points against {cmp['previous_run_uri']}, "
-            f"over --max-top1-drop {100 * cmp['threshold']:.1f}"
-        )
+        message = regression_message(cmp)
         get_run_logger().warning("REGRESSION: %s", message)
         if settings.fail_on_regression:
             raise AccuracyRegression(message + "; the report is written")
