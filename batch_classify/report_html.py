@@ -9,7 +9,12 @@ and its global figure registry are never used):
 * per-class accuracy (recall), sorted;
 * the confidence histogram (correct and wrong apart) beside a reliability diagram with the
   expected calibration error (ECE);
-* a gallery of the most confident mistakes, thumbnails read from the images' URIs.
+* a gallery of the most confident mistakes, thumbnails read from the images' URIs;
+* for every run, labelled or not: the shares of the most predicted classes (horizontal bars) and,
+  without labels, the confidence histogram alone.
+
+Class names come from the run's :class:`~batch_classify.vocabulary.Vocabulary` (ImageNet-1k or a
+model's own classes); wnids are shown only where the classes have them.
 
 :func:`render_html` puts them, with the summary and the per-class table, into one page that
 needs nothing else: the pictures are ``data:`` URIs, the CSS is inline, there is no script, and a
@@ -32,6 +37,7 @@ import numpy as np
 import pyarrow as pa
 
 from batch_classify.storage import StorageOptions, filesystem, join, write_bytes
+from batch_classify.vocabulary import Vocabulary
 
 #: Resolution of every picture, dots per inch; figure sizes below are in inches.
 DPI = 100
@@ -48,6 +54,8 @@ MAX_GALLERY = 48
 DEFAULT_BINS = 15
 #: Display names are cut to this many characters on the axes of the pictures.
 NAME_CHARS = 24
+#: Most bars in the predicted-class distribution (keeps the picture within 11.5 inches high).
+MAX_DISTRIBUTION_BARS = 30
 
 #: The page may load nothing: only its own inline styles and ``data:`` images.
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -377,6 +385,44 @@ def confidence_png(confidence: np.ndarray, correct: np.ndarray | None, *, n_bins
     return _png(fig)
 
 
+def prediction_distribution_png(distribution: list[dict]) -> bytes:
+    """The shares of the most predicted classes as horizontal bars, as a PNG (no labels needed).
+
+    Args:
+        distribution: ``[{"name", "count", "share"}, ...]`` as in
+            :func:`batch_classify.report.label_free`'s ``prediction_distribution`` (``share``: a
+            fraction of all the run's predictions). Drawn most first (ties by name); above
+            :data:`MAX_DISTRIBUTION_BARS` entries, the largest that many, as the title says.
+
+    The figure is 8 inches wide and 3 to 11.5 inches high (at most 800 × 1,150 pixels).
+
+    Raises:
+        ValueError: ``distribution`` is empty.
+    """
+    rows = sorted(distribution, key=lambda r: (-float(r["share"]), str(r["name"])))
+    if not rows:
+        raise ValueError("no predicted class to draw")
+    shown = rows[:MAX_DISTRIBUTION_BARS]
+    k = len(shown)
+    share = np.array([float(r["share"]) for r in shown])
+    fig = _figure(8.0, float(np.clip(1.5 + 0.3 * k, 3.0, 11.5)))
+    ax = fig.add_subplot()
+    ys = np.arange(k)
+    ax.barh(ys, share, color="#4c72b0", height=0.7)
+    ax.set_yticks(ys, [f"{_label(r['name'])} (n={int(r['count'])})" for r in shown], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(float(share.max()), 0.01) * 1.18)
+    for yy, v in zip(ys, share):
+        ax.text(v, yy, f" {100 * v:.1f}%", va="center", fontsize=7)
+    from matplotlib.ticker import PercentFormatter
+
+    ax.xaxis.set_major_formatter(PercentFormatter(xmax=1.0))  # decimals chosen from the axis range
+    ax.set_xlabel("share of the predicted images")
+    title = f"The {k} most predicted classes" if k == len(rows) else f"The {k} most predicted of the {len(rows)} classes given"
+    ax.set_title(title + " (no labels needed)", fontsize=10)
+    return _png(fig)
+
+
 def confident_mistakes(predictions: pa.Table, n: int) -> list[dict]:
     """The ``n`` most confident wrong predictions among the labelled rows, most confident first.
 
@@ -462,7 +508,7 @@ def _gallery(mistakes: Sequence[dict], storage: StorageOptions, names: Sequence[
     reasons: list[str | None] = []
     for k, (m, tile, ax) in enumerate(zip(mistakes, tiles, axes), start=1):
         true_name = names[m["label_index"]] if 0 <= m["label_index"] < len(names) else str(m["label"])
-        pred_name = m["pred_label"] or names[m["pred_index"]]
+        pred_name = m["pred_label"] or (names[m["pred_index"]] if 0 <= m["pred_index"] < len(names) else "")
         ax.set_title(
             f"#{k}  {100 * float(m['confidence']):.1f}%\ntrue: {_label(true_name, 22)}\npred: {_label(pred_name, 22)}",
             fontsize=8, loc="left",
@@ -586,8 +632,25 @@ def _summary(report: dict, ece: float | None) -> str:
             (f"top-1 among the {_esc(_num(report.get('n_label_classes')))} label classes (Imagenette-style)",
              f'<span class="big">{_pct(report.get("restricted_top1"))}</span>')
         )
+    facts.append(("expected calibration error (ECE)", _pct(ece)))
+    if "mean_confidence" in report:
+        facts.append(("mean confidence (probability of the top-1 class)", _esc(_pct(report.get("mean_confidence")))))
+    if "low_confidence_threshold" in report:
+        threshold = report.get("low_confidence_threshold")
+        share = report.get("low_confidence_share")
+        facts.append((
+            f"low confidence (under {_esc(_num(threshold, '{:.2f}'))})",
+            "n/a" if share is None else _esc(f"{_pct(share)} ({_num(report.get('n_low_confidence'))} images)"),
+        ))
+    if "mean_entropy" in report:
+        entropy, known, n_pred = report.get("mean_entropy"), report.get("n_entropy"), report.get("n_predicted")
+        text = _num(entropy, "{:.3f} nats")
+        if entropy is not None and known is not None and n_pred is not None and known < n_pred:
+            text += f" (over the {known} of {n_pred} images whose entropy is known)"
+        facts.append(("mean entropy of the predicted distribution", _esc(text)))
+    if "n_predicted_classes" in report:
+        facts.append(("distinct predicted classes", _esc(_num(report.get("n_predicted_classes")))))
     facts += [
-        ("expected calibration error (ECE)", _pct(ece)),
         ("wall time", _esc(_num(report.get("wall_seconds"), "{:.1f} s"))),
         ("throughput", _esc(_num(report.get("images_per_second"), "{:.1f} images/s"))),
         ("device", _esc(device)),
@@ -597,12 +660,26 @@ def _summary(report: dict, ece: float | None) -> str:
 
 def _comparison(comp: dict) -> str:
     parts = ["<h2>Compared with the previous committed run</h2>"]
-    threshold = _esc(_pp(comp.get("threshold"), sign=""))
+    threshold = _pp(comp.get("threshold"), sign="")
+    drift, drift_gate = comp.get("drift_tvd"), comp.get("drift_threshold")
     if comp.get("regressed"):
-        parts.append(f'<p class="alert">Regression: top-1 dropped by more than {threshold} against the previous run.</p>')
+        # A comparison written before the gates gave reasons: the top-1 gate was the only one.
+        reasons = comp.get("reasons") or [f"top-1 dropped by more than {threshold}"]
+        items = "".join(f"<li>{_esc(r)}</li>" for r in reasons)
+        parts.append(f'<div class="alert">Regression against the previous run:<ul>{items}</ul></div>')
+    elif comp.get("top1_delta") is not None:
+        parts.append(f'<p class="ok">No top-1 drop beyond {_esc(threshold)} against the previous run.</p>')
     else:
-        parts.append(f'<p class="ok">No top-1 drop beyond {threshold} against the previous run.</p>')
-    drift = comp.get("drift_tvd")
+        if drift_gate is None:
+            gate = "the drift gate is off (no --max-drift)"
+        elif drift is None:
+            gate = "no drift could be measured (a run predicted nothing)"
+        else:
+            gate = f"prediction drift {drift:.3f} is within --max-drift {drift_gate:g}"
+        parts.append(f'<p class="ok">Top-1 cannot be compared (a run has no labels); {_esc(gate)}.</p>')
+    drift_name = "prediction drift (total variation distance, 0 = same distribution, 1 = disjoint)"
+    if drift_gate is not None:
+        drift_name += f"; --max-drift {drift_gate:g}, gated only when top-1 cannot be compared"
     parts.append(
         _facts(
             [
@@ -610,32 +687,42 @@ def _comparison(comp: dict) -> str:
                 *([("previous model", f"<code>{_esc(comp['previous_model'])}</code>")] if comp.get("previous_model") else []),
                 ("top-1 change", _esc(_pp(comp.get("top1_delta")))),
                 ("top-5 change", _esc(_pp(comp.get("top5_delta")))),
-                ("prediction drift (total variation distance, 0 = same distribution, 1 = disjoint)",
-                 _esc(_num(drift, "{:.3f}"))),
+                (_esc(drift_name), _esc(_num(drift, "{:.3f}"))),
+                ("mean confidence change", _esc(_pp(comp.get("mean_confidence_delta")))),
             ]
         )
     )
+    moved = comp.get("share_changes") or []
+    if moved:
+        rows = [
+            (_esc(d.get("name")), _esc(_pct(d.get("share_before"))), _esc(_pct(d.get("share_after"))),
+             _esc(_pp(d.get("delta"))))
+            for d in moved
+        ]
+        parts += [
+            "<h3>Classes whose share of the predictions moved most (no labels needed)</h3>",
+            _table(["predicted class", "share before", "after", "change"], rows, numeric=(1, 2, 3)),
+        ]
     deltas = [d for d in comp.get("per_class_delta") or [] if d.get("delta") is not None]
     if deltas:
-        deltas.sort(key=lambda d: (d["delta"], str(d.get("wnid"))))
+        deltas.sort(key=lambda d: (d["delta"], str(d.get("name")), str(d.get("wnid") or "")))
         shown = deltas[:15] + deltas[-15:] if len(deltas) > 30 else deltas  # the largest falls and rises
-        rows = []
+        with_wnid = any(d.get("wnid") for d in shown)
+        body = []
         for d in shown:
             cls = "worse" if d["delta"] < 0 else "better" if d["delta"] > 0 else ""
-            rows.append(
-                (f'{_esc(d.get("name", ""))}', f'<code>{_esc(d.get("wnid", ""))}</code>',
-                 _esc(_pct(d.get("recall_before"))), _esc(_pct(d.get("recall_after"))), _esc(_pp(d["delta"])), cls)
-            )
-        body = "".join(
-            f'<tr class="{r[5]}"><td>{r[0]}</td><td>{r[1]}</td><td class="n">{r[2]}</td><td class="n">{r[3]}</td>'
-            f'<td class="n">{r[4]}</td></tr>'
-            for r in rows
-        )
+            cells = [f"<td>{_esc(d.get('name', ''))}</td>"]
+            if with_wnid:
+                cells.append(f"<td><code>{_esc(d['wnid'])}</code></td>" if d.get("wnid") else "<td></td>")
+            cells += [f'<td class="n">{_esc(v)}</td>'
+                      for v in (_pct(d.get("recall_before")), _pct(d.get("recall_after")), _pp(d["delta"]))]
+            body.append(f'<tr class="{cls}">{"".join(cells)}</tr>')
         note = f" ({len(shown)} of {len(deltas)}: the largest falls and rises)" if len(shown) < len(deltas) else ""
+        head = "<th>class</th>" + ("<th>wnid</th>" if with_wnid else "")
         parts.append(
-            f"<h3>Per-class accuracy change{_esc(note)}</h3><table><thead><tr><th>class</th><th>wnid</th>"
+            f"<h3>Per-class accuracy change{_esc(note)}</h3><table><thead><tr>{head}"
             f'<th class="n">before</th><th class="n">after</th><th class="n">change</th></tr></thead>'
-            f"<tbody>{body}</tbody></table>"
+            f"<tbody>{''.join(body)}</tbody></table>"
         )
     return "\n".join(parts)
 
@@ -644,28 +731,67 @@ def _figure_html(png: bytes, alt: str, caption: str) -> str:
     return f"<figure>{_img(png, alt)}<figcaption>{caption}</figcaption></figure>"
 
 
-def render_html(report: dict, predictions: pa.Table, storage: StorageOptions, *, max_mistakes: int = 24) -> str:
+def _predicted_classes(report: dict, predictions: pa.Table, conf: np.ndarray, labelled: bool) -> list[str]:
+    """The "Predicted classes" section: the distribution, and without labels the confidence histogram."""
+    from batch_classify.report import prediction_distribution
+
+    distribution = report.get("prediction_distribution")
+    if distribution is None:  # a report written before the label-free fields: count the table
+        distribution = prediction_distribution(predictions.column("pred_label").to_numpy(zero_copy_only=False))
+    n = predictions.num_rows
+    n_classes = report.get("n_predicted_classes")
+    out = ["<h2>Predicted classes</h2>"]
+    if distribution:
+        of = f" (of the {_esc(n_classes)} classes predicted)" if n_classes is not None else ""
+        out.append(_figure_html(
+            prediction_distribution_png(distribution), "predicted class distribution",
+            f"Share of the {n} predicted images given to each of the {len(distribution[:MAX_DISTRIBUTION_BARS])} most "
+            f"predicted classes{of}. Needs no labels; compare it with earlier runs to see the predictions move.",
+        ))
+    if not labelled:
+        threshold, share = report.get("low_confidence_threshold"), report.get("low_confidence_share")
+        low = (f" {_esc(_pct(share))} of them are under {_esc(_num(threshold, '{:.2f}'))}."
+               if share is not None and threshold is not None else "")
+        out.append(_figure_html(confidence_png(conf, None), "confidence histogram",
+                                f"How sure the model is of its top-1 prediction, over every predicted image.{low}"))
+    return out
+
+
+def render_html(
+    report: dict,
+    predictions: pa.Table,
+    storage: StorageOptions,
+    *,
+    vocabulary: Vocabulary | None = None,
+    max_mistakes: int = 24,
+) -> str:
     """The run's report as one self-contained HTML page.
 
     Contents: the summary (the facts of :func:`batch_classify.report.render_markdown`, plus the
-    ECE and, when the report has them, ``restricted_top1``), the comparison with the previous
-    run (``report["comparison"]``, when present and not None), the confusion matrix, the most
-    frequent confusions, per-class accuracy, confidence and reliability, the most confident
-    mistakes (gallery and list), and the per-class table. Without labels the accuracy pictures
-    are left out and the page says so; without predictions, the pictures are.
+    ECE, the label-free figures and, when the report has them, ``restricted_top1``), a note with
+    ``report["unlabelled_reason"]`` when set, the comparison with the previous run
+    (``report["comparison"]``, when present and not None; labelled or not), the confusion matrix,
+    the most frequent confusions, per-class accuracy, confidence and reliability, the most
+    confident mistakes (gallery and list), the predicted classes (for every run: their shares,
+    and without labels the confidence histogram), and the per-class table. Without labels the
+    accuracy pictures are left out and the page says so; without predictions, the pictures are.
 
     Args:
         report: the run's report (``report.json``'s fields).
         predictions: the committed predictions (:data:`batch_classify.results.PREDICTION_SCHEMA`).
         storage: how to reach the images for the thumbnails.
+        vocabulary: the model's classes, for the class names of the pictures; None: ImageNet-1k
+            (:func:`batch_classify.vocabulary.imagenet`).
         max_mistakes: tiles in the mistakes gallery (at most :data:`MAX_GALLERY`).
 
     Returns:
         the page (UTF-8 text): no script, no external URL; pictures as ``data:image/png`` URIs.
     """
-    from batch_classify.vocabulary import imagenet
+    if vocabulary is None:
+        from batch_classify.vocabulary import imagenet
 
-    names = imagenet().names
+        vocabulary = imagenet()
+    names = vocabulary.names
     n = predictions.num_rows
     y = predictions.column("label_index").fill_null(-1).to_numpy() if n else np.zeros(0, np.int64)
     p = predictions.column("pred_index").to_numpy() if n else np.zeros(0, np.int64)
@@ -684,6 +810,8 @@ def render_html(report: dict, predictions: pa.Table, storage: StorageOptions, *,
         f"<style>{_CSS}</style></head><body>",
         f"<h1>Classification report: run <code>{_esc(run_id)}</code></h1>",
     ]
+    if report.get("unlabelled_reason"):
+        out.append(f'<p class="note">Unlabelled run: {_esc(report["unlabelled_reason"])}</p>')
     comparison = report.get("comparison")
     if comparison and comparison.get("regressed"):
         out.append('<p class="alert">This run regressed against the previous committed run (see the comparison).</p>')
@@ -696,12 +824,10 @@ def render_html(report: dict, predictions: pa.Table, storage: StorageOptions, *,
     elif not labelled.any():
         out.append(
             '<p class="note">No predicted image carries a label, so there is no accuracy, confusion matrix, '
-            "per-class accuracy, calibration or list of mistakes. Labels come from wnid or class-name folders "
-            "or a <code>--labels</code> manifest.</p>"
+            "per-class accuracy, calibration or list of mistakes. Labels come from folders named by the model's "
+            "class names (for ImageNet-1k models, wnids too) or from a <code>--labels</code> manifest.</p>"
         )
-        out += ["<h2>Confidence</h2>",
-                _figure_html(confidence_png(conf, None), "confidence histogram",
-                             "How sure the model is of its top-1 prediction, over every predicted image.")]
+        out += _predicted_classes(report, predictions, conf, labelled=False)
     else:
         n_lab = int(labelled.sum())
         n_classes = len(np.unique(y[labelled]))
@@ -717,8 +843,8 @@ def render_html(report: dict, predictions: pa.Table, storage: StorageOptions, *,
         ]
         if report.get("confusions"):
             rows = [
-                (f'{_esc(c.get("true_name"))} (<code>{_esc(c.get("true_wnid"))}</code>)', _esc(c.get("pred_name")),
-                 _esc(c.get("count")))
+                (_esc(c.get("true_name")) + (f' (<code>{_esc(c["true_wnid"])}</code>)' if c.get("true_wnid") else ""),
+                 _esc(c.get("pred_name")), _esc(c.get("count")))
                 for c in report["confusions"]
             ]
             out += ["<h3>Most frequent confusions</h3>", _table(["true", "predicted", "count"], rows, numeric=(2,))]
@@ -750,20 +876,23 @@ def render_html(report: dict, predictions: pa.Table, storage: StorageOptions, *,
                     _esc(m["pred_label"]), _esc(_pct(float(m["confidence"]))), _esc(reason or ""),
                 ))
             out.append(_table(["#", "image", "label", "true class", "predicted", "confidence", "thumbnail"], rows, numeric=(0, 5)))
+        out += _predicted_classes(report, predictions, conf, labelled=True)
 
     if report.get("per_class"):
         rows = sorted(report["per_class"], key=lambda r: (-r.get("support", 0), r.get("index", 0)))
+        with_wnid = any(r.get("wnid") for r in rows)
         out += [
             f"<h2>Per class ({len(rows)} classes, by support)</h2>",
             _table(
-                ["class", "wnid", "support", "predicted", "correct", "precision", "recall"],
+                ["class", *(["wnid"] if with_wnid else []), "support", "predicted", "correct", "precision", "recall"],
                 [
-                    (_esc(r.get("name")), f"<code>{_esc(r.get('wnid'))}</code>", _esc(r.get("support")),
-                     _esc(r.get("predicted")), _esc(r.get("correct")), _esc(_pct(r.get("precision"))),
-                     _esc(_pct(r.get("recall"))))
+                    (_esc(r.get("name")),
+                     *([f"<code>{_esc(r['wnid'])}</code>" if r.get("wnid") else ""] if with_wnid else []),
+                     _esc(r.get("support")), _esc(r.get("predicted")), _esc(r.get("correct")),
+                     _esc(_pct(r.get("precision"))), _esc(_pct(r.get("recall"))))
                     for r in rows
                 ],
-                numeric=(2, 3, 4, 5, 6),
+                numeric=(2, 3, 4, 5, 6) if with_wnid else (1, 2, 3, 4, 5),
             ),
         ]
     made = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -771,11 +900,18 @@ def render_html(report: dict, predictions: pa.Table, storage: StorageOptions, *,
     return "\n".join(out) + "\n"
 
 
-def write_report_html(run_uri: str, report: dict, storage: StorageOptions, predictions: pa.Table | None = None) -> str:
+def write_report_html(
+    run_uri: str,
+    report: dict,
+    storage: StorageOptions,
+    predictions: pa.Table | None = None,
+    vocabulary: Vocabulary | None = None,
+) -> str:
     """Render the committed run's page and write it as ``RUN_URI/report.html``.
 
     ``predictions``: the run's committed predictions when the caller has read them already
-    (all of ``PREDICTION_SCHEMA``'s columns); read here otherwise.
+    (all of ``PREDICTION_SCHEMA``'s columns); read here otherwise. ``vocabulary``: the model's
+    classes (None: ImageNet-1k), see :func:`render_html`.
 
     Raises:
         FileNotFoundError: the run has no ``_SUCCESS`` (not committed).
@@ -789,5 +925,5 @@ def write_report_html(run_uri: str, report: dict, storage: StorageOptions, predi
     if predictions is None:
         predictions = read_committed(run_uri, storage)
     uri = join(run_uri, "report.html")
-    write_bytes(uri, render_html(report, predictions, storage).encode("utf-8"), storage)
+    write_bytes(uri, render_html(report, predictions, storage, vocabulary=vocabulary).encode("utf-8"), storage)
     return uri

@@ -1,8 +1,10 @@
+import math
+
 import numpy as np
 import pytest
 
-from batch_classify.report import accuracy, render_markdown
-from batch_classify.vocabulary import imagenet
+from batch_classify.report import accuracy, compare, label_free, prediction_distribution, render_markdown
+from batch_classify.vocabulary import from_names, imagenet
 
 
 def test_known_confusion():
@@ -21,6 +23,17 @@ def test_known_confusion():
     assert by[1]["precision"] == pytest.approx(2 / 3) and by[1]["recall"] == pytest.approx(1.0)
     assert by[2]["precision"] is None and by[2]["recall"] == 0.0
     assert [(c["true_index"], c["pred_index"], c["count"]) for c in r["confusions"]] == [(0, 1, 1), (2, 0, 1)]
+    assert by[0]["wnid"] == "n01440764" and r["confusions"][0]["true_wnid"] == "n01440764"
+
+
+def test_accuracy_of_a_model_with_its_own_classes_has_no_wnids():
+    vocabulary = from_names(["cat", "dog", "fox"])
+    r = accuracy(np.array([0, 0, 2]), np.array([0, 1, 2]), np.array([[0, 1, 2, 0, 0], [1, 0, 2, 0, 0], [2, 0, 1, 0, 0]]),
+                 vocabulary)
+    assert r["top1"] == pytest.approx(2 / 3) and r["top5"] == 1.0
+    assert [(c["name"], c["wnid"]) for c in r["per_class"]] == [("cat", None), ("dog", None), ("fox", None)]
+    assert r["confusions"] == [
+        {"true_index": 0, "true_wnid": None, "true_name": "cat", "pred_index": 1, "pred_name": "dog", "count": 1}]
 
 
 def test_unlabelled_gives_no_accuracy():
@@ -34,6 +47,8 @@ def test_markdown_names_figures():
              n_ignored=0, wall_seconds=2.0, images_per_second=1.5)
     md = render_markdown(r)
     assert "**50.0%**" in md and "**100.0%**" in md and "| failed | 1 |" in md and "goldfish" in md
+    assert "| class | wnid | support | precision | recall |" in md and "| tench | `n01440764` |" in md
+    assert "| goldfish (`n01443537`) | tench | 1 |" in md  # the confusion names the true class's wnid
 
 
 def test_restricted_accuracy_by_hand():
@@ -44,3 +59,206 @@ def test_restricted_accuracy_by_hand():
     got = restricted_accuracy(labels, restricted)
     assert got == {"restricted_top1": 0.75, "n_restricted": 4, "n_label_classes": 3}
     assert restricted_accuracy(np.array([-1]), np.array([-1]))["restricted_top1"] is None
+
+
+# ---------------------------------------------------------------- label-free statistics
+
+
+def test_label_free_by_hand():
+    names = np.array(["cat", "dog", "cat", "bird", "cat", "dog"], dtype=object)
+    # exactly representable in float32, so the bins below are exact: 20 bins of 0.05
+    conf = np.array([1.0, 0.5, 0.375, 0.0, 0.75, 0.25], dtype=np.float32)
+    entropy = np.array([0.1, np.nan, 0.5, np.nan, 0.3, np.inf], dtype=np.float32)  # unknown rows are skipped
+    got = label_free(names, conf, entropy, low_confidence=0.5, top_classes=2)
+    assert got["prediction_distribution"] == [
+        {"name": "cat", "count": 3, "share": 0.5}, {"name": "dog", "count": 2, "share": pytest.approx(1 / 3)}]
+    assert got["n_predicted_classes"] == 3
+    hist = got["confidence_histogram"]
+    assert len(hist["edges"]) == 21 and hist["edges"][0] == 0.0 and hist["edges"][-1] == 1.0
+    assert hist["edges"][3] == 0.15  # i / 20, not an accumulated float
+    assert [i for i, c in enumerate(hist["counts"]) if c] == [0, 5, 7, 10, 15, 19] and sum(hist["counts"]) == 6
+    assert got["mean_confidence"] == pytest.approx(2.875 / 6)
+    # 0.375, 0.0 and 0.25 are under 0.5; 0.5 itself is not
+    assert got["low_confidence_threshold"] == 0.5 and got["n_low_confidence"] == 3 and got["low_confidence_share"] == 0.5
+    assert got["mean_entropy"] == pytest.approx(0.3, abs=1e-6) and got["n_entropy"] == 3
+    assert math.isfinite(got["mean_entropy"])
+
+
+def test_label_free_of_nothing_and_without_entropy():
+    got = label_free(np.array([], dtype=object), np.zeros(0, np.float32), None, low_confidence=0.5)
+    assert got["prediction_distribution"] == [] and got["n_predicted_classes"] == 0
+    assert got["confidence_histogram"]["counts"] == [0] * 20
+    assert got["mean_confidence"] is None and got["low_confidence_share"] is None and got["n_low_confidence"] == 0
+    assert got["mean_entropy"] is None and got["n_entropy"] == 0
+    old = label_free(np.array(["a"], dtype=object), np.array([0.9], np.float32), np.array([np.nan], np.float32),
+                     low_confidence=0.5)
+    assert old["mean_entropy"] is None and old["mean_confidence"] == pytest.approx(0.9)
+    with pytest.raises(ValueError, match="confidence"):
+        label_free(np.array(["a", "b"], dtype=object), np.array([0.9], np.float32), None, low_confidence=0.5)
+    with pytest.raises(ValueError, match="confidences"):
+        label_free(np.array(["a"], dtype=object), np.array([1.5], np.float32), None, low_confidence=0.5)
+    with pytest.raises(ValueError, match="low_confidence"):
+        label_free(np.array(["a"], dtype=object), np.array([0.5], np.float32), None, low_confidence=50)
+
+
+def test_prediction_distribution_ties_by_name():
+    got = prediction_distribution(np.array(["b", "a", "c", "c"], dtype=object), top_classes=3)
+    assert [(r["name"], r["count"]) for r in got] == [("c", 2), ("a", 1), ("b", 1)]
+
+
+# ---------------------------------------------------------------- against the previous run
+
+
+def _names(*groups: tuple[str, int]) -> np.ndarray:
+    return np.array([name for name, k in groups for _ in range(k)], dtype=object)
+
+
+UNLABELLED = {"top1": None, "top5": None, "per_class": [], "confusions": []}
+
+
+def test_unlabelled_runs_are_gated_on_drift():
+    current = {**UNLABELLED, "model": "new", "mean_confidence": 0.6}
+    previous = {**UNLABELLED, "model": "old", "mean_confidence": 0.8}
+    now = _names(("cat", 6), ("dog", 4))  # cat 0.6, dog 0.4
+    before = _names(("cat", 3), ("dog", 3), ("fox", 4))  # cat 0.3, dog 0.3, fox 0.4
+    # TVD = 0.5 * (0.3 + 0.1 + 0.4) = 0.4
+    over = compare(current, previous, now, before, previous_run_uri="out/r0", max_top1_drop=0.02, max_drift=0.3)
+    assert over["top1_delta"] is None and over["drift_tvd"] == pytest.approx(0.4)
+    assert over["regressed"] is True and over["reasons"] == ["prediction drift (TVD) 0.400, over --max-drift 0.3"]
+    assert over["drift_threshold"] == 0.3 and over["threshold"] == 0.02
+    assert over["previous_model"] == "old" and over["previous_run_uri"] == "out/r0"
+    assert over["mean_confidence_delta"] == pytest.approx(-0.2)
+    assert [(c["name"], c["share_before"], c["share_after"]) for c in over["share_changes"]] == [
+        ("fox", 0.4, 0.0), ("cat", 0.3, 0.6), ("dog", 0.3, 0.4)]
+    assert [c["delta"] for c in over["share_changes"]] == pytest.approx([-0.4, 0.3, 0.1])
+
+    under = compare(current, previous, now, before, previous_run_uri="out/r0", max_top1_drop=0.02, max_drift=0.5)
+    assert under["regressed"] is False and under["reasons"] == []
+    off = compare(current, previous, now, before, previous_run_uri="out/r0", max_top1_drop=0.02, max_drift=None)
+    assert off["regressed"] is False and off["drift_threshold"] is None and off["drift_tvd"] == pytest.approx(0.4)
+
+    # One side labelled is not enough to compare top-1: the drift gate applies.
+    half = compare({**current, "top1": 0.9}, previous, now, before, previous_run_uri="out/r0", max_top1_drop=0.02,
+                   max_drift=0.3)
+    assert half["top1_delta"] is None and half["regressed"] is True
+
+
+def test_labelled_runs_are_gated_on_accuracy_not_drift():
+    now, before = _names(("cat", 5)), _names(("dog", 5))  # disjoint: TVD 1
+    better = compare({"top1": 0.9, "top5": 1.0, "per_class": []}, {"top1": 0.5, "top5": 1.0, "per_class": []}, now, before,
+                     previous_run_uri="p", max_top1_drop=0.02, max_drift=0.1)
+    assert better["drift_tvd"] == 1.0 and better["top1_delta"] == pytest.approx(0.4)
+    assert better["regressed"] is False and better["reasons"] == []
+    worse = compare({"top1": 0.5, "top5": 0.75, "per_class": []}, {"top1": 0.75, "top5": 1.0, "per_class": []}, now,
+                    now, previous_run_uri="p", max_top1_drop=0.02, max_drift=0.1)
+    assert worse["regressed"] is True and worse["drift_tvd"] == 0.0 and worse["share_changes"] == []
+    assert worse["reasons"] == ["top-1 dropped by 25.0 points, over --max-top1-drop 0.02 (2.0 points)"]
+    assert worse["top5_delta"] == pytest.approx(-0.25)
+    # An older previous report has no mean confidence: no change is made up.
+    assert worse["mean_confidence_delta"] is None
+
+
+def test_runs_of_models_with_different_classes_compare_by_name():
+    a, b = from_names(["cat", "dog", "fox"]), from_names(["fox", "cat"])  # "cat" is index 0 in one, 1 in the other
+    now = np.asarray(a.names, dtype=object)[[0, 0, 1]]  # cat 2/3, dog 1/3
+    before = np.asarray(b.names, dtype=object)[[1, 1, 0]]  # cat 2/3, fox 1/3
+    got = compare(UNLABELLED, UNLABELLED, now, before, previous_run_uri="p", max_top1_drop=0.02, max_drift=0.5)
+    assert got["drift_tvd"] == pytest.approx(1 / 3) and got["regressed"] is False
+    assert [c["name"] for c in got["share_changes"]] == ["dog", "fox"]  # equal moves: by name; cat did not move
+
+    # Nothing predicted on one side: no drift, no share changes, no gate.
+    empty = compare(UNLABELLED, UNLABELLED, now, np.array([], dtype=object), previous_run_uri="p", max_top1_drop=0.02,
+                    max_drift=0.0)
+    assert empty["drift_tvd"] is None and empty["share_changes"] == [] and empty["regressed"] is False
+
+
+def test_share_changes_keep_the_ten_largest_moves_ties_by_name():
+    now = np.array(list("lkjihgfedcba"), dtype=object)  # twelve names, 1/12 each
+    before = np.array(["z"] * 12, dtype=object)
+    got = compare(UNLABELLED, UNLABELLED, now, before, previous_run_uri="p", max_top1_drop=0.02, max_drift=None)
+    assert [c["name"] for c in got["share_changes"]] == ["z", *"abcdefghi"]
+    assert got["share_changes"][0]["delta"] == -1.0 and got["drift_tvd"] == pytest.approx(1.0)
+
+
+def test_per_class_delta_matches_by_wnid_else_by_name():
+    mine = from_names(["dog", "cat", "crane"])
+    y, p = np.array([0, 0, 1, 1, 2]), np.array([0, 1, 1, 1, 2])
+    current = accuracy(y, p, np.tile(p[:, None], 5), mine)  # dog 1/2, cat 1, crane 1
+    older = from_names(["cat", "dog", "emu"])
+    y0, p0 = np.array([0, 0, 0, 1, 1, 2]), np.array([0, 1, 1, 1, 1, 2])
+    previous = accuracy(y0, p0, np.tile(p0[:, None], 5), older)  # cat 1/3, dog 1, emu 1
+    got = compare(current, previous, np.array(["dog"]), np.array(["dog"]), previous_run_uri="p", max_top1_drop=0.02,
+                  max_drift=None)
+    rows = [(r["name"], r["wnid"], r["recall_before"], r["recall_after"]) for r in got["per_class_delta"]]
+    assert rows == [("dog", None, 1.0, 0.5), ("cat", None, pytest.approx(1 / 3), 1.0)]  # largest drop first
+    assert got["per_class_delta"][0]["delta"] == -0.5
+
+    # ImageNet entries match by wnid: the same name under another wnid is another class; against a model's own
+    # "crane" (no wnid) the ImageNet crane (the machine, n03126707) matches by name.
+    names = imagenet().names
+    crane, bird = names.index("crane"), names.index("crane bird")
+    inet = accuracy(np.array([bird, crane]), np.array([bird, bird]), np.tile(np.array([[bird]]), (2, 5)), imagenet())
+    inet_before = accuracy(np.array([crane]), np.array([crane]), np.tile(np.array([[crane]]), (1, 5)), imagenet())
+    got = compare(inet, inet_before, np.array(["crane"]), np.array(["crane"]), previous_run_uri="p", max_top1_drop=0.02,
+                  max_drift=None)
+    assert [(r["wnid"], r["recall_before"], r["recall_after"]) for r in got["per_class_delta"]] == [("n03126707", 1.0, 0.0)]
+    other = {"per_class": [{**inet_before["per_class"][0], "wnid": "n99999999"}]}  # same name, another wnid
+    got = compare(inet, other, np.array(["crane"]), np.array(["crane"]), previous_run_uri="p", max_top1_drop=0.02,
+                  max_drift=None)
+    assert got["per_class_delta"] == []
+    got = compare(current, inet_before, np.array(["crane"]), np.array(["crane"]), previous_run_uri="p", max_top1_drop=0.02,
+                  max_drift=None)
+    assert [(r["name"], r["wnid"], r["delta"]) for r in got["per_class_delta"]] == [("crane", None, 0.0)]
+    # A name that several classes of the previous run share is ambiguous: not matched, not guessed.
+    twice = from_names(["crane", "crane"])
+    both = accuracy(np.array([0, 1]), np.array([0, 1]), np.array([[0, 1, 0, 0, 0], [1, 0, 0, 0, 0]]), twice)
+    got = compare(current, both, np.array(["crane"]), np.array(["crane"]), previous_run_uri="p", max_top1_drop=0.02,
+                  max_drift=None)
+    assert [r["name"] for r in got["per_class_delta"]] == []
+
+
+# ---------------------------------------------------------------- Markdown
+
+
+def _base(**extra) -> dict:
+    return {"run_id": "r2", "model": "my-model", "input": "s3://b/in/", "run_uri": "s3://b/out/r2", "n_listed": 10,
+            "n_predicted": 10, "n_failed": 0, "n_ignored": 0, "wall_seconds": 2.0, "images_per_second": 5.0, **extra}
+
+
+def test_markdown_of_an_unlabelled_run_of_a_model_with_its_own_classes():
+    vocabulary = from_names(["Cat | tabby", "dog", "fox"])
+    pred = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 2])
+    names = np.asarray(vocabulary.names, dtype=object)[pred]
+    conf = np.array([0.9, 0.8, 0.25, 0.3, 0.95, 0.4, 0.7, 0.45, 0.6, 0.5], np.float32)
+    report = _base(
+        **accuracy(np.full(10, -1), pred, np.tile(pred[:, None], 5), vocabulary),
+        **label_free(names, conf, np.full(10, 0.7, np.float32), low_confidence=0.5),
+        unlabelled_reason="folder names are not class names; the run is unlabelled",
+    )
+    previous = {**UNLABELLED, "model": "old", "mean_confidence": 0.9}
+    report["comparison"] = compare(report, previous, names, np.array(["fox"] * 10, dtype=object),
+                                   previous_run_uri="s3://b/out/r1", max_top1_drop=0.02, max_drift=0.25)
+    md = render_markdown(report)
+    assert md.count("folder names are not class names; the run is unlabelled") == 1
+    assert md.index("the run is unlabelled") < md.index("| model |")  # near the top
+    assert "| **top-1** | **n/a** |" in md and "| **top-5** | **n/a** |" in md
+    assert "## Predictions (no labels needed)" in md
+    assert "40.0% under 0.50 (4 images)" in md  # 0.25, 0.3, 0.4, 0.45; 0.5 is not under 0.50
+    assert "mean entropy of the predicted distribution: 0.700 nats" in md
+    assert "mean confidence (probability of the top-1 class): 58.5%" in md
+    assert "| Cat \\| tabby | 6 | 60.0% |" in md and "| dog | 3 | 30.0% |" in md  # "|" escaped in a cell
+    assert "prediction drift (total variation distance of the predicted classes): 0.900" in md
+    assert "**REGRESSION: prediction drift (TVD) 0.900, over --max-drift 0.25**" in md
+    assert "| Cat \\| tabby | 0.0% | 60.0% | +60.0 points |" in md
+    assert "- mean confidence: -31.5 points" in md
+    assert "wnid" not in md and "(`" not in md
+
+
+def test_markdown_of_a_labelled_run_of_a_model_with_its_own_classes_has_no_wnid_column():
+    vocabulary = from_names(["cat", "dog"])
+    y, p = np.array([0, 0, 1]), np.array([0, 1, 1])
+    report = _base(**accuracy(y, p, np.tile(p[:, None], 5), vocabulary))
+    md = render_markdown(report)
+    assert "| class | support | precision | recall |" in md and "| cat | 2 | 100.0% | 50.0% |" in md
+    assert "| cat | dog | 1 |" in md  # the confusion, no wnid
+    assert "wnid" not in md and "(`" not in md and "Predictions (no labels needed)" not in md  # an older report

@@ -32,12 +32,13 @@ from batch_classify.report_html import (
     load_thumbnails,
     mistakes_gallery_png,
     per_class_accuracy_png,
+    prediction_distribution_png,
     render_html,
     write_report_html,
 )
 from batch_classify.results import PREDICTION_SCHEMA, StagingWriter, commit, read_committed
 from batch_classify.storage import StorageOptions, read_bytes
-from batch_classify.vocabulary import imagenet
+from batch_classify.vocabulary import Vocabulary, from_names, imagenet
 from conftest import arrange_in_wnid_folders
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -73,9 +74,10 @@ def _png_size(data: bytes) -> tuple[int, int]:
     return img.size
 
 
-def _table(rows: list[dict]) -> pa.Table:
-    """Prediction rows (``path``, ``label``, ``label_index``, ``pred_index``, ``confidence``) in the committed schema."""
-    names = imagenet().names
+def _table(rows: list[dict], vocabulary: Vocabulary | None = None) -> pa.Table:
+    """Prediction rows (``path``, ``label``, ``label_index``, ``pred_index``, ``confidence``) in the committed
+    schema; ``pred_label`` from ``vocabulary`` (ImageNet-1k by default)."""
+    names = (vocabulary or imagenet()).names
     full = [
         {
             "path": r["path"], "label": r.get("label"), "label_index": r.get("label_index"),
@@ -89,8 +91,8 @@ def _table(rows: list[dict]) -> pa.Table:
     return pa.Table.from_pylist(full, schema=schema)
 
 
-def _report(table: pa.Table, **extra) -> dict:
-    """The report fields ``job.report_step`` writes, scored from ``table``."""
+def _report(table: pa.Table, vocabulary: Vocabulary | None = None, **extra) -> dict:
+    """The report fields ``job.report_step`` writes, scored from ``table`` (labels and the label-free statistics)."""
     y = table.column("label_index").fill_null(-1).to_numpy() if table.num_rows else np.zeros(0, np.int64)
     p = table.column("pred_index").to_numpy() if table.num_rows else np.zeros(0, np.int64)
     t5 = (table.column("top5_index").combine_chunks().flatten().to_numpy().reshape(-1, 5) if table.num_rows
@@ -98,7 +100,11 @@ def _report(table: pa.Table, **extra) -> dict:
     return {
         "run_id": "r1", "model": "efficientnet_lite0", "input": "/data/in", "run_uri": "/data/out/r1",
         "n_listed": table.num_rows, "n_predicted": table.num_rows, "n_failed": 0, "n_ignored": 0, "n_reused": 0,
-        **report_lib.accuracy(y, p, t5, imagenet()),
+        **report_lib.accuracy(y, p, t5, vocabulary or imagenet()),
+        **report_lib.label_free(
+            table.column("pred_label").to_numpy(zero_copy_only=False) if table.num_rows else np.zeros(0, object),
+            table.column("confidence").to_numpy(zero_copy_only=False) if table.num_rows else np.zeros(0, np.float32),
+            None, low_confidence=0.5),
         "wall_seconds": 12.5, "images_per_second": 3.2, "device": "cpu", "num_actors": 1,
         **extra,
     }
@@ -243,6 +249,17 @@ def test_hostile_and_dollar_names_do_not_break_drawing():
     assert _png_size(per_class_accuracy_png(np.array([3, 3, 4]), np.array([3, 4, 4]), names))[0] > 300
 
 
+def test_prediction_distribution_picture_is_bounded_and_takes_any_name():
+    names = [HOSTILE + " $\\frac{1}{0$", "tench", *(f"class {i}" for i in range(998))]
+    counts = np.arange(1000, 0, -1)
+    full = [{"name": n, "count": int(k), "share": float(k / counts.sum())} for n, k in zip(names, counts)]
+    for distribution in (full[:1], full[:20], full):
+        w, h = _png_size(prediction_distribution_png(distribution))
+        assert 300 <= w <= 1500 and 300 <= h <= 1400, (len(distribution), w, h)
+    with pytest.raises(ValueError):
+        prediction_distribution_png([])
+
+
 def test_thumbnails_apply_exif_orientation_and_never_raise(tmp_path, s3_endpoint):
     landscape = Image.new("RGB", (120, 40), (0, 0, 0))  # stored 120 x 40, shown rotated: 40 wide, 120 high
     exif = landscape.getexif()
@@ -297,25 +314,36 @@ def test_page_is_self_contained_and_escapes_data(tmp_path):
     ])
     report = _report(table, input=HOSTILE, restricted_top1=0.5, n_label_classes=1, comparison={
         "previous_run_uri": f"s3://bucket/{HOSTILE}", "previous_model": HOSTILE, "top1_delta": -0.25,
-        "top5_delta": 0.0, "drift_tvd": 0.5, "regressed": True, "threshold": 0.02,
+        "top5_delta": 0.0, "drift_tvd": 0.5, "regressed": True, "threshold": 0.02, "drift_threshold": None,
         "per_class_delta": [{"wnid": HOSTILE, "name": HOSTILE, "recall_before": 0.75, "recall_after": 0.5, "delta": -0.25}],
+        "share_changes": [{"name": HOSTILE, "share_before": 0.0, "share_after": 0.5, "delta": 0.5}],
+        "mean_confidence_delta": 0.05,
+        "reasons": ["top-1 dropped by 25.0 points, over --max-top1-drop 0.02 (2.0 points)"],
     })
+    report["prediction_distribution"][0]["name"] = HOSTILE
     report["per_class"][0]["name"] = HOSTILE
     report["confusions"][0]["pred_name"] = HOSTILE
     page = render_html(report, table, StorageOptions())
-    assert "<script" not in page.lower() and page.count("&lt;script&gt;") >= 8
+    assert "<script" not in page.lower() and page.count("&lt;script&gt;") >= 9
     assert not re.search(r"(src|href)\s*=\s*[\"']?\s*(https?:)?//", page, re.I)
     assert "http://" not in page and "https://" not in page and "<link" not in page
     assert re.findall(r"\b(?:src|href)=\"([^\"]*)\"", page) and all(
         s.startswith("data:image/png;base64,") for s in re.findall(r"\b(?:src|href)=\"([^\"]*)\"", page))
     pictures = _images(page)
-    assert len(pictures) == 4  # confusion matrix, per-class accuracy, confidence, mistakes
+    assert len(pictures) == 5  # confusion matrix, per-class accuracy, confidence, mistakes, predicted classes
     for png in pictures:
         assert min(_png_size(png)) > 100
     assert "Content-Security-Policy" in page
     # Restricted accuracy and the comparison are shown.
     assert "top-1 among the 1 label classes" in page and "50.0%" in page
     assert "-25.0 points" in page and "0.500" in page and "Regression" in page and "2.0 points" in page
+    assert "top-1 dropped by 25.0 points, over --max-top1-drop 0.02 (2.0 points)" in page
+    assert "+50.0 points" in page and "+5.0 points" in page  # a share change, the mean confidence change
+    # An older report's comparison (no reasons, no label-free fields) still renders.
+    old = {k: v for k, v in report["comparison"].items()
+           if k not in ("reasons", "share_changes", "mean_confidence_delta", "drift_threshold")}
+    page = render_html({**report, "comparison": old}, table, StorageOptions())
+    assert "top-1 dropped by more than 2.0 points" in page and "mean confidence change" in page
 
 
 def test_page_without_labels_without_predictions_and_with_one_class(tmp_path):
@@ -323,7 +351,7 @@ def test_page_without_labels_without_predictions_and_with_one_class(tmp_path):
     unlabelled = _table([{"path": photo, "pred_index": 5, "confidence": 0.4}, {"path": photo, "pred_index": 9, "confidence": 0.8}])
     page = render_html(_report(unlabelled), unlabelled, StorageOptions())
     assert "No predicted image carries a label" in page and "Confusion matrix" not in page
-    assert len(_images(page)) == 1  # the confidence histogram alone
+    assert len(_images(page)) == 2  # the predicted classes and the confidence histogram
     assert "Compared with" not in page and "Imagenette" not in page
 
     empty = _table([])
@@ -333,11 +361,63 @@ def test_page_without_labels_without_predictions_and_with_one_class(tmp_path):
     one = _table([{"path": photo, "label": "n01440764", "label_index": 0, "pred_index": p, "confidence": c}
                   for p, c in [(0, 0.9), (0, 0.8), (3, 0.7)]])
     page = render_html(_report(one), one, StorageOptions())
-    assert len(_images(page)) == 4 and "66.7%" in page  # one class, 2 of 3 right
+    assert len(_images(page)) == 5 and "66.7%" in page  # one class, 2 of 3 right
 
     right = _table([{"path": photo, "label": "n01440764", "label_index": 0, "pred_index": 0, "confidence": 0.9}])
     page = render_html(_report(right), right, StorageOptions())
-    assert "No mistakes among the 1 labelled images" in page and len(_images(page)) == 3
+    assert "No mistakes among the 1 labelled images" in page and len(_images(page)) == 4
+
+
+def test_page_of_an_unlabelled_run_of_a_model_with_its_own_classes(tmp_path):
+    vocabulary = from_names(["Cat $x$", HOSTILE, "dog", "fox"])  # a config.json's id2label: no wnids
+    photo = str(_jpeg(tmp_path / "a.jpg"))
+    table = _table([{"path": photo, "pred_index": p, "confidence": c}
+                    for p, c in [(0, 0.9), (0, 0.3), (1, 0.8), (2, 0.45), (2, 0.5)]], vocabulary)
+    reason = f"folder names (e.g. {HOSTILE}) are not class names; the run is unlabelled"
+    report = _report(table, vocabulary, unlabelled_reason=reason)
+    current_names = table.column("pred_label").to_numpy(zero_copy_only=False)
+    previous_names = np.array(["fox"] * 4 + ["Cat $x$"], dtype=object)  # another model's run on the same input
+    previous = {"top1": None, "top5": None, "per_class": [], "model": "old-model", "mean_confidence": 0.9}
+
+    def page_with(max_drift):
+        comparison = report_lib.compare(report, previous, current_names, previous_names, previous_run_uri="/out/r0",
+                                        max_top1_drop=0.02, max_drift=max_drift)
+        return comparison, render_html({**report, "comparison": comparison}, table, StorageOptions(), vocabulary=vocabulary)
+
+    comparison, page = page_with(0.1)
+    assert comparison["top1_delta"] is None and comparison["drift_tvd"] == pytest.approx(0.8) and comparison["regressed"]
+    assert "<script" not in page.lower() and html.escape(reason) in page and page.count("the run is unlabelled") == 1
+    assert "No predicted image carries a label" in page and "folders named by the model's class names" in page
+    assert "wnid" not in page.replace("(for ImageNet-1k models, wnids too)", "")  # no wnid column or cell
+    pictures = _images(page)
+    assert len(pictures) == 2 and all(300 <= min(_png_size(png)) for png in pictures)
+    assert 'alt="predicted class distribution"' in page and 'alt="confidence histogram"' in page
+    assert 'alt="confusion matrix"' not in page and "Confusion matrix" not in page and "Per-class accuracy" not in page
+    assert "Predicted classes" in page and "<h2>Compared with the previous committed run</h2>" in page
+    assert "prediction drift (TVD) 0.800, over --max-drift 0.1" in page and "Regression" in page
+    assert "low confidence (under 0.50)" in page and "40.0% (2 images)" in page  # 0.3, 0.45; 0.5 is not under
+    assert "Cat $x$" in page and "-80.0 points" in page  # fox's share fell from 80% to 0
+    assert "mean confidence change" in page and "-31.0 points" in page  # 0.59 - 0.9
+
+    comparison, page = page_with(0.9)
+    assert not comparison["regressed"] and "prediction drift 0.800 is within --max-drift 0.9" in page
+    comparison, page = page_with(None)
+    assert not comparison["regressed"] and "the drift gate is off" in page and "Regression" not in page
+
+
+def test_page_of_a_labelled_run_of_a_model_with_its_own_classes(tmp_path):
+    vocabulary = from_names(["cat", "dog", "fox"])
+    photo = str(_jpeg(tmp_path / "a.jpg"))
+    table = _table([{"path": photo, "label": label, "label_index": y, "pred_index": p, "confidence": c}
+                    for label, y, p, c in [("cat", 0, 0, 0.9), ("cat", 0, 1, 0.8), ("dog", 1, 1, 0.7), ("fox", 2, 2, 0.6)]],
+                   vocabulary)
+    report = _report(table, vocabulary)
+    uri = write_report_html(str(tmp_path / "out" / "r1"), report, StorageOptions(), predictions=table, vocabulary=vocabulary)
+    page = Path(uri).read_text(encoding="utf-8")
+    assert len(_images(page)) == 5 and "75.0%" in page
+    assert "wnid" not in page and "<code>None</code>" not in page
+    assert "goldfish" not in page and "tench" not in page  # the names are the model's, not ImageNet's
+    assert "<td>cat</td><td>dog</td><td>1</td>" in page.replace('<td class="n">', "<td>")  # the confusion, no wnid
 
 
 @pytest.mark.parametrize("where", ["local", "s3"])
@@ -366,7 +446,7 @@ def test_write_report_html_reads_the_committed_run(where, tmp_path, request):
     uri = write_report_html(run_uri, report, storage)
     assert uri == f"{run_uri}/report.html"
     page = read_bytes(uri, storage).decode("utf-8")
-    assert "goldfish" in page and html.escape(photo_uri) in page and len(_images(page)) == 4
+    assert "goldfish" in page and html.escape(photo_uri) in page and len(_images(page)) == 5
     assert "cannot read" not in page and "cannot decode" not in page  # the thumbnail came from storage
     with pytest.raises(FileNotFoundError):
         write_report_html(run_uri.replace("/r1", "/never-committed"), report, storage)
@@ -411,6 +491,11 @@ def _classified_run(photos: list[Path], root: Path) -> tuple[str, dict]:
         comparison={
             "previous_run_uri": str(root / "output" / "20261126T020000Z-def456"), "previous_model": "efficientnet_lite0",
             "top1_delta": -0.025, "top5_delta": 0.0, "drift_tvd": 0.05, "regressed": True, "threshold": 0.02,
+            "drift_threshold": 0.1, "mean_confidence_delta": -0.01,
+            "reasons": ["top-1 dropped by 2.5 points, over --max-top1-drop 0.02 (2.0 points)"],
+            "share_changes": [{"name": r["name"], "share_before": 0.0, "share_after": r["share"], "delta": r["share"]}
+                              for r in report_lib.prediction_distribution(table.column("pred_label").to_numpy(
+                                  zero_copy_only=False), 10)],
             "per_class_delta": [
                 {"wnid": c["wnid"], "name": c["name"], "recall_before": 1.0, "recall_after": c["recall"],
                  "delta": c["recall"] - 1.0}
@@ -431,7 +516,7 @@ def test_report_page_renders_in_headless_chromium(photos, tmp_path):
     page_uri = write_report_html(run_uri, report, StorageOptions())
     html_text = Path(page_uri).read_text(encoding="utf-8")
     assert "cannot read: FileNotFoundError" in html_text and mistakes[0]["pred_label"] in html_text
-    assert [min(_png_size(png)) > 300 for png in _images(html_text)] == [True] * 4
+    assert [min(_png_size(png)) > 300 for png in _images(html_text)] == [True] * 5
 
     console, errors, requests = [], [], []
     shot = tmp_path / "report.png"
@@ -452,10 +537,10 @@ def test_report_page_renders_in_headless_chromium(photos, tmp_path):
 
     assert [m for m in console if m[0] == "error"] == [] and errors == []
     assert all(u.startswith(("file://", "data:")) for u in requests), requests
-    assert len(images) == 4 and all(i["ok"] and i["opaque"] == 1 for i in images), images
+    assert len(images) == 5 and all(i["ok"] and i["opaque"] == 1 for i in images), images
     assert title == "Classification report: run 20261127T020000Z-abc123"
     assert {"Summary", "Compared with the previous committed run", "Confusion matrix", "Per-class accuracy",
-            "Confidence and calibration", "Most confident mistakes"} <= set(headings)
+            "Confidence and calibration", "Most confident mistakes", "Predicted classes"} <= set(headings)
     data = shot.read_bytes()
     w, h = _png_size(data)
     assert w == 1360 and 2500 <= h <= 20000
