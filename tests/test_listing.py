@@ -87,3 +87,33 @@ def test_s3_listing_keeps_uri_form(s3_endpoint, s3_dataset):
     assert all(r.label == r.path.split("/")[-2] for r in listing.records)
     with pytest.raises(ListingError, match="s3://photos/missing does not exist"):
         list_images("s3://photos/missing", opts)
+
+
+def test_partition_folders_become_columns_and_are_never_labels(tmp_path):
+    _touch(tmp_path / "date=2026-11-29" / "IMG_0001.jpg")
+    _touch(tmp_path / "date=2026-11-30" / "camera=7" / "IMG_0002.jpg")
+    _touch(tmp_path / "date=2026-11-30" / "n01440764" / "camera=8" / "IMG_0003.jpg")
+    listing = list_images(str(tmp_path), OPTS)
+    got = {Path(r.path).name: (r.label, dict(r.partitions)) for r in listing.records}
+    assert got == {
+        "IMG_0001.jpg": (None, {"date": "2026-11-29"}),
+        "IMG_0002.jpg": (None, {"date": "2026-11-30", "camera": "7"}),
+        "IMG_0003.jpg": ("n01440764", {"date": "2026-11-30", "camera": "8"}),  # the nearest non-partition folder
+    }
+    assert listing.partition_keys == ("date", "camera") and listing.label_source == "folders"
+
+
+@pytest.mark.parametrize(
+    ("folders", "message"),
+    [(("label=x",), r"named like the predictions' column 'label'"), (("day=1", "day=2"), r"'day' appears twice")],
+)
+def test_bad_partition_keys_are_named(tmp_path, folders, message):
+    _touch(tmp_path.joinpath(*folders, "a.jpg"))
+    with pytest.raises(ListingError, match=message):
+        list_images(str(tmp_path), OPTS)
+
+
+def test_labels_none_drops_every_label(tmp_path):
+    _touch(tmp_path / "n01440764" / "a.jpg")
+    listing = list_images(str(tmp_path), OPTS, labels_uri="none")
+    assert [r.label for r in listing.records] == [None] and listing.label_source == "none"

@@ -1,0 +1,123 @@
+"""Unlabelled nightly drops: date folders, Hive-style partitions, ``--labels none``, the label-free
+report and its drift gate. Real Prefect, real local Ray, real photos; the CLI as a subprocess where
+the README's command is what is being checked."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from conftest import arrange_in_wnid_folders
+
+from batch_classify.results import read_committed
+from batch_classify.settings import RunSettings
+from batch_classify.storage import StorageOptions
+from flows import classify_images
+
+pytestmark = pytest.mark.integration
+MODEL = "efficientnet_lite0"
+
+
+def nightly_drop(photos: list[Path], root: Path, days: dict[str, slice]) -> Path:
+    """Photos renamed as a camera names them, under one folder per day: ``root/2026-11-29/IMG_0001.jpg``."""
+    n = 0
+    for day, part in days.items():
+        (root / day).mkdir(parents=True, exist_ok=True)
+        for p in photos[part]:
+            n += 1
+            shutil.copyfile(p, root / day / f"IMG_{n:04d}.jpg")
+    return root
+
+
+def _cli(*args, tmp_path: Path, timeout: int = 600):
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": "", "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "batch_classify", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def test_nightly_drop_in_date_folders_runs_unlabelled_and_compares_without_labels(photos, tmp_path):
+    """The README's command on a drop in date folders: exit 0, every image predicted, no label invented;
+    the second run on the same input reports a label-free comparison."""
+    incoming = nightly_drop(photos, tmp_path / "incoming", {"2026-11-29": slice(0, 5), "2026-11-30": slice(5, 10)})
+    out = tmp_path / "out"
+    first = _cli("run", "--input", str(incoming), "--output", str(out), "--model", MODEL, "--run-id", "night-1",
+                 "--num-cpus", "2", tmp_path=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "10 predicted, 0 failed of 10 listed" in first.stdout
+    report = json.loads((out / "night-1" / "report.json").read_text())
+    assert report["unlabelled_reason"].startswith("folder names are not class names ('2026-11-29', '2026-11-30')")
+    assert (report["labels"], report["n_labelled"], report["top1"], report["top5"]) == ("none", 0, None, None)
+    assert report["comparison"] is None and report["mean_confidence"] > 0.3
+    assert sum(c["count"] for c in report["prediction_distribution"]) == 10
+    rows = pq.read_table(out / "night-1" / "predictions").to_pylist()
+    assert sorted(Path(r["path"]).name for r in rows) == [f"IMG_{i:04d}.jpg" for i in range(1, 11)]
+    assert all(r["label"] is None and r["label_index"] is None and r["restricted_index"] is None for r in rows)
+    assert all(0.0 <= r["entropy"] <= 6.91 for r in rows)  # ln(1000) = 6.908: the entropy of a uniform guess
+    assert "folder names are not class names" in (out / "night-1" / "report.md").read_text()
+
+    second = _cli("run", "--input", str(incoming), "--output", str(out), "--model", MODEL, "--run-id", "night-2",
+                  "--incremental", "--num-cpus", "2", tmp_path=tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    cmp = json.loads((out / "night-2" / "report.json").read_text())["comparison"]
+    assert cmp["previous_run_uri"] == str(out / "night-1")
+    assert (cmp["top1_delta"], cmp["drift_tvd"], cmp["mean_confidence_delta"], cmp["regressed"]) == (None, 0.0, 0.0, False)
+    assert "prediction drift" in (out / "night-2" / "report.html").read_text().lower()
+
+
+@pytest.mark.usefixtures("prefect_harness", "ray_local")
+def test_partition_folders_are_columns_and_labels_still_map_below_them(photos, tmp_path):
+    src = tmp_path / "in"
+    arrange_in_wnid_folders(photos[:3], src / "date=2026-11-29")
+    arrange_in_wnid_folders(photos[3:5], src / "date=2026-11-30")
+    settings = RunSettings(input=str(src), output=str(tmp_path / "out"), model=MODEL, run_id="p")
+    report = classify_images(settings)
+    assert report["partition_keys"] == ["date"] and report["n_labelled"] == 5 and report["unlabelled_reason"] is None
+    table = read_committed(str(tmp_path / "out" / "p"), StorageOptions())
+    assert table.column_names[-1] == "date"
+    by_date = {(r["date"], r["label"]) for r in table.select(["date", "label"]).to_pylist()}
+    assert {d for d, _ in by_date} == {"2026-11-29", "2026-11-30"} and all(label.startswith("n") for _, label in by_date)
+    # filtered the way the input was laid out, straight from the Parquet files
+    day = pq.read_table(tmp_path / "out" / "p" / "predictions", filters=[("date", "=", "2026-11-30")])
+    assert day.num_rows == 2
+
+
+@pytest.mark.usefixtures("prefect_harness", "ray_local")
+def test_labels_none_forces_an_unlabelled_run_and_mixed_names_stop(photos, tmp_path):
+    src = arrange_in_wnid_folders(photos[:4], tmp_path / "in")
+    report = classify_images(RunSettings(input=str(src), output=str(tmp_path / "out"), model=MODEL, run_id="u", labels="none"))
+    assert (report["n_labelled"], report["top1"], report["unlabelled_reason"]) == (0, None, "--labels none: the run is unlabelled")
+    assert read_committed(str(tmp_path / "out" / "u"), StorageOptions()).column("label").null_count == 4
+
+    (src / "2026-11-30").mkdir()
+    shutil.copyfile(photos[5], src / "2026-11-30" / "IMG_0001.jpg")  # one folder that names no class among wnid folders
+    state = classify_images(RunSettings(input=str(src), output=str(tmp_path / "out"), model=MODEL, run_id="m"), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(Exception, match=r"label '2026-11-30' is no ImageNet wnid.*--labels none for an unlabelled run"):
+        state.result()
+    assert not (tmp_path / "out" / "m" / "_SUCCESS").exists()
+
+
+@pytest.mark.usefixtures("prefect_harness", "ray_local")
+def test_drift_over_max_drift_marks_an_unlabelled_run_regressed(photos, tmp_path):
+    """Two real runs on one unlabelled input: the second, after most photos were replaced by photos of
+    other classes, drifts past --max-drift: Completed named Regressed, or Failed when asked."""
+    incoming = nightly_drop(photos, tmp_path / "incoming", {"2026-11-30": slice(0, 10)})
+    common = dict(input=str(incoming), output=str(tmp_path / "out"), model=MODEL, max_drift=0.2)
+    assert classify_images(RunSettings(**common, run_id="d1"), return_state=True).name == "Completed"
+    for i, p in enumerate(photos[100:107], start=1):  # 7 of 10 photos now show other classes
+        shutil.copyfile(p, incoming / "2026-11-30" / f"IMG_{i:04d}.jpg")
+    state = classify_images(RunSettings(**common, run_id="d2"), return_state=True)
+    assert state.is_completed() and state.name == "Regressed", state.name
+    cmp = state.result()["comparison"]
+    assert cmp["top1_delta"] is None and cmp["drift_tvd"] > 0.5 and cmp["regressed"]
+    assert any("drift" in reason for reason in cmp["reasons"]) and "drift" in state.message
+    assert cmp["share_changes"] and abs(cmp["share_changes"][0]["delta"]) >= 0.1
+    failed = classify_images(RunSettings(**common | {"max_drift": 0.0}, run_id="d3", fail_on_regression=True, limit=9),
+                             return_state=True)
+    assert failed.is_failed() and (tmp_path / "out" / "d3" / "report.json").exists()
