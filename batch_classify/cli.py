@@ -16,6 +16,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+#: Storage options of the commands that read a run or a model folder without a RunSettings (report, models).
+AnonOption = Annotated[bool, typer.Option("--anon", help="Anonymous S3 access.")]
+EndpointOption = Annotated[
+    Optional[str], typer.Option(envvar="AWS_ENDPOINT_URL", help="S3-compatible endpoint. [default: $AWS_ENDPOINT_URL]")
+]
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Batch image classification with Ray Data and Prefect.")
 err = Console(stderr=True)
 out = Console()
@@ -183,10 +189,8 @@ def report(
     low_confidence: Annotated[
         Optional[float], typer.Option(min=0.0, max=1.0, help="Confidence under which predictions are counted. [default: 0.5]")
     ] = None,
-    anon: Annotated[bool, typer.Option("--anon", help="Anonymous S3 access.")] = False,
-    s3_endpoint_url: Annotated[
-        Optional[str], typer.Option(envvar="AWS_ENDPOINT_URL", help="S3-compatible endpoint. [default: $AWS_ENDPOINT_URL]")
-    ] = None,
+    anon: AnonOption = False,
+    s3_endpoint_url: EndpointOption = None,
 ) -> None:
     """Re-render report.json, report.md and report.html of a committed run from its predictions."""
     from batch_classify.job import rerender_report
@@ -219,19 +223,17 @@ def models(
     model: Annotated[
         Optional[str], typer.Argument(help="A model folder (local or s3://) or registry name to describe.", show_default=False)
     ] = None,
-    anon: Annotated[bool, typer.Option("--anon", help="Anonymous S3 access.")] = False,
-    s3_endpoint_url: Annotated[
-        Optional[str], typer.Option(envvar="AWS_ENDPOINT_URL", help="S3-compatible endpoint. [default: $AWS_ENDPOINT_URL]")
-    ] = None,
+    anon: AnonOption = False,
+    s3_endpoint_url: EndpointOption = None,
 ) -> None:
     """List the registry's models and whether their weights are on this machine, or describe one model folder."""
     from batch_classify.models import ModelError, get_spec, list_models
     from batch_classify.storage import StorageOptions
 
     if model is not None:
+        storage = StorageOptions(anon=anon, endpoint_url=s3_endpoint_url)
         try:
-            _describe_model(get_spec(model, StorageOptions(anon=anon, endpoint_url=s3_endpoint_url)),
-                            StorageOptions(anon=anon, endpoint_url=s3_endpoint_url))
+            _describe_model(get_spec(model, storage), storage)
         except ModelError as exc:
             _fail(str(exc))
         return

@@ -212,7 +212,10 @@ class OnnxEngine:
                 providers.insert(0, "CUDAExecutionProvider")
             else:
                 log.warning("ONNX Runtime has no CUDA provider (pip install onnxruntime-gpu); the ONNX model runs on the CPU")
-        self.session = ort.InferenceSession(blob, options, providers=providers)
+        try:
+            self.session = ort.InferenceSession(blob, options, providers=providers)
+        except Exception as err:  # onnxruntime's own error types (a corrupt or unsupported file)
+            raise ModelError(f"model.onnx could not be loaded by ONNX Runtime: {type(err).__name__}: {err}") from err
         model_input = self.session.get_inputs()[0]
         outputs = [o.name for o in self.session.get_outputs()]
         self.input_name = model_input.name
@@ -348,7 +351,10 @@ def build_engine(
         blob = onnx_blob or onnx_model(model_name, weights, storage)
         if spec.onnx_only:  # on a GPU the whole batch goes in one call, as TorchEngine does
             micro = CPU_MICRO_BATCH if device == "cpu" else GPU_CALL_SIZE
-            return OnnxEngine(blob, num_threads=num_threads, normalize=spec.preset, device=device, micro_batch=micro)
+            try:
+                return OnnxEngine(blob, num_threads=num_threads, normalize=spec.preset, device=device, micro_batch=micro)
+            except ModelError as err:
+                raise ModelError(f"model folder {spec.name}: {err}") from err
         return OnnxEngine(blob, num_threads=num_threads)
     model = uint8_model(load_model(spec, weights, storage), spec.preset.mean, spec.preset.std, spec.preset.rescale)
     return TorchEngine(model, device=device, compile=compile)

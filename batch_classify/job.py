@@ -131,14 +131,14 @@ def validate_step(settings: RunSettings, listing: Listing) -> Validation:
     if len(failures) == n:
         shown = "; ".join(f"{p}: {e}" for p, e in list(failures.items())[:3])
         raise ValidationError(f"none of the {n} sample images could be read and decoded ({shown})")
-    classifier = Classifier(model_name=spec.name, weights=settings.weights, storage=storage, runtime=settings.runtime)
     ok = np.flatnonzero(batch["error"] == "")
     try:
+        classifier = Classifier(model_name=spec.name, weights=settings.weights, storage=storage, runtime=settings.runtime)
         logits = classifier.logits(batch["image"][ok])
     except ModelError:
         raise
     except Exception as err:  # noqa: BLE001 - the runtime's own error types; the model cannot run
-        raise ValidationError(f"model {spec.name} failed on the sample: {type(err).__name__}: {err}") from err
+        raise ValidationError(f"model {spec.name} could not be loaded or failed on the sample: {type(err).__name__}: {err}") from err
     if tuple(logits.shape) != (len(ok), spec.num_classes):
         where = f" but {CONFIG_FILE} names {spec.num_classes} classes (id2label)" if spec.folder else ""
         raise ValidationError(
@@ -259,7 +259,7 @@ def inference_step(
             writer.write(batch)
             progress(writer.n_predicted + writer.n_failed, total)
 
-    stage = _run_ray_stage(settings, storage, todo, on_batch, label_classes) if todo else None
+    stage = _run_ray_stage(settings, storage, todo, on_batch, label_classes, onnx_only=spec.onnx_only) if todo else None
     staged = writer.close()
     if staged.n_predicted + staged.n_failed != len(listing.records):
         raise RuntimeError(
@@ -274,6 +274,8 @@ def _run_ray_stage(
     todo: list[dict],
     on_batch: Callable[[dict], None],
     label_classes: list[int] | None,
+    *,
+    onnx_only: bool,
 ) -> StageResult:
     import ray
 
@@ -285,7 +287,7 @@ def _run_ray_stage(
             num_actors=settings.num_actors,
             runtime=settings.runtime,
             batch_size=settings.batch_size,
-            onnx_only=get_spec(settings.model, storage).onnx_only,
+            onnx_only=onnx_only,
         )
         log.info("inference plan: %s", plan)
         return run_stage(

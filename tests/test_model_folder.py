@@ -144,3 +144,11 @@ def test_missing_folder_and_unknown_name(tmp_path):
         get_spec(str(tmp_path / "nope"))
     with pytest.raises(ModelError, match="unknown model 'resnet9000'"):
         get_spec("resnet9000")
+
+
+def test_a_corrupt_onnx_file_is_one_line_naming_the_folder(tmp_path):
+    from batch_classify.engines import build_engine
+
+    root = _folder(tmp_path / "m")  # model.onnx holds text, not a model
+    with pytest.raises(ModelError, match=rf"model folder {root}: model\.onnx could not be loaded by ONNX Runtime"):
+        build_engine(str(root), None, OPTS, runtime="auto")

@@ -173,3 +173,14 @@ def test_models_command_describes_a_folder(folders):
     r = subprocess.run([sys.executable, "-m", "batch_classify", "models", str(folders["timm"] / "nope")],
                        capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 1 and r.stderr.count("error:") == 1 and "neither a registry name nor an existing folder" in r.stderr
+
+
+def test_onnx_input_size_that_the_preprocessing_does_not_give_is_refused(folders, tmp_path):
+    from batch_classify.engines import build_engine
+    from batch_classify.models import ModelError
+
+    bad = Path(shutil.copytree(folders["onnx"], tmp_path / "bad-size"))
+    processor = json.loads((bad / "preprocessor_config.json").read_text())
+    (bad / "preprocessor_config.json").write_text(json.dumps({**processor, "crop_size": {"height": 192, "width": 192}}))
+    with pytest.raises(ModelError, match=r"takes pixel_values of shape \['batch_size', 3, 224, 224\]; the preprocessing gives \[N, 3, 192, 192\]"):
+        build_engine(str(bad), None, StorageOptions())
