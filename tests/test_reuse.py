@@ -185,3 +185,28 @@ def test_resume_off_recomputes_everything(photos, tmp_path):
     report = _run(settings.model_copy(update={"resume": False}))
     assert (report["n_reused"], report["n_computed"]) == (0, 6)
     assert not Path(out, "r", "_staging").exists()
+
+
+def test_reused_rows_take_this_runs_labels_and_a_missing_label_is_null(photos, tmp_path):
+    """Labels are an input of the run, not of the cached prediction: a fixed manifest applies to reused
+    rows too (the report scores them as a full run does). An image the manifest does not name has a
+    null label, never the string "nan"."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for p in photos[:10]:
+        shutil.copyfile(p, src / p.name)
+    shutil.copyfile(photos[10], src / "not-in-the-manifest.JPEG")
+    wrong, right = tmp_path / "wrong.csv", tmp_path / "right.csv"
+    wrong.write_text("path,label\n" + "".join(f"{p.name},n01440764\n" for p in photos[:10]))  # all "tench"
+    right.write_text("path,label\n" + "".join(f"{p.name},{p.name[:9]}\n" for p in photos[:10]))
+    common = dict(input=str(src), output=str(tmp_path / "out"), model=MODEL)
+    assert _run(RunSettings(**common, run_id="l1", labels=str(wrong)))["top1"] <= 0.1
+    fixed = _run(RunSettings(**common, run_id="l2", labels=str(right), incremental=True))
+    full = _run(RunSettings(**common, run_id="l3", labels=str(right)))
+    assert (fixed["n_reused"], full["n_reused"]) == (11, 0)
+    assert fixed["top1"] == full["top1"] >= 0.8 and fixed["n_labelled"] == full["n_labelled"] == 10
+    rows = _rows(str(tmp_path / "out" / "l2"))
+    assert {Path(p).name: r["label"] for p, r in rows.items()} == {
+        **{p.name: p.name[:9] for p in photos[:10]}, "not-in-the-manifest.JPEG": None
+    }
+    assert rows[str(src / "not-in-the-manifest.JPEG")]["label_index"] is None
