@@ -5,8 +5,8 @@ Two kinds:
 * **ImageNet-1k** (:func:`imagenet`): the 1000 wnids in sorted order (index = position in that
   list) and their WordNet lemmas from timm's ``ImageNetInfo`` (shipped with the timm package, no
   download); the short display names are torchvision's ImageNet category names
-  (``weights.meta["categories"]``), in the same class order. Labels match a wnid, a name as
-  torchvision spells it, the name in any case, or a lemma.
+  (``weights.meta["categories"]``), in the same class order. Labels match a wnid, then a name or
+  lemma as spelled, then a name or lemma in any case.
 * **A model's own classes** (:func:`from_names`): the class names in logit order, as a model
   folder's ``config.json`` gives them (``id2label``, or timm's ``label_names``). Labels match a
   name exactly, then in any case (``_`` and runs of spaces count as one space).
@@ -18,6 +18,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
+
+
+def _spaced(name: str) -> str:
+    """Underscores and runs of spaces made one space, case kept: ``great_white  shark`` → ``great white shark``."""
+    return " ".join(name.replace("_", " ").split())
 
 
 def _norm(name: str) -> str:
@@ -51,7 +56,7 @@ class Vocabulary:
         exact: dict[str, set[int]] = {}
         normed: dict[str, set[int]] = {}
         for index, name in enumerate(self.names):
-            exact.setdefault(" ".join(name.replace("_", " ").split()) if self.wnids else name, set()).add(index)
+            exact.setdefault(_spaced(name) if self.wnids else name, set()).add(index)
             normed.setdefault(_norm(name), set()).add(index)
         if self.wnids is None:
             object.__setattr__(self, "_tiers", (exact, normed))
@@ -60,12 +65,13 @@ class Vocabulary:
             raise ValueError(f"{len(self.wnids)} wnids for {len(self.names)} class names")
         lemmas = _timm_lemmas()
         wnid: dict[str, set[int]] = {}
-        lemma: dict[str, set[int]] = {}
         for index, w in enumerate(self.wnids):
             wnid.setdefault(w.lower(), set()).add(index)
             for term in lemmas.get(w, "").split(","):
-                lemma.setdefault(_norm(term), set()).add(index)
-        object.__setattr__(self, "_tiers", (wnid, exact, normed, lemma))
+                if term.strip():
+                    exact.setdefault(_spaced(term), set()).add(index)  # a lemma as WordNet spells it
+                    normed.setdefault(_norm(term), set()).add(index)
+        object.__setattr__(self, "_tiers", (wnid, exact, normed))
 
     @property
     def num_classes(self) -> int:
@@ -87,24 +93,21 @@ class Vocabulary:
     def lookup(self, label: str) -> int:
         """Class index of a label.
 
-        ImageNet, tried in this order: a wnid (``n01440764``), a class name as torchvision spells it
-        (``Cardigan`` the dog, ``cardigan`` the sweater; ``_`` for spaces), the same name in any
-        case, a WordNet lemma (``Tinca tinca``). A model's own classes: the name exactly, then in
-        any case (``_`` for spaces).
+        ImageNet, tried in this order: a wnid (``n01440764``); the spelling of a class name as
+        torchvision writes it or of a WordNet lemma (``Cardigan`` the dog, ``cardigan`` the
+        sweater, ``Tinca tinca``; ``_`` for spaces); the same in any case. At each step every
+        class that has the label as a name or as a lemma is a candidate: ``crane`` is
+        torchvision's name of the machine and a lemma of the bird, so it names both. A model's
+        own classes: the name exactly, then in any case (``_`` for spaces).
 
         Raises:
-            LabelError: unknown label, or a label that several classes share at the first step
-                where it matches (e.g. ``crane``); the candidates are named.
+            LabelError: unknown label; :class:`AmbiguousLabel` for a label that several classes
+                share at the first step where it matches (the candidates are named, with wnids).
         """
         key = label.strip()
         if self.wnids is not None:
-            wnid, exact, normed, lemma = self._tiers
-            hits = (
-                wnid.get(key.lower())
-                or exact.get(" ".join(key.replace("_", " ").split()))
-                or normed.get(_norm(key))
-                or lemma.get(_norm(key))
-            )
+            wnid, exact, normed = self._tiers
+            hits = wnid.get(key.lower()) or exact.get(_spaced(key)) or normed.get(_norm(key))
         else:
             exact, normed = self._tiers
             hits = exact.get(key) or normed.get(_norm(key))

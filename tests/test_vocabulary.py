@@ -1,6 +1,6 @@
 import pytest
 
-from batch_classify.vocabulary import LabelError, imagenet
+from batch_classify.vocabulary import AmbiguousLabel, LabelError, imagenet
 
 
 def test_wnids_sorted_and_indexed():
@@ -28,12 +28,37 @@ def test_ambiguous_and_unknown_labels_are_named():
     assert "2 of 3 labels" in str(err.value) and "'not-a-class'" in str(err.value) and "--labels" in str(err.value)
 
 
+#: Display names that WordNet also gives another class as a lemma (crane: the machine's name, a lemma
+#: of the bird; partridge: a lemma of the ruffed grouse; harp: a lemma of the harmonica; …).
+AMBIGUOUS = {"partridge", "crayfish", "polecat", "crane", "gong", "harp", "maillot", "missile", "tub"}
+
+
 def test_shared_photo_names_agree_with_their_wnids(photos):
-    """Every photo's wnid maps to the class whose name the file carries (crane: the name is ambiguous)."""
+    """Every photo's wnid maps to the class whose name the file carries; a name that WordNet also gives
+    another class stops with both candidates named, never guessed."""
     v = imagenet()
     for p in photos:
         wnid, name = p.stem[:9], p.stem[10:]
         assert v.lookup(wnid) == v.wnids.index(wnid)
-        if name != "crane":
+        if name in AMBIGUOUS:
+            with pytest.raises(AmbiguousLabel, match=rf"names several ImageNet classes: .*\({wnid}\)"):
+                v.lookup(name)
+        else:
             assert v.wnids[v.lookup(name)] == wnid, p.name
     assert {v.lookup(p.stem[:9]) % 2 for p in photos} == {0}
+
+
+def test_every_name_shared_with_a_lemma_is_ambiguous():
+    """At every step (as spelled, any case, lemma), all classes with the label as a name or lemma count."""
+    v = imagenet()
+    ambiguous = set()
+    for name in v.names:
+        try:
+            v.lookup(name)
+        except AmbiguousLabel:
+            ambiguous.add(name)
+    assert ambiguous == AMBIGUOUS
+    with pytest.raises(AmbiguousLabel, match=r"'Crane' names several ImageNet classes: crane bird \(n02012849\), crane \(n03126707\)"):
+        v.lookup("Crane")  # any case
+    with pytest.raises(AmbiguousLabel, match=r"maillot \(n03710637\), maillot tank suit \(n03710721\)"):
+        v.lookup("maillot")
