@@ -17,6 +17,27 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Default model: the seed tutorial's ResNet-152.
 DEFAULT_MODEL = "resnet152"
+#: Longest run id, characters. A run id names a folder (NAME_MAX is 255 bytes on Linux file systems)
+#: and is part of longer names: Ray Job submission ids (``batch-classify-RUN_ID-<8 hex>``).
+MAX_RUN_ID = 200
+
+
+def check_uri(value: str, what: str) -> str:
+    """A dataset or output URI as given, refused when it names nothing or a root.
+
+    ``""`` (an unset variable in a cron line: ``--input "$DROP"``) would classify the working
+    directory, or write to ``/RUN_ID``; ``/``, ``s3://`` and ``s3://anonymous@`` name no folder.
+
+    Raises:
+        ValueError: an empty or root-only URI, naming the setting.
+    """
+    stripped = value.strip()
+    bare = stripped.rstrip("/")
+    if not stripped:
+        raise ValueError(f"{what} is empty (an unset variable?); pass a folder or an s3:// prefix")
+    if not bare or bare.lower() in ("s3:", "s3a:", "file:", "s3://anonymous@", "s3a://anonymous@"):
+        raise ValueError(f"{what} {value!r} is a root, not a folder; pass a folder or an s3://bucket/prefix")
+    return value
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -160,11 +181,18 @@ class RunSettings(BaseSettings):
     @classmethod
     def _safe_run_id(cls, value: str) -> str:
         allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
-        if not value or value.startswith(".") or set(value) - allowed:
+        if not value or value.startswith((".", "-")) or set(value) - allowed:
             raise ValueError(
-                f"run id {value!r} may hold only letters, digits, '-', '_' and '.', and not start with '.'"
+                f"run id {value!r} may hold only letters, digits, '-', '_' and '.', and not start with '.' or '-'"
             )
+        if len(value) > MAX_RUN_ID:
+            raise ValueError(f"run id of {len(value)} characters is longer than {MAX_RUN_ID}; use a shorter --run-id")
         return value
+
+    @field_validator("input", "output")
+    @classmethod
+    def _not_empty_or_root(cls, value: str, info) -> str:
+        return check_uri(value, info.field_name)
 
     def run_uri(self) -> str:
         """``OUTPUT/RUN_ID`` with no trailing slash."""
@@ -201,6 +229,11 @@ class ServeSettings(BaseSettings):
     )
     s3_endpoint_url: str | None = _s3_endpoint_url()
     ray_address: str | None = _ray_address("Ray cluster for the runs; default: a local Ray per run.")
+
+    @field_validator("input", "output")
+    @classmethod
+    def _not_empty_or_root(cls, value: str, info) -> str:
+        return check_uri(value, info.field_name)
 
     def run_defaults(self) -> dict:
         """The ``settings`` parameter shared by both deployments' runs (everything but ``input``)."""

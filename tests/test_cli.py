@@ -89,3 +89,13 @@ def test_no_secret_reaches_outputs_or_logs(s3_endpoint, s3_dataset, tmp_path):
         leaks = [str(p) for p in files if secret.encode() in p.read_bytes()]
         assert not leaks, f"{secret[:12]}… found in {leaks}"
     shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_empty_input_or_output_is_refused_before_anything_runs(tmp_path):
+    """An unset variable in a cron line (`--output "$OUT"`) must not classify the working directory or write to /RUN_ID."""
+    for args, field in ((("--input", "", "--output", str(tmp_path / "out")), "input"),
+                        (("--input", str(tmp_path), "--output", ""), "output")):
+        r = _cli("run", *args, "--run-id", "empty", tmp_path=tmp_path, timeout=120)
+        errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+        assert r.returncode == 1 and len(errors) == 1 and f"{field}: Value error, {field} is empty" in errors[0], r.stderr
+    assert not Path("/empty").exists() and not (tmp_path / "out").exists()

@@ -46,3 +46,23 @@ def test_anonymous_s3_uri_form_is_kept_for_readers(s3_endpoint, s3_dataset):
     uri = s3_dataset.replace("s3://", "s3://anonymous@")
     listing = list_images(uri, StorageOptions(endpoint_url=s3_endpoint), limit=2)
     assert all(r.path.startswith("s3://anonymous@photos/imagenet-sample/") for r in listing.records)
+
+
+@pytest.mark.parametrize("uri", ["", "  ", "/", "//", "s3://", "s3://anonymous@", "file://"])
+@pytest.mark.parametrize("field", ["input", "output"])
+def test_empty_or_root_uris_are_refused_at_the_entry_point(field, uri):
+    from batch_classify.settings import ServeSettings
+
+    given = {"input": "in", "output": "out", field: uri}
+    with pytest.raises(ValidationError, match=rf"{field}\b.*(is empty|is a root)"):
+        RunSettings(**given)
+    with pytest.raises(ValidationError, match=rf"{field}\b.*(is empty|is a root)"):
+        ServeSettings(**given)  # the deployments' parameters
+    assert RunSettings(input="s3://bucket", output="s3://bucket/").run_uri().startswith("s3://bucket/")
+
+
+@pytest.mark.parametrize(("run_id", "message"), [("-rf", "not start with '.' or '-'"), ("x" * 201, "longer than 200")])
+def test_run_ids_a_file_system_or_a_command_line_would_trip_on_are_refused(run_id, message):
+    with pytest.raises(ValidationError, match=message):
+        RunSettings(input="i", output="o", run_id=run_id)
+    assert RunSettings(input="i", output="o", run_id="x" * 200).run_id == "x" * 200
