@@ -74,7 +74,8 @@ def decode_batch(
 
 
 def read_many(paths: list[str], storage: StorageOptions) -> dict[str, bytes | BaseException]:
-    """Read several files; S3 reads run concurrently (s3fs ``cat``).
+    """Read several files, each path taken literally (``photo [1].jpg`` is no glob pattern); S3
+    reads run concurrently (s3fs ``cat_ranges``: one whole-file read per path).
 
     Returns:
         path → bytes, or the exception that reading it raised.
@@ -82,18 +83,12 @@ def read_many(paths: list[str], storage: StorageOptions) -> dict[str, bytes | Ba
     if not paths:
         return {}
     fs, _ = filesystem(paths[0], storage)
-    stripped = {fs._strip_protocol(p): p for p in paths}
+    stripped = [fs._strip_protocol(p) for p in paths]
     try:
-        got = fs.cat(list(stripped), on_error="return")
+        got = fs.cat_ranges(stripped, None, None, on_error="return")
     except Exception as err:  # noqa: BLE001 - a failure of the whole request fails each file
         return {p: err for p in paths}
-    if not isinstance(got, dict):  # a single path returns bytes
-        got = {next(iter(stripped)): got}
-    out: dict[str, bytes | BaseException] = {}
-    for key, original in stripped.items():
-        value = got.get(key, FileNotFoundError(original))
-        out[original] = value
-    return out
+    return dict(zip(paths, got, strict=True))
 
 
 class Classifier:

@@ -103,3 +103,26 @@ def test_pixel_limit_refuses_before_decoding():
     with pytest.raises(DecodeError, match="3000x3000 is 9,000,000 pixels, over the limit of 1,000,000"):
         LITE0_PRESET(data, max_pixels=1_000_000)
     assert LITE0_PRESET(data).shape == (224, 224, 3)  # under Pillow's default limit
+
+
+@pytest.mark.integration
+@pytest.mark.usefixtures("prefect_harness", "ray_local")
+def test_names_with_glob_characters_are_read_literally(photos, tmp_path, s3_endpoint):
+    """``photo [1].jpg``, ``x*?.jpg``: file names, not patterns, on local disk and on S3."""
+    import boto3
+
+    names = ["photo [1].jpg", "photo [2] (copy).jpg", "star*and?mark.jpg", "plain.jpg"]
+    src = tmp_path / "in" / TENCH
+    src.mkdir(parents=True)
+    for name, photo in zip(names, photos):
+        shutil.copyfile(photo, src / name)
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+    s3.create_bucket(Bucket="globs")
+    for name in names:
+        s3.upload_file(str(src / name), "globs", f"in/{TENCH}/{name}")
+    for input, storage in ((str(tmp_path / "in"), {}), ("s3://globs/in", {"s3_endpoint_url": s3_endpoint})):
+        settings = RunSettings(input=input, output=str(tmp_path / "out"), model="efficientnet_lite0", run_id="globs", **storage)
+        report = classify_images(settings)
+        assert (report["n_predicted"], report["n_failed"]) == (4, 0), input
+        paths = read_committed(str(tmp_path / "out" / "globs"), StorageOptions()).column("path").to_pylist()
+        assert sorted(p.rsplit("/", 1)[1] for p in paths) == sorted(names)
