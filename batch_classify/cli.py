@@ -34,7 +34,7 @@ def _prefect_defaults() -> None:
 
 
 def _fail(message: str, code: int = 1):
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -195,6 +195,7 @@ def report(
     """Re-render report.json, report.md and report.html of a committed run from its predictions."""
     from batch_classify.job import rerender_report
     from batch_classify.models import ModelError
+    from batch_classify.results import CorruptRun
     from batch_classify.storage import StorageOptions
 
     try:
@@ -204,6 +205,8 @@ def report(
         )
     except FileNotFoundError as exc:
         _fail(f"{exc}; pass a run folder OUTPUT/RUN_ID that holds _SUCCESS")
+    except CorruptRun as exc:
+        _fail(str(exc))
     except ModelError as exc:
         _fail(f"{exc} (the report needs the class names of the run's model)")
     pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"  # noqa: E731

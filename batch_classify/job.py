@@ -22,7 +22,17 @@ from batch_classify.inference import TOP_K, Classifier, ClusterPlan, StageResult
 from batch_classify.listing import NO_LABELS, Listing, list_images
 from batch_classify.model_folder import CONFIG_FILE
 from batch_classify.models import ModelError, ModelSpec, get_spec
-from batch_classify.results import CommittedRun, StagedRun, StagingWriter, commit, committed_manifest, read_committed
+from batch_classify.results import (
+    SUCCESS,
+    CommittedRun,
+    CorruptRun,
+    StagedRun,
+    StagingWriter,
+    commit,
+    committed_manifest,
+    read_committed,
+    read_failures,
+)
 from batch_classify.reuse import find_reusable, latest_committed_run, model_identity
 from batch_classify.settings import RunSettings
 from batch_classify.storage import StorageOptions, join, read_bytes, write_bytes
@@ -426,9 +436,11 @@ def score_and_write(
     report["comparison"] = _compare_with_previous(
         report, table, storage, max_top1_drop=max_top1_drop, max_drift=max_drift, low_confidence=low_confidence
     )
-    write_bytes(join(run_uri, "report.json"), report_lib.to_json(report), storage)
+    # report.json last: it is the report's commit point (report.md and report.html beside a missing
+    # report.json are what a run killed while reporting left; the next report step replaces them)
     write_bytes(join(run_uri, "report.md"), report_lib.render_markdown(report).encode(), storage)
     write_report_html(run_uri, report, storage, predictions=table, vocabulary=vocabulary)
+    write_bytes(join(run_uri, "report.json"), report_lib.to_json(report), storage)
     return report
 
 
@@ -501,9 +513,13 @@ def _compare_with_previous(
     )
     if previous is None:
         return None
-    previous_pred = read_committed(
-        previous, storage, columns=["label_index", "pred_index", "pred_label", "top5_index", "confidence", "entropy"]
-    )
+    try:
+        previous_pred = read_committed(
+            previous, storage, columns=["label_index", "pred_index", "pred_label", "top5_index", "confidence", "entropy"]
+        )
+    except CorruptRun as err:
+        log.warning("no comparison with %s: %s", previous, err)
+        return None
     return report_lib.compare(
         report,
         _previous_scores(previous, storage, previous_pred, low_confidence),
@@ -534,10 +550,16 @@ def rerender_report(
 
     Raises:
         FileNotFoundError: ``run_uri`` holds no committed run (no ``_SUCCESS``).
+        CorruptRun: the run is not whole (a file ``_SUCCESS`` names is missing or damaged, or
+            ``_SUCCESS`` itself is); the message names the file.
         ModelError: the run's model folder cannot be read.
     """
     run_uri = run_uri.rstrip("/")
     manifest = committed_manifest(run_uri, storage)
+    n_failures = read_failures(run_uri, storage).num_rows
+    if n_failures != manifest.get("n_failed", n_failures):
+        raise CorruptRun(f"{run_uri}/{manifest.get('failures_file')} holds {n_failures} failures, {SUCCESS} says "
+                         f"{manifest['n_failed']}; run the run id again")
     try:
         report = json.loads(read_bytes(join(run_uri, "report.json"), storage))
     except FileNotFoundError:

@@ -370,17 +370,29 @@ def _remove_superseded(fs, root: str, *, keep: set[str]) -> None:
         fs.rm(posixpath.join(root, "_staging"), recursive=True)
 
 
+class CorruptRun(ValueError):
+    """A committed run whose files are not whole: ``_SUCCESS`` not a JSON manifest, a file it names
+    missing, truncated or not Parquet. The message names the file."""
+
+
 def _committed_manifest(run_uri: str, storage: StorageOptions):
     """(filesystem, root path, the ``_SUCCESS`` manifest) of a committed run.
 
     Raises:
         FileNotFoundError: the run has no ``_SUCCESS`` (not committed, or still running).
+        CorruptRun: ``_SUCCESS`` is not a JSON manifest.
     """
     fs, root = filesystem(run_uri, storage)
     success = posixpath.join(root, SUCCESS)
     if not fs.exists(success):
         raise FileNotFoundError(f"{run_uri} has no {SUCCESS}: the run is not committed")
-    return fs, root, json.loads(fs.cat_file(success))
+    try:
+        manifest = json.loads(fs.cat_file(success))
+    except ValueError as err:
+        raise CorruptRun(f"{run_uri}/{SUCCESS} is not a JSON manifest ({err}); run the run id again") from err
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("prediction_files"), list):
+        raise CorruptRun(f"{run_uri}/{SUCCESS} names no prediction_files; run the run id again")
+    return fs, root, manifest
 
 
 def committed_manifest(run_uri: str, storage: StorageOptions) -> dict:
@@ -388,23 +400,33 @@ def committed_manifest(run_uri: str, storage: StorageOptions) -> dict:
 
     Raises:
         FileNotFoundError: the run has no ``_SUCCESS``.
+        CorruptRun: ``_SUCCESS`` is not a JSON manifest.
     """
     return _committed_manifest(run_uri, storage)[2]
 
 
+def _read_parquet(fs, root: str, run_uri: str, rel: str, columns: list[str] | None = None) -> pa.Table:
+    """One file a manifest names; its absence or damage named in one line."""
+    try:
+        parquet = pq.ParquetFile(posixpath.join(root, rel), filesystem=fs)  # the footer is read once
+        wanted = None if columns is None else [c for c in columns if c in parquet.schema_arrow.names]
+        return parquet.read(columns=wanted)
+    except FileNotFoundError as err:
+        raise CorruptRun(f"{run_uri}/{rel}, named by {SUCCESS}, is missing; run the run id again") from err
+    except (pa.ArrowInvalid, OSError) as err:
+        raise CorruptRun(f"{run_uri}/{rel} is truncated or not Parquet ({err}); run the run id again") from err
+
+
 def read_committed(run_uri: str, storage: StorageOptions, columns: list[str] | None = None) -> pa.Table:
     """Read the committed predictions of a run, in ``PREDICTION_SCHEMA`` (columns a file
-    written before they existed come back as nulls).
+    written before they existed come back as nulls) and its partition columns.
 
     Raises:
         FileNotFoundError: the run has no ``_SUCCESS`` (not committed, or still running).
+        CorruptRun: ``_SUCCESS`` is not a manifest, or a file it names is missing or damaged.
     """
     fs, root, manifest = _committed_manifest(run_uri, storage)
-    tables = []
-    for rel in manifest["prediction_files"]:
-        parquet = pq.ParquetFile(posixpath.join(root, rel), filesystem=fs)  # the footer is read once
-        wanted = None if columns is None else [c for c in columns if c in parquet.schema_arrow.names]
-        tables.append(parquet.read(columns=wanted))
+    tables = [_read_parquet(fs, root, run_uri, rel, columns) for rel in manifest["prediction_files"]]
     schema = prediction_schema(tuple(manifest.get("partition_keys") or ()))
     table = pa.concat_tables([conform(t, schema) for t in tables]) if tables else schema.empty_table()
     return table if columns is None else table.select(columns)
@@ -415,6 +437,7 @@ def read_failures(run_uri: str, storage: StorageOptions) -> pa.Table:
 
     Raises:
         FileNotFoundError: the run has no ``_SUCCESS``.
+        CorruptRun: ``_SUCCESS`` is not a manifest, or the failures file is missing or damaged.
     """
     fs, root, manifest = _committed_manifest(run_uri, storage)
-    return pq.read_table(posixpath.join(root, manifest.get("failures_file", "failures.parquet")), filesystem=fs)
+    return _read_parquet(fs, root, run_uri, manifest.get("failures_file", "failures.parquet"))

@@ -28,7 +28,15 @@ import pyarrow.parquet as pq
 
 from batch_classify.listing import ImageRecord
 from batch_classify.models import get_spec
-from batch_classify.results import ATTEMPT_META, PREDICTION_SCHEMA, SUCCESS, committed_manifest, conform, read_committed
+from batch_classify.results import (
+    ATTEMPT_META,
+    PREDICTION_SCHEMA,
+    SUCCESS,
+    CorruptRun,
+    committed_manifest,
+    conform,
+    read_committed,
+)
 from batch_classify.storage import StorageOptions, filesystem, join
 
 log = logging.getLogger(__name__)
@@ -161,7 +169,10 @@ def find_reusable(
     if incremental:
         previous = latest_committed_run(output, input=input, model_id=model_id, storage=storage)
         if previous is not None:
-            tables.append((previous, committed_manifest(previous, storage), read_committed(previous, storage)))
+            try:
+                tables.append((previous, committed_manifest(previous, storage), read_committed(previous, storage)))
+            except CorruptRun as err:  # recomputed instead; the damaged run stays as it is for inspection
+                log.warning("not reusing %s: %s", previous, err)
     wanted = {r.path: r.content_id for r in records if r.content_id}
     taken: set[str] = set()
     parts, sources = [], []

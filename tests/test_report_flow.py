@@ -4,6 +4,8 @@ Imagenette-style accuracy, artifacts (report, per class, output link, progress).
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -96,3 +98,47 @@ def test_report_command_rerenders_a_committed_run(photos, tmp_path):
     second = classify_images(RunSettings(input=str(src), output=str(out), model=MODEL, run_id="r2"))
     cmp = second["comparison"]
     assert (cmp["previous_run_uri"], cmp["previous_model"], cmp["top1_delta"]) == (f"{out}/r1", "model-of-r1", 0.0)
+
+
+def _report_cli(run: Path):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "batch_classify", "report", str(run)], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "COLUMNS": "300"})
+
+
+def test_report_command_on_a_run_that_is_not_whole_is_one_line_naming_the_file(photos, tmp_path):
+    """A damaged _SUCCESS, a truncated predictions file, a deleted failures file: exit 1, one line naming
+    the file. And the report files appear together: report.json, the report's commit point, is written
+    last, so a report step that failed part-way leaves no report.json."""
+    src = arrange_in_wnid_folders(photos[:4], tmp_path / "in")
+    out = tmp_path / "out"
+    classify_images(RunSettings(input=str(src), output=str(out), model=MODEL, run_id="w"))
+    run = out / "w"
+    manifest = json.loads((run / "_SUCCESS").read_text())
+    pristine = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+
+    for report in ("report.json", "report.md", "report.html"):
+        (run / report).unlink()
+    (run / "report.html").mkdir()  # report.html cannot be written: the step fails part-way
+    r = _report_cli(run)
+    assert r.returncode == 1 and not (run / "report.json").exists() and (run / "report.md").exists()
+    (run / "report.html").rmdir()
+
+    damage = {
+        "_SUCCESS": (lambda: (run / "_SUCCESS").write_text("{not json"), r"_SUCCESS is not a JSON manifest"),
+        "predictions": (lambda: (run / manifest["prediction_files"][0]).write_bytes(pristine[run / manifest["prediction_files"][0]][:300]),
+                        r"is truncated or not Parquet"),
+        "failures": (lambda: (run / manifest["failures_file"]).unlink(), r"named by _SUCCESS, is missing"),
+    }
+    for what, (harm, message) in damage.items():
+        harm()
+        r = _report_cli(run)
+        errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+        assert r.returncode == 1 and len(errors) == 1 and re.search(message, errors[0]), (what, r.stderr[-1500:])
+        assert "Traceback" not in r.stderr, what
+        for path, data in pristine.items():  # mend it for the next case
+            path.write_bytes(data)
+    assert _report_cli(run).returncode == 0 and (run / "report.json").exists()
