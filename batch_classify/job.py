@@ -385,6 +385,8 @@ def report_step(
         "labels": listing.label_source if unlabelled_reason is None else "none",
         "unlabelled_reason": unlabelled_reason,
         "partition_keys": list(listing.partition_keys),
+        "manifest_rows": listing.manifest_rows,
+        "manifest_matched": listing.manifest_matched,
         "n_listed": n_listed,
         "n_predicted": committed.n_predicted,
         "n_failed": committed.n_failed,

@@ -72,6 +72,8 @@ class Listing:
         label_source: where the records' labels came from: ``folders`` (candidates: the validation
             step decides whether they name classes), ``manifest`` or ``none``.
         partition_keys: keys of the Hive-style partition folders found, in the order first seen.
+        manifest_rows, manifest_matched: with a label manifest, its labelled rows and how many of
+            them name a listed image (before ``limit``); None without one.
     """
 
     input: str
@@ -80,6 +82,8 @@ class Listing:
     ignored_extensions: dict[str, int] = field(default_factory=dict)
     label_source: str = "folders"
     partition_keys: tuple[str, ...] = ()
+    manifest_rows: int | None = None
+    manifest_matched: int | None = None
 
 
 def _ext(path: str) -> str:
@@ -155,6 +159,7 @@ def list_images(
             f"input {uri} holds no image{note}; extensions listed: {', '.join(sorted(IMAGE_EXTENSIONS))}"
         )
     images.sort()
+    listed = images
     if limit is not None:
         images = images[:limit]
 
@@ -169,9 +174,17 @@ def list_images(
     elif labels_uri:
         source = "manifest"
         manifest = read_manifest(labels_uri, storage)
+        found = {p: manifest.get(p) or manifest.get(p[len(root_uri) + 1 :]) for p, _, _ in listed}
+        manifest_matched = sum(label is not None for label in found.values())
+        if manifest and not manifest_matched:
+            example = next(iter(manifest))
+            raise ListingError(
+                f"none of the {len(manifest)} rows of label manifest {labels_uri} names an image under {uri} "
+                f"(e.g. {example!r}); paths are the full URI as listed ({images[0][0]!r}) or relative to the input"
+            )
 
         def label_of(path: str) -> str | None:
-            return manifest.get(path) or manifest.get(path[len(root_uri) + 1 :])
+            return found[path]
     else:
         source = "folders"
 
@@ -186,6 +199,8 @@ def list_images(
     return Listing(
         input=uri, records=records, n_ignored=sum(ignored.values()), ignored_extensions=dict(ignored),
         label_source=source, partition_keys=keys,
+        manifest_rows=len(manifest) if source == "manifest" else None,
+        manifest_matched=manifest_matched if source == "manifest" else None,
     )
 
 
@@ -219,7 +234,8 @@ def read_manifest(uri: str, storage: StorageOptions) -> dict[str, str]:
         path → label; empty labels are left out.
 
     Raises:
-        ListingError: missing file, missing columns, or a path given two different labels.
+        ListingError: missing file, missing columns, a column that is not text (integer or list
+            labels, integer paths), or a path given two different labels.
     """
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
@@ -238,6 +254,15 @@ def read_manifest(uri: str, storage: StorageOptions) -> dict[str, str]:
         raise ListingError(
             f"label manifest {uri} is not a CSV or Parquet file with columns path,label: {err}"
         ) from err
+    import pyarrow as pa
+
+    for column in ("path", "label"):
+        kind = table.schema.field(column).type
+        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)):
+            raise ListingError(
+                f"label manifest {uri}: column {column} holds {kind}, not text; write {column}s as strings "
+                + ("(class names or wnids, not class indices)" if column == "label" else "(URIs or paths relative to the input)")
+            )
     mapping: dict[str, str] = {}
     for path, label in zip(table.column("path").to_pylist(), table.column("label").to_pylist(), strict=True):
         if not path or label is None or label == "":

@@ -121,9 +121,13 @@ def list_dataset(settings: RunSettings) -> Listing:
     """List every image under the input, with labels."""
     listing = job.list_step(settings)
     labelled = sum(r.label is not None for r in listing.records)
+    manifest = (
+        f"; {listing.manifest_matched} of the {listing.manifest_rows} rows of the label manifest name a listed image"
+        if listing.manifest_rows is not None else ""
+    )
     print(
-        f"listed {len(listing.records)} images under {settings.input} ({labelled} labelled); "
-        f"{listing.n_ignored} non-image files ignored {listing.ignored_extensions or ''}"
+        f"listed {len(listing.records)} images under {settings.input} ({labelled} with a label candidate); "
+        f"{listing.n_ignored} non-image files ignored {listing.ignored_extensions or ''}{manifest}"
     )
     return listing
 

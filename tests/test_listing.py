@@ -117,3 +117,32 @@ def test_labels_none_drops_every_label(tmp_path):
     _touch(tmp_path / "n01440764" / "a.jpg")
     listing = list_images(str(tmp_path), OPTS, labels_uri="none")
     assert [r.label for r in listing.records] == [None] and listing.label_source == "none"
+
+
+@pytest.mark.parametrize(
+    ("columns", "message"),
+    [
+        ({"path": ["a.jpg"], "label": [3]}, r"column label holds int64, not text.*not class indices"),
+        ({"path": ["a.jpg"], "label": [["tench"]]}, r"column label holds list<\w+: string>, not text"),
+        ({"path": [1], "label": ["tench"]}, r"column path holds int64, not text"),
+    ],
+)
+def test_manifest_columns_that_are_not_text_are_named(tmp_path, columns, message):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    _touch(tmp_path / "in" / "a.jpg")
+    pq.write_table(pa.table(columns), tmp_path / "l.parquet")
+    with pytest.raises(ListingError, match=message):
+        list_images(str(tmp_path / "in"), OPTS, labels_uri=str(tmp_path / "l.parquet"))
+
+
+def test_manifest_rows_matched_are_counted_and_none_stops(tmp_path):
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        _touch(tmp_path / "in" / name)
+    manifest = _touch(tmp_path / "labels.csv", b"path,label\na.jpg,tench\nb.jpg,tench\nelsewhere/x.jpg,tench\n")
+    listing = list_images(str(tmp_path / "in"), OPTS, labels_uri=str(manifest), limit=1)
+    assert (listing.manifest_rows, listing.manifest_matched) == (3, 2)  # counted over every listed image
+    stray = _touch(tmp_path / "stray.csv", b"path,label\nother/a.jpg,tench\n/somewhere/b.jpg,tench\n")
+    with pytest.raises(ListingError, match=r"none of the 2 rows of label manifest .* names an image under"):
+        list_images(str(tmp_path / "in"), OPTS, labels_uri=str(stray))
