@@ -24,6 +24,8 @@ from batch_classify.storage import StorageOptions, filesystem, is_remote_fs, nor
 
 #: Extensions listed as images, compared case-insensitively.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+#: The ``ignored_extensions`` key of entries that are not regular files (FIFOs, sockets, devices), whatever their name.
+NOT_A_FILE = "(not a regular file)"
 #: ``--labels none``: the run is unlabelled whatever the folders are called.
 NO_LABELS = "none"
 #: A Hive-style partition folder: ``key=value``, the key a column name (Hive, Spark, pyarrow write these).
@@ -67,8 +69,10 @@ class Listing:
 
     Attributes:
         records: images sorted by path.
-        n_ignored: files under the input that are not images, by extension.
-        ignored_extensions: count of ignored files per extension (``""`` for none).
+        n_ignored: files under the input that are not images, by extension, and entries that are
+            not regular files (FIFOs, sockets, devices: never read, a read could block forever).
+        ignored_extensions: count of ignored files per extension (``""`` for none; :data:`NOT_A_FILE`
+            for entries that are not regular files).
         label_source: where the records' labels came from: ``folders`` (candidates: the validation
             step decides whether they name classes), ``manifest`` or ``none``.
         partition_keys: keys of the Hive-style partition folders found, in the order first seen.
@@ -149,7 +153,9 @@ def list_images(
         if info.get("type") == "directory" or posixpath.basename(path).startswith("."):
             continue
         ext = _ext(path)
-        if ext in IMAGE_EXTENSIONS:
+        if info.get("type", "file") != "file":  # a FIFO, socket or device: reading it could block forever
+            ignored[NOT_A_FILE] += 1
+        elif ext in IMAGE_EXTENSIONS:
             images.append((as_uri(path), int(info.get("size") or 0), content_id(info)))
         else:
             ignored[ext] += 1

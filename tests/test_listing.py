@@ -146,3 +146,13 @@ def test_manifest_rows_matched_are_counted_and_none_stops(tmp_path):
     stray = _touch(tmp_path / "stray.csv", b"path,label\nother/a.jpg,tench\n/somewhere/b.jpg,tench\n")
     with pytest.raises(ListingError, match=r"none of the 2 rows of label manifest .* names an image under"):
         list_images(str(tmp_path / "in"), OPTS, labels_uri=str(stray))
+
+
+def test_a_fifo_named_like_an_image_is_ignored_and_counted_never_read(tmp_path):
+    import os
+
+    _touch(tmp_path / "n01440764" / "a.jpg")
+    os.mkfifo(tmp_path / "n01440764" / "pipe.jpg")  # opening it for reading would block until a writer comes
+    listing = list_images(str(tmp_path), OPTS)
+    assert [Path(r.path).name for r in listing.records] == ["a.jpg"]
+    assert listing.n_ignored == 1 and listing.ignored_extensions == {"(not a regular file)": 1}
