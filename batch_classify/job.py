@@ -434,9 +434,10 @@ def score_and_write(
     report |= _accuracy(table, vocabulary)
     report |= report_lib.restricted_accuracy(label_index, table.column("restricted_index").fill_null(-1).to_numpy())
     report |= calibration_fields(label_index, pred_index, confidence)
-    report |= _label_free(table, low_confidence)
+    pred_names = _pred_names(table)
+    report |= _label_free(table, low_confidence, pred_names)
     report["comparison"] = _compare_with_previous(
-        report, table, storage, max_top1_drop=max_top1_drop, max_drift=max_drift, low_confidence=low_confidence
+        report, pred_names, storage, max_top1_drop=max_top1_drop, max_drift=max_drift, low_confidence=low_confidence
     )
     # report.json last: it is the report's commit point (report.md and report.html beside a missing
     # report.json are what a run killed while reporting left; the next report step replaces them)
@@ -471,22 +472,29 @@ def _accuracy(table, vocabulary: Vocabulary) -> dict:
     )
 
 
-def _label_free(table, low_confidence: float) -> dict:
-    """:func:`batch_classify.report.label_free` of committed predictions (``pred_label``,
-    ``confidence``, ``entropy`` columns; a null entropy, from rows written before it existed, is NaN)."""
+def _pred_names(table) -> np.ndarray:
+    """object [N]: the ``pred_label`` column (class names, compared across runs and models)."""
+    return np.asarray(table.column("pred_label").to_pylist(), dtype=object)
+
+
+def _label_free(table, low_confidence: float, pred_names: np.ndarray) -> dict:
+    """:func:`batch_classify.report.label_free` of committed predictions (``pred_names`` from
+    :func:`_pred_names`, ``confidence``, ``entropy`` columns; a null entropy, from rows written
+    before it existed, is NaN)."""
     return report_lib.label_free(
-        np.asarray(table.column("pred_label").to_pylist(), dtype=object),
+        pred_names,
         table.column("confidence").to_numpy(),
         table.column("entropy").cast(pa.float32()).fill_null(np.nan).to_numpy(),
         low_confidence=low_confidence,
     )
 
 
-def _previous_scores(previous: str, storage: StorageOptions, table, low_confidence: float) -> dict:
+def _previous_scores(previous: str, storage: StorageOptions, table, pred_names: np.ndarray, low_confidence: float) -> dict:
     """The previous run's report for the comparison: its ``report.json`` over the label-free
     statistics of its predictions (older reports lack them); scored here when it has no report.json
     (its report step never ran), with its own model's classes."""
-    scores = {"model": committed_manifest(previous, storage).get("model")} | _label_free(table, low_confidence)
+    scores = {"model": committed_manifest(previous, storage).get("model")}
+    scores |= _label_free(table, low_confidence, pred_names)
     try:
         return scores | json.loads(read_bytes(join(previous, "report.json"), storage))
     except FileNotFoundError:
@@ -502,10 +510,16 @@ def _previous_scores(previous: str, storage: StorageOptions, table, low_confiden
 
 
 def _compare_with_previous(
-    report: dict, table, storage: StorageOptions, *, max_top1_drop: float, max_drift: float | None, low_confidence: float
+    report: dict,
+    pred_names: np.ndarray,
+    storage: StorageOptions,
+    *,
+    max_top1_drop: float,
+    max_drift: float | None,
+    low_confidence: float,
 ) -> dict | None:
     """The comparison with the latest run committed before this one under the same output on the
-    same input (any model); None when there is none."""
+    same input (any model); None when there is none. ``pred_names``: this run's predicted class names."""
     run_uri = report["run_uri"]
     output, run_id = run_uri.rstrip("/").rsplit("/", 1)
     manifest = committed_manifest(run_uri, storage)
@@ -522,11 +536,12 @@ def _compare_with_previous(
     except CorruptRun as err:
         log.warning("no comparison with %s: %s", previous, err)
         return None
+    previous_names = _pred_names(previous_pred)
     return report_lib.compare(
         report,
-        _previous_scores(previous, storage, previous_pred, low_confidence),
-        np.asarray(table.column("pred_label").to_pylist(), dtype=object),
-        np.asarray(previous_pred.column("pred_label").to_pylist(), dtype=object),
+        _previous_scores(previous, storage, previous_pred, previous_names, low_confidence),
+        pred_names,
+        previous_names,
         previous_run_uri=previous,
         max_top1_drop=max_top1_drop,
         max_drift=max_drift,
