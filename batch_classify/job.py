@@ -21,7 +21,7 @@ from batch_classify.report_html import calibration_fields, write_report_html
 from batch_classify.inference import TOP_K, Classifier, ClusterPlan, StageResult, decode_batch, plan_cluster, run_stage
 from batch_classify.listing import NO_LABELS, Listing, list_images
 from batch_classify.model_folder import CONFIG_FILE
-from batch_classify.models import ModelError, ModelSpec, get_spec
+from batch_classify.models import ModelError, get_spec
 from batch_classify.results import (
     SUCCESS,
     CommittedRun,

@@ -220,10 +220,10 @@ def _class_names(uri: str, config: dict) -> tuple[str, ...]:
         raise _fail(uri, CONFIG_FILE, f"{key} must be a list or an object, not {type(raw).__name__}")
     if not names:
         raise _fail(uri, CONFIG_FILE, f"{key} is empty")
-    for field in ("num_labels", "num_classes"):
-        declared = config.get(field)
+    for count in ("num_labels", "num_classes"):
+        declared = config.get(count)
         if isinstance(declared, int) and declared != len(names):
-            raise _fail(uri, CONFIG_FILE, f"says {field} {declared} but {key} names {len(names)} classes")
+            raise _fail(uri, CONFIG_FILE, f"says {count} {declared} but {key} names {len(names)} classes")
     return tuple(names)
 
 

@@ -413,7 +413,7 @@ def _read_parquet(fs, root: str, run_uri: str, rel: str, columns: list[str] | No
         return parquet.read(columns=wanted)
     except FileNotFoundError as err:
         raise CorruptRun(f"{run_uri}/{rel}, named by {SUCCESS}, is missing; run the run id again") from err
-    except (pa.ArrowInvalid, OSError) as err:
+    except pa.ArrowInvalid as err:  # other OSErrors (a network fault) propagate: a retry may pass
         raise CorruptRun(f"{run_uri}/{rel} is truncated or not Parquet ({err}); run the run id again") from err
 
 
