@@ -45,6 +45,9 @@ def _one_line(exc: BaseException) -> str:
 
 def run_flow(settings) -> dict:
     """Run the flow; any failure becomes a one-line reason and exit code 1."""
+    from batch_classify import watchdog
+
+    watchdog.start()  # Prefect's temporary API and a local Ray die with this process, even on kill -9
     _prefect_defaults()
     from flows import classify_images
 
@@ -109,6 +112,10 @@ def run(
     max_image_pixels: Annotated[
         Optional[int], typer.Option(min=1, help="Images with more pixels fail undecoded. [default: 89478485, Pillow's]")
     ] = None,
+    read_timeout: Annotated[
+        Optional[float],
+        typer.Option(help="Seconds one image's read may take before it counts as a read failure. [default: 60]"),
+    ] = None,
     anon: Annotated[bool, typer.Option("--anon", help="Anonymous S3 access (public buckets).")] = False,
     ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address. [default: $RAY_ADDRESS, else local Ray]")] = None,
     num_cpus: Annotated[Optional[int], typer.Option(min=1, help="CPUs for a local Ray. [default: all]")] = None,
@@ -158,7 +165,7 @@ def run(
         "input": input, "output": output, "model": model, "weights": weights, "labels": labels, "run_id": run_id,
         "limit": limit, "batch_size": batch_size, "ray_address": ray_address, "num_cpus": num_cpus, "device": device,
         "runtime": runtime, "num_actors": num_actors, "max_failed_fraction": max_failed_fraction,
-        "max_image_pixels": max_image_pixels, "resume": resume, "max_top1_drop": max_top1_drop,
+        "max_image_pixels": max_image_pixels, "read_timeout": read_timeout, "resume": resume, "max_top1_drop": max_top1_drop,
         "max_drift": max_drift, "low_confidence": low_confidence,
     }
     if anon:
@@ -337,6 +344,9 @@ def serve(
     except ValidationError as exc:
         _fail(_validation_message(exc))
     _require_server("serve")
+    from batch_classify import watchdog
+
+    watchdog.start()  # the flow runs it executes die with this process, even on kill -9
     from prefect import serve as prefect_serve
 
     import deployments

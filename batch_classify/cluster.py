@@ -17,7 +17,8 @@ node at the same path):
 
 - ``listing.parquet``: the listed images exactly as listed (path, label, size, content id): the
   job never lists again;
-- ``request.json``: the label map and the listing's other fields;
+- ``request.json``: the label map and the listing's other fields (the folders it could not list
+  among them: the job writes them as ``list`` failures);
 - ``result.json``: written by the job when it succeeds: the staged files and counts
   (:class:`~batch_classify.results.StagedRun`), the stage's timings and plan
   (:class:`~batch_classify.inference.StageResult`) and the reuse sources. A file on the run's
@@ -59,7 +60,7 @@ import pyarrow.parquet as pq
 import batch_classify
 from batch_classify.inference import ClusterPlan, StageResult
 from batch_classify.job import InferenceOutcome, storage_options
-from batch_classify.listing import ImageRecord, Listing
+from batch_classify.listing import ImageRecord, ListFailure, Listing
 from batch_classify.results import StagedRun
 from batch_classify.settings import RunSettings
 from batch_classify.storage import StorageOptions, join, read_bytes, write_bytes
@@ -155,6 +156,8 @@ def write_request(folder: str, listing: Listing, label_map: dict[str, int], stor
         "partition_keys": list(listing.partition_keys),
         "n_records": len(records),
         "label_map": label_map,
+        "list_failures": [[f.path, f.error] for f in listing.list_failures],
+        "not_entered": [list(pair) for pair in listing.not_entered],
     }
     write_bytes(join(folder, REQUEST_FILE), json.dumps(request, indent=1).encode(), storage)
 
@@ -181,6 +184,8 @@ def read_request(folder: str, storage: StorageOptions) -> tuple[Listing, dict[st
         ignored_extensions=request["ignored_extensions"],
         label_source=request["label_source"],
         partition_keys=tuple(request["partition_keys"]),
+        list_failures=tuple(ListFailure(path, error) for path, error in request.get("list_failures", [])),
+        not_entered=tuple((path, listed_as) for path, listed_as in request.get("not_entered", [])),
     )
     return listing, {str(k): int(v) for k, v in request["label_map"].items()}
 

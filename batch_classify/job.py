@@ -18,7 +18,9 @@ import pyarrow.compute as pc
 
 from batch_classify import report as report_lib
 from batch_classify.report_html import calibration_fields, write_report_html
-from batch_classify.inference import TOP_K, Classifier, ClusterPlan, StageResult, decode_batch, plan_cluster, run_stage
+from batch_classify.inference import (
+    TOP_K, Classifier, ClusterPlan, EndpointUnreachable, StageResult, decode_batch, plan_cluster, run_stage,
+)
 from batch_classify.listing import NO_LABELS, Listing, list_images
 from batch_classify.model_folder import CONFIG_FILE
 from batch_classify.models import ModelError, get_spec
@@ -136,6 +138,7 @@ def validate_step(settings: RunSettings, listing: Listing) -> Validation:
         preset=spec.preset,
         storage=storage,
         max_pixels=settings.max_image_pixels,
+        read_timeout=settings.read_timeout,
     )
     failures = {str(p): str(e) for p, e in zip(batch["path"], batch["error"], strict=True) if e}
     if len(failures) == n:
@@ -218,9 +221,13 @@ def inference_step(
     far, reused ones included; all listed images), on local Ray and a cluster driver only.
 
     Raises:
-        RuntimeError: the output does not hold every listed image exactly once.
+        RuntimeError: the output does not hold every listed image exactly once, and one ``list``
+            failure per folder the listing could not list.
         ValueError: a ``ray://`` (Ray Client) address.
         batch_classify.cluster.StageJobFailed: the Ray Job failed or was stopped.
+        EndpointUnreachable: the input's storage stopped answering (the read circuit breaker of
+            :func:`batch_classify.inference.run_stage`); the predictions made so far stay staged for
+            a resumed attempt (not deterministic: the Prefect task retries once, resuming).
     """
     from batch_classify import cluster  # imports this module
 
@@ -261,21 +268,42 @@ def inference_step(
     todo = [{"path": r.path, "label": r.label} for r in listing.records if r.path not in reused]
     log.info("%d images reused from %s; %d to compute", len(reused), list(reusable.sources), len(todo))
     total = len(listing.records)
-    on_batch = writer.write
+    def on_batch(batch: dict) -> None:
+        writer.write(batch)
+        if progress is not None:
+            progress(writer.n_predicted + writer.n_failed, total)
+
     if progress is not None:
         progress(len(reused), total)
 
-        def on_batch(batch: dict) -> None:
-            writer.write(batch)
-            progress(writer.n_predicted + writer.n_failed, total)
-
-    stage = _run_ray_stage(settings, storage, todo, on_batch, label_classes, onnx_only=spec.onnx_only) if todo else None
+    try:
+        stage = _run_ray_stage(settings, storage, todo, on_batch, label_classes, onnx_only=spec.onnx_only) if todo else None
+    except EndpointUnreachable as err:
+        raise _stopped_unreachable(err, writer, settings) from err
+    writer.write_list_failures(listing.list_failures)  # one failure per folder the listing could not list
     staged = writer.close()
-    if staged.n_predicted + staged.n_failed != len(listing.records):
+    if staged.n_predicted + staged.n_failed != len(listing.records) + len(listing.list_failures):
         raise RuntimeError(
-            f"{len(listing.records)} images listed but {staged.n_predicted} predicted + {staged.n_failed} failed"
+            f"{len(listing.records)} images listed and {len(listing.list_failures)} folders not listable but "
+            f"{staged.n_predicted} predicted + {staged.n_failed} failed"
         )
     return InferenceOutcome(staged=staged, stage=stage, reused_from=reusable.sources)
+
+
+def _stopped_unreachable(err: EndpointUnreachable, writer: StagingWriter, settings: RunSettings) -> EndpointUnreachable:
+    """The stage stopped on unreachable storage: close the open staged file (so a resumed attempt
+    reuses every prediction computed so far) and say, in one line, what to do."""
+    try:
+        staged = writer.close()
+        kept = f"the {staged.n_predicted} predictions made so far are staged under {staged.staging_uri}"
+    except Exception as close_err:  # noqa: BLE001 - the output may lie behind the same dead endpoint
+        kept = f"the staged files closed before it are kept (closing the last one failed: {type(close_err).__name__})"
+    resume = "" if settings.resume else " --resume"
+    return EndpointUnreachable(
+        f"{err}; nothing was committed; {kept}; once it answers, run again with --run-id {settings.run_id}{resume} "
+        "to reuse them",
+        endpoint=err.endpoint,
+    )
 
 
 def _run_ray_stage(
@@ -310,6 +338,7 @@ def _run_ray_stage(
             max_pixels=settings.max_image_pixels,
             on_batch=on_batch,
             restricted_classes=tuple(label_classes) if label_classes else None,
+            read_timeout=settings.read_timeout,
         )
     finally:
         if started:
@@ -390,6 +419,7 @@ def report_step(
         "n_listed": n_listed,
         "n_predicted": committed.n_predicted,
         "n_failed": committed.n_failed,
+        "n_list_failed": len(listing.list_failures),
         "n_ignored": listing.n_ignored,
         "n_reused": outcome.staged.n_reused,
         "n_computed": n_listed - outcome.staged.n_reused,

@@ -15,8 +15,11 @@ columns named by their keys, kept as strings.
 from __future__ import annotations
 
 import io
+import logging
+import os
 import posixpath
 import re
+import stat
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -26,6 +29,9 @@ from batch_classify.storage import StorageOptions, filesystem, is_remote_fs, nor
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 #: The ``ignored_extensions`` key of entries that are not regular files (FIFOs, sockets, devices), whatever their name.
 NOT_A_FILE = "(not a regular file)"
+#: The ``ignored_extensions`` key of folders not entered because the same folder (by device and inode)
+#: was already listed: a symbolic link back to a folder above it (a loop), or a second way to one folder.
+ALREADY_LISTED = "(folder already listed)"
 #: ``--labels none``: the run is unlabelled whatever the folders are called.
 NO_LABELS = "none"
 #: A Hive-style partition folder: ``key=value``, the key a column name (Hive, Spark, pyarrow write these).
@@ -38,8 +44,26 @@ RESERVED_COLUMNS = frozenset({
 })
 
 
+log = logging.getLogger(__name__)
+
+
 class ListingError(ValueError):
     """Missing, empty or unreadable input, or a bad label manifest."""
+
+
+@dataclass(frozen=True)
+class ListFailure:
+    """A folder or entry under the input that could not be listed (no permission, an I/O error, a broken
+    symbolic link): whatever it holds is unknown, so it counts as one failed image (a ``list`` row in
+    the failures, in ``n_failed`` and against ``--max-failed-fraction``).
+
+    Attributes:
+        path: the folder's or entry's path, as the images under it would have been listed.
+        error: one line: the error's type and message.
+    """
+
+    path: str
+    error: str
 
 
 @dataclass(frozen=True)
@@ -79,6 +103,11 @@ class Listing:
         partition_keys: keys of the Hive-style partition folders found, in the order first seen.
         manifest_rows, manifest_matched: with a label manifest, its labelled rows and how many of
             them name a listed image (before ``limit``); None without one.
+        list_failures: folders and entries that could not be listed, by path (see :class:`ListFailure`);
+            each is one failed image of the run.
+        not_entered: (folder as met, the path it was listed under) for folders not entered twice: a
+            symbolic link looping back above itself, or a second link to one folder; each is counted
+            in ``n_ignored`` under :data:`ALREADY_LISTED`.
     """
 
     input: str
@@ -89,6 +118,8 @@ class Listing:
     partition_keys: tuple[str, ...] = ()
     manifest_rows: int | None = None
     manifest_matched: int | None = None
+    list_failures: tuple[ListFailure, ...] = ()
+    not_entered: tuple[tuple[str, str], ...] = ()
 
 
 def _ext(path: str) -> str:
@@ -123,23 +154,42 @@ def list_images(
             candidates are folder names (see the module's docstring).
         limit: keep only the first N images after sorting by path.
 
+    A local folder is walked by :func:`walk_local`: a sub-folder that cannot be listed is kept in
+    ``list_failures`` (and logged as a warning naming it), symbolic links are followed, each folder
+    is entered once. On S3 a prefix is listed by one paginated request: a listing error there
+    (access denied, a network fault that outlasts the retries) stops the run naming the input.
+
     Raises:
-        ListingError: the input is missing, unreadable or holds no image; the manifest is bad;
-            a partition key is a column name of the predictions, or appears twice in one path.
+        ListingError: the input is missing, unreadable or holds no image (naming the folders that
+            could not be listed, if any); the manifest is bad; a partition key is a column name of
+            the predictions, or appears twice in one path.
     """
     fs, root = filesystem(uri, storage)
+    remote = is_remote_fs(fs)
+    failures: list[ListFailure] = []
+    not_entered: list[tuple[str, str]] = []
     try:
         if not fs.exists(root):
             raise ListingError(f"input {uri} does not exist; check the path or bucket name")
         if not fs.isdir(root):
             raise ListingError(f"input {uri} is a file, not a folder or prefix; pass the folder that holds the images")
-        found = fs.find(root, detail=True)
+        if remote:
+            found = fs.find(root, detail=True)
+        else:
+            found, failures, not_entered = walk_local(root)
     except ListingError:
         raise
     except (OSError, PermissionError) as err:
         raise ListingError(f"input {uri} could not be listed: {type(err).__name__}: {err}") from err
-
-    remote = is_remote_fs(fs)
+    for failure in failures:
+        if failure.path == root:
+            raise ListingError(f"input {uri} could not be listed: {failure.error}; check its permissions")
+    for failure in failures:
+        log.warning("could not list %s (%s): counted as one failed image; its images, if any, are not in this run",
+                    failure.path, failure.error)
+    for path, listed_as in not_entered:
+        log.warning("%s is the folder %s, already listed: not entered again (a symbolic link loop or a second "
+                    "link to it)", path, listed_as)
     anon_in_uri = normalize_uri(uri)[1]
 
     def as_uri(path: str) -> str:
@@ -150,6 +200,8 @@ def list_images(
 
     images: list[tuple[str, int, str]] = []
     ignored: Counter[str] = Counter()
+    if not_entered:
+        ignored[ALREADY_LISTED] = len(not_entered)
     for path, info in found.items():
         if info.get("type") == "directory" or posixpath.basename(path).startswith("."):
             continue
@@ -160,6 +212,12 @@ def list_images(
             images.append((as_uri(path), int(info.get("size") or 0), content_id(info)))
         else:
             ignored[ext] += 1
+    if not images and failures:
+        shown = "; ".join(f"{f.path} ({f.error})" for f in failures[:3]) + ("; …" if len(failures) > 3 else "")
+        raise ListingError(
+            f"input {uri} holds no image that could be listed; {len(failures)} folder(s) or entries could not "
+            f"be listed: {shown}; check their permissions"
+        )
     if not images:
         note = f" ({sum(ignored.values())} other files ignored)" if ignored else ""
         raise ListingError(
@@ -208,7 +266,90 @@ def list_images(
         label_source=source, partition_keys=keys,
         manifest_rows=len(manifest) if source == "manifest" else None,
         manifest_matched=manifest_matched if source == "manifest" else None,
+        list_failures=tuple(failures), not_entered=tuple(not_entered),
     )
+
+
+def _one_line(err: OSError) -> str:
+    """``PermissionError: Permission denied``: the type and the message, without the path (named beside it)."""
+    return f"{type(err).__name__}: {err.strerror or err}".replace("\n", " ")
+
+
+def _target(link: str) -> str:
+    try:
+        return repr(os.readlink(link))
+    except OSError:
+        return "(unreadable)"
+
+
+def walk_local(root: str) -> tuple[dict[str, dict], list[ListFailure], list[tuple[str, str]]]:
+    """Every entry below the local folder ``root`` that is not a folder, following symbolic links.
+
+    Unlike fsspec's ``find`` (whose ``walk`` leaves out, by default silently, a folder it cannot
+    list, and which does not enter symbolic links to folders), nothing is left out unsaid:
+
+    - a folder that cannot be listed (no permission, an I/O error), and an entry whose kind cannot
+      be read (a broken symbolic link, a link to itself, no permission to look), is a
+      :class:`ListFailure`;
+    - a symbolic link is taken for what it leads to: to a file, it is that file (listed under the
+      link's path; size and modification time are the file's); to a folder, the folder is entered,
+      under the link's path, once every real folder met so far is listed (so a folder under the
+      input is listed under its own path, not under a link's);
+    - a folder is entered once, by device and inode: a link back to a folder above it (a loop) or a
+      second way to one folder is returned in the third list, (path met, path it was listed under).
+
+    Returns:
+        (path → ``{"type": "file" | "other", "size": bytes, "mtime": seconds}`` for every entry
+        that is not a folder, sorted by path; the list failures; the folders not entered twice).
+
+    Raises:
+        OSError: ``root`` itself cannot be looked at (``os.stat``).
+    """
+    found: dict[str, dict] = {}
+    failures: list[ListFailure] = []
+    not_entered: list[tuple[str, str]] = []
+    top = os.stat(root)
+    listed_as: dict[tuple[int, int], str] = {(top.st_dev, top.st_ino): root}
+    pending = [root]  # real folders to list (a stack: depth first)
+    links: list[tuple[str, os.stat_result]] = []  # linked folders, entered once no real folder is left
+
+    def enter(path: str, st: os.stat_result) -> None:
+        key = (st.st_dev, st.st_ino)
+        if key in listed_as:
+            not_entered.append((path, listed_as[key]))
+        else:
+            listed_as[key] = path
+            pending.append(path)
+
+    while pending or links:
+        if not pending:
+            enter(*links.pop(0))
+            continue
+        folder = pending.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as err:
+            failures.append(ListFailure(folder, _one_line(err)))
+            continue
+        subfolders: list[tuple[str, os.stat_result]] = []
+        for entry in entries:
+            path = posixpath.join(folder, entry.name)
+            try:
+                st = entry.stat(follow_symlinks=True)
+            except OSError as err:
+                kind = f"symbolic link to {_target(path)}: " if entry.is_symlink() else ""
+                failures.append(ListFailure(path, kind + _one_line(err)))
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                (links if entry.is_symlink() else subfolders).append((path, st))
+            else:
+                kind = "file" if stat.S_ISREG(st.st_mode) else "other"
+                found[path] = {"type": kind, "size": st.st_size, "mtime": st.st_mtime}
+        for path, st in reversed(subfolders):  # popped in name order
+            enter(path, st)
+    failures.sort(key=lambda f: f.path)
+    return dict(sorted(found.items())), failures, not_entered
 
 
 def _partitions(path: str, folders: list[str]) -> tuple[tuple[str, str], ...]:

@@ -419,7 +419,9 @@ def render_markdown(report: dict, *, max_classes: int = 50) -> str:
         f"| output | `{report['run_uri']}` |",
         f"| images listed | {report['n_listed']} |",
         f"| predicted | {report['n_predicted']} |",
-        f"| failed | {report['n_failed']} |",
+        f"| failed | {report['n_failed']}"
+        + (f" ({report['n_list_failed']} of them folders that could not be listed)" if report.get("n_list_failed") else "")
+        + " |",
         f"| reused from an earlier run | {report.get('n_reused', 0)} |",
         f"| non-image files ignored | {report.get('n_ignored') if report.get('n_ignored') is not None else 'n/a'} |",
         f"| labelled | {report['n_labelled']} |",

@@ -12,7 +12,8 @@ File names carry the attempt, so promoting a new attempt never touches the files
 of the committed one; ``_SUCCESS`` is replaced in one step (a rename on local disk,
 a single-object write on S3) and is what readers follow. A commit that fails
 before that step leaves the earlier result of the run id as it was; once it has
-flipped, the superseded files are removed. One writer per run id at a time.
+flipped, the superseded files are removed. One writer per run id at a time: the flow holds the
+run id's lease (:mod:`batch_classify.lease`) from before staging to the report.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batch_classify.listing import ImageRecord
+from batch_classify.lease import held
+from batch_classify.listing import ImageRecord, ListFailure
 from batch_classify.storage import StorageOptions, filesystem, join, write_bytes
 from batch_classify.vocabulary import Vocabulary
 
@@ -250,6 +252,11 @@ class StagingWriter:
         """Failure rows so far."""
         return len(self._failures)
 
+    def write_list_failures(self, failures: tuple[ListFailure, ...]) -> None:
+        """Append one ``stage=list`` failure row per folder or entry the listing could not list
+        (``Listing.list_failures``): ``path`` the folder, ``error`` why. Each counts in ``n_failed``."""
+        self._failures.extend({"path": f.path, "stage": "list", "error": f.error} for f in failures)
+
     def write_reused(self, table: pa.Table) -> None:
         """Append predictions carried over from an earlier run or attempt (``PREDICTION_SCHEMA`` rows).
 
@@ -309,13 +316,21 @@ def commit(staged: StagedRun, run_uri: str, storage: StorageOptions, *, run_id: 
     2. ``_SUCCESS`` (JSON: attempt, files, counts, and the writer's ``meta``: ``input``,
        ``model_id``) is written under a temporary name and
        moved over the old one: the commit point.
-    3. Files the new manifest does not list (the superseded attempt, leftovers of crashed
-       ones), the superseded report and ``_staging/`` are removed.
+    3. The files of the superseded manifest, the superseded report and this attempt's staging
+       folder are removed. Leftovers of other attempts (crashed writers' staging and half-moved
+       files) are removed only while this process holds the run id's lease
+       (:mod:`batch_classify.lease`): then no other writer can be using them. Without the lease a
+       commit touches only its own files and those the manifest it replaced named, so the
+       ``_SUCCESS`` left by concurrent commits always names files that exist.
+
+    Before step 2 the lease, when held, is renewed: a writer whose lease was taken over stops there.
 
     Raises:
         OSError: a staged file is missing or storage fails; before step 2 the earlier
             committed result (if any) is unchanged and still what ``_SUCCESS`` names.
+        batch_classify.lease.LeaseLost: this writer's lease was taken over; nothing was committed.
     """
+    lease = held(run_uri)
     fs, root = filesystem(run_uri, storage)
     _, staging_root = filesystem(staged.staging_uri, storage)
     attempt = posixpath.basename(staging_root.rstrip("/"))[:12]
@@ -343,8 +358,15 @@ def commit(staged: StagedRun, run_uri: str, storage: StorageOptions, *, run_id: 
     }
     pending = join(run_uri, f"{SUCCESS}.{attempt}.pending")
     write_bytes(pending, json.dumps(manifest, indent=2).encode(), storage)
+    superseded = _named_files(fs, root)
+    if lease is not None:
+        lease.check()
     fs.mv(posixpath.join(root, posixpath.basename(pending)), posixpath.join(root, SUCCESS))  # the commit point
-    _remove_superseded(fs, root, keep={*manifest["prediction_files"], failures_rel})
+    keep = {*manifest["prediction_files"], failures_rel}
+    _remove(fs, root, (superseded - keep) | {"report.json", "report.md", "report.html", "failures.parquet"})
+    _remove(fs, root, {posixpath.relpath(staging_root, root)}, recursive=True)
+    if lease is not None:
+        _remove_leftovers(fs, root, keep=keep)
     return CommittedRun(
         run_uri=run_uri,
         prediction_files=tuple(files),
@@ -354,20 +376,34 @@ def commit(staged: StagedRun, run_uri: str, storage: StorageOptions, *, run_id: 
     )
 
 
-def _remove_superseded(fs, root: str, *, keep: set[str]) -> None:
-    """Delete what the committed manifest does not name: earlier attempts, pending manifests, staging."""
+def _named_files(fs, root: str) -> set[str]:
+    """Files (relative to ``root``) that the committed ``_SUCCESS`` names; none without a readable one."""
+    try:
+        manifest = json.loads(fs.cat_file(posixpath.join(root, SUCCESS)))
+        return {*manifest.get("prediction_files", []), manifest.get("failures_file", "failures.parquet")}
+    except (FileNotFoundError, ValueError, AttributeError):
+        return set()
+
+
+def _remove(fs, root: str, names: set[str], *, recursive: bool = False) -> None:
+    """Remove these paths under ``root`` where they exist (another remover may have been first)."""
+    for name in sorted(names):
+        try:
+            fs.rm(posixpath.join(root, name), recursive=recursive)
+        except FileNotFoundError:
+            pass
+
+
+def _remove_leftovers(fs, root: str, *, keep: set[str]) -> None:
+    """Under the run id's lease only: files of other attempts (crashed commits' half-moved files,
+    pending manifests, staging folders) that the committed manifest does not name."""
+    leftovers = set()
     for folder in ("predictions", "failures"):
         base = posixpath.join(root, folder)
-        for path in fs.find(base) if fs.exists(base) else []:
-            if posixpath.relpath(path, root) not in keep:
-                fs.rm(path)
-    for name in ("failures.parquet", "report.json", "report.md", "report.html"):  # failures.parquet: the layout before attempts
-        if fs.exists(posixpath.join(root, name)):
-            fs.rm(posixpath.join(root, name))
-    for path in fs.glob(posixpath.join(root, f"{SUCCESS}.*.pending")):
-        fs.rm(path)
-    if fs.exists(posixpath.join(root, "_staging")):
-        fs.rm(posixpath.join(root, "_staging"), recursive=True)
+        leftovers |= {posixpath.relpath(p, root) for p in (fs.find(base) if fs.exists(base) else [])}
+    leftovers |= {posixpath.relpath(p, root) for p in fs.glob(posixpath.join(root, f"{SUCCESS}.*.pending"))}
+    _remove(fs, root, leftovers - keep)
+    _remove(fs, root, {"_staging"} if fs.exists(posixpath.join(root, "_staging")) else set(), recursive=True)
 
 
 class CorruptRun(ValueError):

@@ -15,6 +15,8 @@ from datetime import datetime, timezone
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from batch_classify.storage import DEFAULT_READ_TIMEOUT
+
 #: Default model: the seed tutorial's ResNet-152.
 DEFAULT_MODEL = "resnet152"
 #: Longest run id, characters. A run id names a folder (NAME_MAX is 255 bytes on Linux file systems)
@@ -117,6 +119,16 @@ class RunSettings(BaseSettings):
         89_478_485,
         gt=0,
         description="Images with more pixels are recorded as failed without decoding (default: Pillow's limit).",
+    )
+    read_timeout: float = Field(
+        DEFAULT_READ_TIMEOUT,
+        gt=0,
+        description=(
+            "Seconds one image's read may take (first request to last byte, retries included); a read that "
+            "takes longer is recorded as that image's read failure. Default 60: photos take well under a "
+            "second, a 100 MB file about 8 s at 100 Mbit/s, while a stalled read (hung NFS, a silent S3 "
+            "connection) costs a minute, not hours."
+        ),
     )
     anon: bool = Field(False, description="Anonymous (unsigned) S3 access.")
     s3_endpoint_url: str | None = _s3_endpoint_url()

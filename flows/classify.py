@@ -9,7 +9,9 @@ from prefect.states import Completed
 from prefect.runtime import flow_run
 
 from batch_classify.settings import RunSettings
-from tasks import list_dataset, persist_predictions, regression_message, report_accuracy, run_inference, validate_sample
+from tasks import (
+    list_dataset, persist_predictions, regression_message, report_accuracy, run_inference, run_lease, validate_sample,
+)
 
 
 def _run_name() -> str:
@@ -40,16 +42,20 @@ def classify_images(settings: RunSettings) -> dict:
         ``settings.max_top1_drop`` against the previous run (without labels: a prediction drift
         over ``settings.max_drift``) ends the flow run in a Completed state named "Regressed"
         (Failed with ``settings.fail_on_regression``).
+
+    Raises:
+        batch_classify.lease.LeaseHeld: another writer is writing the same ``OUTPUT/RUN_ID``.
     """
     start = time.perf_counter()
-    listing = list_dataset(settings)
-    validation = validate_sample(settings, listing)
-    outcome = run_inference(settings, listing, validation.label_map)
-    committed = persist_predictions(settings, outcome.staged)
-    report = report_accuracy(
-        settings, listing, committed, outcome, wall_seconds=time.perf_counter() - start,
-        unlabelled_reason=validation.unlabelled_reason,
-    )
+    with run_lease(settings):  # one writer per run id, from before staging to the report
+        listing = list_dataset(settings)
+        validation = validate_sample(settings, listing)
+        outcome = run_inference(settings, listing, validation.label_map)
+        committed = persist_predictions(settings, outcome.staged)
+        report = report_accuracy(
+            settings, listing, committed, outcome, wall_seconds=time.perf_counter() - start,
+            unlabelled_reason=validation.unlabelled_reason,
+        )
     cmp = report.get("comparison")
     if cmp and cmp["regressed"]:  # marked in the UI: a Completed state named "Regressed"
         return Completed(name="Regressed", message=regression_message(cmp), data=report)

@@ -18,9 +18,11 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
 from batch_classify import job
+from batch_classify.lease import LeaseHeld, LeaseLost, RunLease
 from batch_classify.listing import Listing, ListingError
 from batch_classify.models import ModelError
 from batch_classify.report import render_markdown
@@ -36,6 +38,7 @@ class AccuracyRegression(RuntimeError):
 #: Errors that a retry cannot fix.
 DETERMINISTIC = (
     ListingError, LabelError, ModelError, job.ValidationError, job.FailureBudgetExceeded, AccuracyRegression,
+    LeaseHeld, LeaseLost,
     ValueError, TypeError,
 )
 
@@ -116,6 +119,13 @@ def regression_message(comparison: dict) -> str:
     return f"{'; '.join(comparison['reasons'])} (against {comparison['previous_run_uri']})"
 
 
+def run_lease(settings: RunSettings) -> RunLease:
+    """The lease of ``OUTPUT/RUN_ID`` (a context manager), owned by this flow run: a second writer of
+    the run id is refused at once with a line naming this one (see :mod:`batch_classify.lease`)."""
+    name = flow_run.get_name()
+    return RunLease(settings.run_uri(), job.storage_options(settings), owner=f"flow run {name}" if name else "")
+
+
 @task(name="list-dataset", cache_policy=NO_CACHE, **_storage_retries)
 def list_dataset(settings: RunSettings) -> Listing:
     """List every image under the input, with labels."""
@@ -129,6 +139,8 @@ def list_dataset(settings: RunSettings) -> Listing:
         f"listed {len(listing.records)} images under {settings.input} ({labelled} with a label candidate); "
         f"{listing.n_ignored} non-image files ignored {listing.ignored_extensions or ''}{manifest}"
     )
+    for failure in listing.list_failures:  # each is one failed image: in the failures (stage list) and the budget
+        print(f"warning: could not list {failure.path} ({failure.error}); counted as one failed image")
     return listing
 
 

@@ -33,6 +33,26 @@ def test_run_writes_contract_files(photos, tmp_path):
     report = json.loads((run / "report.json").read_text())
     assert (report["n_listed"], report["n_predicted"], report["n_failed"], report["n_ignored"]) == (6, 6, 0, 1)
     assert "6 predicted, 0 failed of 6 listed" in r.stdout
+    assert not (run / "_LEASE").exists()  # the run id's lease is released at the end
+
+
+def test_a_second_writer_of_a_run_id_is_refused_naming_the_holder(photos, tmp_path):
+    """Issue 12, case 4: while another writer holds OUTPUT/RUN_ID, a run with the same --output and
+    --run-id stops before it stages anything, in one line naming the holder; the holder's files stay."""
+    from batch_classify.lease import RunLease
+    from batch_classify.storage import StorageOptions
+
+    src = arrange_in_wnid_folders(photos[:4], tmp_path / "in")
+    run = tmp_path / "out" / "same-id"
+    with RunLease(str(run), StorageOptions(), owner="flow run nightly-on-host-b"):
+        r = _cli("run", "--input", str(src), "--output", str(tmp_path / "out"), "--model", "efficientnet_lite0",
+                 "--run-id", "same-id", "--limit", "4", "--num-cpus", "2", tmp_path=tmp_path)
+        assert r.returncode == 1
+        errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and errors[0].startswith(f"error: LeaseHeld: run id {run} is being written by "), r.stderr[-2000:]
+        assert "nightly-on-host-b" in errors[0] and "choose another --run-id" in errors[0]
+        assert not (run / "_staging").exists() and not (run / "_SUCCESS").exists()
+        assert "nightly-on-host-b" in (run / "_LEASE").read_text()
 
 
 def test_missing_input_is_one_line_and_nonzero(tmp_path):

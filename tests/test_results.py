@@ -8,6 +8,7 @@ import posixpath
 import numpy as np
 import pytest
 
+from batch_classify.lease import RunLease
 from batch_classify.results import StagingWriter, commit, read_committed, read_failures
 from batch_classify.storage import StorageOptions, filesystem
 from batch_classify.vocabulary import imagenet
@@ -71,12 +72,14 @@ def test_commit_replaces_whole_and_a_failed_commit_changes_nothing(target):
     assert read_failures(run_uri, storage).column("path").to_pylist() == ["e"]
     assert set(committed_files) <= set(fs.find(root))
 
-    # A third attempt commits: it replaces the first whole; nothing of the others is left.
-    third = commit(_stage(run_uri, storage, list("abc")), run_uri, storage, run_id="r", model="m")
+    # A third attempt commits under the run id's lease (as the flow does): it replaces the first
+    # whole; nothing of the others is left.
+    with RunLease(run_uri, storage):
+        third = commit(_stage(run_uri, storage, list("abc")), run_uri, storage, run_id="r", model="m")
     assert _paths(run_uri, storage) == list("abc")
     assert read_failures(run_uri, storage).num_rows == 0
     manifest = json.loads(fs.cat_file(posixpath.join(root, "_SUCCESS")))
-    left = {posixpath.relpath(p, root) for p in fs.find(root)}
+    left = {posixpath.relpath(p, root) for p in fs.find(root)} - {"_LEASE.lock"}  # the local lease's lock file stays
     assert left == {"_SUCCESS", manifest["failures_file"], *manifest["prediction_files"]}
     assert manifest["attempt"] not in first.failures_file and manifest["attempt"] in third.failures_file
     assert (manifest["n_predicted"], manifest["n_failed"]) == (3, 0)
