@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from enum import Enum
+from typing import Annotated, Optional, get_args
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from batch_classify.settings import Device, Runtime
 
 #: Storage options of the commands that read a run or a model folder without a RunSettings (report, models).
 AnonOption = Annotated[bool, typer.Option("--anon", help="Anonymous S3 access.")]
@@ -22,9 +25,31 @@ EndpointOption = Annotated[
     Optional[str], typer.Option(envvar="AWS_ENDPOINT_URL", help="S3-compatible endpoint. [default: $AWS_ENDPOINT_URL]")
 ]
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Batch image classification with Ray Data and Prefect.")
+#: The choices of ``--device`` and ``--runtime``: the settings' own values (typer shows an Enum's as choices).
+DeviceChoice = Enum("DeviceChoice", {v: v for v in get_args(Device)}, type=str)
+RuntimeChoice = Enum("RuntimeChoice", {v: v for v in get_args(Runtime)}, type=str)
+
+# rich_markup_mode=None: help texts are plain text, so their "[default: …]" is shown, not taken for markup.
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, help="Batch image classification with Ray Data and Prefect.")
 err = Console(stderr=True)
 out = Console()
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        out.print(f"batch-classify {version('batch-classify')}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Batch image classification with Ray Data and Prefect."""
 
 
 def _prefect_defaults() -> None:
@@ -119,9 +144,11 @@ def run(
     anon: Annotated[bool, typer.Option("--anon", help="Anonymous S3 access (public buckets).")] = False,
     ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address. [default: $RAY_ADDRESS, else local Ray]")] = None,
     num_cpus: Annotated[Optional[int], typer.Option(min=1, help="CPUs for a local Ray. [default: all]")] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda. [default: auto]")] = None,
+    device: Annotated[
+        Optional[DeviceChoice], typer.Option(help="Where the model runs. [default: auto: a GPU when the cluster has one]")
+    ] = None,
     runtime: Annotated[
-        Optional[str], typer.Option(help="auto, torch or onnx. [default: auto: ONNX Runtime on CPU, PyTorch on GPU]")
+        Optional[RuntimeChoice], typer.Option(help="Inference runtime. [default: auto: ONNX Runtime on CPU, PyTorch on GPU]"),
     ] = None,
     num_actors: Annotated[Optional[int], typer.Option(min=1, help="Model actors. [default: 4 per GPU, else 1 per 4 CPUs]")] = None,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (PyTorch runtime).")] = False,
@@ -163,8 +190,8 @@ def run(
 
     given = {
         "input": input, "output": output, "model": model, "weights": weights, "labels": labels, "run_id": run_id,
-        "limit": limit, "batch_size": batch_size, "ray_address": ray_address, "num_cpus": num_cpus, "device": device,
-        "runtime": runtime, "num_actors": num_actors, "max_failed_fraction": max_failed_fraction,
+        "limit": limit, "batch_size": batch_size, "ray_address": ray_address, "num_cpus": num_cpus,
+        "device": device and device.value, "runtime": runtime and runtime.value, "num_actors": num_actors, "max_failed_fraction": max_failed_fraction,
         "max_image_pixels": max_image_pixels, "read_timeout": read_timeout, "resume": resume, "max_top1_drop": max_top1_drop,
         "max_drift": max_drift, "low_confidence": low_confidence,
     }

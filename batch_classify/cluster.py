@@ -58,6 +58,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import batch_classify
+from batch_classify.errors import BatchClassifyError, ConfigError
 from batch_classify.inference import ClusterPlan, StageResult
 from batch_classify.job import InferenceOutcome, storage_options
 from batch_classify.listing import ImageRecord, ListFailure, Listing
@@ -91,7 +92,7 @@ _LISTING_SCHEMA = pa.schema(
 )
 
 
-class StageJobFailed(RuntimeError):
+class StageJobFailed(BatchClassifyError, RuntimeError):
     """The Ray Job running the inference step ended FAILED or STOPPED, or left no result.
 
     Attributes:
@@ -109,13 +110,13 @@ def uses_jobs_api(address: str | None) -> bool:
     """Whether ``address`` means "submit a Ray Job" (``http://``, ``https://``) rather than "be the driver".
 
     Raises:
-        ValueError: a Ray Client address (``ray://``); the message names the alternatives.
+        ConfigError (a ValueError): a Ray Client address (``ray://``); the message names the alternatives.
     """
     if not address:
         return False
     lowered = address.strip().lower()
     if lowered.startswith("ray://"):
-        raise ValueError(
+        raise ConfigError(
             f"ray address {address!r} is a Ray Client address, which this job does not use (a dropped "
             "connection loses the run). Use the Jobs API address of the head node, e.g. "
             "--ray-address http://HEAD:8265 (the stage is submitted as a Ray Job), or run the flow "

@@ -29,6 +29,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from batch_classify.errors import ConfigError
 from batch_classify.models import ModelError, ModelSpec, get_spec, load_model
 from batch_classify.preprocess import ClassificationPreset
 from batch_classify.storage import StorageOptions, read_bytes
@@ -46,19 +47,19 @@ def resolve_runtime(runtime: str, device: str, *, onnx_only: bool = False) -> st
     """``auto`` → ``torch`` on CUDA, ``onnx`` on the CPU; always ``onnx`` for an ONNX-only model.
 
     Raises:
-        ValueError: an unknown runtime; ``onnx`` asked for on CUDA with a PyTorch model (its
+        ConfigError (a ValueError): an unknown runtime; ``onnx`` asked for on CUDA with a PyTorch model (its
             export runs on the CPU only); ``torch`` asked for with an ONNX-only model.
     """
     if runtime not in RUNTIMES:
-        raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+        raise ConfigError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
     if onnx_only:
         if runtime == "torch":
-            raise ValueError("the model is an ONNX file (model.onnx): it runs under ONNX Runtime; use --runtime auto or onnx")
+            raise ConfigError("the model is an ONNX file (model.onnx): it runs under ONNX Runtime; use --runtime auto or onnx")
         return "onnx"
     if runtime == "auto":
         return "torch" if device == "cuda" else "onnx"
     if runtime == "onnx" and device == "cuda":
-        raise ValueError("runtime 'onnx' runs on the CPU only; use --runtime torch (or auto) on a GPU")
+        raise ConfigError("runtime 'onnx' runs on the CPU only; use --runtime torch (or auto) on a GPU")
     return runtime
 
 

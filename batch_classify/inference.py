@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from fsspec.asyn import AsyncFileSystem, sync
 
+from batch_classify.errors import BatchClassifyError, ConfigError
 from batch_classify.engines import build_engine, onnx_cuda_available, onnx_model, resolve_runtime
 from batch_classify.models import ModelSpec, get_spec
 from batch_classify.preprocess import DEFAULT_MAX_PIXELS, ClassificationPreset, DecodeError
@@ -56,7 +57,7 @@ TOP_K = 5
 UNREACHABLE_READS_TO_TRIP = 20
 
 
-class ReadTimedOut(TimeoutError):
+class ReadTimedOut(BatchClassifyError, TimeoutError):
     """An image read that did not finish within the read timeout; it was abandoned.
 
     Attributes:
@@ -68,7 +69,7 @@ class ReadTimedOut(TimeoutError):
         self.seconds = seconds
 
 
-class ReadSkipped(ConnectionError):
+class ReadSkipped(BatchClassifyError, ConnectionError):
     """An image not read because the ``UNREACHABLE_READS_TO_TRIP`` reads before it in its batch
     failed to connect or timed out: the storage is down, and trying each remaining image would
     only repeat the wait."""
@@ -100,7 +101,7 @@ class _Streak:
         return ReadSkipped(self.count, self.last)
 
 
-class EndpointUnreachable(RuntimeError):
+class EndpointUnreachable(BatchClassifyError, RuntimeError):
     """The storage the images are read from cannot be reached: ``UNREACHABLE_READS_TO_TRIP``
     consecutive reads failed to connect or timed out. The stage stopped; nothing was committed.
 
@@ -486,7 +487,7 @@ def plan_cluster(
     without it, on the CPUs with a warning (``device="auto"``).
 
     Raises:
-        ValueError: ``device="cuda"`` on a cluster with no GPU, or for an ONNX-only model without
+        ConfigError (a ValueError): ``device="cuda"`` on a cluster with no GPU, or for an ONNX-only model without
             ONNX Runtime's CUDA provider; ``runtime="onnx"`` on a GPU for a PyTorch model;
             ``runtime="torch"`` for an ONNX-only model; more actors than the CPUs can hold beside decoding.
     """
@@ -494,10 +495,10 @@ def plan_cluster(
     cpus = max(1, int(raw_cpus))
     gpus = int(resources.get("GPU", 0))
     if device == "cuda" and gpus == 0:
-        raise ValueError("device 'cuda' asked for, but the Ray cluster has no GPU; use --device auto or cpu")
+        raise ConfigError("device 'cuda' asked for, but the Ray cluster has no GPU; use --device auto or cpu")
     if gpus and device in ("auto", "cuda") and onnx_only and not onnx_cuda_available():
         if device == "cuda":
-            raise ValueError(
+            raise ConfigError(
                 "device 'cuda' asked for an ONNX model, but ONNX Runtime has no CUDA provider here; "
                 "pip install onnxruntime-gpu, or use --device auto (the CPUs) or cpu"
             )
@@ -517,7 +518,7 @@ def plan_cluster(
     decode_cpus = 1.0 if raw_cpus >= 2 else raw_cpus / 2
     actor_cpus = min(1.0, (raw_cpus - decode_cpus) / actors)
     if actor_cpus < 0.1:
-        raise ValueError(
+        raise ConfigError(
             f"{actors} model actors do not fit beside decoding on a cluster with {raw_cpus:g} CPUs; "
             f"use --num-actors {max(1, int((raw_cpus - decode_cpus) / 0.5))} or fewer"
         )

@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from batch_classify.errors import PermanentError
 from batch_classify import report as report_lib
 from batch_classify.report_html import calibration_fields, write_report_html
 from batch_classify.inference import (
@@ -37,17 +38,17 @@ from batch_classify.results import (
 )
 from batch_classify.reuse import find_reusable, latest_committed_run, model_identity
 from batch_classify.settings import RunSettings
-from batch_classify.storage import StorageOptions, join, read_bytes, write_bytes
+from batch_classify.storage import StorageOptions, describe_endpoint, join, read_bytes, write_bytes
 from batch_classify.vocabulary import AmbiguousLabel, Vocabulary
 
 log = logging.getLogger(__name__)
 
 
-class ValidationError(RuntimeError):
+class SampleRejected(PermanentError, RuntimeError):
     """The sample batch shows the run cannot succeed (model output, labels, undecodable input)."""
 
 
-class FailureBudgetExceeded(RuntimeError):
+class FailureBudgetExceeded(PermanentError, RuntimeError):
     """More images failed than ``max_failed_fraction`` allows; nothing was committed."""
 
 
@@ -118,14 +119,16 @@ def validate_step(settings: RunSettings, listing: Listing) -> Validation:
         LabelError: labels that do not map onto the model's classes (all of them named).
         ModelError: unknown model, missing weights, or a model folder that is incomplete or
             inconsistent (the message names the file).
-        ValidationError: wrong logits shape (e.g. ``id2label`` not the width of the logits) or
+        SampleRejected: wrong logits shape (e.g. ``id2label`` not the width of the logits) or
             non-finite logits, or no sample image decodes.
+        EndpointUnreachable: no sample image could be read because the storage did not answer
+            (connection refused or timed out): not permanent, the task retries.
     """
     storage = storage_options(settings)
     spec = get_spec(settings.model, storage)
     vocabulary = spec.vocabulary()
     if spec.num_classes != vocabulary.num_classes:
-        raise ValidationError(f"model {spec.name} has {spec.num_classes} classes; ImageNet has {vocabulary.num_classes}")
+        raise SampleRejected(f"model {spec.name} has {spec.num_classes} classes; ImageNet has {vocabulary.num_classes}")
     label_map, unlabelled_reason = map_labels(listing, vocabulary)
     if unlabelled_reason:
         log.warning("%s", unlabelled_reason)
@@ -143,7 +146,12 @@ def validate_step(settings: RunSettings, listing: Listing) -> Validation:
     failures = {str(p): str(e) for p, e in zip(batch["path"], batch["error"], strict=True) if e}
     if len(failures) == n:
         shown = "; ".join(f"{p}: {e}" for p, e in list(failures.items())[:3])
-        raise ValidationError(f"none of the {n} sample images could be read and decoded ({shown})")
+        if bool(np.all(batch["unreachable"])):  # storage down, not bad files: a retry may pass
+            endpoint = describe_endpoint(str(batch["path"][0]), storage)
+            raise EndpointUnreachable(
+                f"{endpoint} is unreachable: none of the {n} sample images could be read ({shown})", endpoint=endpoint
+            )
+        raise SampleRejected(f"none of the {n} sample images could be read and decoded ({shown})")
     ok = np.flatnonzero(batch["error"] == "")
     try:
         classifier = Classifier(model_name=spec.name, weights=settings.weights, storage=storage, runtime=settings.runtime)
@@ -151,14 +159,14 @@ def validate_step(settings: RunSettings, listing: Listing) -> Validation:
     except ModelError:
         raise
     except Exception as err:  # noqa: BLE001 - the runtime's own error types; the model cannot run
-        raise ValidationError(f"model {spec.name} could not be loaded or failed on the sample: {type(err).__name__}: {err}") from err
+        raise SampleRejected(f"model {spec.name} could not be loaded or failed on the sample: {type(err).__name__}: {err}") from err
     if tuple(logits.shape) != (len(ok), spec.num_classes):
         where = f" but {CONFIG_FILE} names {spec.num_classes} classes (id2label)" if spec.folder else ""
-        raise ValidationError(
+        raise SampleRejected(
             f"model {spec.name} returned logits {tuple(logits.shape)}, expected ({len(ok)}, {spec.num_classes}){where}"
         )
     if not bool(np.isfinite(logits).all()):
-        raise ValidationError(f"model {spec.name} returned non-finite logits on the sample; check the weights file")
+        raise SampleRejected(f"model {spec.name} returned non-finite logits on the sample; check the weights file")
     preds: list[str | None] = [None] * n
     for j, i in enumerate(ok):
         preds[i] = vocabulary.names[int(logits[j].argmax())]
@@ -214,8 +222,9 @@ def inference_step(
     latest committed run on the same input (``settings.incremental``), where the image's content
     identity and the model identity are unchanged (see :mod:`batch_classify.reuse`).
 
-    With an ``http(s)://`` ``settings.ray_address`` (the Jobs API), all of this runs inside the
-    cluster as a Ray Job (:func:`batch_classify.cluster.run_inference_job`).
+    This runs the stage from this process (local Ray, or a cluster it joins as the driver). For an
+    ``http(s)://`` ``settings.ray_address`` (the Jobs API), :func:`batch_classify.cluster.run_inference_job`
+    runs this same function inside the cluster as a Ray Job; the Prefect task picks one of the two.
 
     ``progress(done, total)`` is called after each output batch (images predicted or failed so
     far, reused ones included; all listed images), on local Ray and a cluster driver only.
@@ -223,16 +232,10 @@ def inference_step(
     Raises:
         RuntimeError: the output does not hold every listed image exactly once, and one ``list``
             failure per folder the listing could not list.
-        ValueError: a ``ray://`` (Ray Client) address.
-        batch_classify.cluster.StageJobFailed: the Ray Job failed or was stopped.
         EndpointUnreachable: the input's storage stopped answering (the read circuit breaker of
             :func:`batch_classify.inference.run_stage`); the predictions made so far stay staged for
             a resumed attempt (not deterministic: the Prefect task retries once, resuming).
     """
-    from batch_classify import cluster  # imports this module
-
-    if cluster.uses_jobs_api(settings.ray_address):
-        return cluster.run_inference_job(settings, listing, label_map)
     storage = storage_options(settings)
     spec = get_spec(settings.model, storage)
     model_id = model_identity(settings.model, settings.weights, storage)

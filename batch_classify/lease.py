@@ -34,6 +34,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+from batch_classify.errors import PermanentError
 from batch_classify.storage import StorageOptions, filesystem, is_remote_fs, join
 
 log = logging.getLogger(__name__)
@@ -46,11 +47,11 @@ LEASE = "_LEASE"
 LEASE_TTL_SECONDS = 300.0
 
 
-class LeaseHeld(RuntimeError):
+class LeaseHeld(PermanentError, RuntimeError):
     """Another live writer holds the run id's lease. The message names it and when its lease expires."""
 
 
-class LeaseLost(RuntimeError):
+class LeaseLost(PermanentError, RuntimeError):
     """This writer's lease expired and another writer took it over; this writer must not commit."""
 
 

@@ -23,6 +23,7 @@ import stat
 from collections import Counter
 from dataclasses import dataclass, field
 
+from batch_classify.errors import PermanentError
 from batch_classify.storage import StorageOptions, filesystem, is_remote_fs, normalize_uri, read_bytes
 
 #: Extensions listed as images, compared case-insensitively.
@@ -47,7 +48,7 @@ RESERVED_COLUMNS = frozenset({
 log = logging.getLogger(__name__)
 
 
-class ListingError(ValueError):
+class ListingError(PermanentError, ValueError):
     """Missing, empty or unreadable input, or a bad label manifest."""
 
 

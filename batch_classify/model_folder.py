@@ -29,12 +29,13 @@ import math
 import posixpath
 from dataclasses import dataclass, field
 
+from batch_classify.errors import PermanentError
 from batch_classify.listing import content_id
 from batch_classify.preprocess import ClassificationPreset
 from batch_classify.storage import StorageOptions, filesystem, is_remote_fs
 
 
-class ModelError(ValueError):
+class ModelError(PermanentError, ValueError):
     """Unknown model, a model folder that is incomplete or inconsistent, or weights that cannot be found or loaded."""
 
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps
 
+from batch_classify.errors import BatchClassifyError
+
 #: Pillow's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``), pixels.
 DEFAULT_MAX_PIXELS = 89_478_485
 
@@ -29,7 +31,7 @@ _RESAMPLE = {r.name.lower(): r for r in Image.Resampling}
 RESIZE_MODES = ("shorter", "square")
 
 
-class DecodeError(ValueError):
+class DecodeError(BatchClassifyError, ValueError):
     """The bytes are not a decodable image."""
 
 

@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from batch_classify.errors import PermanentError
 from batch_classify.lease import held
 from batch_classify.listing import ImageRecord, ListFailure
 from batch_classify.storage import StorageOptions, filesystem, join, write_bytes
@@ -406,7 +407,7 @@ def _remove_leftovers(fs, root: str, *, keep: set[str]) -> None:
     _remove(fs, root, {"_staging"} if fs.exists(posixpath.join(root, "_staging")) else set(), recursive=True)
 
 
-class CorruptRun(ValueError):
+class CorruptRun(PermanentError, ValueError):
     """A committed run whose files are not whole: ``_SUCCESS`` not a JSON manifest, a file it names
     missing, truncated or not Parquet. The message names the file."""
 

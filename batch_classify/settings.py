@@ -10,6 +10,7 @@ from the environment with the prefix ``BATCH_CLASSIFY_`` (e.g.
 from __future__ import annotations
 
 import secrets
+from typing import Literal
 from datetime import datetime, timezone
 
 from pydantic import AliasChoices, Field, field_validator
@@ -17,6 +18,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from batch_classify.storage import DEFAULT_READ_TIMEOUT
 
+#: Where the model actors run: ``auto`` (a GPU when the cluster has one), ``cpu`` or ``cuda``.
+Device = Literal["auto", "cpu", "cuda"]
+#: The inference runtime: ``auto`` (PyTorch on a GPU, ONNX Runtime on the CPU), ``torch`` or ``onnx``
+#: (the same names as ``engines.RUNTIMES``).
+Runtime = Literal["auto", "torch", "onnx"]
 #: Default model: the seed tutorial's ResNet-152.
 DEFAULT_MODEL = "resnet152"
 #: Longest run id, characters. A run id names a folder (NAME_MAX is 255 bytes on Linux file systems)
@@ -137,10 +143,9 @@ class RunSettings(BaseSettings):
     num_actors: int | None = Field(
         None, gt=0, description="Model actors in the pool (default: 4 per GPU, sharing it, else one per 4 CPUs, at least 1)."
     )
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda)$", description="auto: GPU when the cluster has one.")
-    runtime: str = Field(
+    device: Device = Field("auto", description="auto: GPU when the cluster has one.")
+    runtime: Runtime = Field(
         "auto",
-        pattern=r"^(auto|torch|onnx)$",
         description="Inference runtime; auto: PyTorch on a GPU, ONNX Runtime on the CPU.",
     )
     compile: bool = Field(False, description="torch.compile the model (PyTorch runtime only; slow first batches).")

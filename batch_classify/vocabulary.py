@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from batch_classify.errors import PermanentError
+
 
 def _spaced(name: str) -> str:
     """Underscores and runs of spaces made one space, case kept: ``great_white  shark`` → ``great white shark``."""
@@ -30,7 +32,7 @@ def _norm(name: str) -> str:
     return " ".join(name.replace("_", " ").casefold().split())
 
 
-class LabelError(ValueError):
+class LabelError(PermanentError, ValueError):
     """Labels that cannot be mapped onto the model's classes."""
 
 

@@ -21,26 +21,19 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
-from batch_classify import job
-from batch_classify.lease import LeaseHeld, LeaseLost, RunLease
-from batch_classify.listing import Listing, ListingError
-from batch_classify.models import ModelError
+from batch_classify import cluster, job
+from batch_classify.errors import PermanentError
+from batch_classify.lease import RunLease
+from batch_classify.listing import Listing
 from batch_classify.report import render_markdown
 from batch_classify.results import CommittedRun, StagedRun
 from batch_classify.settings import RunSettings
-from batch_classify.vocabulary import LabelError
 
-class AccuracyRegression(RuntimeError):
+class AccuracyRegression(PermanentError, RuntimeError):
     """The run regressed against the previous one (top-1 dropped by more than ``max_top1_drop``, or,
     without labels, the predictions drifted by more than ``max_drift``), with ``fail_on_regression``."""
 
 
-#: Errors that a retry cannot fix.
-DETERMINISTIC = (
-    ListingError, LabelError, ModelError, job.ValidationError, job.FailureBudgetExceeded, AccuracyRegression,
-    LeaseHeld, LeaseLost,
-    ValueError, TypeError,
-)
 
 #: Artifact keys: stable, so the Prefect UI keeps each one's history across flow runs.
 REPORT_KEY, PER_CLASS_KEY, OUTPUT_KEY, PROGRESS_KEY = (
@@ -98,11 +91,12 @@ class Progress:
             update_progress_artifact(self._artifact, progress=100.0)
 
 
-def _transient(task, task_run, state) -> bool:
-    """retry_condition_fn: retry unless the failure is deterministic."""
+def transient(task, task_run, state) -> bool:
+    """retry_condition_fn: retry unless the failure is a :class:`~batch_classify.errors.PermanentError`
+    (bad input, a missing model, a held run id, a spent failure budget: see :mod:`batch_classify.errors`)."""
     try:
         state.result()
-    except DETERMINISTIC:
+    except PermanentError:
         return False
     except Exception:  # noqa: BLE001 - anything else may pass (network, throttling, a lost node)
         return True
@@ -110,7 +104,7 @@ def _transient(task, task_run, state) -> bool:
 
 
 _storage_retries = dict(
-    retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_jitter_factor=0.5, retry_condition_fn=_transient
+    retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_jitter_factor=0.5, retry_condition_fn=transient
 )
 
 
@@ -163,11 +157,16 @@ def validate_sample(settings: RunSettings, listing: Listing) -> job.Validation:
 # create ray 1`) keeps two flow runs from sharing a cluster's actors. Every tagged task costs a
 # limit lookup, and on the embedded SQLite server that lookup is often refused as "database is
 # locked" and retried after 2 s (measured: 1-3 such waits per run with five tagged tasks).
-@task(name="ray-inference", tags=["ray"], cache_policy=NO_CACHE, retries=1, retry_delay_seconds=10, retry_condition_fn=_transient)
+@task(name="ray-inference", tags=["ray"], cache_policy=NO_CACHE, retries=1, retry_delay_seconds=10, retry_condition_fn=transient)
 def run_inference(settings: RunSettings, listing: Listing, label_map: dict[str, int]) -> job.InferenceOutcome:
-    """The Ray Data stage: decode, preprocess, model actor pool; output staged as Parquet."""
+    """The Ray Data stage: decode, preprocess, model actor pool; output staged as Parquet. On local
+    Ray (or a cluster this process joins as its driver); with an ``http(s)://`` ray address, inside
+    the cluster as a Ray Job (:func:`batch_classify.cluster.run_inference_job`)."""
     with Progress(settings.run_id, total=len(listing.records)) as progress:
-        outcome = job.inference_step(settings, listing, label_map, progress=progress.update)
+        if cluster.uses_jobs_api(settings.ray_address):
+            outcome = cluster.run_inference_job(settings, listing, label_map)
+        else:
+            outcome = job.inference_step(settings, listing, label_map, progress=progress.update)
     s = outcome.stage
     if outcome.staged.n_reused:
         print(f"reused {outcome.staged.n_reused} predictions from {', '.join(outcome.reused_from)}")

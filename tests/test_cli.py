@@ -55,6 +55,22 @@ def test_a_second_writer_of_a_run_id_is_refused_naming_the_holder(photos, tmp_pa
         assert "nightly-on-host-b" in (run / "_LEASE").read_text()
 
 
+def test_help_shows_defaults_and_choices_and_version(tmp_path):
+    """Issue 14: the hand-written "[default: …]" of every option is shown (it was taken for Rich markup
+    and dropped), --device and --runtime offer their choices, and --version answers."""
+    from importlib.metadata import version
+
+    help_text = " ".join(_cli("run", "--help", tmp_path=tmp_path, timeout=60).stdout.split())
+    for shown in ("[default: resnet152]", "[default: 0.05]", "[default: 60]", "--device <auto|cpu|cuda>",
+                  "--runtime <auto|torch|onnx>"):
+        assert shown in help_text, shown
+    bad = _cli("run", "--input", "in", "--output", "out", "--device", "gpu", tmp_path=tmp_path, timeout=60)
+    assert bad.returncode == 2 and "'gpu' is not one of 'auto', 'cpu', 'cuda'" in bad.stderr
+    assert "pattern" not in bad.stderr
+    v = _cli("--version", tmp_path=tmp_path, timeout=60)
+    assert v.returncode == 0 and v.stdout.strip() == f"batch-classify {version('batch-classify')}"
+
+
 def test_missing_input_is_one_line_and_nonzero(tmp_path):
     r = _cli("run", "--input", str(tmp_path / "nowhere"), "--output", str(tmp_path / "out"), "--model", "efficientnet_lite0",
              tmp_path=tmp_path)

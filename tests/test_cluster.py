@@ -296,7 +296,7 @@ def test_failed_job_fails_the_task_with_its_log_and_the_retry_resubmits(ray_clus
     assert first.status == second.status == "FAILED" and first.submission_id != second.submission_id
     assert message.startswith(f"ray job {second.submission_id} on {ray_cluster.address} ended FAILED: Job entrypoint")
     assert f"last lines of its log (ray job logs {second.submission_id}):" in message
-    assert "ValueError: 20 model actors do not fit beside decoding on a cluster with 2 CPUs" in message  # from its log
+    assert "ConfigError: 20 model actors do not fit beside decoding on a cluster with 2 CPUs" in message  # from its log
     run = _task_run(state.state_details.flow_run_id, "ray-inference")
     assert run.state.is_failed() and run.run_count == 2
     assert not (tmp_path / "out" / "cl-fail" / "_SUCCESS").exists()
@@ -312,7 +312,7 @@ def test_resubmitted_job_resumes_from_what_the_earlier_job_staged(ray_cluster, p
     )
     listing = job.list_step(settings)
     label_map = imagenet().map_labels({r.label for r in listing.records})
-    first = job.inference_step(settings, listing, label_map)
+    first = cluster.run_inference_job(settings, listing, label_map)
     assert first.staged.n_predicted == 40 and len(first.staged.prediction_files) == 5
     before = {r["path"]: r for f in first.staged.prediction_files for r in pq.read_table(f).to_pylist()}
     # what a crash of the first job would have left: its last file cut short (no footer), no failures file
