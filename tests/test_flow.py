@@ -218,7 +218,7 @@ def test_rerun_of_a_run_id_replaces_the_result(photos, tmp_path):
 def test_s3_that_throttles_still_gives_exact_output(s3_endpoint, s3_dataset):
     """Every 10th S3 request (and the first 3) answered 503 SlowDown, from listing to commit."""
     import s3fs
-    from conftest import FlakyS3Proxy
+    from s3_proxy import FlakyS3Proxy
 
     proxy = FlakyS3Proxy(s3_endpoint)
     try:

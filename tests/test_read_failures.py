@@ -8,12 +8,10 @@ real Prefect.
 
 from __future__ import annotations
 
-import http.client
 import os
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -21,6 +19,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from conftest import arrange_in_wnid_folders
+from s3_proxy import StallingS3Proxy
 
 from batch_classify import job
 from batch_classify.listing import ImageRecord, Listing
@@ -109,67 +108,6 @@ class SwitchableEndpoint:
                     s.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
-
-
-class StallingS3Proxy:
-    """An S3 endpoint on 127.0.0.1 in front of ``target`` that accepts every GET or HEAD of a key
-    containing ``marker`` and never answers it (until ``close``): a stalled read. Every other request
-    is forwarded unchanged.
-
-    Attributes:
-        url: the endpoint URL to use.
-        stalled: requests held so far.
-    """
-
-    def __init__(self, target: str, *, marker: str = "/stall-") -> None:
-        host, port = urlsplit(target).hostname, urlsplit(target).port
-        release = self._release = threading.Event()
-        self.stalled = 0
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args) -> None:  # quiet
-                pass
-
-            def _forward(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else None
-                if self.command in ("GET", "HEAD") and marker in urlsplit(self.path).path:
-                    proxy.stalled += 1
-                    release.wait()  # the request was accepted; no answer ever comes
-                    self.close_connection = True
-                    return
-                skip = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "expect"}
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
-                conn = http.client.HTTPConnection(host, port, timeout=120)
-                conn.request(self.command, self.path, body=body, headers=headers)
-                resp = conn.getresponse()
-                data = resp.read()
-                self.send_response(resp.status)
-                for k, v in resp.getheaders():
-                    if k.lower() in ("transfer-encoding", "connection") or (k.lower() == "content-length" and self.command != "HEAD"):
-                        continue
-                    self.send_header(k, v)
-                if self.command != "HEAD":
-                    self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-                conn.close()
-
-            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self._release.set()
-        self._server.shutdown()
-        self._server.server_close()
 
 
 def _upload(s3_endpoint: str, bucket: str, files: dict[str, Path]) -> None:
