@@ -16,8 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batch_classify.errors import PermanentError
 from batch_classify import report as report_lib
+from batch_classify.errors import PermanentError
 from batch_classify.report_html import calibration_fields, write_report_html
 from batch_classify.inference import (
     TOP_K, Classifier, ClusterPlan, EndpointUnreachable, StageResult, decode_batch, plan_cluster, run_stage,
@@ -271,6 +271,7 @@ def inference_step(
     todo = [{"path": r.path, "label": r.label} for r in listing.records if r.path not in reused]
     log.info("%d images reused from %s; %d to compute", len(reused), list(reusable.sources), len(todo))
     total = len(listing.records)
+
     def on_batch(batch: dict) -> None:
         writer.write(batch)
         if progress is not None:

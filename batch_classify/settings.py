@@ -21,7 +21,7 @@ from batch_classify.storage import DEFAULT_READ_TIMEOUT
 #: Where the model actors run: ``auto`` (a GPU when the cluster has one), ``cpu`` or ``cuda``.
 Device = Literal["auto", "cpu", "cuda"]
 #: The inference runtime: ``auto`` (PyTorch on a GPU, ONNX Runtime on the CPU), ``torch`` or ``onnx``
-#: (the same names as ``engines.RUNTIMES``).
+#: (``engines.RUNTIMES`` is read from here).
 Runtime = Literal["auto", "torch", "onnx"]
 #: Default model: the seed tutorial's ResNet-152.
 DEFAULT_MODEL = "resnet152"

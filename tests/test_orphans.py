@@ -195,7 +195,6 @@ def test_a_killed_parent_takes_its_descendants_but_nothing_else(tmp_path):
 
 
 @linux_only
-@linux_only
 def test_a_daemon_started_just_before_the_kill_is_found_by_its_inherited_token(tmp_path):
     """Ray's raylet dies with the CLI, and a worker it has just started is re-parented to init before
     any snapshot sees it: the watchdog finds it by the token in its environment."""
