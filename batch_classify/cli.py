@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from batch_classify.settings import Device, Runtime
+from batch_classify.settings import Decode, Device, Runtime
 
 #: Storage options of the commands that read a run or a model folder without a RunSettings (report, models).
 AnonOption = Annotated[bool, typer.Option("--anon", help="Anonymous S3 access.")]
@@ -28,6 +28,7 @@ EndpointOption = Annotated[
 #: The choices of ``--device`` and ``--runtime``: the settings' own values (typer shows an Enum's as choices).
 DeviceChoice = Enum("DeviceChoice", {v: v for v in get_args(Device)}, type=str)
 RuntimeChoice = Enum("RuntimeChoice", {v: v for v in get_args(Runtime)}, type=str)
+DecodeChoice = Enum("DecodeChoice", {v: v for v in get_args(Decode)}, type=str)
 
 # rich_markup_mode=None: help texts are plain text, so their "[default: …]" is shown, not taken for markup.
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, help="Batch image classification with Ray Data and Prefect.")
@@ -152,6 +153,10 @@ def run(
     ] = None,
     num_actors: Annotated[Optional[int], typer.Option(min=1, help="Model actors. [default: 4 per GPU, else 1 per 4 CPUs]")] = None,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (PyTorch runtime).")] = False,
+    decode: Annotated[
+        Optional[DecodeChoice],
+        typer.Option(help="Where JPEGs are decoded. [default: auto: the GPU when the model actors have one, else the CPUs]"),
+    ] = None,
     max_top1_drop: Annotated[
         Optional[float],
         typer.Option(min=0.0, max=1.0, help="Top-1 drop against the previous run that marks this one Regressed. [default: 0.02]"),
@@ -191,7 +196,7 @@ def run(
     given = {
         "input": input, "output": output, "model": model, "weights": weights, "labels": labels, "run_id": run_id,
         "limit": limit, "batch_size": batch_size, "ray_address": ray_address, "num_cpus": num_cpus,
-        "device": device and device.value, "runtime": runtime and runtime.value, "num_actors": num_actors, "max_failed_fraction": max_failed_fraction,
+        "device": device and device.value, "runtime": runtime and runtime.value, "decode": decode and decode.value, "num_actors": num_actors, "max_failed_fraction": max_failed_fraction,
         "max_image_pixels": max_image_pixels, "read_timeout": read_timeout, "resume": resume, "max_top1_drop": max_top1_drop,
         "max_drift": max_drift, "low_confidence": low_confidence,
     }

@@ -23,6 +23,9 @@ Device = Literal["auto", "cpu", "cuda"]
 #: The inference runtime: ``auto`` (PyTorch on a GPU, ONNX Runtime on the CPU), ``torch`` or ``onnx``
 #: (``engines.RUNTIMES`` is read from here).
 Runtime = Literal["auto", "torch", "onnx"]
+#: Where JPEGs are decoded: ``auto`` (on the model actor's GPU when it has one and runs PyTorch),
+#: ``cpu`` (Pillow, in decoding tasks) or ``gpu`` (nvJPEG in the model actor; needs a GPU).
+Decode = Literal["auto", "cpu", "gpu"]
 #: Default model: the seed tutorial's ResNet-152.
 DEFAULT_MODEL = "resnet152"
 #: Longest run id, characters. A run id names a folder (NAME_MAX is 255 bytes on Linux file systems)
@@ -149,6 +152,13 @@ class RunSettings(BaseSettings):
         description="Inference runtime; auto: PyTorch on a GPU, ONNX Runtime on the CPU.",
     )
     compile: bool = Field(False, description="torch.compile the model (PyTorch runtime only; slow first batches).")
+    decode: Decode = Field(
+        "auto",
+        description=(
+            "Where JPEGs are decoded; auto: on the GPU when the model actors have one and run PyTorch, "
+            "else on the CPUs. Other formats and JPEGs the GPU refuses are decoded on the CPU either way."
+        ),
+    )
     max_top1_drop: float = Field(
         0.02,
         ge=0.0,
