@@ -59,7 +59,8 @@ import pyarrow.parquet as pq
 
 import batch_classify
 from batch_classify.errors import BatchClassifyError, ConfigError
-from batch_classify.inference import ClusterPlan, StageResult
+from batch_classify.inference import StageResult
+from batch_classify.plan import ClusterPlan
 from batch_classify.job import InferenceOutcome, storage_options
 from batch_classify.listing import ImageRecord, ListFailure, Listing
 from batch_classify.results import StagedRun

@@ -292,22 +292,38 @@ class TorchEngine:
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         """uint8 [N, H, W, 3] → float32 logits [N, num_classes]."""
-        images = np.ascontiguousarray(images)
-        if self.device.type == "cuda":
-            return self._call(images)  # copied into the pinned buffer: read-only input is fine
-        if not images.flags.writeable:  # Ray hands zero-copy, read-only batches; torch wants writable memory
-            images = images.copy()
-        return _in_micro_batches(self._call, images, self.micro_batch)
+        return self.logits_tensor(images).cpu().numpy()
 
-    def _call(self, images: np.ndarray) -> np.ndarray:
+    def logits_tensor(self, images):
+        """uint8 [N, H, W, 3], numpy or a torch tensor (already on the device: decoded there) →
+        torch float32 logits [N, num_classes] on this engine's device.
+
+        On CUDA, numpy input goes through one reused pinned buffer (:meth:`_staged`): the caller
+        must bring the result (or something computed from it) to the host before the next call,
+        as :class:`batch_classify.inference.Classifier` does, so that the buffer is not overwritten
+        while the copy still reads it.
+        """
         import torch
 
-        if self.device.type == "cuda":
-            x = self._staged(images).to(self.device, non_blocking=True)
+        if isinstance(images, np.ndarray):
+            images = np.ascontiguousarray(images)
+            if self.device.type == "cuda":
+                x = self._staged(images).to(self.device, non_blocking=True)
+            else:
+                if not images.flags.writeable:  # Ray hands zero-copy, read-only batches; torch wants writable memory
+                    images = images.copy()
+                x = torch.from_numpy(images)
         else:
-            x = torch.from_numpy(images)
+            x = images.to(self.device)
+        if self.device.type == "cuda":
+            return self._forward(x)
+        return torch.cat([self._forward(part) for part in x.split(self.micro_batch)])
+
+    def _forward(self, x):
+        import torch
+
         with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
-            return self.model(x).float().cpu().numpy()
+            return self.model(x).float()
 
     def _staged(self, images: np.ndarray):
         """``images`` copied into one page-locked host buffer, reused batch after batch.

@@ -19,12 +19,12 @@ import pyarrow.compute as pc
 from batch_classify import report as report_lib
 from batch_classify.errors import PermanentError
 from batch_classify.report_html import calibration_fields, write_report_html
-from batch_classify.inference import (
-    TOP_K, Classifier, ClusterPlan, EndpointUnreachable, StageResult, decode_batch, plan_cluster, run_stage,
-)
+from batch_classify.inference import TOP_K, Classifier, StageResult, decode_batch, run_stage
 from batch_classify.listing import NO_LABELS, Listing, list_images
 from batch_classify.model_folder import CONFIG_FILE
 from batch_classify.models import ModelError, get_spec
+from batch_classify.plan import ClusterPlan, plan_cluster
+from batch_classify.reading import EndpointUnreachable
 from batch_classify.results import (
     SUCCESS,
     CommittedRun,
@@ -330,6 +330,8 @@ def _run_ray_stage(
             runtime=settings.runtime,
             batch_size=settings.batch_size,
             onnx_only=onnx_only,
+            decode=settings.decode,
+            preset=get_spec(settings.model, storage).preset,
         )
         log.info("inference plan: %s", plan)
         return run_stage(

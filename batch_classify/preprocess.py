@@ -15,7 +15,7 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from batch_classify.errors import BatchClassifyError
 
@@ -33,6 +33,14 @@ RESIZE_MODES = ("shorter", "square")
 
 class DecodeError(BatchClassifyError, ValueError):
     """The bytes are not a decodable image."""
+
+
+def pixel_limit_message(width: int, height: int, max_pixels: int) -> str:
+    """The failure of an image over the pixel limit, as every decoding path words it."""
+    return (
+        f"{width}x{height} is {width * height:,} pixels, over the limit of {max_pixels:,} "
+        "(a decompression bomb, or raise --max-image-pixels)"
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,10 +98,7 @@ class ClassificationPreset:
             img = Image.open(io.BytesIO(data))
             w, h = img.size
             if max_pixels is not None and w * h > max_pixels:
-                raise DecodeError(
-                    f"{w}x{h} is {w * h:,} pixels, over the limit of {max_pixels:,} "
-                    "(a decompression bomb, or raise --max-image-pixels)"
-                )
+                raise DecodeError(pixel_limit_message(w, h, max_pixels))
             if img.format == "JPEG":
                 img.draft("RGB", (self.resize_size, self.resize_size))
             img = ImageOps.exif_transpose(img)
@@ -110,6 +115,8 @@ class ClassificationPreset:
             img.load()
         except DecodeError:
             raise
+        except UnidentifiedImageError as err:  # its message names a BytesIO's address, which says nothing
+            raise DecodeError("UnidentifiedImageError: not an image format Pillow reads") from err
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
             raise DecodeError(f"{type(err).__name__}: {err}") from err
         return img

@@ -13,7 +13,10 @@ It writes two folders that git ignores (through ``.git/info/exclude``), to be ca
   ``onnx`` (which ``torch.onnx.export`` needs; stripped of its backend test data) with
   ``ml_dtypes`` and the ``protobuf`` it was tested with;
 * ``.devdata/photos/``: real ImageNet photos, spread over the shared sample, that the remote
-  replicates into a larger input (``benchmarks.common.prepare_input``).
+  replicates into a larger input (``benchmarks.common.prepare_input``);
+* with ``--lite0-weights``, ``.devdata/efficientnet_lite0-fp16.pth``: EfficientNet-Lite0's real
+  ImageNet weights in float16, for the decode parity check (``benchmarks.decode_parity``);
+  ``--no-onnx`` leaves out the ONNX wheels to make room.
 
 Prints the bytes that would travel (tracked + untracked-not-ignored files + both folders).
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import io
 import shutil
 import subprocess
 import sys
@@ -41,6 +45,14 @@ EXTRA_WHEELS = (
     "rpds-py==2026.9.1",
     "packaging==26.4",
     "efficientnet-lite-pytorch==0.1.0",
+    # batch_classify.settings (imported by engines for its Literal types) and its dependencies.
+    "pydantic==2.14.4",
+    "pydantic-core==2.50.5",
+    "pydantic-settings==2.16.3",
+    "annotated-types==0.8.0",
+    "typing-inspection==0.4.5",
+    "python-dotenv==1.2.4",
+    "typing-extensions==4.16.0",
     "ml_dtypes==0.6.0",
     "protobuf==7.36.2",
 )
@@ -131,16 +143,26 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=60, help="photos copied into .devdata/photos")
     parser.add_argument("--python-version", default="3.12", help="the remote's CPython (wheels' tag)")
     parser.add_argument("--cache", default="/tmp/gpu-bundle-cache", help="where the full ray wheel is downloaded")
+    parser.add_argument("--no-onnx", action="store_true", help="leave out onnx and its wheels (the ONNX reference figure)")
+    parser.add_argument(
+        "--lite0-weights", action="store_true",
+        help="also carry EfficientNet-Lite0's real ImageNet weights as float16 (9 MiB; the decode parity check)",
+    )
     args = parser.parse_args()
 
     exclude("/.whl/", "/.devdata/")
     whl = ROOT / ".whl"
     shutil.rmtree(whl, ignore_errors=True)
+    onnx_only = ("onnx", "ml_dtypes", "protobuf")
     for spec, prefixes in STRIPPED_WHEELS.items():
+        if args.no_onnx and spec.startswith(onnx_only):
+            continue
         full = download(spec, Path(args.cache) / f"cp{args.python_version.replace('.', '')}", args.python_version)
         stripped = strip_wheel(full, whl, prefixes)
         print(f"{spec}: {full.stat().st_size / 2**20:.1f} MiB -> {stripped.stat().st_size / 2**20:.1f} MiB")
     for spec in EXTRA_WHEELS:
+        if args.no_onnx and spec.startswith(onnx_only):
+            continue
         download(spec, whl, args.python_version)
 
     photos_dir = ROOT / ".devdata" / "photos"
@@ -153,6 +175,17 @@ def main() -> None:
     for p in photos[::step][: args.photos]:
         shutil.copyfile(p, photos_dir / p.name)
 
+    if args.lite0_weights:  # float16 halves the file; load_state_dict converts it back to float32
+        import torch
+
+        from batch_classify.models import get_spec
+        from batch_classify.storage import StorageOptions, read_bytes
+
+        spec = get_spec("efficientnet_lite0")
+        state = torch.load(io.BytesIO(read_bytes(spec.default_weights_path(), StorageOptions())), weights_only=True)
+        half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+        torch.save(half, ROOT / ".devdata" / "efficientnet_lite0-fp16.pth")
+        print(f"{(ROOT / '.devdata' / 'efficientnet_lite0-fp16.pth').stat().st_size / 2**20:7.2f} MiB  .devdata/efficientnet_lite0-fp16.pth")
     for p in sorted(whl.iterdir()):
         print(f"{p.stat().st_size / 2**20:7.2f} MiB  {p.name}")
     photo_bytes = sum(p.stat().st_size for p in photos_dir.iterdir())

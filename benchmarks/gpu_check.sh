@@ -8,7 +8,13 @@
 #    batch 128, for efficientnet_lite0 and resnet152; ONNX Runtime on the CPU for reference;
 # b. the Ray Data inference stage with one GPU actor (torch on cuda) over GPU_CHECK_IMAGES
 #    files (real photos replicated), after a warm-up run;
-# c. per model, the ratio of the stage's steady images/s to the model alone's.
+# c. per model, the ratio of the stage's steady images/s to the model alone's;
+# d. decode parity (benchmarks/decode_parity.py): nvJPEG crops against Pillow's on the carried
+#    photos, classified by EfficientNet-Lite0 with its real weights (.devdata/efficientnet_lite0-fp16.pth
+#    when carried), and nvJPEG decode + resize + crop images/s;
+# e. GPU utilisation and memory sampled every 250 ms (nvidia-smi) during each stage run: mean
+#    utilisation and peak memory per plan in the summary. A plan's 5th field picks the decoding:
+#    torch-cuda:256:4:1:cpu (Pillow in CPU tasks) or :device (nvJPEG in the model actors).
 # Random weights throughout (timing only). Each part runs under `timeout`, within a global
 # budget (GPU_CHECK_BUDGET seconds), and does not depend on the others succeeding.
 #
@@ -31,12 +37,16 @@ MODELS=${GPU_CHECK_MODELS:-efficientnet_lite0 resnet152}
 DRY=${GPU_CHECK_DRY:-0}
 if [ "$DRY" = 1 ]; then
     N_STAGE=${GPU_CHECK_IMAGES:-48}; N_ALONE=32; REPEATS=1; BATCH=16
-    ALONE_RUNTIMES=torch; PLANS=${GPU_CHECK_PLANS:-torch:16:1:1}; N_ONNX=16
+    ALONE_RUNTIMES=torch; COMPILE_RUNTIMES=""; PLANS=${GPU_CHECK_PLANS:-torch:16:1:1:cpu torch:16:1:1:device}; N_ONNX=16
 else
-    N_STAGE=${GPU_CHECK_IMAGES:-4000}; N_ALONE=1024; REPEATS=5; BATCH=128
-    ALONE_RUNTIMES=${GPU_CHECK_ALONE_RUNTIMES:-torch-cuda,torch-cuda-fp32}; PLANS=${GPU_CHECK_PLANS:-torch-cuda:128:1:1}
-    N_ONNX=${GPU_CHECK_ONNX_IMAGES:-256}  # 0: skip the ONNX reference
+    N_STAGE=${GPU_CHECK_IMAGES:-12000}; N_ALONE=1024; REPEATS=5; BATCH=128
+    ALONE_RUNTIMES=${GPU_CHECK_ALONE_RUNTIMES:-torch-cuda}
+    COMPILE_RUNTIMES=${GPU_CHECK_COMPILE_RUNTIMES:-torch-cuda,torch-cuda-compile}  # "": skip; a failed compile loses only this part
+    PLANS=${GPU_CHECK_PLANS:-torch-cuda:256:4:1:cpu torch-cuda:256:4:1:device}
+    N_ONNX=${GPU_CHECK_ONNX_IMAGES:-0}  # 256: also the ONNX Runtime reference on the CPUs (needs the onnx wheels)
 fi
+LITE0_WEIGHTS=${GPU_CHECK_LITE0_WEIGHTS:-.devdata/efficientnet_lite0-fp16.pth}  # real weights, when carried
+DEVICE=cuda; [ "$DRY" = 1 ] && DEVICE=cpu
 export PYTHONUNBUFFERED=1 RAY_USAGE_STATS_ENABLED=0 RAY_AUTH_MODE=disabled
 export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
@@ -115,11 +125,33 @@ for m in models:
 EOF
 }
 
+weights_for() {  # real weights for Lite0 when carried (the same timing, and predictions worth comparing)
+    if [ "$1" = efficientnet_lite0 ] && [ -f "$LITE0_WEIGHTS" ]; then echo "$LITE0_WEIGHTS"; else echo "$WORK/$1-random.pth"; fi
+}
+
+sample_gpu() {  # every 250 ms: epoch seconds, GPU utilisation %, memory used MiB (until killed)
+    command -v nvidia-smi >/dev/null || return 0
+    nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader,nounits -lms 250 2>/dev/null \
+        | while IFS=', ' read -r util mem; do echo "$(date +%s.%N),$util,$mem"; done > "$OUT/gpu_samples.csv"
+}
+
 summary() {
-    "$PY" - "$WORK" "$OUT/gpu_check.json" $MODELS <<'EOF'
+    "$PY" - "$WORK" "$OUT/gpu_check.json" "$OUT/gpu_samples.csv" $MODELS <<'EOF'
 import json, statistics, sys
 from pathlib import Path
-work, dest, models = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]
+work, dest, samples_csv, models = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4:]
+samples = []
+try:
+    for line in samples_csv.read_text().splitlines():
+        t, util, mem = line.split(",")
+        samples.append((float(t), float(util), float(mem)))
+except (OSError, ValueError):
+    pass
+def gpu_window(run):
+    inside = [(u, m) for t, u, m in samples if run["started_at"] <= t <= run["ended_at"]]
+    if not inside:
+        return None, None
+    return round(statistics.mean(u for u, _ in inside), 1), max(m for _, m in inside)
 def load(p):
     try:
         return json.loads(p.read_text())
@@ -142,6 +174,26 @@ for m in models:
     print(f"{m:<20}{f(rate, '12.1f')}{f(alone.get('torch-cuda-fp32'), '9.1f')}{f(onnx.get('onnx'), '10.1f')}"
           f"{f(alone.get('decode_ms_per_image'), '8.2f')}{f(med('seconds'), '9.2f')}{f(med('images_per_second'), '9.1f')}"
           f"{f(med('first_batch_seconds'), '7.2f')}{f(steady, '9.1f')}{f(ratio, '7.3f')}")
+print(f"\n{'model':<20}{'plan':<28}{'img/s':>9}{'steady':>9}{'1st s':>7}{'/alone':>8}{'GPU %':>7}{'peak MiB':>10}")
+for m in models:
+    alone = out[m]["model_alone"]
+    rate = alone.get("torch-cuda", alone.get("torch"))
+    for run in out[m]["stage_runs"]:
+        util, peak = gpu_window(run)
+        run["gpu_util_mean"], run["gpu_mem_peak_mib"] = util, peak
+        ratio = run["steady_images_per_second"] / rate if rate else None
+        run["ratio_steady_to_model_alone"] = ratio
+        print(f"{m:<20}{run['plan']:<28}{run['images_per_second']:>9.1f}{run['steady_images_per_second']:>9.1f}"
+              f"{run['first_batch_seconds']:>7.2f}{f(ratio, '8.3f')}{f(util, '7.1f')}{f(peak, '10.0f')}")
+for m in models:
+    compiled = load(work / f"compile-{m}.json")
+    if compiled:
+        out[m]["compile"] = compiled
+        print("COMPILE", m, json.dumps(compiled))
+parity = load(work / "parity.json")
+if parity:
+    out["decode_parity"] = parity
+    print("\nPARITY", json.dumps(parity))
 for m in models:
     r = out[m]["ratio_stage_steady_to_model_alone"]
     print(f"RATIO {m}: stage steady / model alone = {r:.3f}" if r else f"RATIO {m}: n/a (a part failed)")
@@ -149,30 +201,44 @@ dest.write_text(json.dumps(out, indent=1))
 EOF
 }
 
-export PY WHEELS SITE WORK PHOTOS MODELS N_STAGE N_ALONE OUT
+export PY WHEELS SITE WORK PHOTOS MODELS N_STAGE N_ALONE OUT LITE0_WEIGHTS DEVICE
 export -f install_wheels info prepare
 
 main() {
     echo "gpu_check $(date -u +%FT%TZ) dry=$DRY models=[$MODELS] stage images=$N_STAGE plans=[$PLANS] budget=${BUDGET}s"
     run_part install 120 install_wheels
     run_part info 60 info
+    run_part imports 60 "$PY" -c "import batch_classify.inference, batch_classify.device_decode, benchmarks.stage; print('imports ok')"
+    case "$FAILED" in *imports*) echo "=== the library does not import here; stopping (${SECONDS}s)"; return 1 ;; esac
     mkdir -p "$WORK"
-    rm -f "$WORK"/alone-*.json "$WORK"/stage-*.json "$WORK"/onnx-*.json  # no stale figures in the summary
+    rm -f "$WORK"/alone-*.json "$WORK"/stage-*.json "$WORK"/onnx-*.json "$WORK"/parity.json "$WORK"/compile-*.json  # no stale figures
     run_part prepare 120 prepare
-    local input_alone=$WORK/input-$N_ALONE input_stage=$WORK/input-$N_STAGE m
+    local input_alone=$WORK/input-$N_ALONE input_stage=$WORK/input-$N_STAGE m sampler
+    sample_gpu & sampler=$!
+    # d. decode parity and nvJPEG's speed
+    run_part parity 120 bash -c 'set -o pipefail; "$0" -m benchmarks.decode_parity "$1" --device "$2" \
+        $( [ -f "$3" ] && echo --weights "$3" ) --speed-input "$4" --speed-images "$5" | tee "$6.out" && tail -n 1 "$6.out" > "$6"' \
+        "$PY" "$PHOTOS" "$DEVICE" "$LITE0_WEIGHTS" "$input_stage" "$([ "$DRY" = 1 ] && echo 64 || echo 4096)" "$WORK/parity.json"
+    # b. the Ray Data stage (first, now: it is what this check is for), CPU decoding against device decoding
+    for m in $MODELS; do
+        # shellcheck disable=SC2086
+        run_part "stage-$m" 200 "$PY" -m benchmarks.stage "$input_stage" $PLANS --model "$m" --repeats "${GPU_CHECK_STAGE_REPEATS:-1}" \
+            --weights "$(weights_for "$m")" --json "$WORK/stage-$m.json"
+        stop_ray
+    done
     # a. the model alone on CUDA, batch 128, pre-decoded images
     for m in $MODELS; do
         run_part "alone-$m" 120 bash -c 'set -o pipefail; "$0" -m benchmarks.model_alone "$1" --model "$2" --batch-size "$3" \
             --images "$4" --repeats "$5" --runtimes "$6" --weights "$7" | tee "$8.out" && tail -n 1 "$8.out" > "$8"' \
-            "$PY" "$input_alone" "$m" "$BATCH" "$N_ALONE" "$REPEATS" "$ALONE_RUNTIMES" "$WORK/$m-random.pth" "$WORK/alone-$m.json"
+            "$PY" "$input_alone" "$m" "$BATCH" "$N_ALONE" "$REPEATS" "$ALONE_RUNTIMES" "$(weights_for "$m")" "$WORK/alone-$m.json"
     done
-    # b. the Ray Data stage, one GPU actor
-    for m in $MODELS; do
-        # shellcheck disable=SC2086
-        run_part "stage-$m" 180 "$PY" -m benchmarks.stage "$input_stage" $PLANS --model "$m" --repeats "${GPU_CHECK_STAGE_REPEATS:-2}" \
-            --weights "$WORK/$m-random.pth" --json "$WORK/stage-$m.json"
-        stop_ray
+    for m in $MODELS; do  # torch.compile (needs Triton and a C compiler on the machine), last: the least needed
+        [ -z "$COMPILE_RUNTIMES" ] && continue
+        run_part "compile-$m" 150 bash -c 'set -o pipefail; "$0" -m benchmarks.model_alone "$1" --model "$2" --batch-size "$3" \
+            --images "$4" --repeats 3 --runtimes "$5" --weights "$6" | tee "$7.out" && tail -n 1 "$7.out" > "$7"' \
+            "$PY" "$input_alone" "$m" "$BATCH" "$N_ALONE" "$COMPILE_RUNTIMES" "$(weights_for "$m")" "$WORK/compile-$m.json"
     done
+    kill "$sampler" 2>/dev/null; pkill -f "nvidia-smi --query-gpu=utilization.gpu" 2>/dev/null || true
     # a'. reference: ONNX Runtime on the CPU, every core, the CPU pipeline's batch of 64
     for m in $MODELS; do
         [ "$N_ONNX" = 0 ] && continue

@@ -12,7 +12,10 @@ undo one choice each, to measure what it is worth: ``onnx-spin`` (spinning intra
 (``torch.no_grad`` instead of ``torch.inference_mode``). On a GPU: ``torch-cuda`` (the torch engine as
 a GPU actor builds it: CUDA, ``channels_last``, pinned host memory, bf16 autocast; the whole batch in
 one call, copies to and from the device included), ``torch-cuda-fp32`` (the same without autocast) and
-``torch-cuda-pin-per-batch`` (a fresh pinned copy of each batch instead of one reused pinned buffer).
+``torch-cuda-pin-per-batch`` (a fresh pinned copy of each batch instead of one reused pinned buffer),
+``torch-cuda-compile`` (``torch.compile``, its default mode, as ``--compile`` does) and
+``torch-cuda-max-autotune`` (``mode="max-autotune"``); the first round (warm-up) includes the compile.
+With several runtimes, ``top1_agree_NAME`` is the share of the first batch where NAME's top-1 equals the first runtime's.
 ``--random-weights`` times models whose weights are not on this machine.
 
 Usage: ``python -m benchmarks.model_alone INPUT_DIR [--model NAME] [--batch-size N]``
@@ -49,9 +52,13 @@ def _variant(name: str, args, threads: int):
             def call(images):
                 x = torch.from_numpy(images.copy()).pin_memory().to("cuda", non_blocking=True)  # Ray's batches are read-only
                 with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
-                    return model(x).float().cpu().numpy()
+                    return model(x).float()
 
-            engine._call = call
+            engine.logits_tensor = call
+        elif name == "torch-cuda-compile":  # --compile as shipped: torch.compile's default mode
+            engine.model = torch.compile(engine.model)
+        elif name == "torch-cuda-max-autotune":
+            engine.model = torch.compile(engine.model, mode="max-autotune")
         elif name != "torch-cuda":
             raise SystemExit(f"unknown runtime variant {name!r}")
         return engine
@@ -67,9 +74,9 @@ def _variant(name: str, args, threads: int):
 
         def call(images):
             with torch.no_grad():
-                return model(torch.from_numpy(images)).numpy()
+                return torch.cat([model(torch.from_numpy(part)) for part in np.array_split(images, max(1, len(images) // 8))])
 
-        engine._call = call
+        engine.logits_tensor = call
     elif name not in ("onnx", "torch"):
         raise SystemExit(f"unknown runtime variant {name!r}")
     return engine
@@ -113,6 +120,11 @@ def main() -> None:
             if rep:
                 rates[name].append(len(images) / (time.perf_counter() - start))
     out.update({name: round(statistics.median(r), 1) for name, r in rates.items()})
+    if len(built) > 1:  # each variant's top-1 against the first's, on the first batch (a faster variant must agree)
+        first, *others = built
+        ref = built[first](images[: args.batch_size]).argmax(1)
+        for name in others:
+            out[f"top1_agree_{name}"] = round(float((built[name](images[: args.batch_size]).argmax(1) == ref).mean()), 4)
     print(json.dumps(out))
 
 

@@ -5,7 +5,8 @@ in order, after one warm-up run. Prints, per plan: total seconds, images/s, seco
 first output batch (actor start-up) and the steady-state images/s after it.
 
 Usage: ``python -m benchmarks.stage INPUT_DIR onnx:64:1:2 onnx:32:1:2 torch:64:1:2``
-(each plan is ``runtime:batch_size:actors:threads``). Runtime ``torch-cuda`` asks for GPU actors, as
+(each plan is ``runtime:batch_size:actors:threads[:decode]``, decode ``cpu`` (the default: Pillow in
+decoding tasks) or ``device`` (the model actors decode with ``decode_jpeg`` on their device)). Runtime ``torch-cuda`` asks for GPU actors, as
 ``plan_cluster`` lays them out on a GPU cluster (one GPU and no CPU reserved per actor), e.g.
 ``torch-cuda:128:1:1``. ``--random-weights`` times models whose weights are not on this machine;
 ``--json FILE`` also writes the timed (not warm-up) runs there.
@@ -17,18 +18,22 @@ import argparse
 import json
 import logging
 import os
+import time
 from pathlib import Path
 
 
 def parse_plan(text: str):
-    """``runtime:batch_size:actors:threads`` → ``ClusterPlan`` (runtime ``torch-cuda``: GPU actors)."""
-    from batch_classify.inference import ClusterPlan
+    """``runtime:batch_size:actors:threads[:decode]`` → ``ClusterPlan`` (runtime ``torch-cuda``: GPU actors)."""
+    from batch_classify.plan import ClusterPlan
 
-    runtime, batch, actors, threads = text.split(":")
+    runtime, batch, actors, threads, *rest = text.split(":")
+    decode = rest[0] if rest else "cpu"
     if runtime == "torch-cuda":
         gpus = min(1.0, 1 / int(actors))  # several actors share the one GPU, as plan_cluster does
-        return ClusterPlan("cuda", int(actors), gpus, int(threads), "torch", int(batch), cpus_per_actor=0.0)
-    return ClusterPlan("cpu", int(actors), 0.0, int(threads), runtime, int(batch))
+        return ClusterPlan(
+            "cuda", int(actors), gpus, int(threads), "torch", int(batch), cpus_per_actor=0.0, decode=decode
+        )
+    return ClusterPlan("cpu", int(actors), 0.0, int(threads), runtime, int(batch), decode=decode)
 
 
 def main() -> None:
@@ -64,6 +69,7 @@ def main() -> None:
     timed = []
     for i, text in enumerate(plans):
         plan = parsed[text]
+        started_at = time.time()
         r = run_stage(
             records, model_name=args.model, weights=args.weights, storage=storage, plan=plan, on_batch=lambda b: None,
             onnx_blob=blob if plan.runtime == "onnx" else None,
@@ -80,6 +86,7 @@ def main() -> None:
                 "seconds": round(r.wall_seconds, 3), "images_per_second": round(len(records) / r.wall_seconds, 1),
                 "first_batch_seconds": round(r.first_batch_seconds, 3),
                 "steady_images_per_second": round(r.steady_images_per_second, 1),
+                "started_at": round(started_at, 2), "ended_at": round(time.time(), 2),  # epoch s: GPU samples' window
             })
     if args.json:
         Path(args.json).write_text(json.dumps(timed, indent=1))

@@ -22,7 +22,8 @@ import pytest
 from conftest import FAKE_AWS, _free_port, arrange_in_wnid_folders
 
 from batch_classify import cluster, job
-from batch_classify.inference import ClusterPlan, StageResult
+from batch_classify.inference import StageResult
+from batch_classify.plan import ClusterPlan
 from batch_classify.listing import ImageRecord, Listing
 from batch_classify.results import StagedRun, read_committed
 from batch_classify.settings import RunSettings

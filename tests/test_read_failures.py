@@ -132,7 +132,8 @@ def test_connection_failures_are_unreachable_and_per_file_failures_are_not(s3_en
     """Missing keys and a corrupt JPEG on a live endpoint are per-image failures that never trip the
     breaker; reads of a port where nothing listens are connection failures, and they trip it, naming
     the endpoint."""
-    from batch_classify.inference import UNREACHABLE_READS_TO_TRIP, EndpointUnreachable, ReadBreaker, decode_batch
+    from batch_classify.inference import decode_batch
+    from batch_classify.reading import UNREACHABLE_READS_TO_TRIP, EndpointUnreachable, ReadBreaker
     from batch_classify.models import get_spec
 
     _upload(s3_endpoint, "per-file", {"good.JPEG": photos[0]})
