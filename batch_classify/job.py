@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from batch_classify import report as report_lib
+from batch_classify.engines import onnx_model, resolve_runtime
 from batch_classify.errors import PermanentError
 from batch_classify.report_html import calibration_fields, write_report_html
 from batch_classify.inference import TOP_K, Classifier, StageResult, decode_batch, run_stage
@@ -154,7 +155,12 @@ def validate_step(settings: RunSettings, listing: Listing) -> Validation:
         raise SampleRejected(f"none of the {n} sample images could be read and decoded ({shown})")
     ok = np.flatnonzero(batch["error"] == "")
     try:
-        classifier = Classifier(model_name=spec.name, weights=settings.weights, storage=storage, runtime=settings.runtime)
+        blob = None
+        if resolve_runtime(settings.runtime, "cpu", onnx_only=spec.onnx_only) == "onnx":
+            blob = onnx_model(spec.name, settings.weights, storage, cache_dir=settings.cache_dir)
+        classifier = Classifier(
+            model_name=spec.name, weights=settings.weights, storage=storage, runtime=settings.runtime, onnx_blob=blob
+        )
         logits = classifier.logits(batch["image"][ok])
     except ModelError:
         raise
@@ -334,8 +340,12 @@ def _run_ray_stage(
             preset=get_spec(settings.model, storage).preset,
         )
         log.info("inference plan: %s", plan)
+        blob = None
+        if plan.runtime == "onnx":
+            blob = onnx_model(settings.model, settings.weights, storage, cache_dir=settings.cache_dir)
         return run_stage(
             todo,
+            onnx_blob=blob,
             model_name=settings.model,
             weights=settings.weights,
             storage=storage,

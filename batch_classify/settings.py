@@ -9,6 +9,7 @@ from the environment with the prefix ``BATCH_CLASSIFY_`` (e.g.
 
 from __future__ import annotations
 
+import os
 import secrets
 from typing import Literal
 from datetime import datetime, timezone
@@ -49,6 +50,12 @@ def check_uri(value: str, what: str) -> str:
     if not bare or bare.lower() in ("s3:", "s3a:", "file:", "s3://anonymous@", "s3a://anonymous@"):
         raise ValueError(f"{what} {value!r} is a root, not a folder; pass a folder or an s3://bucket/prefix")
     return value
+
+
+def default_cache_dir() -> str:
+    """``$XDG_CACHE_HOME/batch-classify``, else ``~/.cache/batch-classify`` (the XDG base directory convention)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "batch-classify")
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -152,6 +159,13 @@ class RunSettings(BaseSettings):
         description="Inference runtime; auto: PyTorch on a GPU, ONNX Runtime on the CPU.",
     )
     compile: bool = Field(False, description="torch.compile the model (PyTorch runtime only; slow first batches).")
+    cache_dir: str = Field(
+        default_factory=lambda: default_cache_dir(),
+        description=(
+            "Where ONNX exports are kept between runs, named by the weights' SHA-256 (the second run does not "
+            "export again); '' turns the cache off."
+        ),
+    )
     decode: Decode = Field(
         "auto",
         description=(
