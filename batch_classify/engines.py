@@ -18,6 +18,10 @@ Runtime: on a GPU actor with its CUDA provider where ``onnxruntime-gpu`` is
 installed, else on the CPU. Both engines take uint8 [N, H, W, 3] RGB and return
 float32 logits [N, num_classes], so a quarter of the bytes of float32 pixels
 travel between pipeline stages.
+
+Longer than 400 lines: the two runtimes, the ONNX export with its parity check and disk cache, and
+the factory that picks between them share the uint8 model wrapper and the check; split apart they
+would import each other.
 """
 
 from __future__ import annotations

@@ -10,6 +10,9 @@ folders and camera ids are not.
 
 Hive-style partition folders (``date=2026-11-30/``, ``camera=7/``) become values of
 columns named by their keys, kept as strings.
+
+Longer than 400 lines: walking local folders and S3 prefixes, labels, manifests, partitions and the
+failures of listing are one concern (what the run's input is) and share the path rules.
 """
 
 from __future__ import annotations
