@@ -90,7 +90,7 @@ def _print_summary(report: dict, predictions_preview: list[dict]) -> None:
     for row in predictions_preview:
         table.add_row(row["path"], row["label"] or "", row["pred_label"], f"{row['confidence']:.3f}")
     out.print(table)
-    pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+    from batch_classify.report.format import pct
     reused = f" ({report['n_reused']} reused, {report['n_computed']} computed)" if report.get("n_reused") else ""
     if report.get("unlabelled_reason"):
         scores = f"unlabelled ({report['unlabelled_reason']})"
@@ -232,8 +232,9 @@ def report(
     s3_endpoint_url: EndpointOption = None,
 ) -> None:
     """Re-render report.json, report.md and report.html of a committed run from its predictions."""
-    from batch_classify.job import rerender_report
     from batch_classify.models import ModelError
+    from batch_classify.report.build import rerender_report
+    from batch_classify.report.format import pct
     from batch_classify.results import CorruptRun
     from batch_classify.storage import StorageOptions
 
@@ -248,7 +249,6 @@ def report(
         _fail(str(exc))
     except ModelError as exc:
         _fail(f"{exc} (the report needs the class names of the run's model)")
-    pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"  # noqa: E731
     cmp = rendered.get("comparison")
     drift = "" if not cmp or cmp.get("drift_tvd") is None else f", drift {cmp['drift_tvd']:.3f}"
     out.print(

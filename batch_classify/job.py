@@ -6,40 +6,30 @@ orders them. Each takes the run's :class:`~batch_classify.settings.RunSettings`.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
-from batch_classify import report as report_lib
 from batch_classify.engines import onnx_model, resolve_runtime
 from batch_classify.errors import PermanentError
-from batch_classify.report_html import calibration_fields, write_report_html
-from batch_classify.inference import TOP_K, Classifier, StageResult, decode_batch, run_stage
+from batch_classify.inference import Classifier, StageResult, decode_batch, run_stage
 from batch_classify.listing import NO_LABELS, Listing, list_images
 from batch_classify.model_folder import CONFIG_FILE
 from batch_classify.models import ModelError, get_spec
 from batch_classify.plan import ClusterPlan, plan_cluster
 from batch_classify.reading import EndpointUnreachable
+from batch_classify.report.build import build_report
 from batch_classify.results import (
-    SUCCESS,
     CommittedRun,
-    CorruptRun,
     StagedRun,
     StagingWriter,
     commit,
-    committed_manifest,
-    read_committed,
-    read_failures,
 )
-from batch_classify.reuse import find_reusable, latest_committed_run, model_identity
+from batch_classify.reuse import find_reusable, model_identity
 from batch_classify.settings import RunSettings
-from batch_classify.storage import StorageOptions, describe_endpoint, join, read_bytes, write_bytes
+from batch_classify.storage import StorageOptions, describe_endpoint
 from batch_classify.vocabulary import AmbiguousLabel, Vocabulary
 
 log = logging.getLogger(__name__)
@@ -378,29 +368,6 @@ def persist_step(settings: RunSettings, staged: StagedRun) -> CommittedRun:
     return commit(staged, settings.run_uri(), storage_options(settings), run_id=settings.run_id, model=settings.model)
 
 
-def _rounded(value: float) -> float | None:
-    """Three decimals; None (JSON null) for NaN."""
-    return None if math.isnan(value) else round(value, 3)
-
-
-def _stage_fields(stage: StageResult | None) -> dict:
-    """The report's ``stage_*`` and plan fields; null when nothing was computed."""
-    if stage is None:
-        keys = ("stage_seconds", "stage_images_per_second", "stage_first_batch_seconds",
-                "stage_steady_images_per_second", "device", "num_actors", "batch_size", "runtime")
-        return dict.fromkeys(keys)
-    return {
-        "stage_seconds": round(stage.wall_seconds, 3),
-        "stage_images_per_second": round(stage.n_input / stage.wall_seconds, 3) if stage.wall_seconds > 0 else math.nan,
-        "stage_first_batch_seconds": _rounded(stage.first_batch_seconds),
-        "stage_steady_images_per_second": _rounded(stage.steady_images_per_second),
-        "device": stage.plan.device,
-        "num_actors": stage.plan.num_actors,
-        "batch_size": stage.plan.batch_size,
-        "runtime": stage.plan.runtime,
-    }
-
-
 def report_step(
     settings: RunSettings,
     listing: Listing,
@@ -411,7 +378,8 @@ def report_step(
     unlabelled_reason: str | None = None,
 ) -> dict:
     """Step 5: score the committed predictions, compare with the previous committed run on the
-    same input, and write ``report.json``, ``report.md`` and ``report.html``.
+    same input, and write ``report.json``, ``report.md`` and ``report.html``
+    (:func:`batch_classify.report.build.build_report`).
 
     Args:
         wall_seconds: the run's wall time so far, seconds (listing to commit).
@@ -420,230 +388,8 @@ def report_step(
     Returns:
         the report (also in ``report.json``); see the README for its fields.
     """
-    storage = storage_options(settings)
-    n_listed = len(listing.records)
-    report = {
-        "run_id": settings.run_id,
-        "model": settings.model,
-        "input": settings.input,
-        "run_uri": committed.run_uri,
-        "labels": listing.label_source if unlabelled_reason is None else "none",
-        "unlabelled_reason": unlabelled_reason,
-        "partition_keys": list(listing.partition_keys),
-        "manifest_rows": listing.manifest_rows,
-        "manifest_matched": listing.manifest_matched,
-        "n_listed": n_listed,
-        "n_predicted": committed.n_predicted,
-        "n_failed": committed.n_failed,
-        "n_list_failed": len(listing.list_failures),
-        "n_ignored": listing.n_ignored,
-        "n_reused": outcome.staged.n_reused,
-        "n_computed": n_listed - outcome.staged.n_reused,
-        "reused_from": list(outcome.reused_from),
-        "wall_seconds": round(wall_seconds, 3),
-        "images_per_second": round(n_listed / wall_seconds, 3) if wall_seconds > 0 else math.nan,
-        **_stage_fields(outcome.stage),
-    }
-    return score_and_write(
-        report, storage, vocabulary=get_spec(settings.model, storage).vocabulary(),
-        max_top1_drop=settings.max_top1_drop, max_drift=settings.max_drift, low_confidence=settings.low_confidence,
-    )
-
-
-def score_and_write(
-    report: dict,
-    storage: StorageOptions,
-    *,
-    vocabulary: Vocabulary,
-    max_top1_drop: float,
-    max_drift: float | None,
-    low_confidence: float,
-) -> dict:
-    """Fill ``report`` (which names ``run_uri`` and ``input``) with the scores of the committed
-    predictions (accuracy where there are labels, the label-free statistics always) and the
-    comparison with the previous run, then write the report files.
-
-    Args:
-        vocabulary: the run's model's classes.
-
-    Returns:
-        the report, as written to ``report.json``.
-
-    Raises:
-        FileNotFoundError: the run is not committed.
-    """
-    run_uri = report["run_uri"]
-    table = read_committed(run_uri, storage)  # every column: the page's gallery needs paths and labels too
-    label_index = table.column("label_index").fill_null(-1).to_numpy()
-    pred_index = table.column("pred_index").to_numpy()
-    confidence = table.column("confidence").to_numpy()
-    report |= _accuracy(table, vocabulary)
-    report |= report_lib.restricted_accuracy(label_index, table.column("restricted_index").fill_null(-1).to_numpy())
-    report |= calibration_fields(label_index, pred_index, confidence)
-    pred_names = _pred_names(table)
-    report |= _label_free(table, low_confidence, pred_names)
-    report["comparison"] = _compare_with_previous(
-        report, pred_names, storage, max_top1_drop=max_top1_drop, max_drift=max_drift, low_confidence=low_confidence
-    )
-    # report.json last: it is the report's commit point (report.md and report.html beside a missing
-    # report.json are what a run killed while reporting left; the next report step replaces them)
-    write_bytes(join(run_uri, "report.md"), report_lib.render_markdown(report).encode(), storage)
-    write_report_html(run_uri, report, storage, predictions=table, vocabulary=vocabulary)
-    write_bytes(join(run_uri, "report.json"), report_lib.to_json(report), storage)
-    return report
-
-
-def _top5_matrix(column) -> np.ndarray:
-    """int64 [N, 5] of a ``top5_index`` list column; -1 where a row holds fewer (a model with fewer classes)."""
-    lists = column.combine_chunks() if hasattr(column, "combine_chunks") else column
-    lengths = pc.list_value_length(lists).fill_null(0).to_numpy()
-    flat = lists.flatten().to_numpy()
-    if len(lengths) and (lengths == TOP_K).all():
-        return flat.reshape(-1, TOP_K)
-    out = np.full((len(lengths), TOP_K), -1, dtype=np.int64)
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(lengths) else lengths
-    for row, (start, n) in enumerate(zip(starts, lengths)):
-        out[row, : min(n, TOP_K)] = flat[start : start + min(n, TOP_K)]
-    return out
-
-
-def _accuracy(table, vocabulary: Vocabulary) -> dict:
-    """:func:`batch_classify.report.accuracy` of committed predictions (``label_index``,
-    ``pred_index``, ``top5_index`` columns)."""
-    return report_lib.accuracy(
-        table.column("label_index").fill_null(-1).to_numpy(),
-        table.column("pred_index").to_numpy(),
-        _top5_matrix(table.column("top5_index")),
-        vocabulary,
-    )
-
-
-def _pred_names(table) -> np.ndarray:
-    """object [N]: the ``pred_label`` column (class names, compared across runs and models)."""
-    return np.asarray(table.column("pred_label").to_pylist(), dtype=object)
-
-
-def _label_free(table, low_confidence: float, pred_names: np.ndarray) -> dict:
-    """:func:`batch_classify.report.label_free` of committed predictions (``pred_names`` from
-    :func:`_pred_names`, ``confidence``, ``entropy`` columns; a null entropy, from rows written
-    before it existed, is NaN)."""
-    return report_lib.label_free(
-        pred_names,
-        table.column("confidence").to_numpy(),
-        table.column("entropy").cast(pa.float32()).fill_null(np.nan).to_numpy(),
-        low_confidence=low_confidence,
-    )
-
-
-def _previous_scores(previous: str, storage: StorageOptions, table, pred_names: np.ndarray, low_confidence: float) -> dict:
-    """The previous run's report for the comparison: its ``report.json`` over the label-free
-    statistics of its predictions (older reports lack them); scored here when it has no report.json
-    (its report step never ran), with its own model's classes."""
-    scores = {"model": committed_manifest(previous, storage).get("model")}
-    scores |= _label_free(table, low_confidence, pred_names)
-    try:
-        return scores | json.loads(read_bytes(join(previous, "report.json"), storage))
-    except FileNotFoundError:
-        pass
-    try:
-        return scores | _accuracy(table, get_spec(scores["model"], storage).vocabulary())
-    except ModelError as err:  # its model folder is gone: top-1 without the per-class figures
-        log.warning("previous run %s: its model %s is not readable (%s); comparing top-1 only", previous, scores["model"], err)
-        y = table.column("label_index").fill_null(-1).to_numpy()
-        labelled = y >= 0
-        top1 = float((table.column("pred_index").to_numpy()[labelled] == y[labelled]).mean()) if labelled.any() else None
-        return scores | {"top1": top1, "top5": None, "per_class": []}
-
-
-def _compare_with_previous(
-    report: dict,
-    pred_names: np.ndarray,
-    storage: StorageOptions,
-    *,
-    max_top1_drop: float,
-    max_drift: float | None,
-    low_confidence: float,
-) -> dict | None:
-    """The comparison with the latest run committed before this one under the same output on the
-    same input (any model); None when there is none. ``pred_names``: this run's predicted class names."""
-    run_uri = report["run_uri"]
-    output, run_id = run_uri.rstrip("/").rsplit("/", 1)
-    manifest = committed_manifest(run_uri, storage)
-    previous = latest_committed_run(
-        output, input=report["input"], model_id=None, storage=storage, exclude_run_id=run_id,
-        before=manifest.get("committed_at"),
-    )
-    if previous is None:
-        return None
-    try:
-        previous_pred = read_committed(
-            previous, storage, columns=["label_index", "pred_index", "pred_label", "top5_index", "confidence", "entropy"]
-        )
-    except CorruptRun as err:
-        log.warning("no comparison with %s: %s", previous, err)
-        return None
-    previous_names = _pred_names(previous_pred)
-    return report_lib.compare(
-        report,
-        _previous_scores(previous, storage, previous_pred, previous_names, low_confidence),
-        pred_names,
-        previous_names,
-        previous_run_uri=previous,
-        max_top1_drop=max_top1_drop,
-        max_drift=max_drift,
-    )
-
-
-def rerender_report(
-    run_uri: str,
-    storage: StorageOptions,
-    *,
-    max_top1_drop: float | None = None,
-    max_drift: float | None = None,
-    low_confidence: float | None = None,
-) -> dict:
-    """Score a committed run again and rewrite its report files (``batch-classify report``).
-
-    The thresholds default to :class:`RunSettings`' defaults.
-
-    Facts only the run itself knew (wall time, listing, stage timings, why it was unlabelled) are
-    kept from its ``report.json``; without one they are left out. Scores and the comparison with
-    the run committed before it are computed afresh, with the classes of the run's model (a model
-    folder must still be readable).
-
-    Raises:
-        FileNotFoundError: ``run_uri`` holds no committed run (no ``_SUCCESS``).
-        CorruptRun: the run is not whole (a file ``_SUCCESS`` names is missing or damaged, or
-            ``_SUCCESS`` itself is); the message names the file.
-        ModelError: the run's model folder cannot be read.
-    """
-    run_uri = run_uri.rstrip("/")
-    manifest = committed_manifest(run_uri, storage)
-    n_failures = read_failures(run_uri, storage).num_rows
-    if n_failures != manifest.get("n_failed", n_failures):
-        raise CorruptRun(f"{run_uri}/{manifest.get('failures_file')} holds {n_failures} failures, {SUCCESS} says "
-                         f"{manifest['n_failed']}; run the run id again")
-    try:
-        report = json.loads(read_bytes(join(run_uri, "report.json"), storage))
-    except FileNotFoundError:
-        report = {
-            "n_listed": manifest["n_predicted"] + manifest["n_failed"],
-            "n_ignored": None,
-            "wall_seconds": None,
-            "images_per_second": None,
-        }
-    report |= {
-        "run_id": manifest.get("run_id", run_uri.rsplit("/", 1)[-1]),
-        "model": manifest.get("model"),
-        "input": manifest.get("input", report.get("input")),
-        "run_uri": run_uri,
-        "n_predicted": manifest["n_predicted"],
-        "n_failed": manifest["n_failed"],
-        "n_reused": manifest.get("n_reused", 0),
-    }
-    vocabulary = get_spec(report["model"], storage).vocabulary()
-    default = lambda name, given: RunSettings.model_fields[name].default if given is None else given  # noqa: E731
-    return score_and_write(
-        report, storage, vocabulary=vocabulary, max_top1_drop=default("max_top1_drop", max_top1_drop),
-        max_drift=default("max_drift", max_drift), low_confidence=default("low_confidence", low_confidence),
+    return build_report(
+        settings, storage_options(settings), listing, committed, n_reused=outcome.staged.n_reused,
+        reused_from=outcome.reused_from, stage=outcome.stage, wall_seconds=wall_seconds,
+        unlabelled_reason=unlabelled_reason,
     )

@@ -25,7 +25,8 @@ from batch_classify import cluster, job
 from batch_classify.errors import PermanentError
 from batch_classify.lease import RunLease
 from batch_classify.listing import Listing
-from batch_classify.report import render_markdown
+from batch_classify.report.compare import regression_message
+from batch_classify.report.markdown import render_markdown
 from batch_classify.results import CommittedRun, StagedRun
 from batch_classify.settings import RunSettings
 
@@ -106,11 +107,6 @@ def transient(task, task_run, state) -> bool:
 _storage_retries = dict(
     retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_jitter_factor=0.5, retry_condition_fn=transient
 )
-
-
-def regression_message(comparison: dict) -> str:
-    """One line: every reason the comparison gives for the regression, and the run compared with."""
-    return f"{'; '.join(comparison['reasons'])} (against {comparison['previous_run_uri']})"
 
 
 def run_lease(settings: RunSettings) -> RunLease:

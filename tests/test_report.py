@@ -3,7 +3,9 @@ import math
 import numpy as np
 import pytest
 
-from batch_classify.report import accuracy, compare, label_free, prediction_distribution, render_markdown
+from batch_classify.report.compare import compare
+from batch_classify.report.markdown import render_markdown
+from batch_classify.report.metrics import accuracy, label_free, prediction_distribution
 from batch_classify.vocabulary import from_names, imagenet
 
 
@@ -52,7 +54,7 @@ def test_markdown_names_figures():
 
 
 def test_restricted_accuracy_by_hand():
-    from batch_classify.report import restricted_accuracy
+    from batch_classify.report.metrics import restricted_accuracy
 
     labels = np.array([0, 0, 5, 5, -1, 7])
     restricted = np.array([0, 5, 5, 5, 3, -1])  # last: not computed (reused from other label classes)

@@ -20,22 +20,19 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from batch_classify import report as report_lib
-from batch_classify.report_html import (
+from batch_classify.report import metrics
+from batch_classify.report.compare import compare
+from batch_classify.report.figures import (
     MAX_MATRIX_CLASSES,
-    calibration,
-    calibration_fields,
     confidence_png,
-    confident_mistakes,
     confusion_counts,
     confusion_matrix_png,
-    load_thumbnails,
-    mistakes_gallery_png,
     per_class_accuracy_png,
     prediction_distribution_png,
-    render_html,
-    write_report_html,
 )
+from batch_classify.report.gallery import confident_mistakes, load_thumbnails, mistakes_gallery_png
+from batch_classify.report.html import render_html, write_report_html
+from batch_classify.report.metrics import calibration, calibration_fields
 from batch_classify.results import PREDICTION_SCHEMA, StagingWriter, commit, read_committed
 from batch_classify.storage import StorageOptions, read_bytes
 from batch_classify.vocabulary import Vocabulary, from_names, imagenet
@@ -100,8 +97,8 @@ def _report(table: pa.Table, vocabulary: Vocabulary | None = None, **extra) -> d
     return {
         "run_id": "r1", "model": "efficientnet_lite0", "input": "/data/in", "run_uri": "/data/out/r1",
         "n_listed": table.num_rows, "n_predicted": table.num_rows, "n_failed": 0, "n_ignored": 0, "n_reused": 0,
-        **report_lib.accuracy(y, p, t5, vocabulary or imagenet()),
-        **report_lib.label_free(
+        **metrics.accuracy(y, p, t5, vocabulary or imagenet()),
+        **metrics.label_free(
             table.column("pred_label").to_numpy(zero_copy_only=False) if table.num_rows else np.zeros(0, object),
             table.column("confidence").to_numpy(zero_copy_only=False) if table.num_rows else np.zeros(0, np.float32),
             None, low_confidence=0.5),
@@ -229,7 +226,7 @@ def test_drawing_never_imports_pyplot():
     """The pictures use Figure on an Agg canvas: pyplot (global figures, a GUI backend) is never loaded."""
     code = (
         "import sys, numpy as np\n"
-        "from batch_classify import report_html as r\n"
+        "from batch_classify.report import figures as r\n"
         "y = np.arange(40) % 12; p = (y + (np.arange(40) % 3 == 0)) % 12\n"
         "names = [f'class {i}' for i in range(1000)]\n"
         "r.confusion_matrix_png(y, p, names); r.per_class_accuracy_png(y, p, names)\n"
@@ -380,7 +377,7 @@ def test_page_of_an_unlabelled_run_of_a_model_with_its_own_classes(tmp_path):
     previous = {"top1": None, "top5": None, "per_class": [], "model": "old-model", "mean_confidence": 0.9}
 
     def page_with(max_drift):
-        comparison = report_lib.compare(report, previous, current_names, previous_names, previous_run_uri="/out/r0",
+        comparison = compare(report, previous, current_names, previous_names, previous_run_uri="/out/r0",
                                         max_top1_drop=0.02, max_drift=max_drift)
         return comparison, render_html({**report, "comparison": comparison}, table, StorageOptions(), vocabulary=vocabulary)
 
@@ -494,12 +491,12 @@ def _classified_run(photos: list[Path], root: Path) -> tuple[str, dict]:
             "drift_threshold": 0.1, "mean_confidence_delta": -0.01,
             "reasons": ["top-1 dropped by 2.5 points, over --max-top1-drop 0.02 (2.0 points)"],
             "share_changes": [{"name": r["name"], "share_before": 0.0, "share_after": r["share"], "delta": r["share"]}
-                              for r in report_lib.prediction_distribution(table.column("pred_label").to_numpy(
+                              for r in metrics.prediction_distribution(table.column("pred_label").to_numpy(
                                   zero_copy_only=False), 10)],
             "per_class_delta": [
                 {"wnid": c["wnid"], "name": c["name"], "recall_before": 1.0, "recall_after": c["recall"],
                  "delta": c["recall"] - 1.0}
-                for c in report_lib.accuracy(y, table.column("pred_index").to_numpy(), t5, vocabulary)["per_class"]
+                for c in metrics.accuracy(y, table.column("pred_index").to_numpy(), t5, vocabulary)["per_class"]
                 if c["support"] and c["recall"] < 1.0
             ],
         },

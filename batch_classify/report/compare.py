@@ -1,0 +1,167 @@
+"""This run against the previous committed run on the same dataset, and the regression policy.
+
+:func:`compare` measures the changes (accuracy when both runs have labels, prediction drift and
+share changes always); :func:`regression_reasons` is the one place that decides whether they are a
+regression: the report says so, the flow marks its run "Regressed" and ``--fail-on-regression``
+fails it, all from the ``regressed`` and ``reasons`` this module writes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from batch_classify.report.format import points
+from batch_classify.report.metrics import name_counts
+
+#: Rows of :func:`compare`'s ``share_changes``.
+SHARE_CHANGES = 10
+
+
+def regression_reasons(top1_delta: float | None, drift_tvd: float | None, *, max_top1_drop: float,
+                       max_drift: float | None) -> list[str]:
+    """The regression policy: one sentence per gate that fired; empty when the run did not regress.
+
+    A labelled comparison is gated on accuracy: a top-1 drop larger than ``max_top1_drop``.
+    Prediction drift is the proxy when labels are absent, so the drift gate (``drift_tvd >
+    max_drift``) applies only when top-1 cannot be compared (``top1_delta`` None): a labelled run
+    whose accuracy improves must not be flagged because its predictions moved.
+
+    Args:
+        top1_delta: this run's top-1 minus the previous run's, a fraction; None when either has no labels.
+        drift_tvd: the total variation distance of the predicted classes, in [0, 1]; None when unknown.
+        max_top1_drop: a fraction (0.02 = 2 points), from ``RunSettings.max_top1_drop``.
+        max_drift: a distance in [0, 1], from ``RunSettings.max_drift``; None turns that gate off.
+    """
+    if top1_delta is not None:
+        if top1_delta < -max_top1_drop:
+            return [
+                f"top-1 dropped by {points(-top1_delta, sign='')}, over --max-top1-drop {max_top1_drop:g} "
+                f"({points(max_top1_drop, sign='')})"
+            ]
+    elif max_drift is not None and drift_tvd is not None and drift_tvd > max_drift:
+        return [f"prediction drift (TVD) {drift_tvd:.3f}, over --max-drift {max_drift:g}"]
+    return []
+
+
+def regression_message(comparison: dict) -> str:
+    """One line: every reason the comparison gives for the regression, and the run compared with."""
+    return f"{'; '.join(comparison['reasons'])} (against {comparison['previous_run_uri']})"
+
+
+def _match_per_class(current: list[dict], previous: list[dict]) -> list[dict]:
+    """Recall before/after of the classes labelled in both runs; see :func:`compare`."""
+    before = [c for c in previous if c.get("support")]
+    by_wnid: dict[str, list[dict]] = {}
+    by_name: dict[str, list[dict]] = {}
+    for c in before:
+        if c.get("wnid"):
+            by_wnid.setdefault(c["wnid"], []).append(c)
+        by_name.setdefault(c.get("name"), []).append(c)
+    rows = []
+    for c in current:
+        if not c.get("support"):
+            continue
+        old = None
+        if c.get("wnid") and len(by_wnid.get(c["wnid"], [])) == 1:
+            old = by_wnid[c["wnid"]][0]
+        else:
+            # By name, against previous entries that cannot be matched by wnid (this entry or
+            # theirs has none); a name several of them share is not guessed.
+            same = [o for o in by_name.get(c.get("name"), []) if not (c.get("wnid") and o.get("wnid"))]
+            old = same[0] if len(same) == 1 else None
+        if old is None or old.get("recall") is None or c.get("recall") is None:
+            continue
+        rows.append(
+            {
+                "wnid": c.get("wnid"),
+                "name": c.get("name"),
+                "recall_before": old["recall"],
+                "recall_after": c["recall"],
+                "delta": c["recall"] - old["recall"],
+            }
+        )
+    rows.sort(key=lambda r: (r["delta"], str(r["name"]), r["wnid"] or ""))
+    return rows
+
+
+def compare(
+    current: dict,
+    previous: dict,
+    current_pred: np.ndarray,
+    previous_pred: np.ndarray,
+    *,
+    previous_run_uri: str,
+    max_top1_drop: float,
+    max_drift: float | None,
+) -> dict:
+    """How this run differs from the previous committed run on the same dataset.
+
+    The two runs may have used different models with different class lists: predictions are
+    compared by class display name, per-class recall by wnid where both entries have one, else by
+    name (a name that several classes of the previous run share is left unmatched).
+
+    Gates: :func:`regression_reasons` (top-1 when both runs have labels, prediction drift otherwise).
+
+    Args:
+        current, previous: the two runs' reports (``top1``, ``top5``, ``per_class``, ``model``,
+            ``mean_confidence``); a field that is missing (a ``report.json`` written by an older
+            version) counts as None.
+        current_pred, previous_pred: object [N], [M]: the predicted class name (``pred_label``)
+            of every predicted image of each run.
+        previous_run_uri: the previous run's URI, reported as given.
+        max_top1_drop: a fraction (0.02 = 2 points): a top-1 drop larger than this is a regression.
+        max_drift: a total variation distance in [0, 1] above which an unlabelled comparison is a
+            regression; None turns that gate off.
+
+    Returns:
+        ``previous_run_uri``, ``previous_model``, ``top1_delta``, ``top5_delta`` (fractions; None
+        where either run has no labels), ``per_class_delta`` (``{"wnid", "name", "recall_before",
+        "recall_after", "delta"}`` for classes labelled in both, largest drop first, ties by name;
+        ``wnid`` None for a model's own classes), ``drift_tvd`` (total variation distance between
+        the two runs' predicted-class distributions over the union of names, ``0.5 * sum |p - q|``:
+        0 identical, 1 disjoint; None when either run predicted nothing), ``share_changes`` (the
+        up to 10 names whose share of the predictions moved most, by ``|delta|``, ties by name;
+        names whose share did not move are left out: ``{"name", "share_before", "share_after",
+        "delta"}``, fractions), ``mean_confidence_delta`` (None when either is None),
+        ``threshold`` (``max_top1_drop``), ``drift_threshold`` (``max_drift``), ``reasons`` (one
+        sentence per gate that fired) and ``regressed``.
+    """
+
+    def delta(key: str) -> float | None:
+        a, b = current.get(key), previous.get(key)
+        return None if a is None or b is None else a - b
+
+    after, n = name_counts(current_pred)
+    before, m = name_counts(previous_pred)
+    if n and m:
+        changes = []
+        for name in set(after) | set(before):
+            p, q = after.get(name, 0) / n, before.get(name, 0) / m
+            changes.append({"name": name, "share_before": q, "share_after": p, "delta": p - q})
+        tvd = float(0.5 * math.fsum(abs(c["delta"]) for c in changes))
+        moved = [c for c in changes if c["delta"] != 0]
+        # |delta| rounded for the order only: two equal moves computed differently tie by name.
+        moved.sort(key=lambda c: (-round(abs(c["delta"]), 12), str(c["name"])))
+        share_changes = moved[:SHARE_CHANGES]
+    else:
+        tvd, share_changes = None, []
+
+    top1_delta = delta("top1")
+    reasons = regression_reasons(top1_delta, tvd, max_top1_drop=max_top1_drop, max_drift=max_drift)
+    return {
+        "previous_run_uri": previous_run_uri,
+        "previous_model": previous.get("model"),
+        "top1_delta": top1_delta,
+        "top5_delta": delta("top5"),
+        "per_class_delta": _match_per_class(current.get("per_class") or [], previous.get("per_class") or []),
+        "drift_tvd": tvd,
+        "share_changes": share_changes,
+        "mean_confidence_delta": delta("mean_confidence"),
+        "threshold": max_top1_drop,
+        "drift_threshold": max_drift,
+        "reasons": reasons,
+        "regressed": bool(reasons),
+    }
+

@@ -1,0 +1,32 @@
+"""How the report prints numbers: the one percent formatter and its companions, used by the Markdown,
+the page, the pictures and the command line alike.
+
+Every formatter prints ``n/a`` for a value that is missing (None, e.g. an unlabelled run's accuracy
+or a field an older ``report.json`` lacks) or NaN.
+"""
+
+from __future__ import annotations
+
+#: What a missing value reads as, everywhere.
+NA = "n/a"
+
+
+def missing(value) -> bool:
+    """True for None and NaN (float, numpy float; NaN is the one value unequal to itself)."""
+    return value is None or value != value
+
+
+def pct(fraction, digits: int = 1) -> str:
+    """A fraction as a percentage: ``pct(0.1234)`` is ``"12.3%"``, ``pct(0.1234, 0)`` ``"12%"``."""
+    return NA if missing(fraction) else f"{100 * fraction:.{digits}f}%"
+
+
+def points(fraction, sign: str = "+") -> str:
+    """A fraction (a change, signed by default; ``sign=""`` for a plain size) in percentage points:
+    ``points(-0.021)`` is ``"-2.1 points"``, ``points(0.02, sign="")`` ``"2.0 points"``."""
+    return NA if missing(fraction) else f"{100 * fraction:{sign}.1f} points"
+
+
+def num(value, fmt: str = "{}") -> str:
+    """Any value through ``fmt`` (``str.format``): ``num(12.34, "{:.1f} s")`` is ``"12.3 s"``."""
+    return NA if missing(value) else fmt.format(value)
