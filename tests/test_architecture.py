@@ -118,3 +118,18 @@ def test_the_library_imports_prefect_only_in_the_command_line():
         if name.startswith("batch_classify") and deps & {"prefect", "tasks", "flows", "deployments"}
     )
     assert users == ["batch_classify.cli"]
+
+
+def test_the_report_package_sits_below_the_steps_and_its_numbers_draw_nothing():
+    """``batch_classify.report`` (issue 13) is below ``job``: nothing in it imports ``job`` (``job.report_step``
+    calls ``report.build``). Its numbers and text (``metrics``, ``compare``, ``format``, ``markdown``) reach
+    neither the pictures, the page nor storage: every fact is computed there once, drawn elsewhere."""
+    graph = _graph()
+    package = sorted(name for name in graph if name.startswith("batch_classify.report."))
+    assert {"batch_classify.report.metrics", "batch_classify.report.build", "batch_classify.report.html"} <= set(package)
+    assert not [name for name in package if "batch_classify.job" in _reach(graph, name)]
+    drawing = {"batch_classify.report.figures", "batch_classify.report.gallery", "batch_classify.report.html",
+               "batch_classify.report.build", "batch_classify.storage", "matplotlib", "PIL"}
+    for name in ("metrics", "compare", "format", "markdown"):
+        reached = _reach(graph, f"batch_classify.report.{name}")
+        assert not reached & drawing, (name, sorted(reached & drawing))
