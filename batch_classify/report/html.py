@@ -3,11 +3,10 @@
 :func:`render_html` puts the pictures (:mod:`batch_classify.report.figures`,
 :mod:`batch_classify.report.gallery`), with the summary, the comparison and the per-class table,
 into one page that needs nothing else: the pictures are ``data:`` URIs, the CSS is inline, there
-is no script, and a Content-Security-Policy forbids loading anything from anywhere. Every string
-that comes from data (paths, labels, class names, URIs) is escaped with :func:`html.escape`. The
-page is built from f-strings (no template engine). The numbers it prints are the report's (scored
-once, in :mod:`batch_classify.report.build`); it computes one only when handed a report that
-lacks it (a report written by an older version, or one built by hand).
+is no script, and a Content-Security-Policy forbids loading anything from anywhere. Data strings
+(paths, labels, class names, URIs) are escaped with :func:`html.escape`; the page is f-strings, no
+template engine. Its numbers are the report's (scored once, :mod:`batch_classify.report.build`);
+it computes one only for a report that lacks it (written by an older version, or built by hand).
 """
 
 from __future__ import annotations
