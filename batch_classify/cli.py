@@ -75,7 +75,7 @@ def run_flow(settings) -> dict:
 
     watchdog.start()  # Prefect's temporary API and a local Ray die with this process, even on kill -9
     _prefect_defaults()
-    from flows import classify_images
+    from batch_classify.flows import classify_images
 
     try:
         return classify_images(settings)
@@ -381,7 +381,7 @@ def serve(
     watchdog.start()  # the flow runs it executes die with this process, even on kill -9
     from prefect import serve as prefect_serve
 
-    import deployments
+    from batch_classify import deployments
 
     built = deployments.build(settings)
     out.print(
