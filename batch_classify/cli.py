@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from enum import Enum
-from typing import Annotated, Optional, get_args
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from batch_classify.settings import Decode, Device, Runtime
+from batch_classify.cli_options import settings_options
+from batch_classify.settings import RunSettings, ServeSettings
 
 #: Storage options of the commands that read a run or a model folder without a RunSettings (report, models).
 AnonOption = Annotated[bool, typer.Option("--anon", help="Anonymous S3 access.")]
@@ -25,10 +25,10 @@ EndpointOption = Annotated[
     Optional[str], typer.Option(envvar="AWS_ENDPOINT_URL", help="S3-compatible endpoint. [default: $AWS_ENDPOINT_URL]")
 ]
 
-#: The choices of ``--device`` and ``--runtime``: the settings' own values (typer shows an Enum's as choices).
-DeviceChoice = Enum("DeviceChoice", {v: v for v in get_args(Device)}, type=str)
-RuntimeChoice = Enum("RuntimeChoice", {v: v for v in get_args(Runtime)}, type=str)
-DecodeChoice = Enum("DecodeChoice", {v: v for v in get_args(Decode)}, type=str)
+#: RunSettings fields `run` offers no option for: the environment (BATCH_CLASSIFY_*, AWS_ENDPOINT_URL) sets them.
+RUN_ENVIRONMENT_ONLY = ("sample_size", "s3_endpoint_url", "checkpoint_rows")
+#: Short option names; every other option is the field's name, --kebab-case.
+SHORT = {"input": ("--input", "-i"), "output": ("--output", "-o")}
 
 # rich_markup_mode=None: help texts are plain text, so their "[default: …]" is shown, not taken for markup.
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, help="Batch image classification with Ray Data and Prefect.")
@@ -75,7 +75,7 @@ def run_flow(settings) -> dict:
 
     watchdog.start()  # Prefect's temporary API and a local Ray die with this process, even on kill -9
     _prefect_defaults()
-    from flows import classify_images
+    from batch_classify.flows import classify_images
 
     try:
         return classify_images(settings)
@@ -116,100 +116,16 @@ def _preview(settings, n: int = 20) -> list[dict]:
 
 
 @app.command()
+@settings_options(RunSettings, exclude=RUN_ENVIRONMENT_ONLY, names=SHORT)
 def run(
-    input: Annotated[str, typer.Option("--input", "-i", help="Folder or s3:// prefix of images (recursive).")],
-    output: Annotated[str, typer.Option("--output", "-o", help="Folder or s3:// prefix; results go to OUTPUT/RUN_ID/.")],
-    model: Annotated[
-        Optional[str],
-        typer.Option(help="Registry name (see `batch-classify models`) or a model folder, local or s3://. [default: resnet152]"),
-    ] = None,
-    weights: Annotated[Optional[str], typer.Option(help="Weights file, local path or s3:// URI.")] = None,
-    labels: Annotated[
-        Optional[str],
-        typer.Option(help="Label manifest (CSV or Parquet, columns path,label), or 'none' for an unlabelled run. [default: folder names when they are class names]"),
-    ] = None,
-    run_id: Annotated[Optional[str], typer.Option(help="Run id. [default: UTC time + random suffix, sortable]")] = None,
-    limit: Annotated[Optional[int], typer.Option(min=1, help="Classify only the first N images by path.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Images per pipeline batch. [default: 64 on CPU, 256 on GPU]")] = None,
-    max_failed_fraction: Annotated[
-        Optional[float],
-        typer.Option(min=0.0, max=1.0, help="Largest share of images that may fail before the run commits nothing. [default: 0.05]"),
-    ] = None,
-    max_image_pixels: Annotated[
-        Optional[int], typer.Option(min=1, help="Images with more pixels fail undecoded. [default: 89478485, Pillow's]")
-    ] = None,
-    read_timeout: Annotated[
-        Optional[float],
-        typer.Option(help="Seconds one image's read may take before it counts as a read failure. [default: 60]"),
-    ] = None,
-    anon: Annotated[bool, typer.Option("--anon", help="Anonymous S3 access (public buckets).")] = False,
-    ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address. [default: $RAY_ADDRESS, else local Ray]")] = None,
-    num_cpus: Annotated[Optional[int], typer.Option(min=1, help="CPUs for a local Ray. [default: all]")] = None,
-    device: Annotated[
-        Optional[DeviceChoice], typer.Option(help="Where the model runs. [default: auto: a GPU when the cluster has one]")
-    ] = None,
-    runtime: Annotated[
-        Optional[RuntimeChoice], typer.Option(help="Inference runtime. [default: auto: ONNX Runtime on CPU, PyTorch on GPU]"),
-    ] = None,
-    num_actors: Annotated[Optional[int], typer.Option(min=1, help="Model actors. [default: 4 per GPU, else 1 per 4 CPUs]")] = None,
-    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (PyTorch runtime).")] = False,
-    decode: Annotated[
-        Optional[DecodeChoice],
-        typer.Option(help="Where JPEGs are decoded. [default: auto: the GPU when the model actors have one, else the CPUs]"),
-    ] = None,
-    max_top1_drop: Annotated[
-        Optional[float],
-        typer.Option(min=0.0, max=1.0, help="Top-1 drop against the previous run that marks this one Regressed. [default: 0.02]"),
-    ] = None,
-    max_drift: Annotated[
-        Optional[float],
-        typer.Option(min=0.0, max=1.0, help="Without labels: prediction drift (TVD) against the previous run that marks this one Regressed. [default: 0.1]"),
-    ] = None,
-    low_confidence: Annotated[
-        Optional[float],
-        typer.Option(min=0.0, max=1.0, help="The report counts predictions less confident than this. [default: 0.5]"),
-    ] = None,
-    fail_on_regression: Annotated[
-        bool, typer.Option("--fail-on-regression", help="A regression fails the run (after writing the report).")
-    ] = False,
-    incremental: Annotated[
-        bool,
-        typer.Option(
-            "--incremental",
-            help="Reuse the latest committed run's predictions (same input and model) for images whose content is unchanged.",
-        ),
-    ] = False,
-    resume: Annotated[
-        Optional[bool],
-        typer.Option(
-            "--resume/--no-resume",
-            help="Reuse what a crashed attempt of the same --run-id staged. [default: resume]",
-        ),
-    ] = None,
+    given: dict,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print no prediction table.")] = False,
 ) -> None:
     """Classify every image under INPUT; write predictions, failures and a report under OUTPUT/RUN_ID."""
     from pydantic import ValidationError
 
-    from batch_classify.settings import RunSettings
-
-    given = {
-        "input": input, "output": output, "model": model, "weights": weights, "labels": labels, "run_id": run_id,
-        "limit": limit, "batch_size": batch_size, "ray_address": ray_address, "num_cpus": num_cpus,
-        "device": device and device.value, "runtime": runtime and runtime.value, "decode": decode and decode.value, "num_actors": num_actors, "max_failed_fraction": max_failed_fraction,
-        "max_image_pixels": max_image_pixels, "read_timeout": read_timeout, "resume": resume, "max_top1_drop": max_top1_drop,
-        "max_drift": max_drift, "low_confidence": low_confidence,
-    }
-    if anon:
-        given["anon"] = True
-    if compile:
-        given["compile"] = True
-    if incremental:
-        given["incremental"] = True
-    if fail_on_regression:
-        given["fail_on_regression"] = True
     try:
-        settings = RunSettings(**{k: v for k, v in given.items() if v is not None})
+        settings = RunSettings(**given)
     except ValidationError as exc:
         _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
     report = run_flow(settings)
@@ -217,17 +133,10 @@ def run(
 
 
 @app.command()
+@settings_options(RunSettings, ("max_top1_drop", "max_drift", "low_confidence"))
 def report(
+    given: dict,
     run_uri: Annotated[str, typer.Argument(help="A committed run: OUTPUT/RUN_ID (local or s3://).")],
-    max_top1_drop: Annotated[
-        Optional[float], typer.Option(min=0.0, max=1.0, help="Top-1 drop against the previous run that counts as a regression. [default: 0.02]")
-    ] = None,
-    max_drift: Annotated[
-        Optional[float], typer.Option(min=0.0, max=1.0, help="Without labels: prediction drift that counts as a regression. [default: 0.1]")
-    ] = None,
-    low_confidence: Annotated[
-        Optional[float], typer.Option(min=0.0, max=1.0, help="Confidence under which predictions are counted. [default: 0.5]")
-    ] = None,
     anon: AnonOption = False,
     s3_endpoint_url: EndpointOption = None,
 ) -> None:
@@ -240,9 +149,7 @@ def report(
 
     try:
         rendered = rerender_report(
-            run_uri, StorageOptions(anon=anon, endpoint_url=s3_endpoint_url), max_top1_drop=max_top1_drop,
-            max_drift=max_drift, low_confidence=low_confidence,
-        )
+            run_uri, StorageOptions(anon=anon, endpoint_url=s3_endpoint_url), **given)
     except FileNotFoundError as exc:
         _fail(f"{exc}; pass a run folder OUTPUT/RUN_ID that holds _SUCCESS")
     except CorruptRun as exc:
@@ -295,16 +202,16 @@ def models(
 
 
 @app.command()
+@settings_options(RunSettings, ("num_cpus",))
 def demo(
+    given: dict,
     output: Annotated[Path, typer.Option(help="Output folder.")] = Path("batch-classify-output"),
-    num_cpus: Annotated[Optional[int], typer.Option(min=1, help="CPUs for the local Ray. [default: all]")] = None,
 ) -> None:
     """Run the whole flow offline on photographs shipped inside an installed package (scikit-image)."""
     from batch_classify.demo import prepare_demo_input
-    from batch_classify.settings import RunSettings
 
     input_dir, labels = prepare_demo_input(output / "demo-input")
-    settings = RunSettings(input=str(input_dir), output=str(output), model="efficientnet_lite0", labels=str(labels), num_cpus=num_cpus)
+    settings = RunSettings(input=str(input_dir), output=str(output), model="efficientnet_lite0", labels=str(labels), **given)
     out.print(f"classifying {sum(1 for _ in input_dir.iterdir())} photographs from scikit-image with efficientnet_lite0 …")
     report = run_flow(settings)
     _print_summary(report, _preview(settings))
@@ -346,18 +253,12 @@ def _validation_message(exc) -> str:
 
 
 @app.command()
+@settings_options(
+    ServeSettings, ("input", "output", "model", "nightly_cron", "timezone", "reprocess_prefix", "incremental"),
+    names={**SHORT, "nightly_cron": ("--cron",)}, required=False,
+)
 def serve(
-    input: Annotated[Optional[str], typer.Option("--input", "-i", help="Dataset of the nightly run. [default: $BATCH_CLASSIFY_INPUT]")] = None,
-    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Where runs write. [default: $BATCH_CLASSIFY_OUTPUT]")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Model of the runs. [default: resnet152]")] = None,
-    cron: Annotated[Optional[str], typer.Option(help="Nightly schedule. [default: '0 2 * * *']")] = None,
-    timezone: Annotated[Optional[str], typer.Option(help="Time zone of the schedule. [default: UTC]")] = None,
-    reprocess_prefix: Annotated[
-        Optional[str], typer.Option(help="Only dataset.updated events under this URI prefix reprocess. [default: any]")
-    ] = None,
-    incremental: Annotated[
-        Optional[bool], typer.Option("--incremental/--no-incremental", help="Runs reuse unchanged images' predictions. [default: incremental]")
-    ] = None,
+    given: dict,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Flow runs executed at once by this process. [default: 1]")] = 1,
 ) -> None:
     """Serve the `nightly` (cron) and `reprocess` (event-triggered) deployments from this process.
@@ -366,13 +267,9 @@ def serve(
     """
     from pydantic import ValidationError
 
-    from batch_classify.settings import ServeSettings
-
     _prefect_defaults()
-    given = {"input": input, "output": output, "model": model, "nightly_cron": cron, "timezone": timezone,
-             "reprocess_prefix": reprocess_prefix, "incremental": incremental}
     try:
-        settings = ServeSettings(**{k: v for k, v in given.items() if v is not None})
+        settings = ServeSettings(**given)
     except ValidationError as exc:
         _fail(_validation_message(exc))
     _require_server("serve")
@@ -381,7 +278,7 @@ def serve(
     watchdog.start()  # the flow runs it executes die with this process, even on kill -9
     from prefect import serve as prefect_serve
 
-    import deployments
+    from batch_classify import deployments
 
     built = deployments.build(settings)
     out.print(

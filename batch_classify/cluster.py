@@ -35,7 +35,7 @@ image, with the same Python minor version.
 The job runs :func:`batch_classify.job.inference_step` inside the cluster: reuse (resume,
 incremental), the Ray Data stage, staged files written by its driver. A job that fails or is
 stopped raises :class:`StageJobFailed`, which is not among the deterministic errors of
-:mod:`tasks`, so the Prefect retry of ``ray-inference`` submits a new job; that job resumes from
+:mod:`batch_classify.tasks`, so the Prefect retry of ``ray-inference`` submits a new job; that job resumes from
 the complete files the failed one staged (see :mod:`batch_classify.reuse`).
 """
 
@@ -240,14 +240,25 @@ def read_result(folder: str, storage: StorageOptions) -> tuple[InferenceOutcome,
 # --- the submitting side -------------------------------------------------------------------------
 
 
-def _package_copy(into: Path) -> Path:
-    """Copy the ``batch_classify`` package (no caches) into ``into``; returns ``into``.
+def _package_copy(into: Path, source: Path | None = None) -> Path:
+    """Copy the ``batch_classify`` package (no caches, none of its Prefect layers) into ``into``; returns ``into``.
 
     The copy, not the project folder, is the job's working directory: the same whether the
-    package is installed or a source checkout, and nothing else beside it travels.
+    package is installed or a source checkout, and nothing else beside it travels. An installed
+    package holds ``flows``, ``tasks`` and ``deployments`` (:data:`batch_classify.PREFECT_LAYERS`);
+    they stay out, so the job's code imports no Prefect.
+
+    Args:
+        source: the package folder to copy; default: the imported ``batch_classify``'s.
     """
-    source = Path(batch_classify.__file__).resolve().parent
-    shutil.copytree(source, into / "batch_classify", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    source = source or Path(batch_classify.__file__).resolve().parent
+    caches = shutil.ignore_patterns("__pycache__", "*.pyc")
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        layers = set(batch_classify.PREFECT_LAYERS) if Path(folder) == source else set()
+        return set(caches(folder, names)) | (layers & set(names))
+
+    shutil.copytree(source, into / "batch_classify", ignore=ignore)
     return into
 
 

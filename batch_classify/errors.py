@@ -4,7 +4,7 @@ Every error that batch-classify raises on purpose derives from :class:`BatchClas
 message is one line that names the thing and says what to do (the CLI prints it as is). Those that
 a retry cannot fix (bad input, a missing model, a run id another writer holds, a failure budget
 spent) also derive from :class:`PermanentError`, and the Prefect tasks' retry predicate tests that
-class alone (``tasks.transient``). Anything else (a network fault, throttling, a lost Ray node, a
+class alone (``batch_classify.tasks.transient``). Anything else (a network fault, throttling, a lost Ray node, a
 Ray Job that failed, storage that stopped answering) may pass, so it is retried.
 
 Each subclass also keeps the built-in base it had before (``ValueError`` for bad input), so code

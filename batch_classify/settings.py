@@ -14,9 +14,12 @@ import secrets
 from typing import Literal
 from datetime import datetime, timezone
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, create_model, field_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from batch_classify.preprocess import DEFAULT_MAX_PIXELS
+from batch_classify.results import CHECKPOINT_ROWS
 from batch_classify.storage import DEFAULT_READ_TIMEOUT
 
 #: Where the model actors run: ``auto`` (a GPU when the cluster has one), ``cpu`` or ``cuda``.
@@ -62,24 +65,6 @@ def new_run_id(now: datetime | None = None) -> str:
     """A run id that sorts by start time: ``YYYYMMDDTHHMMSSZ-<6 hex>`` (UTC)."""
     now = now or datetime.now(timezone.utc)
     return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
-
-
-def _s3_endpoint_url():
-    """The S3 endpoint field; also read from the AWS convention ``AWS_ENDPOINT_URL``."""
-    return Field(
-        None,
-        validation_alias=AliasChoices("s3_endpoint_url", "BATCH_CLASSIFY_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL"),
-        description="S3-compatible endpoint, e.g. http://127.0.0.1:9000.",
-    )
-
-
-def _ray_address(description: str):
-    """The Ray address field; also read from Ray's own ``RAY_ADDRESS``."""
-    return Field(
-        None,
-        validation_alias=AliasChoices("ray_address", "BATCH_CLASSIFY_RAY_ADDRESS", "RAY_ADDRESS"),
-        description=description,
-    )
 
 
 class RunSettings(BaseSettings):
@@ -132,7 +117,7 @@ class RunSettings(BaseSettings):
         ),
     )
     max_image_pixels: int = Field(
-        89_478_485,
+        DEFAULT_MAX_PIXELS,
         gt=0,
         description="Images with more pixels are recorded as failed without decoding (default: Pillow's limit).",
     )
@@ -147,8 +132,16 @@ class RunSettings(BaseSettings):
         ),
     )
     anon: bool = Field(False, description="Anonymous (unsigned) S3 access.")
-    s3_endpoint_url: str | None = _s3_endpoint_url()
-    ray_address: str | None = _ray_address("Existing Ray cluster; default: start a local Ray.")
+    s3_endpoint_url: str | None = Field(  # also the AWS convention AWS_ENDPOINT_URL
+        None,
+        validation_alias=AliasChoices("s3_endpoint_url", "BATCH_CLASSIFY_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL"),
+        description="S3-compatible endpoint, e.g. http://127.0.0.1:9000.",
+    )
+    ray_address: str | None = Field(  # also Ray's own RAY_ADDRESS
+        None,
+        validation_alias=AliasChoices("ray_address", "BATCH_CLASSIFY_RAY_ADDRESS", "RAY_ADDRESS"),
+        description="Existing Ray cluster; default: start a local Ray.",
+    )
     num_cpus: int | None = Field(None, gt=0, description="CPUs for a local Ray (default: all).")
     num_actors: int | None = Field(
         None, gt=0, description="Model actors in the pool (default: 4 per GPU, sharing it, else one per 4 CPUs, at least 1)."
@@ -213,7 +206,7 @@ class RunSettings(BaseSettings):
         description="Reuse the complete staged files a crashed or failed attempt of the same run id left behind.",
     )
     checkpoint_rows: int = Field(
-        10_000,
+        CHECKPOINT_ROWS,
         gt=0,
         description="Rows per staged Parquet file; a crash loses at most this many predictions to a resume.",
     )
@@ -240,11 +233,36 @@ class RunSettings(BaseSettings):
         return f"{self.output.rstrip('/')}/{self.run_id}"
 
 
-class ServeSettings(BaseSettings):
+#: The fields ``ServeSettings`` takes from ``RunSettings`` (type, default, range, aliases, description),
+#: in order, with what serve changes: the nightly dataset's description, the runs' Ray default, and
+#: ``incremental`` on. Everything but ``input`` is the runs' ``settings`` parameter (``run_defaults``).
+SERVE_RUN_FIELDS: dict[str, dict] = {
+    "input": {"description": "Dataset the nightly run classifies (folder or s3:// prefix)."},
+    "output": {},
+    "model": {},
+    "weights": {},
+    "batch_size": {},
+    "max_failed_fraction": {},
+    "incremental": {"default": True},
+    "s3_endpoint_url": {},
+    "ray_address": {"description": "Ray cluster for the runs; default: a local Ray per run."},
+}
+
+
+def _run_fields(changes: dict[str, dict]) -> dict[str, tuple]:
+    """``RunSettings``' fields named in ``changes``, as ``create_model`` takes them, each with its changes."""
+    fields = RunSettings.model_fields
+    return {name: (fields[name].annotation, FieldInfo.merge_field_infos(fields[name], **change))
+            for name, change in changes.items()}
+
+
+class ServeSettings(create_model("_ServeRunFields", __base__=BaseSettings, **_run_fields(SERVE_RUN_FIELDS))):
     """How ``batch-classify serve`` sets up the deployments: the nightly run's dataset and defaults,
     its schedule, and which ``dataset.updated`` events start a reprocess run.
 
-    Built once by the CLI (options, then ``BATCH_CLASSIFY_*`` environment variables, then defaults).
+    The run's fields (:data:`SERVE_RUN_FIELDS`) are ``RunSettings``' own; serve adds its schedule and
+    the events it answers. Built once by the CLI (options, then ``BATCH_CLASSIFY_*`` environment
+    variables, then defaults).
 
     Raises:
         pydantic.ValidationError: a field has the wrong type or an invalid value.
@@ -252,13 +270,6 @@ class ServeSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="BATCH_CLASSIFY_", extra="ignore", populate_by_name=True)
 
-    input: str = Field(description="Dataset the nightly run classifies (folder or s3:// prefix).")
-    output: str = Field(description="Where every run writes OUTPUT/RUN_ID/.")
-    model: str = Field(DEFAULT_MODEL, description="Model of both deployments' runs.")
-    weights: str | None = Field(None, description="Weights file (local path or s3://); default: the model's.")
-    batch_size: int | None = Field(None, gt=0, description="Images per pipeline batch; default from the cluster plan.")
-    max_failed_fraction: float = Field(0.05, ge=0.0, le=1.0, description="Failure budget of each run.")
-    incremental: bool = Field(True, description="Runs reuse the predictions of unchanged images (see README).")
     nightly_cron: str = Field("0 2 * * *", description="Cron schedule of the nightly deployment.")
     timezone: str = Field("UTC", description="IANA time zone of the cron schedule, e.g. Europe/Berlin.")
     reprocess_prefix: str = Field(
@@ -268,8 +279,6 @@ class ServeSettings(BaseSettings):
             "empty: any dataset."
         ),
     )
-    s3_endpoint_url: str | None = _s3_endpoint_url()
-    ray_address: str | None = _ray_address("Ray cluster for the runs; default: a local Ray per run.")
 
     @field_validator("input", "output")
     @classmethod
@@ -278,6 +287,5 @@ class ServeSettings(BaseSettings):
 
     def run_defaults(self) -> dict:
         """The ``settings`` parameter shared by both deployments' runs (everything but ``input``)."""
-        fields = ("output", "model", "weights", "batch_size", "max_failed_fraction", "incremental",
-                  "s3_endpoint_url", "ray_address")
+        fields = [name for name in SERVE_RUN_FIELDS if name != "input"]
         return {k: getattr(self, k) for k in fields if getattr(self, k) is not None}

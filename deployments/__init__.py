@@ -20,7 +20,7 @@ from prefect.schedules import Cron
 
 from batch_classify.events import DATASET_UPDATED, RESOURCE_PREFIX, URI_LABEL
 from batch_classify.settings import ServeSettings
-from flows import classify_images
+from batch_classify.flows import classify_images
 
 NIGHTLY = "nightly"
 REPROCESS = "reprocess"

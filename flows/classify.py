@@ -9,7 +9,7 @@ from prefect.states import Completed
 from prefect.runtime import flow_run
 
 from batch_classify.settings import RunSettings
-from tasks import (
+from batch_classify.tasks import (
     list_dataset, persist_predictions, regression_message, report_accuracy, run_inference, run_lease, validate_sample,
 )
 

@@ -16,7 +16,7 @@ from batch_classify.preprocess import DecodeError
 from batch_classify.results import read_committed, read_failures
 from batch_classify.settings import RunSettings
 from batch_classify.storage import StorageOptions
-from flows import classify_images
+from batch_classify.flows import classify_images
 
 TENCH = "n01440764"
 

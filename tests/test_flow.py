@@ -15,7 +15,7 @@ from conftest import arrange_in_wnid_folders
 from batch_classify.results import read_committed, read_failures
 from batch_classify.settings import RunSettings
 from batch_classify.storage import StorageOptions
-from flows import classify_images
+from batch_classify.flows import classify_images
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness", "ray_local")]
 

@@ -19,7 +19,7 @@ import model_folders as mf
 from batch_classify.results import read_committed
 from batch_classify.settings import RunSettings
 from batch_classify.storage import StorageOptions
-from flows import classify_images
+from batch_classify.flows import classify_images
 from test_flow import _task_runs
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness", "ray_local")]

@@ -228,7 +228,7 @@ def test_dead_endpoint_stops_the_stage_at_once_naming_it(dead_mid_stage):
 @pytest.mark.slow
 @pytest.mark.integration
 def test_next_attempt_with_the_endpoint_back_resumes(dead_mid_stage):
-    from flows import classify_images
+    from batch_classify.flows import classify_images
 
     run = dead_mid_stage["out"] / "dead"
     staged = 0
@@ -254,7 +254,7 @@ def test_next_attempt_with_the_endpoint_back_resumes(dead_mid_stage):
 def test_stalled_s3_reads_fail_after_the_read_timeout(s3_endpoint, photos, tmp_path, monkeypatch):
     """Two objects whose GET is accepted and never answered: the run completes, each recorded as a
     read failure naming the timeout (set through the environment, as any setting can be)."""
-    from flows import classify_images
+    from batch_classify.flows import classify_images
 
     files = {f"in/{p.name[:9]}/{p.name}": p for p in photos[:6]}
     files |= {f"in/{photos[6].name[:9]}/stall-{i}.JPEG": photos[6] for i in range(2)}

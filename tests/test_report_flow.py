@@ -13,7 +13,7 @@ from conftest import arrange_in_wnid_folders
 
 from batch_classify.models import get_spec
 from batch_classify.settings import RunSettings
-from flows import classify_images
+from batch_classify.flows import classify_images
 from test_flow import _artifacts
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness", "ray_local")]

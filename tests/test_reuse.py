@@ -20,7 +20,7 @@ from batch_classify.results import read_committed
 from batch_classify.reuse import model_identity
 from batch_classify.settings import RunSettings
 from batch_classify.storage import StorageOptions
-from flows import classify_images
+from batch_classify.flows import classify_images
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness", "ray_local")]
 

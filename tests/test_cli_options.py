@@ -1,0 +1,83 @@
+"""The command line's options are generated from the settings models (issue 13): every RunSettings field
+the CLI offers has its option, with the field's help, default, range and choices; ServeSettings takes
+RunSettings' fields instead of restating them. Real Typer commands through Click's test runner."""
+
+from __future__ import annotations
+
+import typer
+from typer.testing import CliRunner
+
+from batch_classify.cli import RUN_ENVIRONMENT_ONLY, app
+from batch_classify.cli_options import settings_options
+from batch_classify.settings import SERVE_RUN_FIELDS, RunSettings, ServeSettings
+
+runner = CliRunner()
+
+
+def _options(command: str) -> dict[str, object]:
+    """Field name → Click option of ``batch-classify COMMAND``."""
+    group = typer.main.get_command(app)
+    return {p.name: p for p in group.commands[command].params}
+
+
+def test_run_offers_every_run_setting_with_the_fields_help_default_and_range():
+    options = _options("run")
+    offered = [name for name in RunSettings.model_fields if name not in RUN_ENVIRONMENT_ONLY]
+    assert [n for n in options if n != "quiet"] == offered
+    for name in offered:
+        field, option = RunSettings.model_fields[name], options[name]
+        assert option.help.startswith(field.description), name
+    assert options["input"].required and options["input"].opts == ["--input", "-i"]
+    assert options["output"].opts == ["--output", "-o"] and options["quiet"].opts == ["--quiet", "-q"]
+    assert "[default: 0.02]" in options["max_top1_drop"].help
+    assert "[default: 89478485]" in options["max_image_pixels"].help
+    assert (options["max_failed_fraction"].min, options["max_failed_fraction"].max) == (0.0, 1.0)
+    assert options["limit"].min == 1 and options["read_timeout"].min is None  # gt=0: on an int min 1, a float's pydantic checks
+    assert options["anon"].is_flag and options["resume"].secondary_opts == ["--no-resume"]
+    shown = " ".join(runner.invoke(app, ["run", "--help"], env={"COLUMNS": "200"}).output.split())
+    for choices in ("--device <auto|cpu|cuda>", "--runtime <auto|torch|onnx>", "--decode <auto|cpu|gpu>", "[x>=1]"):
+        assert choices in shown, choices
+
+
+def test_serve_and_report_options_come_from_the_same_fields():
+    serve, report = _options("serve"), _options("report")
+    assert serve["nightly_cron"].opts == ["--cron"] and "[default: '0 2 * * *']" in serve["nightly_cron"].help
+    assert not serve["input"].required and "[default: $BATCH_CLASSIFY_INPUT]" in serve["input"].help
+    assert serve["incremental"].secondary_opts == ["--no-incremental"] and "[default: incremental]" in serve["incremental"].help
+    for name in ("max_top1_drop", "max_drift", "low_confidence"):
+        assert report[name].help.startswith(RunSettings.model_fields[name].description)
+
+
+def test_serve_settings_take_the_run_settings_fields():
+    for name, changes in SERVE_RUN_FIELDS.items():
+        run, serve = RunSettings.model_fields[name], ServeSettings.model_fields[name]
+        assert serve.annotation == run.annotation and serve.metadata == run.metadata, name
+        assert serve.validation_alias == run.validation_alias, name
+        assert serve.default == changes.get("default", run.default), name
+        assert serve.description == changes.get("description", run.description), name
+    settings = ServeSettings(input="in", output="out")
+    assert settings.incremental is True and settings.model == RunSettings.model_fields["model"].default
+    assert set(settings.run_defaults()) <= set(RunSettings.model_fields)
+
+
+def test_only_what_is_given_reaches_the_model_and_the_environment_fills_the_rest(monkeypatch):
+    seen = {}
+    cli = typer.Typer()
+
+    @cli.command()
+    @settings_options(RunSettings, ("input", "output", "max_drift", "device", "anon", "resume"), names={"input": ("--input", "-i")})
+    def go(given: dict, loud: bool = False) -> None:
+        seen.update(given=given, loud=loud, settings=RunSettings(**given))
+
+    monkeypatch.setenv("BATCH_CLASSIFY_MAX_DRIFT", "0.3")
+    r = runner.invoke(cli, ["-i", "in", "--output", "out", "--device", "cpu", "--no-resume", "--loud"])
+    assert r.exit_code == 0, r.output
+    assert seen["given"] == {"input": "in", "output": "out", "device": "cpu", "resume": False} and seen["loud"]
+    assert seen["settings"].max_drift == 0.3 and seen["settings"].anon is False
+    r = runner.invoke(cli, ["-i", "in", "--output", "out", "--anon", "--max-drift", "0.2"])
+    assert r.exit_code == 0 and seen["given"] == {"input": "in", "output": "out", "anon": True, "max_drift": 0.2}
+    seen.clear()
+    assert runner.invoke(cli, ["-i", "in", "--output", "out", "--max-drift", "2"]).exit_code == 2  # out of [0, 1]
+    assert runner.invoke(cli, ["--output", "out"]).exit_code == 2  # --input is required
+    assert runner.invoke(cli, ["-i", "in", "--output", "out", "--device", "gpu"]).exit_code == 2  # not a choice
+    assert not seen
