@@ -14,6 +14,9 @@ a single-object write on S3) and is what readers follow. A commit that fails
 before that step leaves the earlier result of the run id as it was; once it has
 flipped, the superseded files are removed. One writer per run id at a time: the flow holds the
 run id's lease (:mod:`batch_classify.lease`) from before staging to the report.
+
+Longer than 400 lines: staging, the commit and reading a committed run are one protocol (the
+manifest's format and the files it names); split apart, each side would restate it.
 """
 
 from __future__ import annotations

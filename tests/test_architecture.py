@@ -220,3 +220,18 @@ def test_the_report_package_sits_below_the_steps_and_its_numbers_draw_nothing():
     for name in ("metrics", "compare", "format", "markdown"):
         reached = _reach(graph, f"batch_classify.report.{name}")
         assert not reached & drawing, (name, sorted(reached & drawing))
+
+
+#: Lines past which a module must say, at the top of its docstring, why it is not split (issue 13).
+MAX_LINES = 400
+REASON = "Longer than 400 lines:"
+
+
+def test_long_modules_say_why_they_are_not_split():
+    """A module over ``MAX_LINES`` lines carries ``Longer than 400 lines: <why>`` in its docstring."""
+    unexplained = []
+    for name, path in _modules().items():
+        text = path.read_text()
+        if text.count("\n") > MAX_LINES and REASON not in (ast.get_docstring(ast.parse(text)) or ""):
+            unexplained.append(f"{name} ({text.count(chr(10))} lines)")
+    assert not unexplained, f"split these, or say why at the top ('{REASON} …'): {', '.join(unexplained)}"
