@@ -11,4 +11,4 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
 .venv/bin/python -m pip install -q -c constraints.txt -e '.[test]' 2>&1 | grep -vE '^WARNING: Location|^\s*$' || true
-.venv/bin/python -c "import batch_classify, prefect, ray, torch, torchvision; print(f'ready: prefect {prefect.__version__}, ray {ray.__version__}, torch {torch.__version__}')"
+.venv/bin/python -c "import batch_classify, batch_classify.flows, prefect, ray, torch, torchvision; print(f'ready: prefect {prefect.__version__}, ray {ray.__version__}, torch {torch.__version__}')"
