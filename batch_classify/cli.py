@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from batch_classify.cli_options import settings_options
+from batch_classify.layout import MANIFEST, RunLayout
 from batch_classify.settings import RunSettings, ServeSettings
 
 #: Storage options of the commands that read a run or a model folder without a RunSettings (report, models).
@@ -104,7 +105,7 @@ def _print_summary(report: dict, predictions_preview: list[dict]) -> None:
         f"{scores}; {report['wall_seconds']:.1f} s, {report['images_per_second']:.1f} images/s",
         highlight=False,
     )
-    out.print(f"output: {report['run_uri']}  (report: {report['run_uri']}/report.html)", highlight=False)
+    out.print(f"output: {report['run_uri']}  (report: {RunLayout.parse(report['run_uri']).report_html})", highlight=False)
 
 
 def _preview(settings, n: int = 20) -> list[dict]:
@@ -151,7 +152,7 @@ def report(
         rendered = rerender_report(
             run_uri, StorageOptions(anon=anon, endpoint_url=s3_endpoint_url), **given)
     except FileNotFoundError as exc:
-        _fail(f"{exc}; pass a run folder OUTPUT/RUN_ID that holds _SUCCESS")
+        _fail(f"{exc}; pass a run folder OUTPUT/RUN_ID that holds {MANIFEST}")
     except CorruptRun as exc:
         _fail(str(exc))
     except ModelError as exc:
@@ -164,7 +165,9 @@ def report(
         + (f"; against {cmp['previous_run_uri']}: top-1 {pct(cmp['top1_delta'])}{drift}" if cmp else ""),
         highlight=False,
     )
-    out.print(f"written: {run_uri.rstrip('/')}/report.json, report.md, report.html", highlight=False)
+    layout = RunLayout.parse(run_uri)
+    out.print(f"written: {layout.report_json}, {layout.relative(layout.report_md)}, {layout.relative(layout.report_html)}",
+              highlight=False)
 
 
 @app.command()

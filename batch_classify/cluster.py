@@ -62,6 +62,7 @@ from batch_classify.errors import BatchClassifyError, ConfigError
 from batch_classify.inference import StageResult
 from batch_classify.plan import ClusterPlan
 from batch_classify.job import InferenceOutcome, storage_options
+from batch_classify.layout import RunLayout
 from batch_classify.listing import ImageRecord, ListFailure, Listing
 from batch_classify.results import StagedRun
 from batch_classify.settings import RunSettings
@@ -128,7 +129,7 @@ def uses_jobs_api(address: str | None) -> bool:
 
 def job_folder(settings: RunSettings, submission_id: str) -> str:
     """``OUTPUT/RUN_ID/_staging/_jobs/<submission id>``: where a job's request and result lie."""
-    return join(settings.run_uri(), "_staging", "_jobs", submission_id)
+    return RunLayout.parse(settings.run_uri()).job(submission_id)
 
 
 # --- request and result files (both sides) -------------------------------------------------------

@@ -35,11 +35,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from batch_classify.errors import PermanentError
-from batch_classify.storage import StorageOptions, filesystem, is_remote_fs, join
+from batch_classify.layout import RunLayout
+from batch_classify.storage import StorageOptions, filesystem, is_remote_fs
 
 log = logging.getLogger(__name__)
-
-LEASE = "_LEASE"
 
 #: How long a lease lasts without renewal, seconds. Five minutes: long enough that a heartbeat
 #: (every TTL/4, 75 s) survives a stalled event loop or a slow S3 write, short enough that a crashed
@@ -124,12 +123,14 @@ class RunLease:
         self, run_uri: str, storage: StorageOptions, *, owner: str = "", ttl_seconds: float = LEASE_TTL_SECONDS
     ) -> None:
         self.run_uri = run_uri
-        self.uri = join(run_uri, LEASE)
+        layout = RunLayout.parse(run_uri)
+        self.uri = layout.lease
         self.storage = storage
         self.owner = f"{default_owner()}{', ' + owner if owner else ''}"
         self.ttl_seconds = ttl_seconds
         self.token = uuid.uuid4().hex
         self._fs, self._path = filesystem(self.uri, storage)
+        self._lock_path = filesystem(layout.lease_lock, storage)[1]  # local disk only
         self._remote = is_remote_fs(self._fs)
         self._etag: str | None = None
         self._acquired_at: str | None = None
@@ -211,7 +212,7 @@ class RunLease:
         import fcntl
 
         os.makedirs(os.path.dirname(self._path), exist_ok=True)
-        with open(self._path + ".lock", "a") as lock:
+        with open(self._lock_path, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 yield

@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batch_classify.errors import PermanentError
+from batch_classify.layout import MANIFEST, STAGED_FAILURES, STAGING, RunLayout
 from batch_classify.lease import held
 from batch_classify.listing import ImageRecord, ListFailure
 from batch_classify.storage import StorageOptions, filesystem, join, write_bytes
@@ -73,13 +74,11 @@ def prediction_schema(partition_keys: tuple[str, ...] = ()) -> pa.Schema:
 #: Schema of the failures file (``failures/part-<attempt>.parquet``); ``stage`` is one of list, read, decode, infer, write.
 FAILURE_SCHEMA = pa.schema([("path", pa.string()), ("stage", pa.string()), ("error", pa.string())])
 
-SUCCESS = "_SUCCESS"
+SUCCESS = MANIFEST
 #: Rows per staged Parquet file. Each file is closed (complete, readable) once it holds this many
 #: rows, so a crashed attempt loses at most this many predictions to a resume: about 50 s of one
 #: CPU actor at 200 images/s, under 10 s of one GPU.
 CHECKPOINT_ROWS = 10_000
-#: Written beside a staging attempt's files: what computed them (model identity, input).
-ATTEMPT_META = "_attempt.json"
 
 
 @dataclass(frozen=True)
@@ -164,7 +163,9 @@ class StagingWriter:
         self.partition_keys = tuple(partition_keys)
         self.schema = prediction_schema(self.partition_keys)
         self.rows_per_file = rows_per_file
-        self.staging_uri = join(run_uri, "_staging", uuid.uuid4().hex)
+        self.layout = RunLayout.parse(run_uri)
+        self.attempt_id = uuid.uuid4().hex
+        self.staging_uri = self.layout.attempt(self.attempt_id)
         self._fs, self._root = filesystem(self.staging_uri, storage)
         self._files: list[str] = []
         self._writer: pq.ParquetWriter | None = None
@@ -175,11 +176,12 @@ class StagingWriter:
         self.n_reused = 0
         self.meta = dict(meta or {})
         if meta is not None:
-            write_bytes(join(self.staging_uri, ATTEMPT_META), json.dumps(meta, indent=2).encode(), storage)
+            write_bytes(self.layout.attempt_meta(self.attempt_id), json.dumps(meta, indent=2).encode(), storage)
 
     def _open(self) -> None:
-        name = f"part-{len(self._files):05d}.parquet"
-        path = posixpath.join(self._root, "predictions", name)
+        uri = self.layout.attempt_prediction(self.attempt_id, len(self._files))
+        name = posixpath.basename(uri)
+        path = filesystem(uri, self.storage)[1]
         self._fs.makedirs(posixpath.dirname(path), exist_ok=True)
         self._sink = self._fs.open(path, "wb")
         self._writer = pq.ParquetWriter(self._sink, self.schema)
@@ -298,11 +300,11 @@ class StagingWriter:
         failures = pa.Table.from_pylist(self._failures, schema=FAILURE_SCHEMA)
         buf = pa.BufferOutputStream()
         pq.write_table(failures, buf)
-        failures_uri = join(self.staging_uri, "failures.parquet")
+        failures_uri = self.layout.attempt_failures(self.attempt_id)
         write_bytes(failures_uri, buf.getvalue().to_pybytes(), self.storage)
         return StagedRun(
             staging_uri=self.staging_uri,
-            prediction_files=tuple(join(self.staging_uri, "predictions", f) for f in self._files),
+            prediction_files=tuple(join(self.layout.attempt_predictions(self.attempt_id), f) for f in self._files),
             failures_file=failures_uri,
             n_predicted=self.n_predicted,
             n_failed=len(self._failures),
@@ -337,17 +339,18 @@ def commit(staged: StagedRun, run_uri: str, storage: StorageOptions, *, run_id: 
     lease = held(run_uri)
     fs, root = filesystem(run_uri, storage)
     _, staging_root = filesystem(staged.staging_uri, storage)
-    attempt = posixpath.basename(staging_root.rstrip("/"))[:12]
+    run, local = RunLayout.parse(run_uri), RunLayout.parse(root)  # URIs; paths on ``fs``
+    attempt_id = RunLayout.attempt_id(staging_root)
+    attempt = RunLayout.tag(staging_root)
     files = []
     for uri in staged.prediction_files:
-        name = posixpath.basename(uri)
-        target = f"part-{attempt}-{name.removeprefix('part-')}"
-        fs.makedirs(posixpath.join(root, "predictions"), exist_ok=True)
-        fs.mv(posixpath.join(staging_root, "predictions", name), posixpath.join(root, "predictions", target))
-        files.append(join(run_uri, "predictions", target))
-    failures_rel = f"failures/part-{attempt}.parquet"
-    fs.makedirs(posixpath.join(root, "failures"), exist_ok=True)
-    fs.mv(posixpath.join(staging_root, "failures.parquet"), posixpath.join(root, failures_rel))
+        target = RunLayout.prediction_name(attempt, posixpath.basename(uri))
+        fs.makedirs(local.predictions, exist_ok=True)
+        fs.mv(filesystem(uri, storage)[1], local.path(target))
+        files.append(run.path(target))
+    failures_rel = RunLayout.failures_name(attempt)
+    fs.makedirs(local.failures, exist_ok=True)
+    fs.mv(local.attempt_failures(attempt_id), local.path(failures_rel))
     manifest = {
         **staged.meta,
         "run_id": run_id,
@@ -360,21 +363,21 @@ def commit(staged: StagedRun, run_uri: str, storage: StorageOptions, *, run_id: 
         "n_reused": staged.n_reused,
         "committed_at": datetime.now(timezone.utc).isoformat(),
     }
-    pending = join(run_uri, f"{SUCCESS}.{attempt}.pending")
-    write_bytes(pending, json.dumps(manifest, indent=2).encode(), storage)
+    write_bytes(run.pending_manifest(attempt), json.dumps(manifest, indent=2).encode(), storage)
     superseded = _named_files(fs, root)
     if lease is not None:
         lease.check()
-    fs.mv(posixpath.join(root, posixpath.basename(pending)), posixpath.join(root, SUCCESS))  # the commit point
+    fs.mv(local.pending_manifest(attempt), local.manifest)  # the commit point
     keep = {*manifest["prediction_files"], failures_rel}
-    _remove(fs, root, (superseded - keep) | {"report.json", "report.md", "report.html", "failures.parquet"})
-    _remove(fs, root, {posixpath.relpath(staging_root, root)}, recursive=True)
+    derived = {local.relative(p) for p in local.reports} | {STAGED_FAILURES}
+    _remove(fs, root, (superseded - keep) | derived)
+    _remove(fs, root, {local.relative(staging_root)}, recursive=True)
     if lease is not None:
         _remove_leftovers(fs, root, keep=keep)
     return CommittedRun(
         run_uri=run_uri,
         prediction_files=tuple(files),
-        failures_file=join(run_uri, failures_rel),
+        failures_file=run.path(failures_rel),
         n_predicted=staged.n_predicted,
         n_failed=staged.n_failed,
     )
@@ -383,8 +386,8 @@ def commit(staged: StagedRun, run_uri: str, storage: StorageOptions, *, run_id: 
 def _named_files(fs, root: str) -> set[str]:
     """Files (relative to ``root``) that the committed ``_SUCCESS`` names; none without a readable one."""
     try:
-        manifest = json.loads(fs.cat_file(posixpath.join(root, SUCCESS)))
-        return {*manifest.get("prediction_files", []), manifest.get("failures_file", "failures.parquet")}
+        manifest = json.loads(fs.cat_file(RunLayout.parse(root).manifest))
+        return {*manifest.get("prediction_files", []), manifest.get("failures_file", STAGED_FAILURES)}
     except (FileNotFoundError, ValueError, AttributeError):
         return set()
 
@@ -401,13 +404,13 @@ def _remove(fs, root: str, names: set[str], *, recursive: bool = False) -> None:
 def _remove_leftovers(fs, root: str, *, keep: set[str]) -> None:
     """Under the run id's lease only: files of other attempts (crashed commits' half-moved files,
     pending manifests, staging folders) that the committed manifest does not name."""
+    local = RunLayout.parse(root)
     leftovers = set()
-    for folder in ("predictions", "failures"):
-        base = posixpath.join(root, folder)
-        leftovers |= {posixpath.relpath(p, root) for p in (fs.find(base) if fs.exists(base) else [])}
-    leftovers |= {posixpath.relpath(p, root) for p in fs.glob(posixpath.join(root, f"{SUCCESS}.*.pending"))}
+    for base in (local.predictions, local.failures):
+        leftovers |= {local.relative(p) for p in (fs.find(base) if fs.exists(base) else [])}
+    leftovers |= {local.relative(p) for p in fs.glob(local.pending_manifests)}
     _remove(fs, root, leftovers - keep)
-    _remove(fs, root, {"_staging"} if fs.exists(posixpath.join(root, "_staging")) else set(), recursive=True)
+    _remove(fs, root, {STAGING} if fs.exists(local.staging) else set(), recursive=True)
 
 
 class CorruptRun(PermanentError, ValueError):
@@ -423,7 +426,7 @@ def _committed_manifest(run_uri: str, storage: StorageOptions):
         CorruptRun: ``_SUCCESS`` is not a JSON manifest.
     """
     fs, root = filesystem(run_uri, storage)
-    success = posixpath.join(root, SUCCESS)
+    success = RunLayout.parse(root).manifest
     if not fs.exists(success):
         raise FileNotFoundError(f"{run_uri} has no {SUCCESS}: the run is not committed")
     try:
@@ -480,4 +483,4 @@ def read_failures(run_uri: str, storage: StorageOptions) -> pa.Table:
         CorruptRun: ``_SUCCESS`` is not a manifest, or the failures file is missing or damaged.
     """
     fs, root, manifest = _committed_manifest(run_uri, storage)
-    return _read_parquet(fs, root, run_uri, manifest.get("failures_file", "failures.parquet"))
+    return _read_parquet(fs, root, run_uri, manifest.get("failures_file", STAGED_FAILURES))

@@ -17,7 +17,6 @@ complete on its own. Failures are never reused: failed images are retried by eve
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import posixpath
@@ -27,17 +26,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batch_classify.listing import ImageRecord
-from batch_classify.models import get_spec
+from batch_classify.models import get_spec, weights_digest
+from batch_classify.layout import JOBS, RunLayout
 from batch_classify.results import (
-    ATTEMPT_META,
     PREDICTION_SCHEMA,
-    SUCCESS,
     CorruptRun,
     committed_manifest,
     conform,
     read_committed,
 )
-from batch_classify.storage import StorageOptions, filesystem, join
+from batch_classify.storage import StorageOptions, filesystem
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +50,12 @@ def model_identity(model: str, weights: str | None, storage: StorageOptions) -> 
     folder matches, a change to any of its files does not.
     """
     spec = get_spec(model, storage)
+    digest = weights_digest(spec, weights, storage)
     if spec.folder is not None:
-        return f"{spec.format}-folder@sha256:{spec.folder.sha256(storage)[:16]}"
-    source = weights or spec.default_weights_path()
-    fs, path = filesystem(source, storage)
-    digest = hashlib.sha256()
-    try:
-        with fs.open(path, "rb") as f:
-            while chunk := f.read(8 << 20):
-                digest.update(chunk)
-    except FileNotFoundError:
-        return f"{model}@missing:{source}"
-    return f"{model}@sha256:{digest.hexdigest()[:16]}"
+        return f"{spec.format}-folder@sha256:{digest[:16]}"
+    if digest is None:
+        return f"{model}@missing:{weights or spec.default_weights_path()}"
+    return f"{model}@sha256:{digest[:16]}"
 
 
 @dataclass(frozen=True)
@@ -101,41 +93,44 @@ def latest_committed_run(
     """
     fs, root = filesystem(output, storage)
     best: tuple[str, str] | None = None
-    for success in fs.glob(posixpath.join(root, "*", SUCCESS)):
+    for success in fs.glob(RunLayout.of(root, "*").manifest):
+        run_id = RunLayout.parse(posixpath.dirname(success)).run_id
+        if exclude_run_id is not None and run_id == exclude_run_id:
+            continue
+        run_uri = RunLayout.of(output, run_id).uri
         try:
-            manifest = json.loads(fs.cat_file(success))
-        except (OSError, ValueError) as err:
+            manifest = committed_manifest(run_uri, storage)
+        except (OSError, CorruptRun) as err:
             log.warning("skipping %s: unreadable manifest (%s)", success, err)
             continue
         if manifest.get("input") != input or (model_id is not None and manifest.get("model_id") != model_id):
             continue
-        if exclude_run_id is not None and posixpath.basename(posixpath.dirname(success)) == exclude_run_id:
-            continue
         if before is not None and str(manifest.get("committed_at", "")) >= before:
             continue
-        key = (str(manifest.get("committed_at", "")), posixpath.dirname(success))
+        key = (str(manifest.get("committed_at", "")), run_uri)
         if best is None or key > best:
             best = key
-    if best is None:
-        return None
-    return join(output, posixpath.basename(best[1]))
+    return None if best is None else best[1]
 
 
 def _staged_tables(run_uri: str, *, model_id: str, input: str, storage: StorageOptions) -> list[tuple[str, dict, pa.Table]]:
     """Complete prediction files of earlier attempts of the run id whose ``_attempt.json`` matches."""
     fs, root = filesystem(run_uri, storage)
-    staging = posixpath.join(root, "_staging")
-    if not fs.exists(staging):
+    local = RunLayout.parse(root)  # paths on ``fs``
+    if not fs.exists(local.staging):
         return []
     found = []
-    for attempt in sorted(fs.ls(staging, detail=False)):
+    for attempt in sorted(fs.ls(local.staging, detail=False)):
+        attempt_id = RunLayout.attempt_id(attempt)
+        if attempt_id == JOBS:
+            continue
         try:
-            meta = json.loads(fs.cat_file(posixpath.join(attempt, ATTEMPT_META)))
+            meta = json.loads(fs.cat_file(local.attempt_meta(attempt_id)))
         except (OSError, ValueError):
             continue  # an attempt from before _attempt.json, or cut short before writing it
         if meta.get("model_id") != model_id or meta.get("input") != input:
             continue
-        folder = posixpath.join(attempt, "predictions")
+        folder = local.attempt_predictions(attempt_id)
         for path in sorted(fs.find(folder)) if fs.exists(folder) else []:
             try:
                 found.append((attempt, meta, pq.read_table(path, filesystem=fs)))

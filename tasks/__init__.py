@@ -23,6 +23,7 @@ from prefect.tasks import exponential_backoff
 
 from batch_classify import cluster, job
 from batch_classify.errors import PermanentError
+from batch_classify.layout import REPORT_HTML, RunLayout
 from batch_classify.lease import RunLease
 from batch_classify.listing import Listing
 from batch_classify.report.compare import regression_message
@@ -200,7 +201,7 @@ def report_accuracy(
     create_link_artifact(
         key=OUTPUT_KEY,
         link=committed.run_uri,
-        link_text=f"{committed.run_uri} (report.html, predictions, failures)",
+        link_text=f"{committed.run_uri} ({REPORT_HTML}, predictions, failures)",
         description=f"Output folder of run {settings.run_id}",
     )
     create_markdown_artifact(
@@ -222,7 +223,7 @@ def report_accuracy(
     confident = "n/a" if report.get("mean_confidence") is None else f"{report['mean_confidence']:.3f}"
     print(
         f"top-1 {top1}, top-5 {top5} over {report['n_labelled']} labelled images; mean confidence {confident}; "
-        f"report at {committed.run_uri}/report.html"
+        f"report at {RunLayout.parse(committed.run_uri).report_html}"
     )
     cmp = report.get("comparison")
     if cmp and cmp["regressed"]:

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from batch_classify.lease import LEASE, LeaseHeld, LeaseLost, RunLease
+from batch_classify.layout import LEASE
+from batch_classify.lease import LeaseHeld, LeaseLost, RunLease
 from batch_classify.results import StagingWriter, commit, read_committed
 from batch_classify.storage import StorageOptions, filesystem
 from batch_classify.vocabulary import imagenet
@@ -42,10 +43,11 @@ def test_a_second_writer_is_refused_at_once_naming_the_holder(target):  # noqa: 
 
 def test_a_crashed_writers_lease_expires_and_is_taken_over(target):  # noqa: F811
     run_uri, storage = target
-    crashed = RunLease(run_uri, storage, owner="crashed", ttl_seconds=1.0).acquire()  # no heartbeat: it died
+    # 3 s: the refused acquire below must come before the expiry even on a loaded 2-core machine
+    crashed = RunLease(run_uri, storage, owner="crashed", ttl_seconds=3.0).acquire()  # no heartbeat: it died
     with pytest.raises(LeaseHeld):
         RunLease(run_uri, storage).acquire()
-    time.sleep(1.2)
+    time.sleep(3.2)
     with RunLease(run_uri, storage, owner="next night") as taken:
         # The old holder, had it been only slow, finds out before its commit point and stops there.
         with pytest.raises(LeaseLost):

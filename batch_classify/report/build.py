@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from batch_classify.inference import TOP_K, StageResult
+from batch_classify.layout import RunLayout
 from batch_classify.listing import Listing
 from batch_classify.models import ModelError, get_spec
 from batch_classify.report.compare import compare
@@ -27,7 +28,7 @@ from batch_classify.report.metrics import accuracy, calibration_fields, label_fr
 from batch_classify.results import SUCCESS, CommittedRun, CorruptRun, committed_manifest, read_committed, read_failures
 from batch_classify.reuse import latest_committed_run
 from batch_classify.settings import RunSettings
-from batch_classify.storage import StorageOptions, join, read_bytes, write_bytes
+from batch_classify.storage import StorageOptions, read_bytes, write_bytes
 from batch_classify.vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)
@@ -159,9 +160,9 @@ def score_and_write(
     )
     # report.json last: it is the report's commit point (report.md and report.html beside a missing
     # report.json are what a run killed while reporting left; the next report step replaces them)
-    write_bytes(join(run_uri, "report.md"), render_markdown(report).encode(), storage)
+    write_bytes(RunLayout.parse(run_uri).report_md, render_markdown(report).encode(), storage)
     write_report_html(run_uri, report, storage, predictions=table, vocabulary=vocabulary)
-    write_bytes(join(run_uri, "report.json"), to_json(report), storage)
+    write_bytes(RunLayout.parse(run_uri).report_json, to_json(report), storage)
     return report
 
 
@@ -214,7 +215,7 @@ def _previous_scores(previous: str, storage: StorageOptions, table, pred_names: 
     scores = {"model": committed_manifest(previous, storage).get("model")}
     scores |= _label_free(table, low_confidence, pred_names)
     try:
-        return scores | json.loads(read_bytes(join(previous, "report.json"), storage))
+        return scores | json.loads(read_bytes(RunLayout.parse(previous).report_json, storage))
     except FileNotFoundError:
         pass
     try:
@@ -239,7 +240,8 @@ def _compare_with_previous(
     """The comparison with the latest run committed before this one under the same output on the
     same input (any model); None when there is none. ``pred_names``: this run's predicted class names."""
     run_uri = report["run_uri"]
-    output, run_id = run_uri.rstrip("/").rsplit("/", 1)
+    layout = RunLayout.parse(run_uri)
+    output, run_id = layout.output, layout.run_id
     manifest = committed_manifest(run_uri, storage)
     previous = latest_committed_run(
         output, input=report["input"], model_id=None, storage=storage, exclude_run_id=run_id,
@@ -296,7 +298,7 @@ def rerender_report(
         raise CorruptRun(f"{run_uri}/{manifest.get('failures_file')} holds {n_failures} failures, {SUCCESS} says "
                          f"{manifest['n_failed']}; run the run id again")
     try:
-        report = json.loads(read_bytes(join(run_uri, "report.json"), storage))
+        report = json.loads(read_bytes(RunLayout.parse(run_uri).report_json, storage))
     except FileNotFoundError:
         report = {
             "n_listed": manifest["n_predicted"] + manifest["n_failed"],
@@ -305,7 +307,7 @@ def rerender_report(
             "images_per_second": None,
         }
     report |= {
-        "run_id": manifest.get("run_id", run_uri.rsplit("/", 1)[-1]),
+        "run_id": manifest.get("run_id", RunLayout.parse(run_uri).run_id),
         "model": manifest.get("model"),
         "input": manifest.get("input", report.get("input")),
         "run_uri": run_uri,

@@ -2,10 +2,8 @@
 
 :func:`render_html` puts the pictures (:mod:`batch_classify.report.figures`,
 :mod:`batch_classify.report.gallery`), with the summary, the comparison and the per-class table,
-into one page that needs nothing else: the pictures are ``data:`` URIs, the CSS is inline, there
-is no script, and a Content-Security-Policy forbids loading anything from anywhere. Data strings
-(paths, labels, class names, URIs) are escaped with :func:`html.escape`; the page is f-strings, no
-template engine. Its numbers are the report's (scored once, :mod:`batch_classify.report.build`);
+into one page that needs nothing else: ``data:`` URIs, inline CSS, no script, and a Content-Security-
+Policy forbidding any load. Data strings are escaped (:func:`html.escape`); f-strings, no template engine. Its numbers are the report's (scored once, :mod:`batch_classify.report.build`);
 it computes one only for a report that lacks it (written by an older version, or built by hand).
 """
 
@@ -20,6 +18,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pyarrow as pa
 
+from batch_classify.layout import RunLayout
 from batch_classify.report.figures import (
     MAX_DISTRIBUTION_BARS, MAX_MATRIX_CLASSES, confidence_png, confusion_matrix_png, per_class_accuracy_png,
     prediction_distribution_png,
@@ -27,7 +26,7 @@ from batch_classify.report.figures import (
 from batch_classify.report.format import num, pct, points
 from batch_classify.report.gallery import MAX_GALLERY, confident_mistakes, gallery_with_reasons
 from batch_classify.report.metrics import DEFAULT_BINS, calibration, calibration_from_fields, prediction_distribution
-from batch_classify.storage import StorageOptions, join, write_bytes
+from batch_classify.storage import StorageOptions, write_bytes
 from batch_classify.vocabulary import Vocabulary
 
 #: The page may load nothing: only its own inline styles and ``data:`` images.
@@ -395,6 +394,6 @@ def write_report_html(
 
     if predictions is None:
         predictions = read_committed(run_uri, storage)
-    uri = join(run_uri, "report.html")
+    uri = RunLayout.parse(run_uri).report_html
     write_bytes(uri, render_html(report, predictions, storage, vocabulary=vocabulary).encode("utf-8"), storage)
     return uri
