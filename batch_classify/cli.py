@@ -109,10 +109,9 @@ def _print_summary(report: dict, predictions_preview: list[dict]) -> None:
 
 
 def _preview(settings, n: int = 20) -> list[dict]:
-    from batch_classify.job import storage_options
     from batch_classify.results import read_committed
 
-    table = read_committed(settings.run_uri(), storage_options(settings), columns=["path", "label", "pred_label", "confidence"])
+    table = read_committed(settings.run_uri(), settings.storage_options(), columns=["path", "label", "pred_label", "confidence"])
     return table.sort_by("path").slice(0, n).to_pylist()
 
 

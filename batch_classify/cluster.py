@@ -59,9 +59,8 @@ import pyarrow.parquet as pq
 
 import batch_classify
 from batch_classify.errors import BatchClassifyError, ConfigError
-from batch_classify.inference import StageResult
+from batch_classify.inference import InferenceOutcome, StageResult
 from batch_classify.plan import ClusterPlan
-from batch_classify.job import InferenceOutcome, storage_options
 from batch_classify.layout import RunLayout
 from batch_classify.listing import ImageRecord, ListFailure, Listing
 from batch_classify.results import StagedRun
@@ -212,7 +211,7 @@ def write_result(folder: str, outcome: InferenceOutcome, storage: StorageOptions
 
 
 def read_result(folder: str, storage: StorageOptions) -> tuple[InferenceOutcome, dict]:
-    """Read ``result.json`` back into an :class:`~batch_classify.job.InferenceOutcome`.
+    """Read ``result.json`` back into an :class:`~batch_classify.inference.InferenceOutcome`.
 
     Returns:
         (the outcome, the whole result as JSON, ``extra`` fields included).
@@ -308,7 +307,7 @@ def run_inference_job(
 
     echo = echo or (lambda line: print(line, flush=True))
     address = settings.ray_address
-    storage = storage_options(settings)
+    storage = settings.storage_options()
     client = JobSubmissionClient(address)
     submission_id = f"batch-classify-{settings.run_id}-{secrets.token_hex(4)}"
     folder = job_folder(settings, submission_id)

@@ -27,6 +27,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -39,6 +40,9 @@ from batch_classify.preprocess import DEFAULT_MAX_PIXELS, ClassificationPreset, 
 from batch_classify.reading import ReadBreaker, read_many
 from batch_classify.reading import unreachable as is_unreachable
 from batch_classify.storage import DEFAULT_READ_TIMEOUT, StorageOptions
+
+if TYPE_CHECKING:
+    from batch_classify.results import StagedRun
 
 log = logging.getLogger(__name__)
 
@@ -358,3 +362,17 @@ def run_stage(
         first_batch_seconds=first_at - start,
         steady_images_per_second=(len(seen) - n_first) / (last_at - first_at) if last_at > first_at else math.nan,
     )
+
+
+@dataclass(frozen=True)
+class InferenceOutcome:
+    """Step 3's result: what was staged, and how (the local stage or a Ray Job, :mod:`batch_classify.cluster`).
+
+    Attributes:
+        stage: the Ray stage's counts and timings; None when every image was reused and Ray never started.
+        reused_from: run URIs and staging attempts that predictions were reused from.
+    """
+
+    staged: StagedRun
+    stage: StageResult | None
+    reused_from: tuple[str, ...] = ()

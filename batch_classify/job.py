@@ -14,7 +14,7 @@ import numpy as np
 
 from batch_classify.engines import onnx_model, resolve_runtime
 from batch_classify.errors import PermanentError
-from batch_classify.inference import Classifier, StageResult, decode_batch, run_stage
+from batch_classify.inference import Classifier, InferenceOutcome, StageResult, decode_batch, run_stage
 from batch_classify.listing import NO_LABELS, Listing, list_images
 from batch_classify.model_folder import CONFIG_FILE
 from batch_classify.models import ModelError, get_spec
@@ -43,13 +43,9 @@ class FailureBudgetExceeded(PermanentError, RuntimeError):
     """More images failed than ``max_failed_fraction`` allows; nothing was committed."""
 
 
-def storage_options(settings: RunSettings) -> StorageOptions:
-    return StorageOptions(anon=settings.anon, endpoint_url=settings.s3_endpoint_url)
-
-
 def list_step(settings: RunSettings) -> Listing:
     """Step 1: list the images under ``settings.input`` (see :func:`batch_classify.listing.list_images`)."""
-    return list_images(settings.input, storage_options(settings), labels_uri=settings.labels, limit=settings.limit)
+    return list_images(settings.input, settings.storage_options(), labels_uri=settings.labels, limit=settings.limit)
 
 
 @dataclass(frozen=True)
@@ -115,7 +111,7 @@ def validate_step(settings: RunSettings, listing: Listing) -> Validation:
         EndpointUnreachable: no sample image could be read because the storage did not answer
             (connection refused or timed out): not permanent, the task retries.
     """
-    storage = storage_options(settings)
+    storage = settings.storage_options()
     spec = get_spec(settings.model, storage)
     vocabulary = spec.vocabulary()
     if spec.num_classes != vocabulary.num_classes:
@@ -191,20 +187,6 @@ def _ray_init(settings: RunSettings) -> bool:
     return True
 
 
-@dataclass(frozen=True)
-class InferenceOutcome:
-    """Step 3's result.
-
-    Attributes:
-        stage: the Ray stage's counts and timings; None when every image was reused and Ray never started.
-        reused_from: run URIs and staging attempts that predictions were reused from.
-    """
-
-    staged: StagedRun
-    stage: StageResult | None
-    reused_from: tuple[str, ...] = ()
-
-
 def inference_step(
     settings: RunSettings,
     listing: Listing,
@@ -232,7 +214,7 @@ def inference_step(
             :func:`batch_classify.inference.run_stage`); the predictions made so far stay staged for
             a resumed attempt (not deterministic: the Prefect task retries once, resuming).
     """
-    storage = storage_options(settings)
+    storage = settings.storage_options()
     spec = get_spec(settings.model, storage)
     model_id = model_identity(settings.model, settings.weights, storage)
     label_classes = sorted(set(label_map.values())) or None
@@ -365,7 +347,7 @@ def persist_step(settings: RunSettings, staged: StagedRun) -> CommittedRun:
             f"--max-failed-fraction of {settings.max_failed_fraction:.1%}; nothing was committed; "
             f"the failures are listed in {staged.failures_file}"
         )
-    return commit(staged, settings.run_uri(), storage_options(settings), run_id=settings.run_id, model=settings.model)
+    return commit(staged, settings.run_uri(), settings.storage_options(), run_id=settings.run_id, model=settings.model)
 
 
 def report_step(
@@ -389,7 +371,7 @@ def report_step(
         the report (also in ``report.json``); see the README for its fields.
     """
     return build_report(
-        settings, storage_options(settings), listing, committed, n_reused=outcome.staged.n_reused,
+        settings, settings.storage_options(), listing, committed, n_reused=outcome.staged.n_reused,
         reused_from=outcome.reused_from, stage=outcome.stage, wall_seconds=wall_seconds,
         unlabelled_reason=unlabelled_reason,
     )

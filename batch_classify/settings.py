@@ -20,7 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from batch_classify.preprocess import DEFAULT_MAX_PIXELS
 from batch_classify.results import CHECKPOINT_ROWS
-from batch_classify.storage import DEFAULT_READ_TIMEOUT
+from batch_classify.storage import DEFAULT_READ_TIMEOUT, StorageOptions
 
 #: Where the model actors run: ``auto`` (a GPU when the cluster has one), ``cpu`` or ``cuda``.
 Device = Literal["auto", "cpu", "cuda"]
@@ -231,6 +231,10 @@ class RunSettings(BaseSettings):
     def run_uri(self) -> str:
         """``OUTPUT/RUN_ID`` with no trailing slash."""
         return f"{self.output.rstrip('/')}/{self.run_id}"
+
+    def storage_options(self) -> StorageOptions:
+        """How this run reaches its storage (anonymous S3, the endpoint)."""
+        return StorageOptions(anon=self.anon, endpoint_url=self.s3_endpoint_url)
 
 
 #: The fields ``ServeSettings`` takes from ``RunSettings`` (type, default, range, aliases, description),

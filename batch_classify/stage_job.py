@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     # From JSON, not the environment. "auto" (as shipped, and enforced here): join the cluster this
     # job runs on as its driver (Ray sets RAY_ADDRESS for a job's entrypoint), never submit again.
     settings = RunSettings.model_validate_json(args.settings).model_copy(update={"ray_address": "auto"})
-    storage = job.storage_options(settings)
+    storage = settings.storage_options()
     listing, label_map = cluster.read_request(args.request, storage)
     log.info(
         "stage job for run %s: %d listed images, model %s; code from %s",

@@ -23,6 +23,7 @@ from prefect.tasks import exponential_backoff
 
 from batch_classify import cluster, job
 from batch_classify.errors import PermanentError
+from batch_classify.inference import InferenceOutcome
 from batch_classify.layout import REPORT_HTML, RunLayout
 from batch_classify.lease import RunLease
 from batch_classify.listing import Listing
@@ -114,7 +115,7 @@ def run_lease(settings: RunSettings) -> RunLease:
     """The lease of ``OUTPUT/RUN_ID`` (a context manager), owned by this flow run: a second writer of
     the run id is refused at once with a line naming this one (see :mod:`batch_classify.lease`)."""
     name = flow_run.get_name()
-    return RunLease(settings.run_uri(), job.storage_options(settings), owner=f"flow run {name}" if name else "")
+    return RunLease(settings.run_uri(), settings.storage_options(), owner=f"flow run {name}" if name else "")
 
 
 @task(name="list-dataset", cache_policy=NO_CACHE, **_storage_retries)
@@ -155,7 +156,7 @@ def validate_sample(settings: RunSettings, listing: Listing) -> job.Validation:
 # limit lookup, and on the embedded SQLite server that lookup is often refused as "database is
 # locked" and retried after 2 s (measured: 1-3 such waits per run with five tagged tasks).
 @task(name="ray-inference", tags=["ray"], cache_policy=NO_CACHE, retries=1, retry_delay_seconds=10, retry_condition_fn=transient)
-def run_inference(settings: RunSettings, listing: Listing, label_map: dict[str, int]) -> job.InferenceOutcome:
+def run_inference(settings: RunSettings, listing: Listing, label_map: dict[str, int]) -> InferenceOutcome:
     """The Ray Data stage: decode, preprocess, model actor pool; output staged as Parquet. On local
     Ray (or a cluster this process joins as its driver); with an ``http(s)://`` ray address, inside
     the cluster as a Ray Job (:func:`batch_classify.cluster.run_inference_job`)."""
@@ -190,7 +191,7 @@ def report_accuracy(
     settings: RunSettings,
     listing: Listing,
     committed: CommittedRun,
-    outcome: job.InferenceOutcome,
+    outcome: InferenceOutcome,
     wall_seconds: float,
     unlabelled_reason: str | None = None,
 ) -> dict:

@@ -262,3 +262,12 @@ def test_only_the_run_layout_spells_the_run_folders_names(tmp_path):
     spelled = [hit for name, path in _modules().items() if name.startswith("batch_classify") and name != "batch_classify.layout"
                for hit in _spelled_run_names(path)]
     assert not spelled, spelled
+
+
+def test_the_local_stage_and_the_ray_job_submission_do_not_import_each_other():
+    """``job`` runs the stage on a local (or joined) Ray; ``cluster`` submits it as a Ray Job, whose
+    entry point (``stage_job``) calls ``job`` and reads its request with ``cluster``. Neither of the two imports the other (issue 13)."""
+    graph = _graph()
+    assert "batch_classify.cluster" not in _reach(graph, "batch_classify.job")
+    assert "batch_classify.job" not in _reach(graph, "batch_classify.cluster")
+    assert {"batch_classify.job", "batch_classify.cluster"} <= graph["batch_classify.stage_job"]

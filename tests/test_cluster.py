@@ -22,7 +22,7 @@ import pytest
 from conftest import FAKE_AWS, _free_port, arrange_in_wnid_folders
 
 from batch_classify import cluster, job
-from batch_classify.inference import StageResult
+from batch_classify.inference import InferenceOutcome, StageResult
 from batch_classify.plan import ClusterPlan
 from batch_classify.listing import ImageRecord, Listing
 from batch_classify.results import StagedRun, read_committed
@@ -68,7 +68,7 @@ def test_request_and_result_files_round_trip(tmp_path):
     staged = StagedRun("/o/r/_staging/a", ("/o/r/_staging/a/predictions/part-00000.parquet",), "/o/r/_staging/a/failures.parquet",
                        5, 1, 2, {"input": "x", "model_id": "m@sha256:0"})
     for stage in (StageResult(4, 3, 1, 2.5, plan, 1.5, math.nan), None):
-        outcome = job.InferenceOutcome(staged=staged, stage=stage, reused_from=("/o/r/_staging/b",))
+        outcome = InferenceOutcome(staged=staged, stage=stage, reused_from=("/o/r/_staging/b",))
         cluster.write_result(folder, outcome, StorageOptions())
         back, raw = cluster.read_result(folder, StorageOptions())
         assert back.staged == staged and back.reused_from == outcome.reused_from

@@ -203,7 +203,7 @@ def test_an_unreadable_folder_is_a_failure_of_the_run_and_counts_against_the_bud
     listing, _ = list_as_unprivileged(src)
     assert len(listing.records) == 8  # 6 photos and the 2 behind the link; the 2 in secret/ unknown
 
-    storage = job.storage_options(RunSettings(input=str(src), output=str(tmp_path / "out"), model="efficientnet_lite0"))
+    storage = RunSettings(input=str(src), output=str(tmp_path / "out"), model="efficientnet_lite0").storage_options()
     label_map, _ = job.map_labels(listing, get_spec("efficientnet_lite0", storage).vocabulary())
     settings = RunSettings(input=str(src), output=str(tmp_path / "out"), model="efficientnet_lite0", run_id="unreadable")
     outcome = job.inference_step(settings, listing, label_map)
