@@ -41,7 +41,7 @@ NO_LABELS = "none"
 #: A Hive-style partition folder: ``key=value``, the key a column name (Hive, Spark, pyarrow write these).
 PARTITION_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
 #: Names a partition key may not take: the columns of ``results.PREDICTION_SCHEMA`` (which imports
-#: this module; tests/test_listing.py checks the two agree).
+#: this module; tests/integration/test_listing.py checks the two agree).
 RESERVED_COLUMNS = frozenset({
     "path", "label", "label_index", "pred_index", "pred_label", "confidence", "top5_index", "top5_prob",
     "model", "run_id", "content_id", "computed_run_id", "restricted_index", "entropy",

@@ -54,7 +54,7 @@ import time
 #: Half a second costs one scan of /proc (a few milliseconds) per interval and records every
 #: long-lived process the CLI starts; Ray's and Prefect's daemons live for minutes.
 SNAPSHOT_INTERVAL = 0.5
-#: Seconds a SIGTERM'd process gets before SIGKILL. Measured here (tests/test_orphans.py): Prefect's
+#: Seconds a SIGTERM'd process gets before SIGKILL. Measured here (tests/integration/test_orphans.py): Prefect's
 #: uvicorn server and Ray's daemons, dashboard agent and workers exit within half a second of SIGTERM;
 #: Ray's runtime-env agent was still running 4.5 s after SIGTERM and is SIGKILLed, so everything is
 #: gone about 5.5 s after the CLI dies. Shorter would cut a slower graceful shutdown short.

@@ -12,7 +12,7 @@
 #   bash docker/lock.sh --upgrade  move every unconstrained package to its newest allowed version
 #   bash docker/lock.sh --check    exit 1 (and show the diff) if the lock is not what this script
 #                                  writes now, hashes included; changes nothing
-#                                  (tests/test_docker.py runs this)
+#                                  (tests/integration/test_docker.py runs this)
 #
 # Needs uv $UV_VERSION (the one the Dockerfile copies in) and the package index (PyPI, or
 # UV_INDEX_URL). uv is taken from .venv/bin, then PATH, if it is that version; otherwise it is

@@ -2,42 +2,36 @@
 
 from __future__ import annotations
 
-import shutil
-import socket
 from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "imagenet-sample"
-NO_SHARED = f"the shared ImageNet photos are not at {SHARED} (a clone without ../shared beside it)"
+from batch_classify.storage import StorageOptions
 
-#: Fake credentials for the loopback S3 endpoint; set before Ray starts so its workers inherit them.
-FAKE_AWS = {
-    "AWS_ACCESS_KEY_ID": "testing-key-id",
-    "AWS_SECRET_ACCESS_KEY": "testing-secret",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_SESSION_TOKEN": "",
-}
+from helpers.net import FAKE_AWS, free_port
+from helpers.photos import DEFAULT_PHOTOS, arrange_in_wnid_folders, missing_reason
 
 
-def shared_photos() -> list[Path]:
-    if not SHARED.is_dir():
-        pytest.skip(NO_SHARED)
-    return sorted(SHARED.glob("*.JPEG"))
+def pytest_addoption(parser):
+    parser.addoption(
+        "--photos", default=str(DEFAULT_PHOTOS), metavar="DIR",
+        help="folder of real ImageNet photos named <wnid>_<name>.JPEG (default: ../shared/imagenet-sample)",
+    )
 
 
 @pytest.fixture(scope="session")
-def photos() -> list[Path]:
-    """The 500 shared ImageNet photos, sorted by name."""
-    return shared_photos()
+def photos_dir(pytestconfig) -> Path:
+    """The folder of shared photos (``--photos``); the tests that use it skip where it is missing."""
+    folder = Path(pytestconfig.getoption("photos")).expanduser().resolve()
+    if not folder.is_dir():
+        pytest.skip(missing_reason(folder))
+    return folder
 
 
-def arrange_in_wnid_folders(photos: list[Path], root: Path) -> Path:
-    """Copy photos to ``root/<wnid>/<file>``, as in Imagenette and ImageFolder."""
-    for p in photos:
-        (root / p.name[:9]).mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(p, root / p.name[:9] / p.name)
-    return root
+@pytest.fixture(scope="session")
+def photos(photos_dir) -> list[Path]:
+    """The shared ImageNet photos, sorted by name."""
+    return sorted(photos_dir.glob("*.JPEG"))
 
 
 @pytest.fixture(scope="session")
@@ -74,18 +68,12 @@ def ray_local():
     ray.shutdown()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def s3_endpoint() -> str:
     """A real S3 endpoint on 127.0.0.1 (moto's server), as s3fs's own tests use."""
     from moto.server import ThreadedMotoServer
 
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     yield f"http://127.0.0.1:{port}"
@@ -103,3 +91,16 @@ def s3_dataset(s3_endpoint, wnid_folder) -> str:
     for f in sorted(wnid_folder.rglob("*.JPEG")):
         s3.upload_file(str(f), "photos", f"imagenet-sample/{f.relative_to(wnid_folder).as_posix()}")
     return "s3://photos/imagenet-sample"
+
+
+@pytest.fixture(params=["local", "s3"])
+def target(request, tmp_path):
+    """(run URI, storage) on a local folder or on the loopback S3 endpoint."""
+    if request.param == "local":
+        return str(tmp_path / "out" / "r"), StorageOptions()
+    endpoint = request.getfixturevalue("s3_endpoint")
+    import boto3
+
+    bucket = f"commit-{tmp_path.name.lower().replace('_', '-')[-40:]}"
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
+    return f"s3://{bucket}/out/r", StorageOptions(endpoint_url=endpoint)

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import FAKE_AWS, _free_port, arrange_in_wnid_folders
+from helpers.net import FAKE_AWS, free_port
+from helpers.photos import arrange_in_wnid_folders
 
 from batch_classify import cluster, job
 from batch_classify.inference import InferenceOutcome, StageResult
@@ -166,16 +167,16 @@ def ray_cluster(photos):
     temp_dir = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # short: Ray's socket paths have a length limit
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env.update(RAY_AUTH_MODE="disabled", PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    gcs, dashboard = _free_port(), _free_port()
+    gcs, dashboard = free_port(), free_port()
     common = ["--num-cpus=1", f"--temp-dir={temp_dir}", "--object-store-memory=100000000", "--disable-usage-stats"]
 
     def ports() -> list[str]:
-        return [f"--{name}={_free_port()}" for name in (
+        return [f"--{name}={free_port()}" for name in (
             "node-manager-port", "object-manager-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
             "runtime-env-agent-port", "metrics-export-port",
         )]
 
-    head = [f"--port={gcs}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--ray-client-server-port={_free_port()}"]
+    head = [f"--port={gcs}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--ray-client-server-port={free_port()}"]
     started = LoopbackCluster(address=f"http://127.0.0.1:{dashboard}", temp_dir=temp_dir)
     try:
         for name, args in (("head", ["--head", *head]), ("worker", [f"--address=127.0.0.1:{gcs}"])):

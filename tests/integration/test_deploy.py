@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import arrange_in_wnid_folders
+
+from helpers.net import free_port
+from helpers.photos import arrange_in_wnid_folders
 
 pytestmark = pytest.mark.integration
 
@@ -24,10 +25,6 @@ CLI = [sys.executable, "-m", "batch_classify"]
 MODEL = "efficientnet_lite0"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait(what: str, check, timeout: float, every: float = 0.5):
@@ -54,7 +51,7 @@ def _stop(proc: subprocess.Popen) -> None:
 def prefect_server(tmp_path_factory):
     """A real Prefect server (SQLite) on loopback; yields the environment pointing at it."""
     home = tmp_path_factory.mktemp("prefect-server")
-    port = _free_port()
+    port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {
         **os.environ,
@@ -192,7 +189,7 @@ def test_serve_schedule_manual_run_and_event_reprocess(prefect_server, photos, t
 def test_prefect_yaml_deploys_to_a_process_pool_and_a_worker_runs_it(prefect_server, photos, tmp_path):
     """`prefect deploy` from prefect.yaml registers both deployments on a process work pool; a
     `prefect worker` picks up a run created from the UI/API and completes it."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     images = arrange_in_wnid_folders(photos[30:33], tmp_path / "in")
     out = tmp_path / "out"
     env = {**prefect_server, "BATCH_CLASSIFY_INPUT": str(images), "BATCH_CLASSIFY_OUTPUT": str(out),

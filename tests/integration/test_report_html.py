@@ -36,7 +36,7 @@ from batch_classify.report.metrics import calibration, calibration_fields
 from batch_classify.results import PREDICTION_SCHEMA, StagingWriter, commit, read_committed
 from batch_classify.storage import StorageOptions, read_bytes
 from batch_classify.vocabulary import Vocabulary, from_names, imagenet
-from conftest import arrange_in_wnid_folders
+from helpers.photos import arrange_in_wnid_folders
 
 CHROMIUM = Path("/usr/bin/chromium")
 #: Flags for this workplace's closed network: without them Chromium's background services try to

@@ -8,7 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import arrange_in_wnid_folders
+from helpers.photos import arrange_in_wnid_folders
 from PIL import Image
 
 from batch_classify.models import LITE0_PRESET

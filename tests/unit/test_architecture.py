@@ -17,7 +17,7 @@ import pytest
 
 import batch_classify
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SETUPTOOLS = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
 #: The product's packages by folder: the plain library, and the Prefect layers that pyproject.toml's
 #: package-dir maps from the repository's top-level folders into it (flows/ -> batch_classify.flows).

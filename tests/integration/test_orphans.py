@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import arrange_in_wnid_folders
+from helpers.photos import arrange_in_wnid_folders
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the watchdog acts on Linux only")
 
@@ -156,7 +156,7 @@ PARENT = textwrap.dedent("""
 def _start_parent(tmp_path, how: str) -> subprocess.Popen:
     script = tmp_path / "parent.py"
     script.write_text(PARENT)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")])}
     return subprocess.Popen([sys.executable, str(script), how], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-import model_folders as mf
+from helpers import model_folders as mf
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import posixpath
 
-import numpy as np
 import pytest
 
 from batch_classify.lease import RunLease
@@ -13,40 +12,13 @@ from batch_classify.results import StagingWriter, commit, read_committed, read_f
 from batch_classify.storage import StorageOptions, filesystem
 from batch_classify.vocabulary import imagenet
 
-
-def _batch(paths: list[str], failed: set[str] = frozenset()) -> dict[str, np.ndarray]:
-    """An output batch of the model actors: ``paths`` predicted as class 1, those in ``failed`` failed at decode."""
-    n = len(paths)
-    error = np.array(["DecodeError: not an image" if p in failed else "" for p in paths], dtype=object)
-    return {
-        "path": np.array(paths, dtype=object),
-        "label": np.array([None] * n, dtype=object),
-        "stage": np.where(error != "", "decode", "").astype(object),
-        "error": error,
-        "pred_index": np.ones(n, dtype=np.int64),
-        "confidence": np.full(n, 0.9, dtype=np.float32),
-        "top5_index": np.tile(np.arange(1, 6, dtype=np.int64), (n, 1)),
-        "top5_prob": np.tile(np.array([0.9, 0.04, 0.03, 0.02, 0.01], dtype=np.float32), (n, 1)),
-    }
+from helpers.batches import actor_batch
 
 
 def _stage(run_uri: str, storage: StorageOptions, paths: list[str], failed=frozenset()):
     writer = StagingWriter(run_uri, run_id="r", model="m", vocabulary=imagenet(), label_map={}, storage=storage)
-    writer.write(_batch(paths, set(failed)))
+    writer.write(actor_batch(paths, set(failed)))
     return writer.close()
-
-
-@pytest.fixture(params=["local", "s3"])
-def target(request, tmp_path):
-    """(run URI, storage) on a local folder or on the loopback S3 endpoint."""
-    if request.param == "local":
-        return str(tmp_path / "out" / "r"), StorageOptions()
-    endpoint = request.getfixturevalue("s3_endpoint")
-    import boto3
-
-    bucket = f"commit-{tmp_path.name.lower().replace('_', '-')[-40:]}"
-    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
-    return f"s3://{bucket}/out/r", StorageOptions(endpoint_url=endpoint)
 
 
 def _paths(run_uri: str, storage: StorageOptions) -> list[str]:

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import arrange_in_wnid_folders
+from helpers.photos import arrange_in_wnid_folders
 
 import batch_classify
 from batch_classify.listing import ListingError, list_images

@@ -18,14 +18,16 @@ from urllib.parse import urlsplit
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import arrange_in_wnid_folders
-from s3_proxy import StallingS3Proxy
 
 from batch_classify import job
 from batch_classify.listing import ImageRecord, Listing
 from batch_classify.results import read_committed, read_failures
 from batch_classify.settings import RunSettings
 from batch_classify.storage import StorageOptions
+
+from helpers.net import free_port
+from helpers.photos import arrange_in_wnid_folders
+from helpers.s3_proxy import StallingS3Proxy
 
 MODEL = "efficientnet_lite0"
 
@@ -119,10 +121,6 @@ def _upload(s3_endpoint: str, bucket: str, files: dict[str, Path]) -> None:
         s3.upload_file(str(f), bucket, key)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- connection failures are told apart from failures of one file (no Ray) -------------------------------
@@ -151,7 +149,7 @@ def test_connection_failures_are_unreachable_and_per_file_failures_are_not(s3_en
     assert not batch["unreachable"].any()
     ReadBreaker(live).observe(batch)  # does not trip: the endpoint answered every read
 
-    dead = StorageOptions(endpoint_url=f"http://127.0.0.1:{_free_port()}")
+    dead = StorageOptions(endpoint_url=f"http://127.0.0.1:{free_port()}")
     start = time.monotonic()
     batch = decode_batch({"path": np.array(paths, dtype=object), "label": np.full(len(paths), None)},
                          storage=dead, preset=preset, read_timeout=30)

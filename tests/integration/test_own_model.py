@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import model_folders as mf
+from helpers import model_folders as mf
 from batch_classify.results import read_committed
 from batch_classify.settings import RunSettings
 from batch_classify.storage import StorageOptions

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import arrange_in_wnid_folders
+from helpers.photos import arrange_in_wnid_folders
 
 pytestmark = pytest.mark.integration
 

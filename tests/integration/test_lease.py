@@ -14,16 +14,17 @@ from batch_classify.lease import LeaseHeld, LeaseLost, RunLease
 from batch_classify.results import StagingWriter, commit, read_committed
 from batch_classify.storage import StorageOptions, filesystem
 from batch_classify.vocabulary import imagenet
-from test_results import _batch, target  # noqa: F401 - the (run URI, storage) fixture, local and S3
+
+from helpers.batches import actor_batch
 
 
 def _stage(run_uri: str, storage: StorageOptions, paths: list[str]):
     writer = StagingWriter(run_uri, run_id="r", model="m", vocabulary=imagenet(), label_map={}, storage=storage)
-    writer.write(_batch(paths))
+    writer.write(actor_batch(paths))
     return writer.close()
 
 
-def test_a_second_writer_is_refused_at_once_naming_the_holder(target):  # noqa: F811
+def test_a_second_writer_is_refused_at_once_naming_the_holder(target):
     run_uri, storage = target
     fs, root = filesystem(run_uri, storage)
     with RunLease(run_uri, storage, owner="flow run calm-otter"):
@@ -41,7 +42,7 @@ def test_a_second_writer_is_refused_at_once_naming_the_holder(target):  # noqa: 
         assert "eager-newt" in json.loads(fs.cat_file(posixpath.join(root, LEASE)))["owner"]
 
 
-def test_a_crashed_writers_lease_expires_and_is_taken_over(target):  # noqa: F811
+def test_a_crashed_writers_lease_expires_and_is_taken_over(target):
     run_uri, storage = target
     # 3 s: the refused acquire below must come before the expiry even on a loaded 2-core machine
     crashed = RunLease(run_uri, storage, owner="crashed", ttl_seconds=3.0).acquire()  # no heartbeat: it died
@@ -55,7 +56,7 @@ def test_a_crashed_writers_lease_expires_and_is_taken_over(target):  # noqa: F81
         taken.check()  # the new holder renews fine
 
 
-def test_the_heartbeat_keeps_a_long_run_s_lease(target):  # noqa: F811
+def test_the_heartbeat_keeps_a_long_run_s_lease(target):
     run_uri, storage = target
     with RunLease(run_uri, storage, owner="long run", ttl_seconds=1.0) as lease:
         time.sleep(2.5)  # ten heartbeats' worth; without them the lease would have expired twice
@@ -64,7 +65,7 @@ def test_the_heartbeat_keeps_a_long_run_s_lease(target):  # noqa: F811
         lease.check()
 
 
-def test_of_writers_racing_for_an_expired_lease_exactly_one_wins(target):  # noqa: F811
+def test_of_writers_racing_for_an_expired_lease_exactly_one_wins(target):
     run_uri, storage = target
     for trial in range(8):
         RunLease(run_uri, storage, owner="crashed", ttl_seconds=0.01).acquire()
@@ -120,7 +121,7 @@ def test_concurrent_commits_leave_a_manifest_that_names_only_existing_files(tmp_
     assert not broken, f"{len(broken)} of 30 trials left a broken commit: {broken[:2]}"
 
 
-def test_commits_under_the_lease_one_writer_wins_and_the_other_is_refused(target):  # noqa: F811
+def test_commits_under_the_lease_one_writer_wins_and_the_other_is_refused(target):
     run_uri, storage = target
     staged = {"first": _stage(run_uri, storage, list("abc")), "second": _stage(run_uri, storage, list("de"))}
     barrier = threading.Barrier(2)

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from timm.data import ImageNetInfo
 
-from conftest import arrange_in_wnid_folders
+from helpers.photos import arrange_in_wnid_folders
 
 from batch_classify.results import read_committed, read_failures
 from batch_classify.settings import RunSettings
@@ -218,7 +218,7 @@ def test_rerun_of_a_run_id_replaces_the_result(photos, tmp_path):
 def test_s3_that_throttles_still_gives_exact_output(s3_endpoint, s3_dataset):
     """Every 10th S3 request (and the first 3) answered 503 SlowDown, from listing to commit."""
     import s3fs
-    from s3_proxy import FlakyS3Proxy
+    from helpers.s3_proxy import FlakyS3Proxy
 
     proxy = FlakyS3Proxy(s3_endpoint)
     try:
