@@ -32,10 +32,10 @@ job's ``working_dir``: a copy of the ``batch_classify`` package alone (about 150
 dependencies (the project's, with ``ray[data,default]``) must be installed in the cluster's
 image, with the same Python minor version.
 
-The job runs :func:`batch_classify.job.inference_step` inside the cluster: reuse (resume,
+The job runs :func:`batch_classify.steps.infer` inside the cluster: reuse (resume,
 incremental), the Ray Data stage, staged files written by its driver. A job that fails or is
 stopped raises :class:`StageJobFailed`, which is not among the deterministic errors of
-:mod:`batch_classify.tasks`, so the Prefect retry of ``ray-inference`` submits a new job; that job resumes from
+:mod:`batch_classify.tasks`, so the Prefect retry of ``infer`` submits a new job; that job resumes from
 the complete files the failed one staged (see :mod:`batch_classify.reuse`).
 """
 
@@ -284,7 +284,7 @@ def run_inference_job(
     echo: Callable[[str], None] | None = None,
     poll_seconds: float = 1.0,
 ) -> InferenceOutcome:
-    """Run :func:`batch_classify.job.inference_step` as a Ray Job on the cluster at ``settings.ray_address``.
+    """Run :func:`batch_classify.steps.infer` as a Ray Job on the cluster at ``settings.ray_address``.
 
     Writes the request under :func:`job_folder`, submits the job with the package as its working
     directory, passes each line of the job's log to ``echo`` as it arrives (polled every

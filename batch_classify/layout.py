@@ -19,7 +19,7 @@ Runs committed before ``failures/`` existed name ``failures.parquet`` at the run
 
 Who reads and writes what: :mod:`batch_classify.results` stages, commits and reads committed runs;
 :mod:`batch_classify.reuse` reads staged attempts; :mod:`batch_classify.lease` the lease;
-:mod:`batch_classify.cluster` the jobs folder; :mod:`batch_classify.job` the reports. None of them
+:mod:`batch_classify.cluster` the jobs folder; :mod:`batch_classify.steps` the reports. None of them
 spells a name of this folder: they ask a :class:`RunLayout`.
 """
 

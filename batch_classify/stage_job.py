@@ -5,7 +5,7 @@ Submitted by :func:`batch_classify.cluster.run_inference_job` as::
     python -m batch_classify.stage_job --settings '<RunSettings JSON>' --request OUTPUT/RUN_ID/_staging/_jobs/ID
 
 It reads the listing and label map from the request folder (never lists again), runs
-:func:`batch_classify.job.inference_step` with this process as the Ray driver (reuse, the Ray Data
+:func:`batch_classify.steps.infer` with this process as the Ray driver (reuse, the Ray Data
 stage, staged files under ``OUTPUT/RUN_ID/_staging``), and writes ``result.json`` beside the request.
 Its stdout and stderr are the job's log, which the submitting side streams. Exit status 0 on
 success; 1 with the traceback in the log otherwise.
@@ -18,7 +18,7 @@ import logging
 import sys
 
 import batch_classify
-from batch_classify import cluster, job
+from batch_classify import cluster, steps
 from batch_classify.settings import RunSettings
 
 
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = False  # bars are noise in a streamed log
-    outcome = job.inference_step(settings, listing, label_map)
+    outcome = steps.infer(settings, listing, label_map)
     cluster.write_result(args.request, outcome, storage)
     s = outcome.staged
     log.info("stage job for run %s: staged %d predicted (%d reused), %d failed", settings.run_id,

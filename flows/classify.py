@@ -9,9 +9,7 @@ from prefect.states import Completed
 from prefect.runtime import flow_run
 
 from batch_classify.settings import RunSettings
-from batch_classify.tasks import (
-    list_dataset, persist_predictions, regression_message, report_accuracy, run_inference, run_lease, validate_sample,
-)
+from batch_classify.tasks import infer, list_dataset, persist, regression_message, report, run_lease, validate
 
 
 def _run_name() -> str:
@@ -49,14 +47,14 @@ def classify_images(settings: RunSettings) -> dict:
     start = time.perf_counter()
     with run_lease(settings):  # one writer per run id, from before staging to the report
         listing = list_dataset(settings)
-        validation = validate_sample(settings, listing)
-        outcome = run_inference(settings, listing, validation.label_map)
-        committed = persist_predictions(settings, outcome.staged)
-        report = report_accuracy(
+        validation = validate(settings, listing)
+        outcome = infer(settings, listing, validation.label_map)
+        committed = persist(settings, outcome.staged)
+        result = report(
             settings, listing, committed, outcome, wall_seconds=time.perf_counter() - start,
             unlabelled_reason=validation.unlabelled_reason,
         )
-    cmp = report.get("comparison")
+    cmp = result.get("comparison")
     if cmp and cmp["regressed"]:  # marked in the UI: a Completed state named "Regressed"
-        return Completed(name="Regressed", message=regression_message(cmp), data=report)
-    return report
+        return Completed(name="Regressed", message=regression_message(cmp), data=result)
+    return result

@@ -1,4 +1,4 @@
-"""Thin Prefect tasks over :mod:`batch_classify.job`: retries, tags, artifacts.
+"""Thin Prefect tasks over :mod:`batch_classify.steps`: retries, tags, artifacts.
 
 Deterministic errors (bad input, unknown labels, a missing model) are not
 retried; storage and cluster errors are, with exponential backoff and jitter.
@@ -21,7 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
-from batch_classify import cluster, job
+from batch_classify import cluster, steps
 from batch_classify.errors import PermanentError
 from batch_classify.inference import InferenceOutcome
 from batch_classify.layout import REPORT_HTML, RunLayout
@@ -121,7 +121,7 @@ def run_lease(settings: RunSettings) -> RunLease:
 @task(name="list-dataset", cache_policy=NO_CACHE, **_storage_retries)
 def list_dataset(settings: RunSettings) -> Listing:
     """List every image under the input, with labels."""
-    listing = job.list_step(settings)
+    listing = steps.list_dataset(settings)
     labelled = sum(r.label is not None for r in listing.records)
     manifest = (
         f"; {listing.manifest_matched} of the {listing.manifest_rows} rows of the label manifest name a listed image"
@@ -136,10 +136,10 @@ def list_dataset(settings: RunSettings) -> Listing:
     return listing
 
 
-@task(name="validate-sample", cache_policy=NO_CACHE, retries=0)
-def validate_sample(settings: RunSettings, listing: Listing) -> job.Validation:
+@task(name="validate", cache_policy=NO_CACHE, retries=0)
+def validate(settings: RunSettings, listing: Listing) -> steps.Validation:
     """Decode and classify a few images before the big stage; fail fast on labels or model."""
-    validation = job.validate_step(settings, listing)
+    validation = steps.validate(settings, listing)
     labels = (
         validation.unlabelled_reason
         or f"labels map onto {len(set(validation.label_map.values()))} of the model's classes"
@@ -155,8 +155,8 @@ def validate_sample(settings: RunSettings, listing: Listing) -> job.Validation:
 # create ray 1`) keeps two flow runs from sharing a cluster's actors. Every tagged task costs a
 # limit lookup, and on the embedded SQLite server that lookup is often refused as "database is
 # locked" and retried after 2 s (measured: 1-3 such waits per run with five tagged tasks).
-@task(name="ray-inference", tags=["ray"], cache_policy=NO_CACHE, retries=1, retry_delay_seconds=10, retry_condition_fn=transient)
-def run_inference(settings: RunSettings, listing: Listing, label_map: dict[str, int]) -> InferenceOutcome:
+@task(name="infer", tags=["ray"], cache_policy=NO_CACHE, retries=1, retry_delay_seconds=10, retry_condition_fn=transient)
+def infer(settings: RunSettings, listing: Listing, label_map: dict[str, int]) -> InferenceOutcome:
     """The Ray Data stage: decode, preprocess, model actor pool; output staged as Parquet. On local
     Ray (or a cluster this process joins as its driver); with an ``http(s)://`` ray address, inside
     the cluster as a Ray Job (:func:`batch_classify.cluster.run_inference_job`)."""
@@ -164,7 +164,7 @@ def run_inference(settings: RunSettings, listing: Listing, label_map: dict[str, 
         if cluster.uses_jobs_api(settings.ray_address):
             outcome = cluster.run_inference_job(settings, listing, label_map)
         else:
-            outcome = job.inference_step(settings, listing, label_map, progress=progress.update)
+            outcome = steps.infer(settings, listing, label_map, progress=progress.update)
     s = outcome.stage
     if outcome.staged.n_reused:
         print(f"reused {outcome.staged.n_reused} predictions from {', '.join(outcome.reused_from)}")
@@ -178,16 +178,16 @@ def run_inference(settings: RunSettings, listing: Listing, label_map: dict[str, 
     return outcome
 
 
-@task(name="persist-predictions", cache_policy=NO_CACHE, **_storage_retries)
-def persist_predictions(settings: RunSettings, staged: StagedRun) -> CommittedRun:
+@task(name="persist", cache_policy=NO_CACHE, **_storage_retries)
+def persist(settings: RunSettings, staged: StagedRun) -> CommittedRun:
     """Commit the staged Parquet files under OUTPUT/RUN_ID, _SUCCESS last."""
-    committed = job.persist_step(settings, staged)
+    committed = steps.persist(settings, staged)
     print(f"committed {committed.n_predicted} predictions and {committed.n_failed} failures to {committed.run_uri}")
     return committed
 
 
-@task(name="accuracy-report", cache_policy=NO_CACHE, **_storage_retries)
-def report_accuracy(
+@task(name="report", cache_policy=NO_CACHE, **_storage_retries)
+def report(
     settings: RunSettings,
     listing: Listing,
     committed: CommittedRun,
@@ -196,7 +196,7 @@ def report_accuracy(
     unlabelled_reason: str | None = None,
 ) -> dict:
     """Score the run; write report.json/report.md and the Prefect artifacts."""
-    report = job.report_step(
+    report = steps.report(
         settings, listing, committed, outcome, wall_seconds=wall_seconds, unlabelled_reason=unlabelled_reason
     )
     create_link_artifact(

@@ -3,7 +3,7 @@ writes ``report.json``, ``report.md`` and ``report.html``.
 
 One report (a JSON-ready dict: every fact, computed once) is passed to the three writers:
 :func:`batch_classify.report.markdown.render_markdown`, :func:`batch_classify.report.html.write_report_html`
-and :func:`to_json`. :func:`build_report` is step 5 of a run (``job.report_step`` calls it);
+and :func:`to_json`. :func:`build_report` is step 5 of a run (``steps.report`` calls it);
 :func:`rerender_report` is ``batch-classify report``.
 """
 
@@ -85,7 +85,7 @@ def build_report(
         reused_from: the run URIs and staging attempts they came from.
         stage: the Ray stage's counts and timings; None when every image was reused.
         wall_seconds: the run's wall time so far, seconds (listing to commit).
-        unlabelled_reason: why the run has no labels (``job.Validation.unlabelled_reason``).
+        unlabelled_reason: why the run has no labels (``steps.Validation.unlabelled_reason``).
 
     Returns:
         the report (also in ``report.json``); see the README for its fields.

@@ -22,7 +22,7 @@ import pytest
 from helpers.net import FAKE_AWS, free_port
 from helpers.photos import arrange_in_wnid_folders
 
-from batch_classify import cluster, job
+from batch_classify import cluster, steps
 from batch_classify.inference import InferenceOutcome, StageResult
 from batch_classify.plan import ClusterPlan
 from batch_classify.listing import ImageRecord, Listing
@@ -258,7 +258,7 @@ def test_flow_submits_the_stage_as_a_ray_job_that_runs_on_both_nodes(ray_cluster
     assert where["decode"] and where["model"], where
     assert len(where["decode"] | where["model"]) == 2 and where["decode"] | where["model"] <= ray_cluster.alive_nodes()
 
-    # the job's own log lines are in the ray-inference task run's log
+    # the job's own log lines are in the infer task run's log
     logs = _prefect_logs(flow_run_id)
     assert any(f"submitted ray job {ray_job.submission_id}" in m for m in logs)
     assert any("inference plan: ClusterPlan(device='cpu', num_actors=1" in m for m in logs)
@@ -299,7 +299,7 @@ def test_failed_job_fails_the_task_with_its_log_and_the_retry_resubmits(ray_clus
     assert message.startswith(f"ray job {second.submission_id} on {ray_cluster.address} ended FAILED: Job entrypoint")
     assert f"last lines of its log (ray job logs {second.submission_id}):" in message
     assert "ConfigError: 20 model actors do not fit beside decoding on a cluster with 2 CPUs" in message  # from its log
-    run = _task_run(state.state_details.flow_run_id, "ray-inference")
+    run = _task_run(state.state_details.flow_run_id, "infer")
     assert run.state.is_failed() and run.run_count == 2
     assert not (tmp_path / "out" / "cl-fail" / "_SUCCESS").exists()
 
@@ -312,7 +312,7 @@ def test_resubmitted_job_resumes_from_what_the_earlier_job_staged(ray_cluster, p
         input=str(src), output=str(tmp_path / "out"), model=MODEL, run_id="cl-resume", ray_address=ray_cluster.address,
         batch_size=8, checkpoint_rows=8,
     )
-    listing = job.list_step(settings)
+    listing = steps.list_dataset(settings)
     label_map = imagenet().map_labels({r.label for r in listing.records})
     first = cluster.run_inference_job(settings, listing, label_map)
     assert first.staged.n_predicted == 40 and len(first.staged.prediction_files) == 5
@@ -328,7 +328,7 @@ def test_resubmitted_job_resumes_from_what_the_earlier_job_staged(ray_cluster, p
     assert second.reused_from == (first.staged.staging_uri,)
     assert any("32 images reused from" in line and "8 to compute" in line for line in lines)
 
-    committed = job.persist_step(settings, second.staged)
+    committed = steps.persist(settings, second.staged)
     rows = read_committed(committed.run_uri, StorageOptions()).to_pylist()
     assert sorted(r["path"] for r in rows) == sorted(r.path for r in listing.records)  # each once
     for r in rows:  # reused or recomputed, the same prediction
@@ -340,11 +340,11 @@ def test_resubmitted_job_resumes_from_what_the_earlier_job_staged(ray_cluster, p
 
 WATCHER = """
 import sys
-from batch_classify import cluster, job
+from batch_classify import cluster, steps
 from batch_classify.settings import RunSettings
 from batch_classify.vocabulary import imagenet
 settings = RunSettings.model_validate_json(sys.argv[1])
-listing = job.list_step(settings)
+listing = steps.list_dataset(settings)
 cluster.run_inference_job(settings, listing, imagenet().map_labels({r.label for r in listing.records}))
 """
 

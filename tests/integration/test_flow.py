@@ -19,7 +19,7 @@ from batch_classify.flows import classify_images
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness", "ray_local")]
 
-TASKS = {"list-dataset", "validate-sample", "ray-inference", "persist-predictions", "accuracy-report"}
+TASKS = {"list-dataset", "validate", "infer", "persist", "report"}
 SORTED_WNIDS = sorted(ImageNetInfo().label_names())  # class index = position in the sorted wnid list
 
 
@@ -170,7 +170,7 @@ def test_unmapped_labels_stop_before_inference(photos, tmp_path):
     with pytest.raises(Exception, match="'not_a_class' is no ImageNet wnid"):
         state.result()
     runs = _task_runs(flow_run_id)
-    assert runs["validate-sample"] == "FAILED" and "ray-inference" not in runs
+    assert runs["validate"] == "FAILED" and "infer" not in runs
     assert not (tmp_path / "out" / "x" / "_SUCCESS").exists()
 
 
@@ -195,8 +195,8 @@ def test_failure_budget_fails_the_run_and_commits_nothing(photos, tmp_path):
     with pytest.raises(Exception, match=r"3 of 5 images failed \(60.0%\), over the --max-failed-fraction of 50.0%.*_staging"):
         state.result()
     assert not (tmp_path / "out" / "budget" / "_SUCCESS").exists()
-    assert _task_runs(flow_run_id)["persist-predictions"] == "FAILED"
-    (run,) = [r for r in _read_task_runs(flow_run_id) if r.name.startswith("persist-predictions")]
+    assert _task_runs(flow_run_id)["persist"] == "FAILED"
+    (run,) = [r for r in _read_task_runs(flow_run_id) if r.name.startswith("persist")]
     assert run.run_count == 1  # a deterministic error: not retried
 
 

@@ -130,7 +130,7 @@ def test_tiny_transformers_model_has_the_folders_shapes_and_names(tmp_path, pick
     assert np.allclose(out["top5_prob"][:, :4].sum(axis=1), 1.0, atol=1e-5)
 
 
-def test_inconsistent_folder_stops_at_validate_sample(folders, dataset, tmp_path):
+def test_inconsistent_folder_stops_at_validate(folders, dataset, tmp_path):
     """id2label naming one class more than the logits: the run stops before inference, naming config.json."""
     bad = Path(shutil.copytree(folders["onnx"], tmp_path / "bad"))
     config = json.loads((bad / "config.json").read_text())
@@ -144,7 +144,7 @@ def test_inconsistent_folder_stops_at_validate_sample(folders, dataset, tmp_path
     with pytest.raises(Exception, match=rf"returned logits \(\d+, {len(NAMES)}\), expected \(\d+, {len(NAMES) + 1}\) but config.json names"):
         state.result()
     runs = _task_runs(state.state_details.flow_run_id)
-    assert runs["validate-sample"] == "FAILED" and "ray-inference" not in runs
+    assert runs["validate"] == "FAILED" and "infer" not in runs
     assert not (tmp_path / "out" / "bad" / "_SUCCESS").exists()
 
 

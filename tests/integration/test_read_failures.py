@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from batch_classify import job
+from batch_classify import steps
 from batch_classify.listing import ImageRecord, Listing
 from batch_classify.results import read_committed, read_failures
 from batch_classify.settings import RunSettings
@@ -180,9 +180,9 @@ def dead_mid_stage(s3_endpoint, photos, tmp_path_factory, ray_local, prefect_har
         input="s3://breaker/in", output=str(out), model=MODEL, run_id="dead", s3_endpoint_url=endpoint.url,
         batch_size=8, checkpoint_rows=8,
     )
-    listing = job.list_step(settings)
+    listing = steps.list_dataset(settings)
     assert len(listing.records) == N_IMAGES
-    validation = job.validate_step(settings, listing)
+    validation = steps.validate(settings, listing)
     downed_at: list[float] = []
 
     def progress(done: int, total: int) -> None:
@@ -192,7 +192,7 @@ def dead_mid_stage(s3_endpoint, photos, tmp_path_factory, ray_local, prefect_har
 
     error = None
     try:
-        job.inference_step(settings, listing, validation.label_map, progress=progress)
+        steps.infer(settings, listing, validation.label_map, progress=progress)
     except Exception as err:  # noqa: BLE001 - the test says which it must be
         error = err
     stopped_at = time.monotonic()
@@ -296,10 +296,10 @@ def test_local_read_that_blocks_fails_after_the_read_timeout(photos, tmp_path, m
     monkeypatch.setenv("BATCH_CLASSIFY_READ_TIMEOUT", "1")
     settings = RunSettings(input=str(src), output=str(tmp_path / "out"), model=MODEL, run_id="fifo", labels="none")
     try:
-        validation = job.validate_step(settings, listing)
+        validation = steps.validate(settings, listing)
         assert set(validation.sample_failures) == {str(fifo)}
         assert "read timeout of 1 s" in validation.sample_failures[str(fifo)]
-        outcome = job.inference_step(settings, listing, {})
+        outcome = steps.infer(settings, listing, {})
     finally:  # release every reader still blocked on the FIFO (the abandoned threads end)
         for _ in range(4):
             try:

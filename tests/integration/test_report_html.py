@@ -89,7 +89,7 @@ def _table(rows: list[dict], vocabulary: Vocabulary | None = None) -> pa.Table:
 
 
 def _report(table: pa.Table, vocabulary: Vocabulary | None = None, **extra) -> dict:
-    """The report fields ``job.report_step`` writes, scored from ``table`` (labels and the label-free statistics)."""
+    """The report fields ``steps.report`` writes, scored from ``table`` (labels and the label-free statistics)."""
     y = table.column("label_index").fill_null(-1).to_numpy() if table.num_rows else np.zeros(0, np.int64)
     p = table.column("pred_index").to_numpy() if table.num_rows else np.zeros(0, np.int64)
     t5 = (table.column("top5_index").combine_chunks().flatten().to_numpy().reshape(-1, 5) if table.num_rows

@@ -109,8 +109,8 @@ def test_the_walk_sees_a_lazy_import_loop(tmp_path, monkeypatch):
     graph = {"a": {"b"}, "b": {"a"}, "c": set()}
     assert _cycle(graph) in (["a", "b", "a"], ["b", "a", "b"])
     source = tmp_path / "m.py"
-    source.write_text("def f():\n    from batch_classify import job\n    import prefect\n")
-    assert _imports(source, "batch_classify.m", {"batch_classify.job", "batch_classify"}) == {"batch_classify.job", "prefect"}
+    source.write_text("def f():\n    from batch_classify import steps\n    import prefect\n")
+    assert _imports(source, "batch_classify.m", {"batch_classify.steps", "batch_classify"}) == {"batch_classify.steps", "prefect"}
 
 
 def test_no_import_cycle_among_the_products_modules():
@@ -126,7 +126,7 @@ def test_what_travels_in_a_ray_job_reaches_no_prefect():
     graph = _graph()
     assert {"batch_classify.flows.classify", "batch_classify.tasks", "batch_classify.deployments"} <= set(graph)
     reached = _reach(graph, "batch_classify.stage_job")
-    assert "batch_classify.job" in reached and "batch_classify.inference" in reached
+    assert "batch_classify.steps" in reached and "batch_classify.inference" in reached
     assert not _prefect_side(reached), sorted(_prefect_side(reached))
 
 
@@ -178,7 +178,7 @@ def test_the_ray_jobs_package_copy_holds_no_prefect(tmp_path, layout):
         # the check can fail: this layout does hold Prefect imports
         assert any(_python_files_importing(source, source.parent).values())
     copy = _package_copy(tmp_path / "job", source) / "batch_classify"
-    assert (copy / "stage_job.py").is_file() and (copy / "job.py").is_file() and (copy / "demo_labels.csv").is_file()
+    assert (copy / "stage_job.py").is_file() and (copy / "steps.py").is_file() and (copy / "demo_labels.csv").is_file()
     assert not [p for p in copy.iterdir() if p.name in batch_classify.PREFECT_LAYERS]
     imports = _python_files_importing(copy, copy.parent)
     assert "batch_classify.stage_job" in imports
@@ -208,13 +208,13 @@ def test_the_wheel_holds_one_top_level_package(tmp_path):
 
 
 def test_the_report_package_sits_below_the_steps_and_its_numbers_draw_nothing():
-    """``batch_classify.report`` (issue 13) is below ``job``: nothing in it imports ``job`` (``job.report_step``
+    """``batch_classify.report`` (issue 13) is below ``job``: nothing in it imports ``job`` (``steps.report``
     calls ``report.build``). Its numbers and text (``metrics``, ``compare``, ``format``, ``markdown``) reach
     neither the pictures, the page nor storage: every fact is computed there once, drawn elsewhere."""
     graph = _graph()
     package = sorted(name for name in graph if name.startswith("batch_classify.report."))
     assert {"batch_classify.report.metrics", "batch_classify.report.build", "batch_classify.report.html"} <= set(package)
-    assert not [name for name in package if "batch_classify.job" in _reach(graph, name)]
+    assert not [name for name in package if "batch_classify.steps" in _reach(graph, name)]
     drawing = {"batch_classify.report.figures", "batch_classify.report.gallery", "batch_classify.report.html",
                "batch_classify.report.build", "batch_classify.storage", "matplotlib", "PIL"}
     for name in ("metrics", "compare", "format", "markdown"):
@@ -268,6 +268,6 @@ def test_the_local_stage_and_the_ray_job_submission_do_not_import_each_other():
     """``job`` runs the stage on a local (or joined) Ray; ``cluster`` submits it as a Ray Job, whose
     entry point (``stage_job``) calls ``job`` and reads its request with ``cluster``. Neither of the two imports the other (issue 13)."""
     graph = _graph()
-    assert "batch_classify.cluster" not in _reach(graph, "batch_classify.job")
-    assert "batch_classify.job" not in _reach(graph, "batch_classify.cluster")
-    assert {"batch_classify.job", "batch_classify.cluster"} <= graph["batch_classify.stage_job"]
+    assert "batch_classify.cluster" not in _reach(graph, "batch_classify.steps")
+    assert "batch_classify.steps" not in _reach(graph, "batch_classify.cluster")
+    assert {"batch_classify.steps", "batch_classify.cluster"} <= graph["batch_classify.stage_job"]

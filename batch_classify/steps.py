@@ -1,7 +1,11 @@
-"""The five steps of a run as plain functions, no Prefect in them.
+"""The five steps of a run as plain functions, no Prefect in them: :func:`list_dataset`,
+:func:`validate`, :func:`infer`, :func:`persist`, :func:`report`.
 
-``tasks`` wraps each in a Prefect task (retries, tags, artifacts); ``flows``
-orders them. Each takes the run's :class:`~batch_classify.settings.RunSettings`.
+``batch_classify.tasks`` wraps each in the Prefect task of the same name (``list-dataset``,
+``validate``, ``infer``, ``persist``, ``report``: retries, tags, artifacts); ``flows`` orders them.
+Each takes the run's :class:`~batch_classify.settings.RunSettings`. :func:`infer` runs the stage on a
+local Ray, or on the cluster this process is the driver of; as a Ray Job, :mod:`batch_classify.cluster`
+submits :mod:`batch_classify.stage_job`, which calls :func:`infer` there.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ class FailureBudgetExceeded(PermanentError, RuntimeError):
     """More images failed than ``max_failed_fraction`` allows; nothing was committed."""
 
 
-def list_step(settings: RunSettings) -> Listing:
+def list_dataset(settings: RunSettings) -> Listing:
     """Step 1: list the images under ``settings.input`` (see :func:`batch_classify.listing.list_images`)."""
     return list_images(settings.input, settings.storage_options(), labels_uri=settings.labels, limit=settings.limit)
 
@@ -98,7 +102,7 @@ def map_labels(listing: Listing, vocabulary: Vocabulary) -> tuple[dict[str, int]
     return (vocabulary.map_labels(labels) if labels else {}), None
 
 
-def validate_step(settings: RunSettings, listing: Listing) -> Validation:
+def validate(settings: RunSettings, listing: Listing) -> Validation:
     """Step 2: check the model, decide whether the run is labelled and map the labels (see
     :func:`map_labels`), then decode and classify a small sample in this process.
 
@@ -187,7 +191,7 @@ def _ray_init(settings: RunSettings) -> bool:
     return True
 
 
-def inference_step(
+def infer(
     settings: RunSettings,
     listing: Listing,
     label_map: dict[str, int],
@@ -333,7 +337,7 @@ def _run_ray_stage(
             ray.shutdown()
 
 
-def persist_step(settings: RunSettings, staged: StagedRun) -> CommittedRun:
+def persist(settings: RunSettings, staged: StagedRun) -> CommittedRun:
     """Step 4: commit the staged files to ``OUTPUT/RUN_ID``; ``_SUCCESS`` last.
 
     Raises:
@@ -350,7 +354,7 @@ def persist_step(settings: RunSettings, staged: StagedRun) -> CommittedRun:
     return commit(staged, settings.run_uri(), settings.storage_options(), run_id=settings.run_id, model=settings.model)
 
 
-def report_step(
+def report(
     settings: RunSettings,
     listing: Listing,
     committed: CommittedRun,
