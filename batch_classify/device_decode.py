@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image
 
 from batch_classify.preprocess import DEFAULT_MAX_PIXELS, ClassificationPreset, DecodeError, pixel_limit_message
-from batch_classify.reading import read_many, unreachable
+from batch_classify.reading import read_rows
 from batch_classify.storage import DEFAULT_READ_TIMEOUT, StorageOptions
 
 #: Pillow filter names that torchvision resizes tensors with (antialiased for bilinear and bicubic).
@@ -99,15 +99,9 @@ def read_batch(
     n = len(paths)
     data = np.full(n, b"", dtype=object)
     on_device = np.zeros(n, dtype=bool)
-    stage = np.full(n, "", dtype=object)
-    error = np.full(n, "", dtype=object)
-    unreachable_ = np.zeros(n, dtype=bool)
-    contents = read_many(paths, storage, read_timeout=read_timeout)
-    for i, path in enumerate(paths):
-        got = contents[path]
-        if isinstance(got, BaseException):
-            stage[i], error[i] = "read", f"{type(got).__name__}: {got}"
-            unreachable_[i] = unreachable(got)
+    contents, stage, error, unreachable_ = read_rows(paths, storage, read_timeout=read_timeout)
+    for i, got in enumerate(contents):
+        if got is None:
             continue
         try:
             on_device[i] = route(got, max_pixels=max_pixels)

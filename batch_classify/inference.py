@@ -37,8 +37,7 @@ from batch_classify.errors import ConfigError
 from batch_classify.models import ModelSpec, get_spec
 from batch_classify.plan import ClusterPlan
 from batch_classify.preprocess import DEFAULT_MAX_PIXELS, ClassificationPreset, DecodeError
-from batch_classify.reading import ReadBreaker, read_many
-from batch_classify.reading import unreachable as is_unreachable
+from batch_classify.reading import ReadBreaker, read_rows
 from batch_classify.storage import DEFAULT_READ_TIMEOUT, StorageOptions
 
 if TYPE_CHECKING:
@@ -75,15 +74,9 @@ def decode_batch(
     paths = [str(p) for p in batch["path"]]
     n, c = len(paths), preset.crop_size
     images = np.zeros((n, c, c, 3), dtype=np.uint8)
-    stage = np.full(n, "", dtype=object)
-    error = np.full(n, "", dtype=object)
-    unreachable = np.zeros(n, dtype=bool)
-    contents = read_many(paths, storage, read_timeout=read_timeout)
-    for i, path in enumerate(paths):
-        data = contents[path]
-        if isinstance(data, BaseException):
-            stage[i], error[i] = "read", f"{type(data).__name__}: {data}"
-            unreachable[i] = is_unreachable(data)
+    contents, stage, error, unreachable = read_rows(paths, storage, read_timeout=read_timeout)
+    for i, data in enumerate(contents):
+        if data is None:
             continue
         try:
             images[i] = preset(data, max_pixels=max_pixels)

@@ -250,3 +250,29 @@ def _read_in_thread(fs, paths: list[str], timeout: float) -> list[bytes | BaseEx
     for i in range(next_i, len(paths)):
         results[i] = streak.skipped()
     return results
+
+
+def read_rows(
+    paths: list[str], storage: StorageOptions, *, read_timeout: float = DEFAULT_READ_TIMEOUT
+) -> tuple[list[bytes | None], np.ndarray, np.ndarray, np.ndarray]:
+    """Read a batch's files (:func:`read_many`) and record the reads that failed, row by row.
+
+    Returns:
+        ``data`` (bytes, None where the read failed), ``stage`` and ``error`` object [N] (``"read"`` and
+        the exception where it failed, ``""`` elsewhere), ``unreachable`` bool [N] (the read failed to
+        connect or timed out: what :class:`ReadBreaker` counts).
+    """
+    n = len(paths)
+    stage = np.full(n, "", dtype=object)
+    error = np.full(n, "", dtype=object)
+    unreachable_ = np.zeros(n, dtype=bool)
+    contents = read_many(paths, storage, read_timeout=read_timeout)
+    data: list[bytes | None] = []
+    for i, path in enumerate(paths):
+        got = contents[path]
+        if isinstance(got, BaseException):
+            stage[i], error[i] = "read", f"{type(got).__name__}: {got}"
+            unreachable_[i] = unreachable(got)
+            got = None
+        data.append(got)
+    return data, stage, error, unreachable_
