@@ -222,9 +222,9 @@ def _prefect_logs(flow_run_id) -> list[str]:
 
 
 def _task_run(flow_run_id, name: str):
-    from test_flow import _read_task_runs
+    from helpers.prefect_api import task_runs_of
 
-    (run,) = [r for r in _read_task_runs(flow_run_id) if r.name.startswith(name)]
+    (run,) = [r for r in task_runs_of(flow_run_id) if r.name.startswith(name)]
     return run
 
 

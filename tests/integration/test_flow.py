@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 
@@ -11,6 +10,7 @@ import pytest
 from timm.data import ImageNetInfo
 
 from helpers.photos import arrange_in_wnid_folders
+from helpers.prefect_api import artifacts_of, task_runs_of, task_states
 
 from batch_classify.results import read_committed, read_failures
 from batch_classify.settings import RunSettings
@@ -21,48 +21,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness"
 
 TASKS = {"list-dataset", "validate", "infer", "persist", "report"}
 SORTED_WNIDS = sorted(ImageNetInfo().label_names())  # class index = position in the sorted wnid list
-
-
-def _read_task_runs(flow_run_id) -> list:
-    from prefect import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-    from prefect.client.schemas.sorting import TaskRunSort
-
-    async def read():
-        # Prefect 3.8's client sends null sort/limit/offset unless given, which its API rejects.
-        async with get_client() as client:
-            return await client.read_task_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
-                sort=TaskRunSort.EXPECTED_START_TIME_ASC,
-                limit=50,
-            )
-
-    return asyncio.run(read())
-
-
-def _task_runs(flow_run_id) -> dict[str, str]:
-    """Task name → final state type of each task run of a flow run."""
-    return {r.name.rsplit("-", 1)[0]: r.state.type.value for r in _read_task_runs(flow_run_id)}
-
-
-def _artifacts(flow_run_id) -> dict:
-    """Artifact key → artifact, for the artifacts a flow run created."""
-    from prefect import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, TaskRunFilter
-    from prefect.client.schemas.sorting import ArtifactSort
-
-    async def read():
-        async with get_client() as client:
-            return await client.read_artifacts(
-                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])),
-                flow_run_filter=FlowRunFilter(),
-                task_run_filter=TaskRunFilter(),
-                sort=ArtifactSort.KEY_ASC,
-                limit=20,
-                offset=0,
-            )
-
-    return {a.key: a for a in asyncio.run(read())}
 
 
 def _run(settings: RunSettings):
@@ -115,8 +73,8 @@ def test_local_folder_all_500_photos(wnid_folder, tmp_path):
     label_classes = {r["label_index"] for r in rows}
     assert all(r["restricted_index"] in label_classes for r in rows)
     assert all(r["restricted_index"] == r["pred_index"] for r in rows if r["pred_index"] in label_classes)
-    assert _task_runs(flow_run_id) == dict.fromkeys(TASKS, "COMPLETED")
-    artifacts = _artifacts(flow_run_id)
+    assert task_states(flow_run_id) == dict.fromkeys(TASKS, "COMPLETED")
+    artifacts = artifacts_of(flow_run_id)
     assert artifacts["batch-classify-report"].type == "markdown" and "**89.0%**" in artifacts["batch-classify-report"].data
     table = artifacts["batch-classify-per-class"]
     rows = json.loads(table.data)  # every class seen as a label or as a prediction
@@ -137,7 +95,7 @@ def test_s3_endpoint_all_500_photos(s3_endpoint, s3_dataset):
     assert len(listed) == 500
     _check_committed_run(fs, "results/runs/s3-500", listed, settings, min_top1=0.86)
     assert fs.find("results/runs/s3-500/_staging") == []
-    assert _task_runs(flow_run_id) == dict.fromkeys(TASKS, "COMPLETED")
+    assert task_states(flow_run_id) == dict.fromkeys(TASKS, "COMPLETED")
 
 
 def test_bad_file_is_recorded_not_dropped(photos, tmp_path):
@@ -169,7 +127,7 @@ def test_unmapped_labels_stop_before_inference(photos, tmp_path):
     assert state.is_failed()
     with pytest.raises(Exception, match="'not_a_class' is no ImageNet wnid"):
         state.result()
-    runs = _task_runs(flow_run_id)
+    runs = task_states(flow_run_id)
     assert runs["validate"] == "FAILED" and "infer" not in runs
     assert not (tmp_path / "out" / "x" / "_SUCCESS").exists()
 
@@ -179,7 +137,7 @@ def test_bad_input_is_not_retried(tmp_path):
     settings = RunSettings(input=str(tmp_path / "missing"), output=str(tmp_path / "out"), model="efficientnet_lite0")
     state, flow_run_id = _run(settings)
     assert state.is_failed()
-    (run,) = _read_task_runs(flow_run_id)
+    (run,) = task_runs_of(flow_run_id)
     assert run.name.startswith("list-dataset") and run.state.is_failed() and run.run_count == 1
 
 
@@ -195,8 +153,8 @@ def test_failure_budget_fails_the_run_and_commits_nothing(photos, tmp_path):
     with pytest.raises(Exception, match=r"3 of 5 images failed \(60.0%\), over the --max-failed-fraction of 50.0%.*_staging"):
         state.result()
     assert not (tmp_path / "out" / "budget" / "_SUCCESS").exists()
-    assert _task_runs(flow_run_id)["persist"] == "FAILED"
-    (run,) = [r for r in _read_task_runs(flow_run_id) if r.name.startswith("persist")]
+    assert task_states(flow_run_id)["persist"] == "FAILED"
+    (run,) = [r for r in task_runs_of(flow_run_id) if r.name.startswith("persist")]
     assert run.run_count == 1  # a deterministic error: not retried
 
 

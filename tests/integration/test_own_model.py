@@ -20,7 +20,7 @@ from batch_classify.results import read_committed
 from batch_classify.settings import RunSettings
 from batch_classify.storage import StorageOptions
 from batch_classify.flows import classify_images
-from test_flow import _task_runs
+from helpers.prefect_api import task_states
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness", "ray_local")]
 
@@ -143,7 +143,7 @@ def test_inconsistent_folder_stops_at_validate(folders, dataset, tmp_path):
     assert state.is_failed()
     with pytest.raises(Exception, match=rf"returned logits \(\d+, {len(NAMES)}\), expected \(\d+, {len(NAMES) + 1}\) but config.json names"):
         state.result()
-    runs = _task_runs(state.state_details.flow_run_id)
+    runs = task_states(state.state_details.flow_run_id)
     assert runs["validate"] == "FAILED" and "infer" not in runs
     assert not (tmp_path / "out" / "bad" / "_SUCCESS").exists()
 

@@ -14,7 +14,7 @@ from helpers.photos import arrange_in_wnid_folders
 from batch_classify.models import get_spec
 from batch_classify.settings import RunSettings
 from batch_classify.flows import classify_images
-from test_flow import _artifacts
+from helpers.prefect_api import artifacts_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness", "ray_local")]
 
@@ -50,7 +50,7 @@ def test_regression_against_the_previous_run_is_marked_then_fails_when_asked(pho
     cmp = second.result()["comparison"]
     assert cmp["previous_run_uri"] == f"{out}/n1" and cmp["top1_delta"] > 0.5 and not cmp["regressed"]
     assert 0.5 < cmp["drift_tvd"] <= 1.0  # almost every prediction moved
-    artifacts = _artifacts(second.state_details.flow_run_id)
+    artifacts = artifacts_of(second.state_details.flow_run_id)
     assert set(artifacts) >= {"batch-classify-report", "batch-classify-per-class", "batch-classify-output", "batch-classify-progress"}
     assert artifacts["batch-classify-progress"].data == pytest.approx(100.0)
     assert artifacts["batch-classify-output"].data.endswith(f"]({out}/n2)")

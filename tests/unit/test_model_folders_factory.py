@@ -152,6 +152,7 @@ def test_image_processor_is_the_lite0_preprocessing(onnx_folder, transformers_fo
                 assert (got[0] - want).abs().max() <= atol and (got[0] - want).abs().mean() < 1e-3, (path.name, backend)
 
 
+@pytest.mark.slow
 def test_real_weight_folders_agree_and_are_accurate(onnx_folder, timm_folder, transformers_folder, picked):
     paths, labels = picked
     top_onnx, logits_onnx = mf.reference_onnx(onnx_folder, paths, with_logits=True)
