@@ -352,9 +352,11 @@ cluster.run_inference_job(settings, listing, imagenet().map_labels({r.label for 
 @pytest.mark.integration
 def test_interrupted_watcher_stops_its_job(ray_cluster, photos, tmp_path):
     """Ctrl-C (or a cancelled task) in the submitting process stops the job it was watching."""
-    src = arrange_in_wnid_folders(photos[80:90], tmp_path / "in")
+    # Enough work that the job is still running when the interrupt comes: 200 photos, and no ONNX
+    # export cache (with a cached export, 10 photos finished before the watcher's Ctrl-C arrived).
+    src = arrange_in_wnid_folders(photos[80:280], tmp_path / "in")
     settings = RunSettings(input=str(src), output=str(tmp_path / "out"), model=MODEL, run_id="cl-stop",
-                           ray_address=ray_cluster.address)
+                           ray_address=ray_cluster.address, cache_dir="")
     watcher = subprocess.Popen([sys.executable, "-c", WATCHER, settings.model_dump_json()],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
