@@ -21,7 +21,7 @@ from batch_classify.errors import PermanentError
 from batch_classify.inference import Classifier, InferenceOutcome, StageResult, decode_batch, run_stage
 from batch_classify.listing import NO_LABELS, Listing, list_images
 from batch_classify.model_folder import CONFIG_FILE
-from batch_classify.models import ModelError, get_spec
+from batch_classify.models import ModelError, ModelSpec, get_spec
 from batch_classify.plan import ClusterPlan, plan_cluster
 from batch_classify.reading import EndpointUnreachable
 from batch_classify.report.build import build_report
@@ -263,7 +263,7 @@ def infer(
         progress(len(reused), total)
 
     try:
-        stage = _run_ray_stage(settings, storage, todo, on_batch, label_classes, onnx_only=spec.onnx_only) if todo else None
+        stage = _run_ray_stage(settings, storage, todo, on_batch, label_classes, spec=spec) if todo else None
     except EndpointUnreachable as err:
         raise _stopped_unreachable(err, writer, settings) from err
     writer.write_list_failures(listing.list_failures)  # one failure per folder the listing could not list
@@ -299,7 +299,7 @@ def _run_ray_stage(
     on_batch: Callable[[dict], None],
     label_classes: list[int] | None,
     *,
-    onnx_only: bool,
+    spec: ModelSpec,
 ) -> StageResult:
     import ray
 
@@ -311,9 +311,9 @@ def _run_ray_stage(
             num_actors=settings.num_actors,
             runtime=settings.runtime,
             batch_size=settings.batch_size,
-            onnx_only=onnx_only,
+            onnx_only=spec.onnx_only,
             decode=settings.decode,
-            preset=get_spec(settings.model, storage).preset,
+            preset=spec.preset,
         )
         log.info("inference plan: %s", plan)
         blob = None
