@@ -13,6 +13,7 @@ Layout of a run folder (``<attempt>`` is the staging attempt's id, 32 hex; ``<ta
     OUTPUT/RUN_ID/_staging/<attempt>/predictions/part-00000.parquet
     OUTPUT/RUN_ID/_staging/<attempt>/failures.parquet    # written when the attempt's writer closes
     OUTPUT/RUN_ID/_staging/_jobs/<submission id>/        # a Ray Job's request and result (batch_classify.cluster)
+    OUTPUT/_latest/<input slug>.json                     # the latest committed run of an input (not a run folder)
 
 Runs committed before ``failures/`` existed name ``failures.parquet`` at the run's top
 (:data:`STAGED_FAILURES`, the manifest's default ``failures_file``).
@@ -25,10 +26,12 @@ spells a name of this folder: they ask a :class:`RunLayout`.
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
+import re
 from dataclasses import dataclass
 
-from batch_classify.storage import join
+from batch_classify.storage import dataset_key, join
 
 #: The manifest of a committed run: its presence is the commit.
 MANIFEST = "_SUCCESS"
@@ -49,6 +52,11 @@ ATTEMPT_META = "_attempt.json"
 STAGED_FAILURES = "failures.parquet"
 #: The report files, in the order the report step writes them (``report.json`` last: its commit point).
 REPORT_MD, REPORT_HTML, REPORT_JSON = "report.md", "report.html", "report.json"
+#: Under ``OUTPUT``: one JSON pointer per input to its latest committed run (:func:`latest_pointer`).
+#: Run ids cannot start with ``_``, so no run folder takes this name.
+LATEST = "_latest"
+#: Characters of :func:`input_slug`'s readable part, and hex digits of its hash part (32 bits).
+SLUG_NAME_LENGTH, SLUG_HASH_LENGTH = 24, 8
 #: Characters of the attempt id that committed file names carry (48 bits: unique among a run id's attempts).
 TAG_LENGTH = 12
 
@@ -234,3 +242,25 @@ class RunLayout:
     def job(self, submission_id: str) -> str:
         """``OUTPUT/RUN_ID/_staging/_jobs/<submission id>``: where a Ray Job's request and result lie."""
         return join(self.jobs, submission_id)
+
+
+def input_slug(input_uri: str) -> str:
+    """A short, stable name of a dataset: its last folder name (lower case, at most 24 of
+    ``a-z0-9-``) and 8 hex digits of the SHA-256 of :func:`batch_classify.storage.dataset_key`.
+
+    The same folder named relatively, with a trailing ``/``, or read anonymously gets the same
+    slug; two datasets with the same last name get different ones. Used in Prefect artifact keys
+    (lower-case letters, digits and dashes) and in :func:`latest_pointer`'s file name.
+
+    >>> input_slug("s3://anonymous@bucket/images/Day_01/")
+    'day-01-eaf83db0'
+    """
+    key = dataset_key(input_uri)
+    name = re.sub(r"[^a-z0-9]+", "-", posixpath.basename(key).lower()).strip("-")[:SLUG_NAME_LENGTH].strip("-")
+    digest = hashlib.sha256(key.encode()).hexdigest()[:SLUG_HASH_LENGTH]
+    return f"{name or 'root'}-{digest}"
+
+
+def latest_pointer(output: str, input_uri: str) -> str:
+    """``OUTPUT/_latest/<input slug>.json``: the latest committed run of ``input_uri`` under ``output``."""
+    return join(output, LATEST, f"{input_slug(input_uri)}.json")

@@ -20,7 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from batch_classify.preprocess import DEFAULT_MAX_PIXELS
 from batch_classify.results import CHECKPOINT_ROWS
-from batch_classify.storage import DEFAULT_READ_TIMEOUT, StorageOptions
+from batch_classify.storage import DEFAULT_READ_TIMEOUT, StorageOptions, absolute_uri
 
 #: Where the model actors run: ``auto`` (a GPU when the cluster has one), ``cpu`` or ``cuda``.
 Device = Literal["auto", "cpu", "cuda"]
@@ -38,7 +38,9 @@ MAX_RUN_ID = 200
 
 
 def check_uri(value: str, what: str) -> str:
-    """A dataset or output URI as given, refused when it names nothing or a root.
+    """A dataset or output URI as an absolute, normalised URI (:func:`batch_classify.storage.absolute_uri`:
+    a relative local path is resolved against the working directory), refused when it names nothing
+    or a root.
 
     ``""`` (an unset variable in a cron line: ``--input "$DROP"``) would classify the working
     directory, or write to ``/RUN_ID``; ``/``, ``s3://`` and ``s3://anonymous@`` name no folder.
@@ -52,7 +54,9 @@ def check_uri(value: str, what: str) -> str:
         raise ValueError(f"{what} is empty (an unset variable?); pass a folder or an s3:// prefix")
     if not bare or bare.lower() in ("s3:", "s3a:", "file:", "s3://anonymous@", "s3a://anonymous@"):
         raise ValueError(f"{what} {value!r} is a root, not a folder; pass a folder or an s3://bucket/prefix")
-    return value
+    if "{{" in value:  # a deployment trigger's template, rendered by the server before the run
+        return value
+    return absolute_uri(value)
 
 
 def default_cache_dir() -> str:
@@ -215,9 +219,9 @@ class RunSettings(BaseSettings):
     @classmethod
     def _safe_run_id(cls, value: str) -> str:
         allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
-        if not value or value.startswith((".", "-")) or set(value) - allowed:
+        if not value or value.startswith((".", "-", "_")) or set(value) - allowed:
             raise ValueError(
-                f"run id {value!r} may hold only letters, digits, '-', '_' and '.', and not start with '.' or '-'"
+                f"run id {value!r} may hold only letters, digits, '-', '_' and '.', and not start with '.', '-' or '_'"
             )
         if len(value) > MAX_RUN_ID:
             raise ValueError(f"run id of {len(value)} characters is longer than {MAX_RUN_ID}; use a shorter --run-id")

@@ -7,6 +7,7 @@ chain, which botocore reads itself.
 
 from __future__ import annotations
 
+import os
 import posixpath
 import socket
 from dataclasses import dataclass
@@ -58,6 +59,33 @@ def normalize_uri(uri: str) -> tuple[str, bool]:
     if protocol in ("s3", "s3a") and rest.startswith(ANON_PREFIX):
         return f"s3://{rest[len(ANON_PREFIX):]}", True
     return uri, False
+
+
+def absolute_uri(uri: str) -> str:
+    """``uri`` as an absolute, normalised URI: what a run stores as its input and output, so that
+    the same folder is named the same way from any working directory or machine.
+
+    - S3 (``s3://``, ``s3a://``): ``s3://bucket/key``, ``anonymous@`` kept (it says how to read), no
+      trailing ``/``, no empty or ``.`` parts.
+    - A local path or ``file://`` URI: the absolute path (``~`` expanded, ``.`` and ``..`` resolved
+      against the working directory; symbolic links kept), no trailing ``/``.
+
+    >>> absolute_uri("s3a://bucket//images/./day/")
+    's3://bucket/images/day'
+    """
+    protocol, rest = split_protocol(uri.strip())
+    if protocol in ("s3", "s3a"):
+        parts = [p for p in rest.split("/") if p not in ("", ".")]
+        return "s3://" + "/".join(parts)
+    if protocol in (None, "file", "local"):
+        return os.path.abspath(os.path.expanduser(rest if protocol else uri.strip()))
+    return uri.rstrip("/")
+
+
+def dataset_key(uri: str) -> str:
+    """The identity of a dataset URI: :func:`absolute_uri` without ``anonymous@`` (the same objects
+    read signed or unsigned are the same dataset)."""
+    return normalize_uri(absolute_uri(uri))[0]
 
 
 def filesystem(
