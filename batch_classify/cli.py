@@ -76,10 +76,10 @@ def run_flow(settings) -> dict:
 
     watchdog.start()  # Prefect's temporary API and a local Ray die with this process, even on kill -9
     _prefect_defaults()
-    from batch_classify.flows import classify_images
+    from batch_classify.flows import classify
 
     try:
-        return classify_images(settings)
+        return classify(settings)
     except Exception as exc:  # noqa: BLE001 - the CLI's job is the one-line reason
         _fail(_one_line(exc))
 

@@ -35,7 +35,7 @@ from batch_classify.results import (
     conform,
     read_committed,
 )
-from batch_classify.storage import StorageOptions, filesystem
+from batch_classify.storage import StorageOptions, dataset_key, filesystem
 
 log = logging.getLogger(__name__)
 
@@ -83,13 +83,18 @@ def latest_committed_run(
     storage: StorageOptions,
     exclude_run_id: str | None = None,
     before: str | None = None,
+    model: str | None = None,
+    full_listing: bool = False,
 ) -> str | None:
     """The run URI of the latest committed run under ``output`` on ``input`` with ``model_id``
-    (None: any model), leaving out ``exclude_run_id`` and runs committed at or after ``before``
-    (an ISO time as in ``committed_at``); None when there is none.
+    (None: any model identity), leaving out ``exclude_run_id`` and runs committed at or after
+    ``before`` (an ISO time as in ``committed_at``); None when there is none.
 
-    Runs are compared by ``committed_at`` in their ``_SUCCESS`` manifest; runs committed
-    before manifests held ``input`` and ``model_id`` never match.
+    The input matches by :func:`batch_classify.storage.dataset_key` (absolute, normalised, signed or
+    anonymous alike). ``model``: only runs of this model name (a registry name or a model folder's
+    URI, whatever its weights). ``full_listing``: only runs that classified their whole listing (no
+    ``--limit``), the report's baseline. Runs are compared by ``committed_at`` in their ``_SUCCESS``
+    manifest; runs committed before manifests held ``input`` and ``model_id`` never match.
     """
     fs, root = filesystem(output, storage)
     best: tuple[str, str] | None = None
@@ -103,7 +108,11 @@ def latest_committed_run(
         except (OSError, CorruptRun) as err:
             log.warning("skipping %s: unreadable manifest (%s)", success, err)
             continue
-        if manifest.get("input") != input or (model_id is not None and manifest.get("model_id") != model_id):
+        if not manifest.get("input") or dataset_key(manifest["input"]) != dataset_key(input):
+            continue
+        if model_id is not None and manifest.get("model_id") != model_id:
+            continue
+        if (model is not None and manifest.get("model") != model) or (full_listing and manifest.get("limit") is not None):
             continue
         if before is not None and str(manifest.get("committed_at", "")) >= before:
             continue

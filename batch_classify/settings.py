@@ -243,7 +243,7 @@ class RunSettings(BaseSettings):
 
 #: The fields ``ServeSettings`` takes from ``RunSettings`` (type, default, range, aliases, description),
 #: in order, with what serve changes: the nightly dataset's description, the runs' Ray default, and
-#: ``incremental`` on. Everything but ``input`` is the runs' ``settings`` parameter (``run_defaults``).
+#: ``incremental`` on. Everything but ``input`` is the runs' default parameters (``run_defaults``).
 SERVE_RUN_FIELDS: dict[str, dict] = {
     "input": {"description": "Dataset the nightly run classifies (folder or s3:// prefix)."},
     "output": {},
@@ -294,6 +294,6 @@ class ServeSettings(create_model("_ServeRunFields", __base__=BaseSettings, **_ru
         return check_uri(value, info.field_name)
 
     def run_defaults(self) -> dict:
-        """The ``settings`` parameter shared by both deployments' runs (everything but ``input``)."""
+        """The flow parameters shared by both deployments' runs (everything but ``input``; unset ones left out)."""
         fields = [name for name in SERVE_RUN_FIELDS if name != "input"]
         return {k: getattr(self, k) for k in fields if getattr(self, k) is not None}

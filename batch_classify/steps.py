@@ -244,7 +244,7 @@ def infer(
         partition_keys=listing.partition_keys,
         meta={
             "input": settings.input, "model_id": model_id, "label_classes": label_classes,
-            "partition_keys": list(listing.partition_keys),
+            "partition_keys": list(listing.partition_keys), "limit": settings.limit,
         },
         rows_per_file=settings.checkpoint_rows,
     )

@@ -5,8 +5,9 @@
 - ``reprocess``: no schedule; a ``dataset.updated`` event whose resource names a dataset URI
   under ``reprocess_prefix`` starts a run on that URI (incremental: only what changed is computed).
 
-Both take the flow's one parameter, ``settings`` (:class:`RunSettings`), so the Prefect UI's
-"Run" form shows every field with its default and description. Nothing is deployed at import:
+Both pass the flow's parameters flat (``input``, ``output``, ``model``, …: :class:`RunSettings`'
+fields), so the Prefect UI's Run form shows one field per setting with its default and
+description, and ``prefect deployment run batch-classify/nightly --param limit=100`` overrides one. Nothing is deployed at import:
 ``batch-classify serve`` calls :func:`build` and serves the result; ``prefect.yaml`` describes the
 same deployments for ``prefect deploy`` to a work pool.
 """
@@ -29,14 +30,12 @@ TAGS = ["batch-classify"]
 
 def reprocess_trigger(settings: ServeSettings) -> DeploymentEventTrigger:
     """Fires once per ``dataset.updated`` event under ``settings.reprocess_prefix``; the run's
-    ``settings.input`` is the event's dataset URI (a Jinja template the server renders)."""
+    ``input`` is the event's dataset URI (a Jinja template the server renders)."""
     return DeploymentEventTrigger(
         name="reprocess-on-dataset-updated",
         expect={DATASET_UPDATED},
         match={"prefect.resource.id": f"{RESOURCE_PREFIX}{settings.reprocess_prefix}*"},
-        parameters={
-            "settings": {**settings.run_defaults(), "input": "{{ event.resource['" + URI_LABEL + "'] }}"}
-        },
+        parameters={**settings.run_defaults(), "input": "{{ event.resource['" + URI_LABEL + "'] }}"},
     )
 
 
@@ -47,14 +46,14 @@ def build(settings: ServeSettings) -> list[RunnerDeployment]:
     nightly = classify_images.to_deployment(
         name=NIGHTLY,
         schedules=[Cron(settings.nightly_cron, timezone=settings.timezone)],
-        parameters={"settings": {**settings.run_defaults(), "input": settings.input}},
+        parameters={**settings.run_defaults(), "input": settings.input},
         description=f"Classify {settings.input} every night ({settings.nightly_cron}, {settings.timezone}).",
         **common,
     )
     reprocess = classify_images.to_deployment(
         name=REPROCESS,
         triggers=[reprocess_trigger(settings)],
-        parameters={"settings": {**settings.run_defaults(), "input": settings.input}},
+        parameters={**settings.run_defaults(), "input": settings.input},
         description=(
             f"Classify a dataset when a {DATASET_UPDATED} event names it "
             f"(URIs under {settings.reprocess_prefix or 'any prefix'}); `batch-classify notify URI` emits one."

@@ -1,5 +1,5 @@
 """Prefect flows: the order of the tasks, nothing else."""
 
-from batch_classify.flows.classify import classify_images
+from batch_classify.flows.classify import classify, classify_images
 
-__all__ = ["classify_images"]
+__all__ = ["classify", "classify_images"]

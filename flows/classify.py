@@ -1,23 +1,36 @@
-"""The main job: list → validate → Ray inference → persist → report."""
+"""The main job: list → validate → Ray inference → persist → report.
+
+The flow's parameters are :class:`RunSettings`' fields, flat (``input``, ``output``, ``model``, …),
+each with its type, default, range and description: the Prefect UI's Run form shows one field per
+setting (choices as dropdowns), and ``prefect deployment run batch-classify/nightly --param model=…``
+overrides one at a time over the deployment's parameters.
+"""
 
 from __future__ import annotations
 
+import inspect
 import time
+import types
+import typing
+from typing import Annotated, Any
 
 from prefect import flow
-from prefect.states import Completed
 from prefect.runtime import flow_run
+from prefect.states import Completed
+from pydantic import Field, TypeAdapter, WithJsonSchema
+from pydantic.fields import FieldInfo
 
 from batch_classify.settings import RunSettings
-from batch_classify.tasks import infer, list_dataset, persist, regression_message, report, run_lease, validate
-
-
-def _run_name() -> str:
-    settings = flow_run.parameters.get("settings")
-    run_id = getattr(settings, "run_id", None) or (settings or {}).get("run_id", "")
-    model = getattr(settings, "model", None) or (settings or {}).get("model", "")
-    return f"classify-{model}-{run_id}"
-
+from batch_classify.tasks import (
+    infer,
+    list_dataset,
+    mark_regressed,
+    persist,
+    regression_message,
+    report,
+    run_lease,
+    validate,
+)
 
 #: A flow run still going after this long is ended Failed (Prefect's flow timeout), seconds. 8 hours:
 #: a nightly run that has not finished by the working day is a stuck run, and with the deployments'
@@ -25,25 +38,55 @@ def _run_name() -> str:
 FLOW_RUN_TIMEOUT_SECONDS = 8 * 3600
 
 
-@flow(
-    name="batch-classify",
-    flow_run_name=_run_name,
-    log_prints=True,
-    validate_parameters=True,
-    timeout_seconds=FLOW_RUN_TIMEOUT_SECONDS,
-)
-def classify_images(settings: RunSettings) -> dict:
-    """Classify every image under ``settings.input`` and write predictions and a report.
+def _optional_inner(annotation: Any) -> Any | None:
+    """``X`` of ``Optional[X]``; None for any other annotation."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return None
 
-    Returns:
-        the report (as in ``OUTPUT/RUN_ID/report.json``). A top-1 drop over
-        ``settings.max_top1_drop`` against the previous run (without labels: a prediction drift
-        over ``settings.max_drift``) ends the flow run in a Completed state named "Regressed"
-        (Failed with ``settings.fail_on_regression``).
+
+def _parameter(name: str, field: FieldInfo) -> inspect.Parameter:
+    """The flow parameter of one ``RunSettings`` field: its type, constraints, default and description.
+
+    A default computed at run time (``run_id``, ``cache_dir``) becomes None ("leave empty"). An
+    optional field's JSON schema is its inner type's (with the constraints), so the Prefect UI shows
+    one optional input, not a choice between the type and "None"."""
+    annotation, metadata = field.annotation, list(field.metadata)
+    default = None if field.default_factory is not None else field.default
+    if field.default_factory is not None:
+        annotation = typing.Optional[annotation]
+    inner = _optional_inner(annotation)
+    if inner is not None:
+        schema = TypeAdapter(Annotated[tuple([inner, *metadata])] if metadata else inner).json_schema()
+        metadata.append(WithJsonSchema(schema))
+    if metadata:
+        annotation = Annotated[tuple([annotation, *metadata])]
+    described = Field(... if field.is_required() else default, description=field.description)
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=described, annotation=annotation)
+
+
+#: The flow's signature: every ``RunSettings`` field, in its order.
+SIGNATURE = inspect.Signature(
+    [_parameter(name, field) for name, field in RunSettings.model_fields.items()], return_annotation=dict
+)
+
+
+def settings_from_parameters(parameters: dict[str, Any]) -> RunSettings:
+    """The run's settings from the flow's parameters; a parameter left empty (None) takes its
+    ``BATCH_CLASSIFY_*`` environment variable, else its default.
 
     Raises:
-        batch_classify.lease.LeaseHeld: another writer is writing the same ``OUTPUT/RUN_ID``.
+        pydantic.ValidationError: a value the settings refuse.
     """
+    return RunSettings(**{k: v for k, v in parameters.items() if v is not None})
+
+
+def _classify_images(**parameters: Any) -> dict:
+    # Prefect shows this docstring as the flow's description: one paragraph, no sections.
+    """Classify every image under `input` with `model` and write predictions, failures and a report under `output`/RUN_ID. A top-1 drop (without labels: a prediction drift) against the previous full run of the same input and model ends the run Completed, named "Regressed" and tagged `regressed`, or Failed with `fail_on_regression`."""
+    settings = settings_from_parameters(parameters)
     start = time.perf_counter()
     with run_lease(settings):  # one writer per run id, from before staging to the report
         listing = list_dataset(settings)
@@ -55,6 +98,38 @@ def classify_images(settings: RunSettings) -> dict:
             unlabelled_reason=validation.unlabelled_reason,
         )
     cmp = result.get("comparison")
-    if cmp and cmp["regressed"]:  # marked in the UI: a Completed state named "Regressed"
+    if cmp and cmp["regressed"]:  # a Completed state named "Regressed", the flow run tagged `regressed`
+        mark_regressed(settings, result)
         return Completed(name="Regressed", message=regression_message(cmp), data=result)
     return result
+
+
+_classify_images.__signature__ = SIGNATURE  # type: ignore[attr-defined]
+_classify_images.__annotations__ = {p.name: p.annotation for p in SIGNATURE.parameters.values()} | {"return": dict}
+
+classify_images = flow(
+    _classify_images,
+    name="batch-classify",
+    log_prints=True,
+    validate_parameters=True,
+    timeout_seconds=FLOW_RUN_TIMEOUT_SECONDS,
+)
+
+
+def run_name(settings: RunSettings) -> str:
+    """The flow run name of a run started from the CLI: ``classify-<model>-<run id>``. Deployment
+    runs keep the name Prefect or the Run form gives them; their run id is in every artifact."""
+    return f"classify-{settings.model.rstrip('/').rsplit('/', 1)[-1]}-{settings.run_id}"
+
+
+def classify(settings: RunSettings, **options: Any):
+    """Run the flow on ``settings`` (every field passed as a parameter) in this process.
+
+    Args:
+        options: Prefect call options, e.g. ``return_state=True``.
+
+    Returns:
+        the report (or the final state with ``return_state=True``).
+    """
+    named = classify_images.with_options(flow_run_name=run_name(settings))
+    return named(**settings.model_dump(), **options)

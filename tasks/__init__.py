@@ -6,6 +6,7 @@ retried; storage and cluster errors are, with exponential backoff and jitter.
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 
@@ -18,16 +19,18 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.cache_policies import NO_CACHE
-from prefect.runtime import flow_run
+from prefect.runtime import deployment, flow_run
 from prefect.tasks import exponential_backoff
 
 from batch_classify import cluster, steps
 from batch_classify.errors import PermanentError
 from batch_classify.inference import InferenceOutcome
-from batch_classify.layout import REPORT_HTML, RunLayout
+from batch_classify.events import run_regressed
+from batch_classify.layout import REPORT_HTML, RunLayout, input_slug
 from batch_classify.lease import RunLease
 from batch_classify.listing import Listing
 from batch_classify.report.compare import regression_message
+from batch_classify.report.format import pct
 from batch_classify.report.markdown import render_markdown
 from batch_classify.results import CommittedRun, StagedRun
 from batch_classify.settings import RunSettings
@@ -38,10 +41,22 @@ class AccuracyRegression(PermanentError, RuntimeError):
 
 
 
-#: Artifact keys: stable, so the Prefect UI keeps each one's history across flow runs.
-REPORT_KEY, PER_CLASS_KEY, OUTPUT_KEY, PROGRESS_KEY = (
-    "batch-classify-report", "batch-classify-per-class", "batch-classify-output", "batch-classify-progress",
-)
+#: Artifact kinds; a key is ``batch-classify-<kind>-<deployment>-<input slug>`` (:func:`artifact_key`).
+REPORT_KEY, PER_CLASS_KEY, OUTPUT_KEY, PROGRESS_KEY = "report", "per-class", "output", "progress"
+#: The tag a regressed flow run carries (beside its Completed state named "Regressed").
+REGRESSED_TAG = "regressed"
+#: The scope of runs started outside a deployment (the CLI, a Python call).
+NO_DEPLOYMENT = "local"
+
+
+def artifact_key(kind: str, settings: RunSettings) -> str:
+    """``batch-classify-<kind>-<deployment>-<input slug>``: one key, so one history in the Prefect UI,
+    per deployment (``local`` outside one) and input (:func:`batch_classify.layout.input_slug`), so
+    that a test run on three images never shows up in the nightly dataset's series.
+
+    Artifact keys hold lower-case letters, digits and dashes only (Prefect's rule)."""
+    scope = re.sub(r"[^a-z0-9]+", "-", (deployment.get_name() or NO_DEPLOYMENT).lower()).strip("-") or NO_DEPLOYMENT
+    return f"batch-classify-{kind}-{scope}-{input_slug(settings.input)}"
 
 
 class Progress:
@@ -53,15 +68,15 @@ class Progress:
         every: seconds between artifact updates (each is an API call).
     """
 
-    def __init__(self, run_id: str, *, total: int, every: float = 5.0) -> None:
-        self.run_id, self.total, self.every = run_id, total, every
+    def __init__(self, run_id: str, *, key: str, total: int, every: float = 5.0) -> None:
+        self.run_id, self.key, self.total, self.every = run_id, key, total, every
         self._artifact = None
         self._last = 0.0
         self._bar = None
 
     def __enter__(self) -> "Progress":
         self._artifact = create_progress_artifact(
-            progress=0.0, key=PROGRESS_KEY, description=f"Images classified, run {self.run_id} (percent)"
+            progress=0.0, key=self.key, description=f"Images classified, run {self.run_id} (percent)"
         )
         if sys.stderr.isatty():
             from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeRemainingColumn
@@ -160,7 +175,7 @@ def infer(settings: RunSettings, listing: Listing, label_map: dict[str, int]) ->
     """The Ray Data stage: decode, preprocess, model actor pool; output staged as Parquet. On local
     Ray (or a cluster this process joins as its driver); with an ``http(s)://`` ray address, inside
     the cluster as a Ray Job (:func:`batch_classify.cluster.run_inference_job`)."""
-    with Progress(settings.run_id, total=len(listing.records)) as progress:
+    with Progress(settings.run_id, key=artifact_key(PROGRESS_KEY, settings), total=len(listing.records)) as progress:
         if cluster.uses_jobs_api(settings.ray_address):
             outcome = cluster.run_inference_job(settings, listing, label_map)
         else:
@@ -186,6 +201,31 @@ def persist(settings: RunSettings, staged: StagedRun) -> CommittedRun:
     return committed
 
 
+def _link(uri: str) -> str:
+    """A link the Prefect UI can open: ``file://`` for a local folder (a bare path reads as a page of the UI)."""
+    return uri if "://" in uri else f"file://{uri}"
+
+
+def _cell(key: str, value):
+    """A per-class table cell: precision and recall as percentages, ``n/a`` where undefined."""
+    return pct(value) if key in ("precision", "recall") else value
+
+
+def mark_regressed(settings: RunSettings, report: dict) -> None:
+    """Make a regressed run stand out: emit :data:`batch_classify.events.RUN_REGRESSED` (an Automation
+    can notify on it; README "Alerts") and tag the flow run ``regressed`` (the runs list shows the tag
+    beside the Completed state named "Regressed")."""
+    from prefect.client.orchestration import get_client
+    from prefect.events import emit_event
+
+    emit_event(**run_regressed(report))
+    run_id = flow_run.get_id()
+    if run_id:
+        with get_client(sync_client=True) as client:
+            tags = set(client.read_flow_run(run_id).tags)
+            client.update_flow_run(run_id, tags=sorted(tags | {REGRESSED_TAG}))
+
+
 @task(name="report", cache_policy=NO_CACHE, **_storage_retries)
 def report(
     settings: RunSettings,
@@ -200,13 +240,13 @@ def report(
         settings, listing, committed, outcome, wall_seconds=wall_seconds, unlabelled_reason=unlabelled_reason
     )
     create_link_artifact(
-        key=OUTPUT_KEY,
-        link=committed.run_uri,
+        key=artifact_key(OUTPUT_KEY, settings),
+        link=_link(committed.run_uri),
         link_text=f"{committed.run_uri} ({REPORT_HTML}, predictions, failures)",
         description=f"Output folder of run {settings.run_id}",
     )
     create_markdown_artifact(
-        key=REPORT_KEY,
+        key=artifact_key(REPORT_KEY, settings),
         markdown=render_markdown(report),
         description=f"Accuracy of run {settings.run_id} ({settings.model})",
     )
@@ -215,8 +255,8 @@ def report(
         if not any(row.get("wnid") for row in report["per_class"]):  # the model's own classes: no wnids
             keys = keys[1:]
         create_table_artifact(
-            key=PER_CLASS_KEY,
-            table=[{k: row[k] for k in keys} for row in report["per_class"]],
+            key=artifact_key(PER_CLASS_KEY, settings),
+            table=[{k: _cell(k, row[k]) for k in keys} for row in report["per_class"]],
             description=f"Per-class precision and recall, run {settings.run_id}",
         )
     top1 = "n/a" if report["top1"] is None else f"{report['top1']:.4f}"

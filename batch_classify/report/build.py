@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from batch_classify.inference import TOP_K, StageResult
 from batch_classify.layout import RunLayout
 from batch_classify.listing import Listing
-from batch_classify.models import ModelError, get_spec
+from batch_classify.models import get_spec
 from batch_classify.report.compare import compare
 from batch_classify.report.html import write_report_html
 from batch_classify.report.markdown import render_markdown
@@ -156,7 +156,7 @@ def score_and_write(
     pred_names = _pred_names(table)
     report |= _label_free(table, low_confidence, pred_names)
     report["comparison"] = _compare_with_previous(
-        report, pred_names, storage, max_top1_drop=max_top1_drop, max_drift=max_drift, low_confidence=low_confidence
+        report, table, vocabulary, storage, max_top1_drop=max_top1_drop, max_drift=max_drift, low_confidence=low_confidence
     )
     # report.json last: it is the report's commit point (report.md and report.html beside a missing
     # report.json are what a run killed while reporting left; the next report step replaces them)
@@ -208,64 +208,66 @@ def _label_free(table, low_confidence: float, pred_names: np.ndarray) -> dict:
     )
 
 
-def _previous_scores(previous: str, storage: StorageOptions, table, pred_names: np.ndarray, low_confidence: float) -> dict:
-    """The previous run's report for the comparison: its ``report.json`` over the label-free
-    statistics of its predictions (older reports lack them); scored here when it has no report.json
-    (its report step never ran), with its own model's classes."""
-    scores = {"model": committed_manifest(previous, storage).get("model")}
-    scores |= _label_free(table, low_confidence, pred_names)
-    try:
-        return scores | json.loads(read_bytes(RunLayout.parse(previous).report_json, storage))
-    except FileNotFoundError:
-        pass
-    try:
-        return scores | _accuracy(table, get_spec(scores["model"], storage).vocabulary())
-    except ModelError as err:  # its model folder is gone: top-1 without the per-class figures
-        log.warning("previous run %s: its model %s is not readable (%s); comparing top-1 only", previous, scores["model"], err)
-        y = table.column("label_index").fill_null(-1).to_numpy()
-        labelled = y >= 0
-        top1 = float((table.column("pred_index").to_numpy()[labelled] == y[labelled]).mean()) if labelled.any() else None
-        return scores | {"top1": top1, "top5": None, "per_class": []}
+def _scores(table, vocabulary: Vocabulary, low_confidence: float, model: str | None) -> dict:
+    """What :func:`batch_classify.report.compare.compare` reads of one run, over the rows of ``table``
+    (accuracy and per-class recall where there are labels, the label-free statistics always)."""
+    return {"model": model} | _accuracy(table, vocabulary) | _label_free(table, low_confidence, _pred_names(table))
 
 
 def _compare_with_previous(
     report: dict,
-    pred_names: np.ndarray,
+    table,
+    vocabulary: Vocabulary,
     storage: StorageOptions,
     *,
     max_top1_drop: float,
     max_drift: float | None,
     low_confidence: float,
 ) -> dict | None:
-    """The comparison with the latest run committed before this one under the same output on the
-    same input (any model); None when there is none. ``pred_names``: this run's predicted class names."""
+    """The comparison with the baseline: the latest run committed before this one under the same
+    output, on the same input (:func:`batch_classify.storage.dataset_key`) with the same model, over
+    a full listing (no ``--limit``); None when there is none, or when the two runs share no image.
+
+    Both runs are scored on the images they share (by path), so a baseline over other images can
+    neither raise nor lower the deltas; ``n_current``, ``n_previous`` and ``n_compared`` say how
+    many images each run predicted and how many were compared.
+
+    Args:
+        table: this run's committed predictions (``path``, labels, predictions, confidence, entropy).
+        vocabulary: this run's model's classes (the baseline's model is the same).
+    """
     run_uri = report["run_uri"]
     layout = RunLayout.parse(run_uri)
-    output, run_id = layout.output, layout.run_id
     manifest = committed_manifest(run_uri, storage)
     previous = latest_committed_run(
-        output, input=report["input"], model_id=None, storage=storage, exclude_run_id=run_id,
-        before=manifest.get("committed_at"),
+        layout.output, input=report["input"], model_id=None, model=report["model"], full_listing=True,
+        storage=storage, exclude_run_id=layout.run_id, before=manifest.get("committed_at"),
     )
     if previous is None:
         return None
+    columns = ["path", "label_index", "pred_index", "pred_label", "top5_index", "confidence", "entropy"]
     try:
-        previous_pred = read_committed(
-            previous, storage, columns=["label_index", "pred_index", "pred_label", "top5_index", "confidence", "entropy"]
-        )
+        previous_table = read_committed(previous, storage, columns=columns)
     except CorruptRun as err:
         log.warning("no comparison with %s: %s", previous, err)
         return None
-    previous_names = _pred_names(previous_pred)
-    return compare(
-        report,
-        _previous_scores(previous, storage, previous_pred, previous_names, low_confidence),
-        pred_names,
-        previous_names,
+    current_shared = table.filter(pc.is_in(table.column("path"), value_set=previous_table.column("path").combine_chunks()))
+    previous_shared = previous_table.filter(pc.is_in(previous_table.column("path"), value_set=table.column("path").combine_chunks()))
+    if current_shared.num_rows == 0:
+        log.warning("no comparison with %s: the two runs share no image", previous)
+        return None
+    counts = {"n_current": table.num_rows, "n_previous": previous_table.num_rows, "n_compared": current_shared.num_rows}
+    result = compare(
+        _scores(current_shared, vocabulary, low_confidence, report["model"]),
+        _scores(previous_shared, vocabulary, low_confidence, committed_manifest(previous, storage).get("model")),
+        _pred_names(current_shared),
+        _pred_names(previous_shared),
         previous_run_uri=previous,
         max_top1_drop=max_top1_drop,
         max_drift=max_drift,
     )
+    return {"previous_run_uri": result.pop("previous_run_uri"), "previous_model": result.pop("previous_model"),
+            **counts, **result}
 
 
 def rerender_report(

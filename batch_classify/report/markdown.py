@@ -16,6 +16,14 @@ def _named(name, wnid) -> str:
     return f"{_md(name)} (`{wnid}`)" if wnid else _md(name)
 
 
+def compared_line(cmp: dict) -> str:
+    """Which images the comparison covers: both runs' counts and the images they share."""
+    if cmp.get("n_compared") is None:  # a report.json written before the counts existed
+        return "Compared over each run's own images."
+    return (f"Compared on the {cmp['n_compared']} images both runs predicted "
+            f"(this run {cmp['n_current']}, the previous run {cmp['n_previous']}).")
+
+
 def render_markdown(report: dict, *, max_classes: int = 50) -> str:
     """The report as Markdown: the summary, the label-free prediction statistics, the comparison
     with the previous run, the most frequent confusions and the per-class table (up to
@@ -79,6 +87,8 @@ def render_markdown(report: dict, *, max_classes: int = 50) -> str:
             "## Against the previous run",
             "",
             f"Previous committed run on this dataset: `{cmp['previous_run_uri']}` (model `{cmp.get('previous_model')}`).",
+            "",
+            compared_line(cmp),
             "",
             f"- top-1: {points(cmp.get('top1_delta'))}; top-5: {points(cmp.get('top5_delta'))}",
             "- prediction drift (total variation distance of the predicted classes): "

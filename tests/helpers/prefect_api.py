@@ -28,8 +28,11 @@ def task_states(flow_run_id) -> dict[str, str]:
     return {r.name.rsplit("-", 1)[0]: r.state.type.value for r in task_runs_of(flow_run_id)}
 
 
-def artifacts_of(flow_run_id) -> dict:
-    """Artifact key → artifact, for the artifacts a flow run created."""
+def artifacts_of(flow_run_id, scope: str | None = None) -> dict:
+    """Artifact key → artifact, for the artifacts a flow run created.
+
+    With ``scope`` (``<deployment>-<input slug>``, as ``tasks.artifact_key`` ends keys), every key
+    must end with ``-<scope>`` and is returned without it (``batch-classify-report``)."""
     from prefect import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, TaskRunFilter
     from prefect.client.schemas.sorting import ArtifactSort
@@ -45,4 +48,32 @@ def artifacts_of(flow_run_id) -> dict:
                 offset=0,
             )
 
-    return {a.key: a for a in asyncio.run(read())}
+    found = {a.key: a for a in asyncio.run(read())}
+    if scope is None:
+        return found
+    assert all(key.endswith(f"-{scope}") for key in found), (sorted(found), scope)
+    return {key.removesuffix(f"-{scope}"): a for key, a in found.items()}
+
+
+def events_named(name: str) -> list:
+    """The events called ``name`` the server holds (newest first, at most 50)."""
+    from prefect import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter
+
+    async def read():
+        async with get_client() as client:
+            page = await client.read_events(filter=EventFilter(event=EventNameFilter(name=[name])), limit=50)
+            return list(page.events)
+
+    return asyncio.run(read())
+
+
+def flow_run_of(flow_run_id):
+    """The flow run as the API has it now (name, tags, state)."""
+    from prefect import get_client
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_flow_run(flow_run_id)
+
+    return asyncio.run(read())

@@ -16,7 +16,7 @@ from batch_classify.preprocess import DecodeError
 from batch_classify.results import read_committed, read_failures
 from batch_classify.settings import RunSettings
 from batch_classify.storage import StorageOptions
-from batch_classify.flows import classify_images
+from batch_classify.flows import classify
 
 TENCH = "n01440764"
 
@@ -75,7 +75,7 @@ def test_forty_good_photos_and_every_bad_kind(photos, tmp_path):
         input=str(src), output=str(tmp_path / "out"), model="efficientnet_lite0", run_id="bad-night",
         max_image_pixels=10_000_000, max_failed_fraction=0.1,
     )
-    state = classify_images(settings, return_state=True)
+    state = classify(settings, return_state=True)
     assert state.is_completed(), state.message
 
     run = str(tmp_path / "out" / "bad-night")
@@ -122,7 +122,7 @@ def test_names_with_glob_characters_are_read_literally(photos, tmp_path, s3_endp
         s3.upload_file(str(src / name), "globs", f"in/{TENCH}/{name}")
     for input, storage in ((str(tmp_path / "in"), {}), ("s3://globs/in", {"s3_endpoint_url": s3_endpoint})):
         settings = RunSettings(input=input, output=str(tmp_path / "out"), model="efficientnet_lite0", run_id="globs", **storage)
-        report = classify_images(settings)
+        report = classify(settings)
         assert (report["n_predicted"], report["n_failed"]) == (4, 0), input
         paths = read_committed(str(tmp_path / "out" / "globs"), StorageOptions()).column("path").to_pylist()
         assert sorted(p.rsplit("/", 1)[1] for p in paths) == sorted(names)

@@ -231,14 +231,14 @@ def _task_run(flow_run_id, name: str):
 @pytest.mark.integration
 @pytest.mark.usefixtures("prefect_harness")
 def test_flow_submits_the_stage_as_a_ray_job_that_runs_on_both_nodes(ray_cluster, photos, tmp_path):
-    from batch_classify.flows import classify_images
+    from batch_classify.flows import classify
 
     src = arrange_in_wnid_folders(photos[:40], tmp_path / "in")
     settings = RunSettings(
         input=str(src), output=str(tmp_path / "out"), model=MODEL, run_id="cl-flow", ray_address=ray_cluster.address,
         batch_size=8,
     )
-    state = classify_images(settings, return_state=True)
+    state = classify(settings, return_state=True)
     assert state.is_completed(), state.message
     flow_run_id = state.state_details.flow_run_id
 
@@ -282,14 +282,14 @@ def test_flow_submits_the_stage_as_a_ray_job_that_runs_on_both_nodes(ray_cluster
 def test_failed_job_fails_the_task_with_its_log_and_the_retry_resubmits(ray_cluster, photos, tmp_path):
     """More model actors than the cluster's CPUs hold (a setting for a bigger cluster): the job fails
     inside the cluster; the task fails with the job's log tail, after one retry that submitted again."""
-    from batch_classify.flows import classify_images
+    from batch_classify.flows import classify
 
     src = arrange_in_wnid_folders(photos[:4], tmp_path / "in")
     settings = RunSettings(
         input=str(src), output=str(tmp_path / "out"), model=MODEL, run_id="cl-fail", ray_address=ray_cluster.address,
         num_actors=20,
     )
-    state = classify_images(settings, return_state=True)
+    state = classify(settings, return_state=True)
     assert state.is_failed()
     with pytest.raises(Exception) as raised:
         state.result()

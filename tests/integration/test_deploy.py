@@ -19,6 +19,8 @@ import pytest
 from helpers.net import free_port
 from helpers.photos import arrange_in_wnid_folders
 
+from batch_classify.settings import RunSettings
+
 pytestmark = pytest.mark.integration
 
 CLI = [sys.executable, "-m", "batch_classify"]
@@ -112,6 +114,22 @@ def _finished(env: dict, flow_run_id):
     return run if run.state is not None and run.state.is_final() else None
 
 
+def assert_flat_form(schema: dict) -> None:
+    """The Run form Prefect renders from a deployment's parameter schema: one field per setting, each
+    with its description; choices as enums (dropdowns); optional fields as one plain type (no
+    "None" choice); no nested model."""
+    form = schema["properties"]
+    assert not schema.get("definitions"), schema.get("definitions")
+    assert set(form) == set(RunSettings.model_fields)
+    assert all(form[f]["description"] for f in form)
+    for field, values in (("device", ["auto", "cpu", "cuda"]), ("runtime", ["auto", "torch", "onnx"]), ("decode", ["auto", "cpu", "gpu"])):
+        assert form[field]["enum"] == values
+    for field in ("limit", "batch_size", "weights", "labels", "run_id", "ray_address", "num_actors"):
+        assert "anyOf" not in form[field] and form[field]["type"] in ("integer", "string"), form[field]
+    assert form["limit"]["exclusiveMinimum"] == 0
+    assert schema["required"] == ["input", "output"]
+
+
 def test_serve_schedule_manual_run_and_event_reprocess(prefect_server, photos, tmp_path):
     env = prefect_server
     nightly_input = arrange_in_wnid_folders(photos[:4], tmp_path / "nightly")
@@ -143,21 +161,31 @@ def test_serve_schedule_manual_run_and_event_reprocess(prefect_server, photos, t
             assert d.global_concurrency_limit.limit == 1
             assert d.concurrency_options.collision_strategy.value == "ENQUEUE"
         assert not reprocess.schedules
-        form = nightly.parameter_openapi_schema["definitions"]["RunSettings"]["properties"]
-        for field in ("input", "output", "model", "batch_size", "incremental", "max_failed_fraction"):
-            assert form[field]["description"], field
-        assert nightly.parameters["settings"]["input"] == str(nightly_input)
-        assert nightly.parameters["settings"]["incremental"] is True
+        assert_flat_form(nightly.parameter_openapi_schema)
+        assert nightly.parameters["input"] == str(nightly_input)
+        assert nightly.parameters["incremental"] is True
 
-        # "Run" from the UI with custom parameters: a flow run created from the deployment
-        custom = {"settings": {"input": str(nightly_input), "output": str(out), "model": MODEL,
-                               "run_id": "from-the-ui", "batch_size": 2, "incremental": False}}
-        created = _client_call(env, lambda c: c.create_flow_run_from_deployment(nightly.id, parameters=custom))
+        # "Run" from the UI with custom parameters: a flow run created from the deployment, with a
+        # name typed into the form (kept), and only the fields the user changed
+        created = _client_call(env, lambda c: c.create_flow_run_from_deployment(
+            nightly.id, parameters={**nightly.parameters, "run_id": "from-the-ui", "batch_size": 2, "incremental": False},
+            name="typed-in-the-form"))
         done = _wait("the manual run", lambda: _finished(env, created.id), timeout=300, every=2)
         assert done.state.is_completed(), (done.state.message, (tmp_path / "serve.log").read_text()[-3000:])
-        assert done.parameters["settings"]["run_id"] == "from-the-ui"
+        assert done.parameters["run_id"] == "from-the-ui" and done.name == "typed-in-the-form"
         report = json.loads((out / "from-the-ui" / "report.json").read_text())
         assert (report["n_listed"], report["n_predicted"], report["batch_size"]) == (4, 4, 2)
+
+        # one field overridden from the command line, the rest from the deployment
+        r = subprocess.run([sys.executable, "-m", "prefect", "deployment", "run", "batch-classify/nightly",
+                            "--param", "run_id=by-param", "--param", "limit=2"],
+                           env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+        by_param = _wait("the --param run", lambda: [x for x in _flow_runs(env, nightly.id) if x.parameters.get("run_id") == "by-param"
+                                                     and _finished(env, x.id)], timeout=300, every=2)[0]
+        assert _finished(env, by_param.id).state.is_completed()
+        report = json.loads((out / "by-param" / "report.json").read_text())
+        assert (report["n_listed"], report["model"], report["input"]) == (2, MODEL, str(nightly_input))
 
         # events: one outside the prefix (ignored), one naming a dataset under it (reprocessed)
         for uri in (str(outside), str(changed)):
@@ -167,13 +195,12 @@ def test_serve_schedule_manual_run_and_event_reprocess(prefect_server, photos, t
         runs = _wait("a reprocess flow run", lambda: _flow_runs(env, reprocess.id), timeout=120, every=2)
         done = _wait("the reprocess run", lambda: _finished(env, runs[0].id), timeout=300, every=2)
         assert done.state.is_completed(), (done.state.message, (tmp_path / "serve.log").read_text()[-3000:])
-        assert done.parameters["settings"]["input"] == str(changed)
-        run_id = done.name.rsplit(f"{MODEL}-", 1)[1]
-        report = json.loads((out / run_id / "report.json").read_text())
-        assert report["input"] == str(changed) and report["n_predicted"] == 6 and report["top1"] >= 0.5
+        assert done.parameters["input"] == str(changed)
+        (report,) = [r for r in map(lambda p: json.loads(p.read_text()), out.glob("*/report.json")) if r["input"] == str(changed)]
+        assert report["n_predicted"] == 6 and report["top1"] >= 0.5
         time.sleep(5)  # room for a wrongly triggered second run to appear
         runs = _flow_runs(env, reprocess.id)
-        assert [r.parameters["settings"]["input"] for r in runs] == [str(changed)]  # the outside event started nothing
+        assert [r.parameters["input"] for r in runs] == [str(changed)]  # the outside event started nothing
 
         # the flow run list, as the UI shows it
         listing = _flow_runs(env, nightly.id) + runs
@@ -208,14 +235,13 @@ def test_prefect_yaml_deploys_to_a_process_pool_and_a_worker_runs_it(prefect_ser
     (schedule,) = nightly.schedules
     assert (schedule.schedule.cron, schedule.schedule.timezone) == ("0 2 * * *", "UTC")
     assert nightly.global_concurrency_limit.limit == 1
-    assert nightly.parameters["settings"]["input"] == str(images)  # {{ $BATCH_CLASSIFY_INPUT }} resolved
-    assert nightly.parameters["settings"]["output"] == str(out)
+    assert nightly.parameters["input"] == str(images)  # {{ $BATCH_CLASSIFY_INPUT }} resolved
+    assert nightly.parameters["output"] == str(out)
+    assert_flat_form(nightly.parameter_openapi_schema)
 
     run = _client_call(
         env,
-        lambda c: c.create_flow_run_from_deployment(
-            nightly.id, parameters={"settings": {**nightly.parameters["settings"], "run_id": "by-worker"}}
-        ),
+        lambda c: c.create_flow_run_from_deployment(nightly.id, parameters={**nightly.parameters, "run_id": "by-worker"}),
     )
     worker = subprocess.run(
         [sys.executable, "-m", "prefect", "worker", "start", "--pool", "batch-classify-process", "--run-once"],

@@ -10,12 +10,13 @@ import pytest
 from timm.data import ImageNetInfo
 
 from helpers.photos import arrange_in_wnid_folders
+from batch_classify.layout import input_slug
 from helpers.prefect_api import artifacts_of, task_runs_of, task_states
 
 from batch_classify.results import read_committed, read_failures
 from batch_classify.settings import RunSettings
 from batch_classify.storage import StorageOptions
-from batch_classify.flows import classify_images
+from batch_classify.flows import classify
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness", "ray_local")]
 
@@ -24,7 +25,7 @@ SORTED_WNIDS = sorted(ImageNetInfo().label_names())  # class index = position in
 
 
 def _run(settings: RunSettings):
-    state = classify_images(settings, return_state=True)
+    state = classify(settings, return_state=True)
     return state, state.state_details.flow_run_id
 
 
@@ -74,7 +75,7 @@ def test_local_folder_all_500_photos(wnid_folder, tmp_path):
     assert all(r["restricted_index"] in label_classes for r in rows)
     assert all(r["restricted_index"] == r["pred_index"] for r in rows if r["pred_index"] in label_classes)
     assert task_states(flow_run_id) == dict.fromkeys(TASKS, "COMPLETED")
-    artifacts = artifacts_of(flow_run_id)
+    artifacts = artifacts_of(flow_run_id, scope=f"local-{input_slug(settings.input)}")
     assert artifacts["batch-classify-report"].type == "markdown" and "**89.0%**" in artifacts["batch-classify-report"].data
     table = artifacts["batch-classify-per-class"]
     rows = json.loads(table.data)  # every class seen as a label or as a prediction

@@ -19,7 +19,7 @@ from helpers import model_folders as mf
 from batch_classify.results import read_committed
 from batch_classify.settings import RunSettings
 from batch_classify.storage import StorageOptions
-from batch_classify.flows import classify_images
+from batch_classify.flows import classify
 from helpers.prefect_api import task_states
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness", "ray_local")]
@@ -84,7 +84,7 @@ def _check_against_reference(run_uri: str, report: dict, picked, reference, stor
 def test_own_onnx_folder_local_and_from_s3(folders, dataset, picked, tmp_path, s3_endpoint):
     import boto3
 
-    local = classify_images(RunSettings(input=str(dataset), output=str(tmp_path / "out"), model=str(folders["onnx"]),
+    local = classify(RunSettings(input=str(dataset), output=str(tmp_path / "out"), model=str(folders["onnx"]),
                                         run_id="onnx-local"))
     got = _check_against_reference(str(tmp_path / "out" / "onnx-local"), local, picked,
                                    mf.reference_onnx(folders["onnx"], picked[0], with_logits=True))
@@ -94,7 +94,7 @@ def test_own_onnx_folder_local_and_from_s3(folders, dataset, picked, tmp_path, s
     s3.create_bucket(Bucket="models")
     for f in folders["onnx"].iterdir():
         s3.upload_file(str(f), "models", f"own/onnx/{f.name}")
-    remote = classify_images(RunSettings(input=str(dataset), output=str(tmp_path / "out"), model="s3://models/own/onnx",
+    remote = classify(RunSettings(input=str(dataset), output=str(tmp_path / "out"), model="s3://models/own/onnx",
                                          run_id="onnx-s3", s3_endpoint_url=s3_endpoint))
     rows = read_committed(str(tmp_path / "out" / "onnx-s3"), StorageOptions()).to_pylist()
     assert {Path(r["path"]).name: (r["pred_index"], r["confidence"]) for r in rows} == got  # the same predictions
@@ -103,7 +103,7 @@ def test_own_onnx_folder_local_and_from_s3(folders, dataset, picked, tmp_path, s
 
 @pytest.mark.parametrize("fmt", ["timm", "transformers"])
 def test_own_timm_and_transformers_folders(fmt, folders, dataset, picked, tmp_path):
-    report = classify_images(RunSettings(input=str(dataset), output=str(tmp_path / "out"), model=str(folders[fmt]), run_id=fmt))
+    report = classify(RunSettings(input=str(dataset), output=str(tmp_path / "out"), model=str(folders[fmt]), run_id=fmt))
     reference = getattr(mf, f"reference_{fmt}")(folders[fmt], picked[0], with_logits=True)
     _check_against_reference(str(tmp_path / "out" / fmt), report, picked, reference)
 
@@ -138,7 +138,7 @@ def test_inconsistent_folder_stops_at_validate(folders, dataset, tmp_path):
     config.pop("label2id", None)
     config.pop("num_labels", None)
     (bad / "config.json").write_text(json.dumps(config))
-    state = classify_images(RunSettings(input=str(dataset), output=str(tmp_path / "out"), model=str(bad), run_id="bad"),
+    state = classify(RunSettings(input=str(dataset), output=str(tmp_path / "out"), model=str(bad), run_id="bad"),
                             return_state=True)
     assert state.is_failed()
     with pytest.raises(Exception, match=rf"returned logits \(\d+, {len(NAMES)}\), expected \(\d+, {len(NAMES) + 1}\) but config.json names"):
@@ -151,12 +151,12 @@ def test_inconsistent_folder_stops_at_validate(folders, dataset, tmp_path):
 def test_incremental_reuse_keys_on_every_file_of_the_folder(folders, dataset, tmp_path):
     model = Path(shutil.copytree(folders["onnx"], tmp_path / "model"))
     common = dict(input=str(dataset), output=str(tmp_path / "out"), incremental=True, limit=8)
-    assert classify_images(RunSettings(**common, model=str(model), run_id="i1"))["n_reused"] == 0
+    assert classify(RunSettings(**common, model=str(model), run_id="i1"))["n_reused"] == 0
     copy = Path(shutil.copytree(model, tmp_path / "copy-of-model"))
-    assert classify_images(RunSettings(**common, model=str(copy), run_id="i2"))["n_reused"] == 8  # a copy: the same files
+    assert classify(RunSettings(**common, model=str(copy), run_id="i2"))["n_reused"] == 8  # a copy: the same files
     processor = json.loads((model / "preprocessor_config.json").read_text())
     (model / "preprocessor_config.json").write_text(json.dumps({**processor, "note": "any change counts"}))
-    report = classify_images(RunSettings(**common, model=str(model), run_id="i3"))
+    report = classify(RunSettings(**common, model=str(model), run_id="i3"))
     assert (report["n_reused"], report["n_computed"]) == (0, 8)
 
 

@@ -226,7 +226,7 @@ def test_dead_endpoint_stops_the_stage_at_once_naming_it(dead_mid_stage):
 @pytest.mark.slow
 @pytest.mark.integration
 def test_next_attempt_with_the_endpoint_back_resumes(dead_mid_stage):
-    from batch_classify.flows import classify_images
+    from batch_classify.flows import classify
 
     run = dead_mid_stage["out"] / "dead"
     staged = 0
@@ -235,7 +235,7 @@ def test_next_attempt_with_the_endpoint_back_resumes(dead_mid_stage):
     assert staged >= 16 and f"the {staged} predictions made so far are staged" in str(dead_mid_stage["error"])
 
     dead_mid_stage["endpoint"].up()
-    state = classify_images(dead_mid_stage["settings"], return_state=True)
+    state = classify(dead_mid_stage["settings"], return_state=True)
     assert state.is_completed(), state.message
     report = state.result()
     assert (report["n_reused"], report["n_computed"], report["n_failed"]) == (staged, N_IMAGES - staged, 0)
@@ -252,7 +252,7 @@ def test_next_attempt_with_the_endpoint_back_resumes(dead_mid_stage):
 def test_stalled_s3_reads_fail_after_the_read_timeout(s3_endpoint, photos, tmp_path, monkeypatch):
     """Two objects whose GET is accepted and never answered: the run completes, each recorded as a
     read failure naming the timeout (set through the environment, as any setting can be)."""
-    from batch_classify.flows import classify_images
+    from batch_classify.flows import classify
 
     files = {f"in/{p.name[:9]}/{p.name}": p for p in photos[:6]}
     files |= {f"in/{photos[6].name[:9]}/stall-{i}.JPEG": photos[6] for i in range(2)}
@@ -265,7 +265,7 @@ def test_stalled_s3_reads_fail_after_the_read_timeout(s3_endpoint, photos, tmp_p
             s3_endpoint_url=proxy.url, max_failed_fraction=0.5,
         )
         start = time.monotonic()
-        state = classify_images(settings, return_state=True)
+        state = classify(settings, return_state=True)
         elapsed = time.monotonic() - start
     finally:
         proxy.close()

@@ -13,8 +13,9 @@ from helpers.photos import arrange_in_wnid_folders
 
 from batch_classify.models import get_spec
 from batch_classify.settings import RunSettings
-from batch_classify.flows import classify_images
-from helpers.prefect_api import artifacts_of
+from batch_classify.flows import classify
+from batch_classify.layout import input_slug
+from helpers.prefect_api import artifacts_of, events_named, flow_run_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness", "ray_local")]
 
@@ -34,37 +35,56 @@ def shifted_weights(tmp_path_factory) -> str:
     return str(path)
 
 
+def wait_for(read, timeout: float = 30.0):
+    """``read()``'s first non-empty answer within ``timeout`` seconds (events are stored asynchronously)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not (found := read()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return found
+
+
 def test_regression_against_the_previous_run_is_marked_then_fails_when_asked(photos, tmp_path, shifted_weights):
     src = arrange_in_wnid_folders(photos[:12], tmp_path / "in")
     out = tmp_path / "out"
     common = dict(input=str(src), output=str(out), model=MODEL)
 
-    first = classify_images(RunSettings(**common, run_id="n1", weights=shifted_weights), return_state=True)
+    first = classify(RunSettings(**common, run_id="n1", weights=shifted_weights), return_state=True)
     assert first.is_completed() and first.name == "Completed"
     report = first.result()
     assert report["comparison"] is None  # nothing before it
     assert report["top1"] < 0.2 and report["restricted_top1"] is not None
 
-    second = classify_images(RunSettings(**common, run_id="n2"), return_state=True)
+    second = classify(RunSettings(**common, run_id="n2"), return_state=True)
     assert second.is_completed() and second.name == "Completed"  # better: not a regression
     cmp = second.result()["comparison"]
     assert cmp["previous_run_uri"] == f"{out}/n1" and cmp["top1_delta"] > 0.5 and not cmp["regressed"]
     assert 0.5 < cmp["drift_tvd"] <= 1.0  # almost every prediction moved
-    artifacts = artifacts_of(second.state_details.flow_run_id)
+    artifacts = artifacts_of(second.state_details.flow_run_id, scope=f"local-{input_slug(str(src))}")
     assert set(artifacts) >= {"batch-classify-report", "batch-classify-per-class", "batch-classify-output", "batch-classify-progress"}
     assert artifacts["batch-classify-progress"].data == pytest.approx(100.0)
-    assert artifacts["batch-classify-output"].data.endswith(f"]({out}/n2)")
+    assert artifacts["batch-classify-output"].data.endswith(f"](file://{out}/n2)")  # a link the UI can open
 
-    marked = classify_images(RunSettings(**common, run_id="n3", weights=shifted_weights), return_state=True)
+    marked = classify(RunSettings(**common, run_id="n3", weights=shifted_weights), return_state=True)
     assert marked.is_completed() and marked.name == "Regressed", marked.name
     report = json.loads((out / "n3" / "report.json").read_text())
     assert report["comparison"]["regressed"] and report["comparison"]["previous_run_uri"] == f"{out}/n2"
     assert report["comparison"]["per_class_delta"][0]["delta"] < 0
     assert "REGRESSION" in (out / "n3" / "report.md").read_text()
     assert "regress" in (out / "n3" / "report.html").read_text().lower()
+    # visible at a glance (a tag beside the state) and announced (an event an Automation can act on)
+    assert "regressed" in flow_run_of(marked.state_details.flow_run_id).tags
+    assert "regressed" not in flow_run_of(second.state_details.flow_run_id).tags
+    events = wait_for(lambda: [e for e in events_named("batch-classify.run.regressed") if e.payload["run_id"] == "n3"])
+    (event,) = events
+    assert event.resource.id == "batch-classify.run.n3" and event.payload["input"] == str(src)
+    assert event.payload["run_uri"] == f"{out}/n3" and event.payload["previous_run_uri"] == f"{out}/n2"
+    assert event.payload["top1_delta"] < -0.5 and event.payload["reasons"] and event.payload["per_class_delta"]
+    assert (event.payload["n_current"], event.payload["n_previous"], event.payload["n_compared"]) == (12, 12, 12)
 
-    assert classify_images(RunSettings(**common, run_id="n4"), return_state=True).is_completed()
-    state = classify_images(RunSettings(**common, run_id="n5", weights=shifted_weights, fail_on_regression=True), return_state=True)
+    assert classify(RunSettings(**common, run_id="n4"), return_state=True).is_completed()
+    state = classify(RunSettings(**common, run_id="n5", weights=shifted_weights, fail_on_regression=True), return_state=True)
     assert state.is_failed() and "top-1 dropped by" in state.message
     assert (out / "n5" / "report.json").exists() and (out / "n5" / "_SUCCESS").exists()  # written, then failed
 
@@ -78,7 +98,7 @@ def test_report_command_rerenders_a_committed_run(photos, tmp_path):
 
     src = arrange_in_wnid_folders(photos[40:46], tmp_path / "in")
     out = tmp_path / "out"
-    original = classify_images(RunSettings(input=str(src), output=str(out), model=MODEL, run_id="r1"))
+    original = classify(RunSettings(input=str(src), output=str(out), model=MODEL, run_id="r1"))
     for name in ("report.json", "report.md"):
         (out / "r1" / name).unlink()
     r = subprocess.run([sys.executable, "-m", "batch_classify", "report", str(out / "r1")],
@@ -91,13 +111,40 @@ def test_report_command_rerenders_a_committed_run(photos, tmp_path):
     r = subprocess.run([sys.executable, "-m", "batch_classify", "report", str(tmp_path / "in")],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 1 and "_SUCCESS" in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    # a previous run whose report step never ran is scored from its predictions, under its own model
+    # a previous run whose report step never ran is scored from its predictions
     (out / "r1" / "report.json").unlink()
-    manifest = json.loads((out / "r1" / "_SUCCESS").read_text())
-    (out / "r1" / "_SUCCESS").write_text(json.dumps({**manifest, "model": "model-of-r1"}))  # tell the two apart
-    second = classify_images(RunSettings(input=str(src), output=str(out), model=MODEL, run_id="r2"))
+    second = classify(RunSettings(input=str(src), output=str(out), model=MODEL, run_id="r2"))
     cmp = second["comparison"]
-    assert (cmp["previous_run_uri"], cmp["previous_model"], cmp["top1_delta"]) == (f"{out}/r1", "model-of-r1", 0.0)
+    assert (cmp["previous_run_uri"], cmp["previous_model"], cmp["top1_delta"]) == (f"{out}/r1", MODEL, 0.0)
+
+
+def test_baseline_is_the_last_full_run_of_the_same_input_and_model_scored_on_shared_images(photos, tmp_path, monkeypatch):
+    """Issue 14's false alarm: a `--limit 3` test run or a run of another input is never the baseline
+    (nor a run of another model: ``reuse.latest_committed_run``'s ``model``); the baseline is compared on the images both runs share, and the report says how many."""
+    import shutil
+
+    src = arrange_in_wnid_folders(photos[50:58], tmp_path / "in")
+    other = arrange_in_wnid_folders(photos[60:62], tmp_path / "other")
+    out = tmp_path / "out"
+    full = classify(RunSettings(input=str(src), output=str(out), model=MODEL, run_id="b1"))
+    assert full["comparison"] is None
+    # a 3-image test run: as a baseline, it would compare 12 images against 3
+    limited = classify(RunSettings(input=str(src), output=str(out), model=MODEL, run_id="b2", limit=3))
+    assert limited["comparison"]["previous_run_uri"] == f"{out}/b1"  # compared itself against the full run
+    assert (limited["comparison"]["n_current"], limited["comparison"]["n_compared"]) == (3, 3)
+    classify(RunSettings(input=str(other), output=str(out), model=MODEL, run_id="b3"))  # another input
+    # the dataset grows by 4 images; named relatively, with a trailing slash, from its parent folder
+    arrange_in_wnid_folders(photos[70:74], src)
+    monkeypatch.chdir(tmp_path)
+    grown = classify(RunSettings(input="in/", output=str(out), model=MODEL, run_id="b4"))
+    assert grown["input"] == str(src)  # stored absolute
+    cmp = grown["comparison"]
+    assert cmp["previous_run_uri"] == f"{out}/b1", cmp["previous_run_uri"]  # not b2 (--limit), not b3 (another input)
+    assert (cmp["n_current"], cmp["n_previous"], cmp["n_compared"]) == (12, 8, 8)
+    assert cmp["top1_delta"] == 0.0 and cmp["drift_tvd"] == 0.0 and not cmp["regressed"]  # same model, same 8 images
+    assert "Compared on the 8 images both runs predicted (this run 12, the previous run 8)." in (out / "b4" / "report.md").read_text()
+    shutil.rmtree(out / "b1")  # the latest full run is the baseline of the next
+    assert classify(RunSettings(input=str(src), output=str(out), model=MODEL, run_id="b5"))["comparison"]["previous_run_uri"] == f"{out}/b4"
 
 
 def _report_cli(run: Path):
@@ -115,7 +162,7 @@ def test_report_command_on_a_run_that_is_not_whole_is_one_line_naming_the_file(p
     last, so a report step that failed part-way leaves no report.json."""
     src = arrange_in_wnid_folders(photos[:4], tmp_path / "in")
     out = tmp_path / "out"
-    classify_images(RunSettings(input=str(src), output=str(out), model=MODEL, run_id="w"))
+    classify(RunSettings(input=str(src), output=str(out), model=MODEL, run_id="w"))
     run = out / "w"
     manifest = json.loads((run / "_SUCCESS").read_text())
     pristine = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}

@@ -20,7 +20,7 @@ from batch_classify.results import read_committed
 from batch_classify.reuse import model_identity
 from batch_classify.settings import RunSettings
 from batch_classify.storage import StorageOptions
-from batch_classify.flows import classify_images
+from batch_classify.flows import classify
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness", "ray_local")]
 
@@ -28,7 +28,7 @@ MODEL = "efficientnet_lite0"
 
 
 def _run(settings: RunSettings) -> dict:
-    state = classify_images(settings, return_state=True)
+    state = classify(settings, return_state=True)
     assert state.is_completed(), state.message
     return state.result()
 
@@ -179,7 +179,7 @@ def test_resume_off_recomputes_everything(photos, tmp_path):
     out = str(tmp_path / "out")
     settings = RunSettings(input=str(src), output=out, model=MODEL, run_id="r", max_failed_fraction=0.0)
     (src / "n01440764" / "broken.JPEG").write_bytes(b"not a jpeg")  # over a zero budget: staged, not committed
-    assert classify_images(settings, return_state=True).is_failed()
+    assert classify(settings, return_state=True).is_failed()
     (src / "n01440764" / "broken.JPEG").unlink()
     assert list(Path(out, "r", "_staging").glob("*/predictions/*.parquet"))
     report = _run(settings.model_copy(update={"resume": False}))

@@ -18,7 +18,7 @@ from helpers.photos import arrange_in_wnid_folders
 from batch_classify.results import read_committed
 from batch_classify.settings import RunSettings
 from batch_classify.storage import StorageOptions
-from batch_classify.flows import classify_images
+from batch_classify.flows import classify
 
 pytestmark = pytest.mark.integration
 MODEL = "efficientnet_lite0"
@@ -76,7 +76,7 @@ def test_partition_folders_are_columns_and_labels_still_map_below_them(photos, t
     arrange_in_wnid_folders(photos[:3], src / "date=2026-11-29")
     arrange_in_wnid_folders(photos[3:5], src / "date=2026-11-30")
     settings = RunSettings(input=str(src), output=str(tmp_path / "out"), model=MODEL, run_id="p")
-    report = classify_images(settings)
+    report = classify(settings)
     assert report["partition_keys"] == ["date"] and report["n_labelled"] == 5 and report["unlabelled_reason"] is None
     table = read_committed(str(tmp_path / "out" / "p"), StorageOptions())
     assert table.column_names[-1] == "date"
@@ -90,13 +90,13 @@ def test_partition_folders_are_columns_and_labels_still_map_below_them(photos, t
 @pytest.mark.usefixtures("prefect_harness", "ray_local")
 def test_labels_none_forces_an_unlabelled_run_and_mixed_names_stop(photos, tmp_path):
     src = arrange_in_wnid_folders(photos[:4], tmp_path / "in")
-    report = classify_images(RunSettings(input=str(src), output=str(tmp_path / "out"), model=MODEL, run_id="u", labels="none"))
+    report = classify(RunSettings(input=str(src), output=str(tmp_path / "out"), model=MODEL, run_id="u", labels="none"))
     assert (report["n_labelled"], report["top1"], report["unlabelled_reason"]) == (0, None, "--labels none: the run is unlabelled")
     assert read_committed(str(tmp_path / "out" / "u"), StorageOptions()).column("label").null_count == 4
 
     (src / "2026-11-30").mkdir()
     shutil.copyfile(photos[5], src / "2026-11-30" / "IMG_0001.jpg")  # one folder that names no class among wnid folders
-    state = classify_images(RunSettings(input=str(src), output=str(tmp_path / "out"), model=MODEL, run_id="m"), return_state=True)
+    state = classify(RunSettings(input=str(src), output=str(tmp_path / "out"), model=MODEL, run_id="m"), return_state=True)
     assert state.is_failed()
     with pytest.raises(Exception, match=r"label '2026-11-30' is no ImageNet wnid.*--labels none for an unlabelled run"):
         state.result()
@@ -109,15 +109,15 @@ def test_drift_over_max_drift_marks_an_unlabelled_run_regressed(photos, tmp_path
     other classes, drifts past --max-drift: Completed named Regressed, or Failed when asked."""
     incoming = nightly_drop(photos, tmp_path / "incoming", {"2026-11-30": slice(0, 10)})
     common = dict(input=str(incoming), output=str(tmp_path / "out"), model=MODEL, max_drift=0.2)
-    assert classify_images(RunSettings(**common, run_id="d1"), return_state=True).name == "Completed"
+    assert classify(RunSettings(**common, run_id="d1"), return_state=True).name == "Completed"
     for i, p in enumerate(photos[100:107], start=1):  # 7 of 10 photos now show other classes
         shutil.copyfile(p, incoming / "2026-11-30" / f"IMG_{i:04d}.jpg")
-    state = classify_images(RunSettings(**common, run_id="d2"), return_state=True)
+    state = classify(RunSettings(**common, run_id="d2"), return_state=True)
     assert state.is_completed() and state.name == "Regressed", state.name
     cmp = state.result()["comparison"]
     assert cmp["top1_delta"] is None and cmp["drift_tvd"] > 0.5 and cmp["regressed"]
     assert any("drift" in reason for reason in cmp["reasons"]) and "drift" in state.message
     assert cmp["share_changes"] and abs(cmp["share_changes"][0]["delta"]) >= 0.1
-    failed = classify_images(RunSettings(**common | {"max_drift": 0.0}, run_id="d3", fail_on_regression=True, limit=9),
+    failed = classify(RunSettings(**common | {"max_drift": 0.0}, run_id="d3", fail_on_regression=True, limit=9),
                              return_state=True)
     assert failed.is_failed() and (tmp_path / "out" / "d3" / "report.json").exists()
