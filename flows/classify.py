@@ -83,7 +83,7 @@ def settings_from_parameters(parameters: dict[str, Any]) -> RunSettings:
     return RunSettings(**{k: v for k, v in parameters.items() if v is not None})
 
 
-def _classify_images(**parameters: Any) -> dict:
+def classify_images(**parameters: Any) -> dict:
     # Prefect shows this docstring as the flow's description: one paragraph, no sections.
     """Classify every image under `input` with `model` and write predictions, failures and a report under `output`/RUN_ID. A top-1 drop (without labels: a prediction drift) against the previous full run of the same input and model ends the run Completed, named "Regressed" and tagged `regressed`, or Failed with `fail_on_regression`."""
     settings = settings_from_parameters(parameters)
@@ -104,11 +104,12 @@ def _classify_images(**parameters: Any) -> dict:
     return result
 
 
-_classify_images.__signature__ = SIGNATURE  # type: ignore[attr-defined]
-_classify_images.__annotations__ = {p.name: p.annotation for p in SIGNATURE.parameters.values()} | {"return": dict}
-
+# The flow is this function with the generated signature; the module name `classify_images` is the flow
+# itself, so a deployment's entrypoint `batch_classify.flows.classify.classify_images` finds it.
+classify_images.__signature__ = SIGNATURE  # type: ignore[attr-defined]
+classify_images.__annotations__ = {p.name: p.annotation for p in SIGNATURE.parameters.values()} | {"return": dict}
 classify_images = flow(
-    _classify_images,
+    classify_images,
     name="batch-classify",
     log_prints=True,
     validate_parameters=True,

@@ -251,3 +251,61 @@ def test_prefect_yaml_deploys_to_a_process_pool_and_a_worker_runs_it(prefect_ser
     assert done is not None and done.state.is_completed(), (worker.stdout[-3000:], worker.stderr[-3000:])
     report = json.loads((out / "by-worker" / "report.json").read_text())
     assert report["n_predicted"] == 3 and report["n_failed"] == 0
+
+
+def test_regressed_automation_from_the_repository_notifies_a_webhook(prefect_server, tmp_path):
+    """The Automation of deployments/regressed-automation.yaml (README "Alerts"), created with
+    `prefect automation create`, turns a `batch-classify.run.regressed` event (as the flow emits it)
+    into a notification: here a Custom Webhook block posting to a server on loopback."""
+    import http.server
+    import threading
+
+    import yaml
+
+    received: list[bytes] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - the http.server API
+            received.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    hook = http.server.HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    env = prefect_server
+    root = Path(__file__).resolve().parents[2]
+    try:
+        script = (
+            "from prefect.blocks.notifications import CustomWebhookNotificationBlock as B\n"
+            f"b = B(name='hook', url='http://127.0.0.1:{hook.server_port}/', json_data={{'text': '{{{{subject}}}}|{{{{body}}}}'}})\n"
+            "print(b.save('regressed-hook', overwrite=True))\n"
+        )
+        r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr[-2000:]
+        block_id = r.stdout.strip().splitlines()[-1]
+        automation = yaml.safe_load((root / "deployments" / "regressed-automation.yaml").read_text())
+        automation["automations"][0]["actions"][0]["block_document_id"] = block_id
+        (tmp_path / "automation.yaml").write_text(yaml.safe_dump(automation))
+        r = subprocess.run([sys.executable, "-m", "prefect", "automation", "create", "--from-file", str(tmp_path / "automation.yaml")],
+                           env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+        time.sleep(5)  # the triggers service loads new automations every few seconds
+        report = {"run_id": "nightly-7", "input": "s3://photos/nightly", "run_uri": "s3://out/nightly-7", "model": MODEL,
+                  "comparison": {"previous_run_uri": "s3://out/nightly-6", "top1_delta": -0.25, "reasons": ["top-1 dropped by 25.0 points"],
+                                 "n_current": 8, "n_previous": 8, "n_compared": 8, "regressed": True}}
+        script = (
+            "import json, sys\nfrom prefect.events import emit_event\nfrom prefect.events.worker import EventsWorker\n"
+            "from batch_classify.events import run_regressed\n"
+            "emit_event(**run_regressed(json.loads(sys.argv[1])))\nEventsWorker.drain_all()\n"
+        )
+        r = subprocess.run([sys.executable, "-c", script, json.dumps(report)], env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr[-2000:]
+        _wait("the webhook notification", lambda: received, timeout=120)
+    finally:
+        hook.shutdown()
+    text = json.loads(received[0])["text"]
+    assert text.startswith("batch-classify run nightly-7 regressed|top-1 dropped by 25.0 points"), text
+    assert "input: s3://photos/nightly" in text and "compared on 8 images" in text
