@@ -175,8 +175,8 @@ class RunSettings(BaseSettings):
         ge=0.0,
         le=1.0,
         description=(
-            "A top-1 drop against the previous committed run on the same input larger than this (a fraction: "
-            "0.02 = 2 points) marks the run Regressed."
+            "A top-1 drop against the baseline (the previous full run of the same input and model, on the images "
+            "both share) larger than this (a fraction: 0.02 = 2 points) marks the run Regressed."
         ),
     )
     max_drift: float = Field(
@@ -184,8 +184,8 @@ class RunSettings(BaseSettings):
         ge=0.0,
         le=1.0,
         description=(
-            "When top-1 cannot be compared (a run without labels): a prediction drift against the previous "
-            "committed run on the same input larger than this (total variation distance of the predicted-class "
+            "When top-1 cannot be compared (a run without labels): a prediction drift against the baseline "
+            "larger than this (total variation distance of the predicted-class "
             "distributions, 0 to 1; 0.10: a tenth of the predictions moved to other classes) marks the run Regressed."
         ),
     )

@@ -135,6 +135,17 @@ def main() -> None:
                 time.sleep(3)
                 page.screenshot(path=str(args.out / file), full_page=True)
                 print(f"wrote {args.out / file}")
+                if file == "deployment-form.png":  # submit the form as it is: empty optional fields are accepted
+                    page.get_by_role("button", name="Submit").click()
+                    page.wait_for_url("**/runs/flow-run/**", timeout=30_000)
+                    submitted = page.url.rsplit("/", 1)[-1]
+
+                    def done(run_id=submitted):
+                        r = _client(api, lambda c: c.read_flow_run(run_id))
+                        return r if r.state and r.state.is_final() else None
+
+                    run = _wait("the run submitted from the form", done, 600, every=2)
+                    print(f"submitted from the form: {run.name}: {run.state.name}, parameters {sorted(run.parameters)}")
             browser.close()
     finally:
         for proc in (serve, server):
