@@ -54,8 +54,6 @@ def check_uri(value: str, what: str) -> str:
         raise ValueError(f"{what} is empty (an unset variable?); pass a folder or an s3:// prefix")
     if not bare or bare.lower() in ("s3:", "s3a:", "file:", "s3://anonymous@", "s3a://anonymous@"):
         raise ValueError(f"{what} {value!r} is a root, not a folder; pass a folder or an s3://bucket/prefix")
-    if "{{" in value:  # a deployment trigger's template, rendered by the server before the run
-        return value
     return absolute_uri(value)
 
 
