@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pyarrow.parquet as pq
@@ -81,6 +82,7 @@ def test_local_folder_all_500_photos(wnid_folder, tmp_path):
     rows = json.loads(table.data)  # every class seen as a label or as a prediction
     assert table.type == "table" and len(rows) == len(report["per_class"])
     assert sum(r["support"] > 0 for r in rows) == 500 and sum(r["correct"] for r in rows) == round(500 * report["top1"])
+    assert all(re.fullmatch(r"\d{1,3}\.\d%|n/a", r[k]) for r in rows for k in ("precision", "recall"))  # formatted
 
 
 def test_s3_endpoint_all_500_photos(s3_endpoint, s3_dataset):
