@@ -118,6 +118,6 @@ def test_drift_over_max_drift_marks_an_unlabelled_run_regressed(photos, tmp_path
     assert cmp["top1_delta"] is None and cmp["drift_tvd"] > 0.5 and cmp["regressed"]
     assert any("drift" in reason for reason in cmp["reasons"]) and "drift" in state.message
     assert cmp["share_changes"] and abs(cmp["share_changes"][0]["delta"]) >= 0.1
-    failed = classify(RunSettings(**common | {"max_drift": 0.0}, run_id="d3", fail_on_regression=True, limit=9),
-                             return_state=True)
+    shutil.copyfile(photos[120], incoming / "2026-11-30" / "IMG_0008.jpg")  # one more photo changes class
+    failed = classify(RunSettings(**common | {"max_drift": 0.0}, run_id="d3", fail_on_regression=True), return_state=True)
     assert failed.is_failed() and (tmp_path / "out" / "d3" / "report.json").exists()
