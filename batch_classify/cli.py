@@ -209,10 +209,13 @@ def demo(
     given: dict,
     output: Annotated[Path, typer.Option(help="Output folder.")] = Path("batch-classify-output"),
 ) -> None:
-    """Run the whole flow offline on photographs shipped inside an installed package (scikit-image)."""
+    """Run the whole flow offline on photographs shipped inside an installed package (scikit-image: the demo extra)."""
     from batch_classify.demo import prepare_demo_input
 
-    input_dir, labels = prepare_demo_input(output / "demo-input")
+    try:
+        input_dir, labels = prepare_demo_input(output / "demo-input")
+    except (ModuleNotFoundError, FileNotFoundError) as exc:
+        _fail(str(exc))
     settings = RunSettings(input=str(input_dir), output=str(output), model="efficientnet_lite0", labels=str(labels), **given)
     out.print(f"classifying {sum(1 for _ in input_dir.iterdir())} photographs from scikit-image with efficientnet_lite0 …")
     report = run_flow(settings)
