@@ -81,6 +81,14 @@ def _prefect_defaults() -> None:
     # The ephemeral API's telemetry heartbeat races the flow for its SQLite file
     # ("database is locked"); a user who sets the variable keeps their choice.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Prefect logs a failing task or flow with its traceback: the terminal gets the line only, unless
+    # --debug; the flow run's log in the API keeps the traceback. Importing prefect sets up its logging.
+    if not DEBUG:
+        import prefect  # noqa: F401
+
+        from batch_classify.cli_logging import hide_tracebacks
+
+        hide_tracebacks()
 
 
 def _fail(message: str, code: int = 1):
@@ -102,12 +110,8 @@ def run_flow(settings) -> dict:
 
     watchdog.start()  # Prefect's temporary API and a local Ray die with this process, even on kill -9
     _prefect_defaults()
-    from batch_classify.flows import classify_images  # imports prefect, which sets up its logging
+    from batch_classify.flows import classify_images
 
-    if not DEBUG:
-        from batch_classify.cli_logging import hide_tracebacks
-
-        hide_tracebacks()
     try:
         return classify_images(settings)
     except Exception as exc:  # noqa: BLE001 - the CLI's job is the one-line reason

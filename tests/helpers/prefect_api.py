@@ -23,11 +23,6 @@ def task_runs_of(flow_run_id) -> list:
     return asyncio.run(read())
 
 
-def task_states(flow_run_id) -> dict[str, str]:
-    """Task name → final state type of each task run of a flow run."""
-    return {r.name.rsplit("-", 1)[0]: r.state.type.value for r in task_runs_of(flow_run_id)}
-
-
 def flow_run_logs(name_part: str) -> list[str]:
     """The log messages of the one flow run whose name contains ``name_part`` (a run id), oldest first."""
     from prefect import get_client
@@ -48,6 +43,11 @@ def flow_run_logs(name_part: str) -> list[str]:
             return [log.message for log in logs]
 
     return asyncio.run(read())
+
+
+def task_states(flow_run_id) -> dict[str, str]:
+    """Task name → final state type of each task run of a flow run."""
+    return {r.name.rsplit("-", 1)[0]: r.state.type.value for r in task_runs_of(flow_run_id)}
 
 
 def artifacts_of(flow_run_id) -> dict:
