@@ -82,12 +82,13 @@ def _prefect_defaults() -> None:
     # ("database is locked"); a user who sets the variable keeps their choice.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # Prefect logs a failing task or flow with its traceback: the terminal gets the line only, unless
-    # --debug; the flow run's log in the API keeps the traceback. Importing prefect sets up its logging.
+    # --debug; the flow run's log in the API keeps the traceback.
     if not DEBUG:
-        import prefect  # noqa: F401
+        from prefect.logging.configuration import ensure_logging_setup
 
         from batch_classify.cli_logging import hide_tracebacks
 
+        ensure_logging_setup()  # Prefect's handlers exist from here on; its own later set-up is incremental
         hide_tracebacks()
 
 
