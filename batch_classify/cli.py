@@ -3,11 +3,17 @@
 The CLI is an entry point: it builds the one :class:`RunSettings` (arguments,
 then ``BATCH_CLASSIFY_*`` environment variables, then defaults) and hands it to
 the Prefect flow.
+
+Errors a user can cause print as one ``error:`` line on stderr, exit code 1; the terminal shows no
+traceback (Prefect's console handler included: ``cli_logging``) unless ``batch-classify --debug``
+is given. The flow run's log in the Prefect API keeps the traceback either way.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+import traceback
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -16,7 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from batch_classify.cli_options import settings_options
+from batch_classify.cli_options import environment_epilog, settings_options
 from batch_classify.layout import MANIFEST, RunLayout
 from batch_classify.settings import RunSettings, ServeSettings
 
@@ -30,11 +36,23 @@ EndpointOption = Annotated[
 RUN_ENVIRONMENT_ONLY = ("sample_size", "s3_endpoint_url", "checkpoint_rows")
 #: Short option names; every other option is the field's name, --kebab-case.
 SHORT = {"input": ("--input", "-i"), "output": ("--output", "-o")}
+#: Environment variables `run` reads besides the RunSettings fields' own (listed in `run --help`).
+RUN_OTHER_ENVIRONMENT = (
+    ("TORCH_HOME", "registry weights are looked for in $TORCH_HOME/hub/checkpoints [default: $XDG_CACHE_HOME/torch]"),
+    ("XDG_CACHE_HOME", "base of the torch hub cache and of --cache-dir's default [default: ~/.cache]"),
+    ("PREFECT_API_URL", "the Prefect server the flow run reports to; unset: a temporary local API for this run"),
+    ("AWS_ACCESS_KEY_ID", "S3 credentials (with AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN), unless --anon"),
+    ("AWS_SECRET_ACCESS_KEY", "S3 credentials, with AWS_ACCESS_KEY_ID"),
+    ("AWS_SESSION_TOKEN", "S3 temporary credentials, with the two above"),
+    ("AWS_PROFILE", "S3 credentials from a profile of ~/.aws/credentials instead"),
+)
 
 # rich_markup_mode=None: help texts are plain text, so their "[default: …]" is shown, not taken for markup.
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, help="Batch image classification with Ray Data and Prefect.")
 err = Console(stderr=True)
 out = Console()
+#: Set by `batch-classify --debug`: tracebacks reach the terminal.
+DEBUG = False
 
 
 def _print_version(value: bool) -> None:
@@ -50,17 +68,34 @@ def main(
     version: Annotated[
         bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
     ] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="On an error, print its traceback (and Prefect's) to the terminal, not only one line.")
+    ] = False,
 ) -> None:
     """Batch image classification with Ray Data and Prefect."""
+    global DEBUG
+    DEBUG = debug
 
 
 def _prefect_defaults() -> None:
     # The ephemeral API's telemetry heartbeat races the flow for its SQLite file
     # ("database is locked"); a user who sets the variable keeps their choice.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Prefect logs a failing task or flow with its traceback: the terminal gets the line only, unless
+    # --debug; the flow run's log in the API keeps the traceback.
+    if not DEBUG:
+        from prefect.logging.configuration import ensure_logging_setup
+
+        from batch_classify.cli_logging import hide_tracebacks
+
+        ensure_logging_setup()  # Prefect's handlers exist from here on; its own later set-up is incremental
+        hide_tracebacks()
 
 
 def _fail(message: str, code: int = 1):
+    """Print ``error: message`` on stderr (after the traceback being handled, with --debug) and exit with ``code``."""
+    if DEBUG and sys.exc_info()[0] is not None:
+        traceback.print_exc()
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
@@ -84,13 +119,15 @@ def run_flow(settings) -> dict:
         _fail(_one_line(exc))
 
 
-def _print_summary(report: dict, predictions_preview: list[dict]) -> None:
-    table = Table(title=f"run {report['run_id']} — {report['model']}", show_lines=False)
-    for col in ("path", "label", "prediction", "confidence"):
-        table.add_column(col, overflow="fold")
-    for row in predictions_preview:
-        table.add_row(row["path"], row["label"] or "", row["pred_label"], f"{row['confidence']:.3f}")
-    out.print(table)
+def _print_summary(report: dict, predictions_preview: list[dict] | None) -> None:
+    """The prediction table (none when ``predictions_preview`` is None: --quiet), the summary line, the output line."""
+    if predictions_preview is not None:
+        table = Table(title=f"run {report['run_id']} — {report['model']}", show_lines=False)
+        for col in ("path", "label", "prediction", "confidence"):
+            table.add_column(col, overflow="fold")
+        for row in predictions_preview:
+            table.add_row(row["path"], row["label"] or "", row["pred_label"], f"{row['confidence']:.3f}")
+        out.print(table)
     from batch_classify.report.format import pct
     reused = f" ({report['n_reused']} reused, {report['n_computed']} computed)" if report.get("n_reused") else ""
     if report.get("unlabelled_reason"):
@@ -115,11 +152,12 @@ def _preview(settings, n: int = 20) -> list[dict]:
     return table.sort_by("path").slice(0, n).to_pylist()
 
 
-@app.command()
+@app.command(epilog=environment_epilog(RunSettings, environment_only=RUN_ENVIRONMENT_ONLY, names=SHORT,
+                                       others=RUN_OTHER_ENVIRONMENT))
 @settings_options(RunSettings, exclude=RUN_ENVIRONMENT_ONLY, names=SHORT)
 def run(
     given: dict,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print no prediction table.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print no prediction table: the summary line and the output line only.")] = False,
 ) -> None:
     """Classify every image under INPUT; write predictions, failures and a report under OUTPUT/RUN_ID."""
     from pydantic import ValidationError
@@ -129,7 +167,7 @@ def run(
     except ValidationError as exc:
         _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
     report = run_flow(settings)
-    _print_summary(report, [] if quiet else _preview(settings))
+    _print_summary(report, None if quiet else _preview(settings))
 
 
 @app.command()
@@ -209,10 +247,13 @@ def demo(
     given: dict,
     output: Annotated[Path, typer.Option(help="Output folder.")] = Path("batch-classify-output"),
 ) -> None:
-    """Run the whole flow offline on photographs shipped inside an installed package (scikit-image)."""
+    """Run the whole flow offline on photographs shipped inside an installed package (scikit-image: the demo extra)."""
     from batch_classify.demo import prepare_demo_input
 
-    input_dir, labels = prepare_demo_input(output / "demo-input")
+    try:
+        input_dir, labels = prepare_demo_input(output / "demo-input")
+    except (ModuleNotFoundError, FileNotFoundError) as exc:
+        _fail(str(exc))
     settings = RunSettings(input=str(input_dir), output=str(output), model="efficientnet_lite0", labels=str(labels), **given)
     out.print(f"classifying {sum(1 for _ in input_dir.iterdir())} photographs from scikit-image with efficientnet_lite0 …")
     report = run_flow(settings)

@@ -143,3 +143,51 @@ def settings_options(
         return command
 
     return decorate
+
+
+def field_environment(model: type, name: str) -> tuple[str, ...]:
+    """The environment variables that fill field ``name`` of the settings ``model``, as pydantic-settings
+    reads them (case-insensitively; shown upper-case): the string choices of its ``validation_alias``
+    when it has one (``AWS_ENDPOINT_URL``, ``RAY_ADDRESS``), else ``env_prefix`` + the field's name."""
+    from pydantic import AliasChoices
+
+    alias = model.model_fields[name].validation_alias
+    if isinstance(alias, AliasChoices):
+        return tuple(dict.fromkeys(c.upper() for c in alias.choices if isinstance(c, str)))
+    if isinstance(alias, str):
+        return (alias.upper(),)
+    return (f"{model.model_config.get('env_prefix', '')}{name}".upper(),)
+
+
+def environment_epilog(
+    model: type,
+    *,
+    environment_only: Iterable[str] = (),
+    names: Mapping[str, tuple[str, ...]] | None = None,
+    others: Iterable[tuple[str, str]] = (),
+) -> str:
+    """A command's help epilog listing every environment variable it reads, one per line.
+
+    A field the command offers as an option shows the option it fills ("same as --batch-size"); a
+    field in ``environment_only`` (no option) shows its description and default. ``others`` are
+    (variable, what it does) pairs read by other code (TORCH_HOME, PREFECT_API_URL, ...). The lines
+    follow click's ``\\b`` marker, so that they are not re-wrapped into one paragraph.
+    """
+    names = dict(names or {})
+    environment_only = set(environment_only)
+    rows: list[tuple[str, str]] = []
+    for name, field in model.model_fields.items():
+        if name in environment_only:
+            if field.default_factory is not None or field.is_required():
+                default = ""
+            else:
+                default = f" [default: {'not set' if field.default is None else _shown(field.default)}]"
+            text = f"{field.description or ''}{default}"
+        else:
+            text = f"same as {names.get(name, ('--' + name.replace('_', '-'),))[0]}"
+        rows.extend((variable, text) for variable in field_environment(model, name))
+    rows.extend(others)
+    width = max(len(v) for v, _ in rows)
+    lines = ["Environment variables (an option given on the command line wins over its variable):", "", "\b"]
+    lines += [f"{variable.ljust(width)}  {text}" for variable, text in rows]
+    return "\n".join(lines)

@@ -115,7 +115,8 @@ def _torchvision_spec(name: str) -> ModelSpec:
         weights_file=file_name,
         weights_hint=(
             f"download {weights.url} on a machine with internet and copy it into the torch hub cache "
-            f"($TORCH_HOME/hub/checkpoints/{file_name}), or pass --weights PATH_OR_S3_URI"
+            f"($TORCH_HOME/hub/checkpoints/{file_name}), or pass --weights PATH_OR_S3_URI, "
+            "or run with --model efficientnet_lite0 (its weights ship with the package)"
         ),
         build=lambda: torchvision.models.get_model(name, weights=None),
     )

@@ -9,6 +9,8 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-.venv/bin/python -m pip install -q -c constraints.txt -e '.[test]' 2>&1 | grep -vE '^WARNING: Location|^\s*$' || true
+# pip's exit status decides (pipefail); only grep's "no line left" status (1) is let through, so a failing
+# install stops this script with pip's message and a non-zero exit.
+.venv/bin/python -m pip install -q --upgrade pip 2>&1 | { grep -v '^WARNING: Location' || [ $? -eq 1 ]; }
+.venv/bin/python -m pip install -q -c constraints.txt -e '.[test,demo]' 2>&1 | { grep -vE '^WARNING: Location|^\s*$' || [ $? -eq 1 ]; }
 .venv/bin/python -c "import batch_classify, batch_classify.flows, prefect, ray, torch, torchvision; print(f'ready: prefect {prefect.__version__}, ray {ray.__version__}, torch {torch.__version__}')"

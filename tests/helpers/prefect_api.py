@@ -23,6 +23,28 @@ def task_runs_of(flow_run_id) -> list:
     return asyncio.run(read())
 
 
+def flow_run_logs(name_part: str) -> list[str]:
+    """The log messages of the one flow run whose name contains ``name_part`` (a run id), oldest first."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName, LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.sorting import FlowRunSort, LogSort
+
+    async def read():
+        async with get_client() as client:
+            runs = await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=name_part)),
+                sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=5, offset=0,
+            )
+            assert len(runs) == 1, [r.name for r in runs]
+            logs = await client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[runs[0].id])),
+                sort=LogSort.TIMESTAMP_ASC, limit=200, offset=0,
+            )
+            return [log.message for log in logs]
+
+    return asyncio.run(read())
+
+
 def task_states(flow_run_id) -> dict[str, str]:
     """Task name → final state type of each task run of a flow run."""
     return {r.name.rsplit("-", 1)[0]: r.state.type.value for r in task_runs_of(flow_run_id)}

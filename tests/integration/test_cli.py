@@ -135,3 +135,56 @@ def test_empty_input_or_output_is_refused_before_anything_runs(tmp_path):
         errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
         assert r.returncode == 1 and len(errors) == 1 and f"{field}: Value error, {field} is empty" in errors[0], r.stderr
     assert not Path("/empty").exists() and not (tmp_path / "out").exists()
+
+
+def test_quiet_prints_the_summary_and_output_lines_but_no_table(photos, tmp_path):
+    """Issue 14: `run -q` printed an empty table (its title and header); now only the two lines."""
+    src = arrange_in_wnid_folders(photos[:4], tmp_path / "in")
+    r = _cli("run", "-i", str(src), "-o", str(tmp_path / "out"), "--model", "efficientnet_lite0", "--run-id", "quiet",
+             "--num-cpus", "2", "-q", tmp_path=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = [line for line in r.stdout.splitlines() if line.strip()]
+    assert len(lines) == 2, r.stdout
+    assert lines[0].startswith("4 predicted, 0 failed of 4 listed") and lines[1].startswith(f"output: {tmp_path / 'out' / 'quiet'}")
+    assert "confidence │" not in r.stdout and "run quiet —" not in r.stdout
+
+
+def _missing_weights_run(tmp_path, photos, api_url, *extra):
+    """`run` without --model (resnet152) on a machine whose torch hub cache is empty, reporting to ``api_url``."""
+    empty = tmp_path / "fresh-home"
+    empty.mkdir(exist_ok=True)
+    src = arrange_in_wnid_folders(photos[:2], tmp_path / "in") if not (tmp_path / "in").exists() else tmp_path / "in"
+    run_id = f"noweights{len(extra)}"
+    env = {**os.environ, "HOME": str(empty), "TORCH_HOME": str(empty / "torch"), "XDG_CACHE_HOME": str(empty / "cache"),
+           "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": api_url, "COLUMNS": "200"}
+    r = subprocess.run([*CLI, *extra, "run", "-i", str(src), "-o", str(tmp_path / "out"), "--run-id", run_id, "--num-cpus", "2"],
+                       capture_output=True, text=True, timeout=600, env=env)
+    return r, run_id, empty / "torch" / "hub" / "checkpoints" / "resnet152-f82ba261.pth"
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_missing_default_weights_is_one_line_on_the_terminal_and_a_traceback_in_the_flow_runs_log(photos, tmp_path):
+    """Issue 14: a fresh machine's `run` (default model resnet152, no weights) printed ~100 lines of
+    Prefect's traceback before its one `error:` line. The terminal now shows no traceback, the one line
+    says what to do offline, and the flow run's log in the Prefect API still holds the traceback;
+    `--debug` brings the tracebacks back to the terminal."""
+    from prefect.settings import PREFECT_API_URL
+
+    from helpers.prefect_api import flow_run_logs
+
+    api = PREFECT_API_URL.value()
+    r, run_id, path = _missing_weights_run(tmp_path, photos, api)
+    assert r.returncode == 1, r.stderr[-3000:]
+    lines = r.stderr.splitlines()
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1, r.stderr[-3000:]
+    assert "resnet152" in errors[0] and str(path) in errors[0]
+    assert errors[0].endswith("or run with --model efficientnet_lite0 (its weights ship with the package)")
+    assert not [line for line in lines if line.startswith("Traceback") or line.lstrip().startswith('File "')], r.stderr[-3000:]
+    logged = "\n".join(flow_run_logs(run_id))
+    assert "Traceback (most recent call last)" in logged and "ModelError" in logged and str(path) in logged
+
+    debug, _, _ = _missing_weights_run(tmp_path, photos, api, "--debug")
+    assert debug.returncode == 1
+    assert "Traceback (most recent call last)" in debug.stderr and 'File "' in debug.stderr
+    assert [line for line in debug.stderr.splitlines() if line.startswith("error:")][-1] == errors[0]

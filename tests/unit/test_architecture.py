@@ -271,3 +271,10 @@ def test_the_local_stage_and_the_ray_job_submission_do_not_import_each_other():
     assert "batch_classify.cluster" not in _reach(graph, "batch_classify.steps")
     assert "batch_classify.steps" not in _reach(graph, "batch_classify.cluster")
     assert {"batch_classify.steps", "batch_classify.cluster"} <= graph["batch_classify.stage_job"]
+
+
+def test_only_the_demo_imports_scikit_image():
+    """scikit-image is the `demo` extra (issue 14): nothing a run imports may need it."""
+    graph = _graph()
+    assert sorted(name for name, deps in graph.items() if "skimage" in deps) == ["batch_classify.demo"]
+    assert "batch_classify.demo" not in _reach(graph, "batch_classify.flows.classify")

@@ -81,3 +81,32 @@ def test_only_what_is_given_reaches_the_model_and_the_environment_fills_the_rest
     assert runner.invoke(cli, ["--output", "out"]).exit_code == 2  # --input is required
     assert runner.invoke(cli, ["-i", "in", "--output", "out", "--device", "gpu"]).exit_code == 2  # not a choice
     assert not seen
+
+
+def test_run_help_lists_every_environment_variable_the_run_reads(monkeypatch):
+    """Issue 14: `run --help` ends with the environment variables the run reads. The oracle for a field's
+    variables is pydantic-settings' own reader (EnvSettingsSource), not the code that writes the list;
+    the environment-only fields show their default."""
+    from pydantic_settings import EnvSettingsSource
+
+    from batch_classify.cli import RUN_OTHER_ENVIRONMENT
+
+    result = runner.invoke(app, ["run", "--help"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    listed = {line.split()[0]: line for line in result.output.splitlines() if line.strip() and line.split()[0].isupper()}
+    source = EnvSettingsSource(RunSettings)
+    for name, field in RunSettings.model_fields.items():
+        variables = [env.upper() for _, env, _ in source._extract_field_info(field, name)]
+        assert variables, name
+        for variable in variables:
+            assert variable in listed, (name, variable)
+            if name in RUN_ENVIRONMENT_ONLY and field.default is not None:
+                assert f"[default: {field.default}]" in listed[variable], listed[variable]
+    for variable in ("AWS_ENDPOINT_URL", "RAY_ADDRESS", "TORCH_HOME", "XDG_CACHE_HOME", "PREFECT_API_URL",
+                     "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", *(v for v, _ in RUN_OTHER_ENVIRONMENT)):
+        assert variable in listed, variable
+    # the listed name is one the settings really read (case-insensitively)
+    monkeypatch.setenv("BATCH_CLASSIFY_SAMPLE_SIZE", "3")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    settings = RunSettings(input="in", output="out")
+    assert (settings.sample_size, settings.s3_endpoint_url) == (3, "http://127.0.0.1:9")
