@@ -67,7 +67,8 @@ def _template():
     :mod:`batch_classify.steps`) but never renders a page.
 
     Raises:
-        jinja2.TemplateNotFound: the package was installed without its templates.
+        ValueError: the package was installed without its ``templates`` folder (Jinja2's PackageLoader).
+        jinja2.TemplateNotFound: the folder lacks :data:`TEMPLATE`.
     """
     import jinja2
 
@@ -266,7 +267,8 @@ def render_html(
         the page (UTF-8 text): no script, no external URL; pictures as ``data:image/png`` URIs.
 
     Raises:
-        jinja2.TemplateNotFound: the installed package lacks its templates.
+        ValueError, jinja2.TemplateNotFound: the installed package lacks its templates (``page.html.j2``,
+            ``page.css``; see :func:`_template`).
     """
     if vocabulary is None:
         from batch_classify.vocabulary import imagenet
