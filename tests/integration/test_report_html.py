@@ -335,7 +335,7 @@ def test_nothing_in_the_mistakes_gallery_is_cut_at_its_edges(tmp_path):
     photo = str(_jpeg(tmp_path / "a.jpg", size=(64, 96)))
     rows = [{"path": photo, "label": "n01440764", "label_index": 0, "pred_index": 1 + k, "confidence": 0.9 - k / 100}
             for k in range(7)]
-    for n in (1, 2, 3, 7):
+    for n in (1, 2, 7):  # one tile, two tiles (the title was cut), two rows
         png = mistakes_gallery_png(confident_mistakes(_table(rows[:n]), 48), StorageOptions(), imagenet().names)
         assert min(_edges(png).values()) >= 250, (n, _edges(png))
 
