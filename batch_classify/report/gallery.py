@@ -126,7 +126,6 @@ def gallery_with_reasons(mistakes: Sequence[dict], storage: StorageOptions, name
         else:
             reasons.append(None)
             ax.imshow(np.asarray(tile), interpolation="antialiased")
-    fig.suptitle(f"The {len(mistakes)} most confident mistakes (confidence of the wrong prediction)", fontsize=10)
     return to_png(fig), reasons
 
 
@@ -141,7 +140,9 @@ def mistakes_gallery_png(
         storage: how to reach the images (the run's :class:`StorageOptions`).
         names: display name of every class index.
 
-    An image that cannot be read or decoded becomes a grey tile stating the reason.
+    An image that cannot be read or decoded becomes a grey tile stating the reason. The picture has
+    no title: the page prints it above (:mod:`batch_classify.report.html`), as text that wraps; drawn
+    in the picture it was wider than a gallery of one or two tiles and cut at both edges.
 
     Raises:
         ValueError: ``mistakes`` is empty.

@@ -59,6 +59,20 @@ IMAGE_STATE = """els => els.map(e => {
   }
   return {ok: e.complete && e.naturalWidth > 0, w: e.naturalWidth, alt: e.alt, opaque: opaque / Math.max(1, e.naturalWidth)};
 })"""
+#: The "Most confident mistakes" section as laid out: the gallery's title (its box, and whether its text
+#: overflows it) and the cells' text of the list of mistakes, header first.
+MISTAKES_LAYOUT = """() => {
+  const h2 = [...document.querySelectorAll("h2")].find(e => e.textContent === "Most confident mistakes");
+  const out = {viewport: document.documentElement.clientWidth, title: null, rows: null};
+  for (let e = h2.nextElementSibling; e && e.tagName !== "H2"; e = e.nextElementSibling) {
+    if (e.classList.contains("gallery-title")) {
+      const r = e.getBoundingClientRect();
+      out.title = {text: e.textContent, left: r.left, right: r.right, scrollWidth: e.scrollWidth, clientWidth: e.clientWidth};
+    }
+    if (e.tagName === "TABLE") out.rows = [...e.rows].map(row => [...row.cells].map(c => c.textContent.trim()));
+  }
+  return out;
+}"""
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 HOSTILE = '<script>alert("x")</script>'
 
@@ -121,6 +135,22 @@ def _images(page: str) -> list[bytes]:
 def _jpeg(path: Path, size=(96, 64), color=(200, 30, 30)) -> Path:
     Image.new("RGB", size, color).save(path, "JPEG")
     return path
+
+
+def _edges(png: bytes, px: int = 2) -> dict[str, int]:
+    """The darkest channel value in each ``px``-wide strip along a picture's edges: 255 where the strip is
+    blank white, less where something drawn runs off the picture (and is cut there)."""
+    a = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    return {"top": int(a[:px].min()), "bottom": int(a[-px:].min()), "left": int(a[:, :px].min()), "right": int(a[:, -px:].min())}
+
+
+def _mistakes_section(page: str) -> tuple[str, list[str], list[list[str]]]:
+    """The "Most confident mistakes" section of a page: its HTML, its list's header cells and body rows' cells."""
+    section = page.split("<h2>Most confident mistakes</h2>", 1)[1].split("<h2>", 1)[0]
+    [listing] = re.findall(r"<table\b.*?</table>", section)
+    header = re.findall(r"<th\b[^>]*>(.*?)</th>", listing)
+    rows = [re.findall(r"<td\b[^>]*>(.*?)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", listing.split("<tbody>", 1)[1])]
+    return section, header, rows
 
 
 # ---------------------------------------------------------------- calibration
@@ -296,6 +326,40 @@ def test_gallery_shows_placeholders_for_unreadable_images(tmp_path):
     assert w >= 300 and h >= 200
     with pytest.raises(ValueError):
         mistakes_gallery_png([], StorageOptions(), imagenet().names)
+
+
+def test_nothing_in_the_mistakes_gallery_is_cut_at_its_edges(tmp_path):
+    """The gallery is 2.2 inches per tile; with one or two mistakes its title (a figure title then)
+    was wider than the picture and cut at both edges. Whatever the number of tiles, nothing drawn
+    reaches the picture's edges; the title is the page's text (next test)."""
+    photo = str(_jpeg(tmp_path / "a.jpg", size=(64, 96)))
+    rows = [{"path": photo, "label": "n01440764", "label_index": 0, "pred_index": 1 + k, "confidence": 0.9 - k / 100}
+            for k in range(7)]
+    for n in (1, 2, 7):  # one tile, two tiles (the title was cut), two rows
+        png = mistakes_gallery_png(confident_mistakes(_table(rows[:n]), 48), StorageOptions(), imagenet().names)
+        assert min(_edges(png).values()) >= 250, (n, _edges(png))
+
+
+def test_the_mistakes_section_titles_its_gallery_and_lists_every_mistake(tmp_path):
+    """The gallery's title is text on the page (it wraps; it was cut in the picture), and the list of
+    mistakes has no empty column: the gallery above shows each thumbnail under the same number, so the
+    list says only why a thumbnail is missing, beside that image's path."""
+    shown, gone = str(_jpeg(tmp_path / "a.jpg")), str(tmp_path / "gone.jpg")
+    table = _table([
+        {"path": shown, "label": "n01440764", "label_index": 0, "pred_index": 1, "confidence": 0.9},
+        {"path": gone, "label": "n01440764", "label_index": 0, "pred_index": 2, "confidence": 0.8},
+        {"path": shown, "label": "n01440764", "label_index": 0, "pred_index": 0, "confidence": 0.7},  # right
+    ])
+    page = render_html(_report(table, input="s3://photos/nightly/2026-11-30/"), table, StorageOptions())
+    assert "<tr><td>input</td><td><code>s3://photos/nightly/2026-11-30/</code></td></tr>" in page  # as given
+    section, header, rows = _mistakes_section(page)
+    assert '<p class="gallery-title">The 2 most confident mistakes (confidence of the wrong prediction)</p>' in section
+    assert min(_edges(_images(section)[0]).values()) >= 250
+    assert header == ["#", "image", "label", "true class", "predicted", "confidence"]
+    assert [len(r) for r in rows] == [6, 6] and all(cell.strip() for row in rows for cell in row), rows
+    assert [r[0] for r in rows] == ["1", "2"] and [r[4] for r in rows] == ["goldfish", "great white shark"]
+    assert "thumbnail not shown" not in rows[0][1]
+    assert "thumbnail not shown: cannot read: FileNotFoundError" in rows[1][1] and html.escape(gone) in rows[1][1]
 
 
 # ---------------------------------------------------------------- the page
@@ -529,6 +593,9 @@ def test_report_page_renders_in_headless_chromium(photos, tmp_path):
             title = page.title()
             headings = page.eval_on_selector_all("h2", "els => els.map(e => e.textContent)")
             page.screenshot(path=str(shot), full_page=True)
+            layouts = [page.evaluate(MISTAKES_LAYOUT)]
+            page.set_viewport_size({"width": 420, "height": 900})  # a phone: the title wraps, never cut
+            layouts.append(page.evaluate(MISTAKES_LAYOUT))
         finally:
             browser.close()
 
@@ -538,6 +605,19 @@ def test_report_page_renders_in_headless_chromium(photos, tmp_path):
     assert title == "Classification report: run 20261127T020000Z-abc123"
     assert {"Summary", "Compared with the previous committed run", "Confusion matrix", "Per-class accuracy",
             "Confidence and calibration", "Most confident mistakes", "Predicted classes"} <= set(headings)
+    # The gallery's title is the page's text, inside the window at any width (it was cut in the picture).
+    for layout in layouts:
+        title = layout["title"]
+        assert title and title["text"] == f"The {len(mistakes)} most confident mistakes (confidence of the wrong prediction)"
+        assert 0 <= title["left"] and title["right"] <= layout["viewport"], layout
+        assert title["scrollWidth"] <= title["clientWidth"], layout
+    assert min(_edges(_images(html_text)[3]).values()) >= 250  # nothing in the gallery picture is cut at its edges
+    # The list of mistakes has no empty column; the missing photo's row says why it has no thumbnail.
+    header, *rows = layouts[0]["rows"]
+    assert header == ["#", "image", "label", "true class", "predicted", "confidence"]
+    assert len(rows) == len(mistakes) and all(len(r) == len(header) and all(r) for r in rows), rows
+    assert "thumbnail not shown: cannot read: FileNotFoundError" in rows[1][1]
+    assert not any("thumbnail not shown" in r[1] for r in rows[:1] + rows[2:])
     data = shot.read_bytes()
     w, h = _png_size(data)
     assert w == 1360 and 2500 <= h <= 20000

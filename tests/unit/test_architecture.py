@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import batch_classify
+from batch_classify.report.html import TEMPLATE
 
 ROOT = Path(__file__).resolve().parents[2]
 SETUPTOOLS = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
@@ -179,6 +180,7 @@ def test_the_ray_jobs_package_copy_holds_no_prefect(tmp_path, layout):
         assert any(_python_files_importing(source, source.parent).values())
     copy = _package_copy(tmp_path / "job", source) / "batch_classify"
     assert (copy / "stage_job.py").is_file() and (copy / "steps.py").is_file() and (copy / "demo_labels.csv").is_file()
+    assert (copy / "report" / "templates" / TEMPLATE).is_file()  # steps imports report.html; it renders from it
     assert not [p for p in copy.iterdir() if p.name in batch_classify.PREFECT_LAYERS]
     imports = _python_files_importing(copy, copy.parent)
     assert "batch_classify.stage_job" in imports
@@ -205,6 +207,10 @@ def test_the_wheel_holds_one_top_level_package(tmp_path):
     assert {n.split("/")[0] for n in names} == {"batch_classify", f"{wheel.name.split('-py')[0]}.dist-info"}
     for module in ("flows/classify.py", "tasks/__init__.py", "deployments/__init__.py", "stage_job.py", "demo_labels.csv"):
         assert f"batch_classify/{module}" in names, module
+    # The page's templates are package data (pyproject.toml's package-data): without them report.html cannot render.
+    templates = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "batch_classify/report/templates").iterdir())
+    assert f"batch_classify/report/templates/{TEMPLATE}" in templates
+    assert [t for t in templates if t not in names] == []
 
 
 def test_the_report_package_sits_below_the_steps_and_its_numbers_draw_nothing():
