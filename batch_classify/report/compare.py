@@ -50,6 +50,14 @@ def regression_message(comparison: dict) -> str:
     return f"{'; '.join(comparison['reasons'])} (against {comparison['previous_run_uri']})"
 
 
+def compared_line(cmp: dict) -> str:
+    """Which images the comparison covers: both runs' counts and the images they share."""
+    if cmp.get("n_compared") is None:  # a report.json written before the counts existed
+        return "Compared over each run's own images."
+    return (f"Compared on the {cmp['n_compared']} images both runs predicted "
+            f"(this run {cmp['n_current']}, the previous run {cmp['n_previous']}).")
+
+
 def _match_per_class(current: list[dict], previous: list[dict]) -> list[dict]:
     """Recall before/after of the classes labelled in both runs; see :func:`compare`."""
     before = [c for c in previous if c.get("support")]

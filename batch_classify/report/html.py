@@ -26,6 +26,7 @@ from batch_classify.report.figures import (
     MAX_DISTRIBUTION_BARS, MAX_MATRIX_CLASSES, confidence_png, confusion_matrix_png, per_class_accuracy_png,
     prediction_distribution_png,
 )
+from batch_classify.report.compare import compared_line
 from batch_classify.report.format import num, pct, points
 from batch_classify.report.gallery import MAX_GALLERY, confident_mistakes, gallery_with_reasons
 from batch_classify.report.metrics import DEFAULT_BINS, calibration, calibration_from_fields, prediction_distribution
@@ -160,6 +161,7 @@ def _comparison(comp: dict) -> dict:
         "facts": [
             ("previous run", comp.get("previous_run_uri", "n/a"), "code"),
             *([("previous model", comp["previous_model"], "code")] if comp.get("previous_model") else []),
+            ("images compared", compared_line(comp), ""),
             ("top-1 change", points(comp.get("top1_delta")), ""),
             ("top-5 change", points(comp.get("top5_delta")), ""),
             (drift_name, num(drift, "{:.3f}"), ""),

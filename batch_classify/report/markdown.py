@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from batch_classify.report.compare import compared_line
 from batch_classify.report.format import num, pct, points
 
 
@@ -14,14 +15,6 @@ def _md(text) -> str:
 def _named(name, wnid) -> str:
     """``name (`wnid`)`` when there is a wnid, the name alone otherwise."""
     return f"{_md(name)} (`{wnid}`)" if wnid else _md(name)
-
-
-def compared_line(cmp: dict) -> str:
-    """Which images the comparison covers: both runs' counts and the images they share."""
-    if cmp.get("n_compared") is None:  # a report.json written before the counts existed
-        return "Compared over each run's own images."
-    return (f"Compared on the {cmp['n_compared']} images both runs predicted "
-            f"(this run {cmp['n_current']}, the previous run {cmp['n_previous']}).")
 
 
 def render_markdown(report: dict, *, max_classes: int = 50) -> str:

@@ -142,7 +142,8 @@ def test_baseline_is_the_last_full_run_of_the_same_input_and_model_scored_on_sha
     assert cmp["previous_run_uri"] == f"{out}/b1", cmp["previous_run_uri"]  # not b2 (--limit), not b3 (another input)
     assert (cmp["n_current"], cmp["n_previous"], cmp["n_compared"]) == (12, 8, 8)
     assert cmp["top1_delta"] == 0.0 and cmp["drift_tvd"] == 0.0 and not cmp["regressed"]  # same model, same 8 images
-    assert "Compared on the 8 images both runs predicted (this run 12, the previous run 8)." in (out / "b4" / "report.md").read_text()
+    for page in ("report.md", "report.html"):
+        assert "Compared on the 8 images both runs predicted (this run 12, the previous run 8)." in (out / "b4" / page).read_text()
     shutil.rmtree(out / "b1")  # the latest full run is the baseline of the next
     assert classify(RunSettings(input=str(src), output=str(out), model=MODEL, run_id="b5"))["comparison"]["previous_run_uri"] == f"{out}/b4"
 
