@@ -362,4 +362,4 @@ def notify(
     if event is None:
         _fail("Prefect did not send the event: events are off for this API (check PREFECT_API_URL)")
     EventsWorker.drain_all()
-    out.print(f"emitted {kwargs['event']} for {uri} (event id {event.id})", highlight=False)
+    out.print(f"emitted {kwargs['event']} for {kwargs['payload']['uri']} (event id {event.id})", highlight=False)

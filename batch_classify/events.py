@@ -10,6 +10,8 @@ deployment's trigger passes to the run as ``settings.input``.
 
 from __future__ import annotations
 
+from batch_classify.storage import absolute_uri
+
 DATASET_UPDATED = "dataset.updated"
 RESOURCE_PREFIX = "batch-classify.dataset."
 URI_LABEL = "batch-classify.uri"
@@ -24,11 +26,14 @@ EVENT_PER_CLASS_ROWS = 10
 def dataset_updated(uri: str, *, reason: str = "") -> dict:
     """Keyword arguments for ``prefect.events.emit_event`` announcing that ``uri`` changed.
 
+    ``uri`` is made absolute and normalised (:func:`batch_classify.storage.absolute_uri`).
+
     Raises:
         ValueError: ``uri`` is empty.
     """
     if not uri.strip():
         raise ValueError("the dataset URI is empty; pass the folder or s3:// prefix that changed")
+    uri = absolute_uri(uri)  # as the run will store it: a relative folder names the same dataset as its absolute path
     return {
         "event": DATASET_UPDATED,
         "resource": {"prefect.resource.id": f"{RESOURCE_PREFIX}{uri}", URI_LABEL: uri},

@@ -291,6 +291,14 @@ class ServeSettings(create_model("_ServeRunFields", __base__=BaseSettings, **_ru
     def _not_empty_or_root(cls, value: str, info) -> str:
         return check_uri(value, info.field_name)
 
+    @field_validator("reprocess_prefix")
+    @classmethod
+    def _absolute_prefix(cls, value: str) -> str:
+        """An absolute, normalised prefix (event URIs are), keeping a trailing ``/`` that ends a folder."""
+        if not value.strip():
+            return ""
+        return absolute_uri(value) + ("/" if value.rstrip().endswith("/") else "")
+
     def run_defaults(self) -> dict:
         """The flow parameters shared by both deployments' runs (everything but ``input``; unset ones left out)."""
         fields = [name for name in SERVE_RUN_FIELDS if name != "input"]

@@ -188,8 +188,10 @@ def test_serve_schedule_manual_run_and_event_reprocess(prefect_server, photos, t
         assert (report["n_listed"], report["model"], report["input"]) == (2, MODEL, str(nightly_input))
 
         # events: one outside the prefix (ignored), one naming a dataset under it (reprocessed)
-        for uri in (str(outside), str(changed)):
-            r = subprocess.run([*CLI, "notify", uri, "--reason", "test"], env=env, capture_output=True, text=True, timeout=120)
+        # (the second named relatively, with a trailing slash: the event carries the absolute URI)
+        for uri in (str(outside), "datasets/d1/"):
+            r = subprocess.run([*CLI, "notify", uri, "--reason", "test"], env=env, capture_output=True, text=True, timeout=120,
+                               cwd=tmp_path)
             assert r.returncode == 0, r.stderr
             assert "emitted dataset.updated" in r.stdout
         runs = _wait("a reprocess flow run", lambda: _flow_runs(env, reprocess.id), timeout=120, every=2)
