@@ -383,6 +383,29 @@ def commit(staged: StagedRun, run_uri: str, storage: StorageOptions, *, run_id: 
     )
 
 
+def committed_attempt(staged: StagedRun, run_uri: str, storage: StorageOptions) -> CommittedRun | None:
+    """The committed run when its ``_SUCCESS`` already names ``staged``'s attempt, else None.
+
+    A retried persist whose :func:`commit` went through before something after it failed finds its
+    staged files moved away; committing again would fail on them. An unreadable ``_SUCCESS`` is None
+    (a new commit replaces it). Raises OSError where storage fails.
+    """
+    try:
+        manifest = committed_manifest(run_uri, storage)
+    except (FileNotFoundError, CorruptRun):
+        return None
+    if manifest.get("attempt") != RunLayout.tag(staged.staging_uri):
+        return None
+    run = RunLayout.parse(run_uri)
+    return CommittedRun(
+        run_uri=run_uri,
+        prediction_files=tuple(run.path(f) for f in manifest["prediction_files"]),
+        failures_file=run.path(manifest.get("failures_file", STAGED_FAILURES)),
+        n_predicted=manifest["n_predicted"],
+        n_failed=manifest["n_failed"],
+    )
+
+
 def _named_files(fs, root: str) -> set[str]:
     """Files (relative to ``root``) that the committed ``_SUCCESS`` names; none without a readable one."""
     try:

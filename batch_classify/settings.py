@@ -83,6 +83,13 @@ class RunSettings(BaseSettings):
 
     input: str = Field(description="Folder or s3:// prefix holding the images (listed recursively).")
     output: str = Field(description="Folder or s3:// prefix; results go to OUTPUT/RUN_ID/.")
+    table: str | None = Field(
+        None,
+        description=(
+            "Delta Lake table (folder or s3:// prefix) that each committed run is also written into, partitioned "
+            "by run_id (a re-run of a run id replaces its rows); default: none. See README 'Querying predictions'."
+        ),
+    )
     model: str = Field(
         DEFAULT_MODEL,
         description=(
@@ -230,6 +237,11 @@ class RunSettings(BaseSettings):
     def _not_empty_or_root(cls, value: str, info) -> str:
         return check_uri(value, info.field_name)
 
+    @field_validator("table")
+    @classmethod
+    def _table_not_empty_or_root(cls, value: str | None) -> str | None:
+        return None if value is None else check_uri(value, "table")
+
     def run_uri(self) -> str:
         """``OUTPUT/RUN_ID`` with no trailing slash."""
         return f"{self.output.rstrip('/')}/{self.run_id}"
@@ -245,6 +257,7 @@ class RunSettings(BaseSettings):
 SERVE_RUN_FIELDS: dict[str, dict] = {
     "input": {"description": "Dataset the nightly run classifies (folder or s3:// prefix)."},
     "output": {},
+    "table": {},
     "model": {},
     "weights": {},
     "batch_size": {},

@@ -30,9 +30,11 @@ from batch_classify.results import (
     StagedRun,
     StagingWriter,
     commit,
+    committed_attempt,
 )
 from batch_classify.reuse import find_reusable, model_identity
 from batch_classify.settings import RunSettings
+from batch_classify.table import publish_run
 from batch_classify.storage import StorageOptions, describe_endpoint
 from batch_classify.vocabulary import AmbiguousLabel, Vocabulary
 
@@ -338,11 +340,19 @@ def _run_ray_stage(
 
 
 def persist(settings: RunSettings, staged: StagedRun) -> CommittedRun:
-    """Step 4: commit the staged files to ``OUTPUT/RUN_ID``; ``_SUCCESS`` last.
+    """Step 4: commit the staged files to ``OUTPUT/RUN_ID``; ``_SUCCESS`` last. Then point
+    ``OUTPUT/_latest/<input slug>.json`` at the run (unless a later commit of the input is there) and,
+    with ``settings.table``, write the run into that Delta table (:mod:`batch_classify.table`).
+
+    Idempotent, for the Prefect task's retries: a staged attempt that ``_SUCCESS`` already names is
+    not committed again (:func:`batch_classify.results.committed_attempt`), and the pointer and the
+    table's partition of the run id are replaced, not appended to.
 
     Raises:
         FailureBudgetExceeded: more than ``settings.max_failed_fraction`` of the images failed;
             the staged files stay under ``_staging/`` for inspection and nothing is committed.
+        batch_classify.table.TableWriteFailed: the run is committed but its latest pointer or its table
+            write failed; a retry finishes it.
     """
     n_listed = staged.n_predicted + staged.n_failed
     if n_listed and staged.n_failed / n_listed > settings.max_failed_fraction:
@@ -351,7 +361,12 @@ def persist(settings: RunSettings, staged: StagedRun) -> CommittedRun:
             f"--max-failed-fraction of {settings.max_failed_fraction:.1%}; nothing was committed; "
             f"the failures are listed in {staged.failures_file}"
         )
-    return commit(staged, settings.run_uri(), settings.storage_options(), run_id=settings.run_id, model=settings.model)
+    run_uri, storage = settings.run_uri(), settings.storage_options()
+    committed = committed_attempt(staged, run_uri, storage) or commit(
+        staged, run_uri, storage, run_id=settings.run_id, model=settings.model
+    )
+    publish_run(run_uri, settings.output, settings.input, settings.table, storage)
+    return committed
 
 
 def report(
