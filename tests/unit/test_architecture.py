@@ -284,3 +284,16 @@ def test_only_the_demo_imports_scikit_image():
     graph = _graph()
     assert sorted(name for name, deps in graph.items() if "skimage" in deps) == ["batch_classify.demo"]
     assert "batch_classify.demo" not in _reach(graph, "batch_classify.flows.classify")
+
+
+def test_only_the_table_module_imports_deltalake_and_only_when_writing():
+    """``deltalake`` (the ``--table`` writer) is imported by ``batch_classify.table`` alone, inside the
+    function that writes: the Ray Job's code imports ``steps`` → ``table`` but never writes a table, so a
+    cluster without ``deltalake`` still runs the stage."""
+    graph = _graph()
+    users = sorted(name for name, deps in graph.items() if "deltalake" in deps)
+    assert users == ["batch_classify.table"]
+    assert "batch_classify.table" in _reach(graph, "batch_classify.stage_job")
+    tree = ast.parse(_modules()["batch_classify.table"].read_text())
+    top_level = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    assert not [n for n in top_level if "deltalake" in ast.unparse(n)], "import deltalake inside the writing function"

@@ -164,3 +164,32 @@ def test_table_setting_is_an_absolute_uri_and_off_by_default(tmp_path, monkeypat
     assert _settings(tmp_path, "a", table="s3a://b//t/").table == "s3://b/t"
     with pytest.raises(ValueError, match="table is empty"):
         _settings(tmp_path, "a", table="")
+
+
+def test_the_readmes_queries_read_the_latest_run_and_every_run(tmp_path):
+    """README "Querying predictions", on a local table: Polars and DuckDB where installed (they are the
+    user's tools, not dependencies: skipped without them), and the pointer with ``read_committed``."""
+    from batch_classify.results import read_committed
+
+    table = str(tmp_path / "table")
+    for run_id, paths in (("night-1", ["x/1.jpg", "x/2.jpg", "x/3.jpg"]), ("night-2", ["x/1.jpg", "x/2.jpg"])):
+        s = _settings(tmp_path, run_id, table=table)
+        steps.persist(s, _staged(s, paths))
+    latest = read_latest(str(tmp_path / "out"), str(tmp_path / "in"), LOCAL)
+    assert latest["run_id"] == "night-2" and read_committed(latest["run_uri"], LOCAL).num_rows == 2
+
+    pl = pytest.importorskip("polars")
+    runs = pl.scan_delta(table)
+    latest_rows = runs.filter(pl.col("committed_at") == pl.col("committed_at").max()).collect()
+    summary = runs.group_by("run_id").agg(n=pl.len(), top1=(pl.col("pred_index") == pl.col("label_index")).mean()).sort("run_id").collect()
+    assert set(latest_rows["run_id"]) == {"night-2"} and latest_rows.height == 2
+    assert summary["n"].to_list() == [3, 2]
+    assert pl.from_arrow(read_committed(latest["run_uri"], LOCAL)).height == 2
+
+    duckdb = pytest.importorskip("duckdb")
+    import deltalake
+
+    runs = deltalake.DeltaTable(table).to_pyarrow_dataset()  # noqa: F841 - DuckDB reads it by name
+    latest_rows = duckdb.sql("SELECT * FROM runs WHERE run_id = (SELECT arg_max(run_id, committed_at) FROM runs)").fetchall()
+    summary = duckdb.sql("SELECT run_id, count(*) AS n, avg((pred_index = label_index)::INT) AS top1 FROM runs GROUP BY run_id ORDER BY run_id").fetchall()
+    assert len(latest_rows) == 2 and [(r, n) for r, n, _ in summary] == [("night-1", 3), ("night-2", 2)]
