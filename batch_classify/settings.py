@@ -312,6 +312,11 @@ class ServeSettings(create_model("_ServeRunFields", __base__=BaseSettings, **_ru
             return ""
         return absolute_uri(value) + ("/" if value.rstrip().endswith("/") else "")
 
+    @field_validator("table")
+    @classmethod
+    def _table_not_empty_or_root(cls, value: str | None) -> str | None:
+        return None if value is None else check_uri(value, "table")
+
     def run_defaults(self) -> dict:
         """The flow parameters shared by both deployments' runs (everything but ``input``; unset ones left out)."""
         fields = [name for name in SERVE_RUN_FIELDS if name != "input"]

@@ -13,7 +13,7 @@ from deltalake import DeltaTable
 from batch_classify import steps
 from batch_classify.layout import latest_pointer
 from batch_classify.results import StagingWriter, committed_manifest
-from batch_classify.settings import RunSettings
+from batch_classify.settings import RunSettings, ServeSettings
 from batch_classify.storage import StorageOptions
 from batch_classify.table import (
     LATEST_FIELDS,
@@ -164,6 +164,10 @@ def test_table_setting_is_an_absolute_uri_and_off_by_default(tmp_path, monkeypat
     assert _settings(tmp_path, "a", table="s3a://b//t/").table == "s3://b/t"
     with pytest.raises(ValueError, match="table is empty"):
         _settings(tmp_path, "a", table="")
+    # The deployments carry it (serve reads BATCH_CLASSIFY_TABLE), resolved where serve starts, not on the worker.
+    monkeypatch.setenv("BATCH_CLASSIFY_TABLE", "tables/predictions")
+    serve = ServeSettings(input=str(tmp_path / "in"), output=str(tmp_path / "out"))
+    assert serve.run_defaults()["table"] == str(tmp_path / "tables" / "predictions")
 
 
 def test_the_readmes_queries_read_the_latest_run_and_every_run(tmp_path):
