@@ -177,7 +177,9 @@ def delta_storage_options(table_uri: str, storage: StorageOptions) -> tuple[str,
     one), ``AWS_SKIP_SIGNATURE`` for anonymous access (``--anon`` or ``s3://anonymous@``),
     credentials and region from the standard AWS environment variables, and
     ``aws_conditional_put: etag``: a commit to the Delta log is a conditional PUT, so concurrent
-    writers (two runs finishing at once) cannot overwrite each other's log entry. Local: no options.
+    writers (two runs finishing at once) cannot overwrite each other's log entry (delta-rs 1.x commits
+    with S3's conditional writes instead of a DynamoDB lock: delta-io/delta-rs discussion 4482; moto's
+    endpoint accepts the option, concurrent commits are not tested here). Local: no options.
     """
     uri, anon = normalize_uri(table_uri)
     if not uri.startswith(("s3://", "s3a://")):

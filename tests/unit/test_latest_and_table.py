@@ -170,30 +170,39 @@ def test_table_setting_is_an_absolute_uri_and_off_by_default(tmp_path, monkeypat
     assert serve.run_defaults()["table"] == str(tmp_path / "tables" / "predictions")
 
 
-def test_the_readmes_queries_read_the_latest_run_and_every_run(tmp_path):
-    """README "Querying predictions", on a local table: Polars and DuckDB where installed (they are the
-    user's tools, not dependencies: skipped without them), and the pointer with ``read_committed``."""
-    from batch_classify.results import read_committed
-
+def _two_nights(tmp_path) -> str:
     table = str(tmp_path / "table")
     for run_id, paths in (("night-1", ["x/1.jpg", "x/2.jpg", "x/3.jpg"]), ("night-2", ["x/1.jpg", "x/2.jpg"])):
         s = _settings(tmp_path, run_id, table=table)
         steps.persist(s, _staged(s, paths))
+    return table
+
+
+def test_the_readmes_pointer_query_reads_the_latest_run(tmp_path):
+    """README "Querying predictions", without a table: the pointer, then ``read_committed``."""
+    from batch_classify.results import read_committed
+
+    _two_nights(tmp_path)
     latest = read_latest(str(tmp_path / "out"), str(tmp_path / "in"), LOCAL)
     assert latest["run_id"] == "night-2" and read_committed(latest["run_uri"], LOCAL).num_rows == 2
 
-    pl = pytest.importorskip("polars")
-    runs = pl.scan_delta(table)
-    latest_rows = runs.filter(pl.col("committed_at") == pl.col("committed_at").max()).collect()
-    summary = runs.group_by("run_id").agg(n=pl.len(), top1=(pl.col("pred_index") == pl.col("label_index")).mean()).sort("run_id").collect()
-    assert set(latest_rows["run_id"]) == {"night-2"} and latest_rows.height == 2
-    assert summary["n"].to_list() == [3, 2]
-    assert pl.from_arrow(read_committed(latest["run_uri"], LOCAL)).height == 2
 
+def test_the_readmes_polars_lines(tmp_path):
+    """README "Querying predictions" with Polars, where installed (the user's tool, not a dependency)."""
+    pl = pytest.importorskip("polars")
+    runs = pl.scan_delta(_two_nights(tmp_path))
+    latest = runs.filter(pl.col("committed_at") == pl.col("committed_at").max()).collect()
+    summary = runs.group_by("run_id").agg(n=pl.len(), top1=(pl.col("pred_index") == pl.col("label_index")).mean()).sort("run_id").collect()
+    assert set(latest["run_id"]) == {"night-2"} and latest.height == 2
+    assert summary["n"].to_list() == [3, 2]
+
+
+def test_the_readmes_duckdb_lines(tmp_path):
+    """README "Querying predictions" with DuckDB, where installed (the user's tool, not a dependency)."""
     duckdb = pytest.importorskip("duckdb")
     import deltalake
 
-    runs = deltalake.DeltaTable(table).to_pyarrow_dataset()  # noqa: F841 - DuckDB reads it by name
-    latest_rows = duckdb.sql("SELECT * FROM runs WHERE run_id = (SELECT arg_max(run_id, committed_at) FROM runs)").fetchall()
+    runs = deltalake.DeltaTable(_two_nights(tmp_path)).to_pyarrow_dataset()  # noqa: F841 - DuckDB reads it by name
+    latest = duckdb.sql("SELECT * FROM runs WHERE run_id = (SELECT arg_max(run_id, committed_at) FROM runs)").fetchall()
     summary = duckdb.sql("SELECT run_id, count(*) AS n, avg((pred_index = label_index)::INT) AS top1 FROM runs GROUP BY run_id ORDER BY run_id").fetchall()
-    assert len(latest_rows) == 2 and [(r, n) for r, n, _ in summary] == [("night-1", 3), ("night-2", 2)]
+    assert len(latest) == 2 and [(r, n) for r, n, _ in summary] == [("night-1", 3), ("night-2", 2)]
