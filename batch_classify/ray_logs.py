@@ -94,6 +94,24 @@ def quiet_ray_core(verbose: bool) -> Iterator[None]:
         os.environ.pop(BACKEND_LOG_LEVEL, None)
 
 
+#: The Jobs API client's logger: it says "WebSocket closed for job … with close code 1000" at INFO
+#: each time a job's log stream ends as it should (``ray/dashboard/modules/job/sdk.py``).
+JOB_CLIENT_LOGGER = "ray.dashboard.modules.job.sdk"
+
+
+@contextlib.contextmanager
+def quiet_job_client(verbose: bool) -> Iterator[None]:
+    """While a Ray Job is followed: unless ``verbose``, the Jobs API client logs warnings and errors only."""
+    client = logging.getLogger(JOB_CLIENT_LOGGER)
+    level = client.level
+    if not verbose:
+        client.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        client.setLevel(level)
+
+
 class _Forward(logging.Handler):
     """Hands Ray Data's warnings and summary lines to ``logger``, prefixed ``ray data:``."""
 
