@@ -264,15 +264,6 @@ def test_only_the_run_layout_spells_the_run_folders_names(tmp_path):
     assert not spelled, spelled
 
 
-def test_the_local_stage_and_the_ray_job_submission_do_not_import_each_other():
-    """``job`` runs the stage on a local (or joined) Ray; ``cluster`` submits it as a Ray Job, whose
-    entry point (``stage_job``) calls ``job`` and reads its request with ``cluster``. Neither of the two imports the other (issue 13)."""
-    graph = _graph()
-    assert "batch_classify.cluster" not in _reach(graph, "batch_classify.steps")
-    assert "batch_classify.steps" not in _reach(graph, "batch_classify.cluster")
-    assert {"batch_classify.steps", "batch_classify.cluster"} <= graph["batch_classify.stage_job"]
-
-
 #: Ray's logging switches (``ray.init``'s keywords, the C++ core's variable, Ray Data's logger) and the
 #: Jobs API's log calls: only ``ray_logs`` and ``job_log`` use them (issue 14, "Logs").
 RAY_LOG_OWNERS = {"batch_classify.ray_logs": ("log_to_driver", "logging_level", "configure_logging",
@@ -306,3 +297,13 @@ def test_only_ray_logs_tunes_rays_logging_and_only_job_log_reads_a_jobs_log(tmp_
     for owner, names in RAY_LOG_OWNERS.items():  # and the owners do use theirs
         found = set(_ray_log_switches(_modules()[owner]))
         assert found and found <= set(names), (owner, found)
+
+
+def test_the_local_stage_and_the_ray_job_submission_do_not_import_each_other():
+    """``job`` runs the stage on a local (or joined) Ray; ``cluster`` submits it as a Ray Job, whose
+    entry point (``stage_job``) calls ``job`` and reads its request with ``cluster``. Neither of the two imports the other (issue 13)."""
+    graph = _graph()
+    assert "batch_classify.cluster" not in _reach(graph, "batch_classify.steps")
+    assert "batch_classify.steps" not in _reach(graph, "batch_classify.cluster")
+    assert {"batch_classify.steps", "batch_classify.cluster"} <= graph["batch_classify.stage_job"]
+
