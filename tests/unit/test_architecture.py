@@ -237,33 +237,6 @@ def test_long_modules_say_why_they_are_not_split():
     assert not unexplained, f"split these, or say why at the top ('{REASON} …'): {', '.join(unexplained)}"
 
 
-#: The names inside a run folder (``batch_classify.layout``): no other module spells them.
-RUN_FOLDER_NAMES = ("_SUCCESS", "_staging", "_jobs", "_LEASE", "_attempt.json", "failures.parquet",
-                    "report.json", "report.md", "report.html", ".pending")
-
-
-def _spelled_run_names(path: Path) -> list[str]:
-    """String literals (docstrings aside) in ``path`` that name a part of the run folder."""
-    tree = ast.parse(path.read_text())
-    docstrings = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)}
-    found = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
-            found += [f"{path.name}:{node.lineno}: {name}" for name in RUN_FOLDER_NAMES if name in node.value]
-    return found
-
-
-def test_only_the_run_layout_spells_the_run_folders_names(tmp_path):
-    """One owner of the run folder (issue 13): results, reuse, lease, cluster and the report ask a
-    ``RunLayout``; none spells ``_SUCCESS``, ``_staging`` or a report's file name."""
-    probe = tmp_path / "m.py"
-    probe.write_text('"""docstring: _SUCCESS is fine here."""\nx = "a/_staging/b"\n')
-    assert _spelled_run_names(probe) == ["m.py:2: _staging"]  # the check can fail
-    spelled = [hit for name, path in _modules().items() if name.startswith("batch_classify") and name != "batch_classify.layout"
-               for hit in _spelled_run_names(path)]
-    assert not spelled, spelled
-
-
 #: Ray's logging switches (``ray.init``'s keywords, the C++ core's variable, Ray Data's logger) and the
 #: Jobs API's log calls: only ``ray_logs`` and ``job_log`` use them (issue 14, "Logs").
 RAY_LOG_OWNERS = {"batch_classify.ray_logs": ("log_to_driver", "logging_level", "configure_logging",
@@ -297,6 +270,33 @@ def test_only_ray_logs_tunes_rays_logging_and_only_job_log_reads_a_jobs_log(tmp_
     for owner, names in RAY_LOG_OWNERS.items():  # and the owners do use theirs
         found = set(_ray_log_switches(_modules()[owner]))
         assert found and found <= set(names), (owner, found)
+
+
+#: The names inside a run folder (``batch_classify.layout``): no other module spells them.
+RUN_FOLDER_NAMES = ("_SUCCESS", "_staging", "_jobs", "_LEASE", "_attempt.json", "failures.parquet",
+                    "report.json", "report.md", "report.html", ".pending")
+
+
+def _spelled_run_names(path: Path) -> list[str]:
+    """String literals (docstrings aside) in ``path`` that name a part of the run folder."""
+    tree = ast.parse(path.read_text())
+    docstrings = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            found += [f"{path.name}:{node.lineno}: {name}" for name in RUN_FOLDER_NAMES if name in node.value]
+    return found
+
+
+def test_only_the_run_layout_spells_the_run_folders_names(tmp_path):
+    """One owner of the run folder (issue 13): results, reuse, lease, cluster and the report ask a
+    ``RunLayout``; none spells ``_SUCCESS``, ``_staging`` or a report's file name."""
+    probe = tmp_path / "m.py"
+    probe.write_text('"""docstring: _SUCCESS is fine here."""\nx = "a/_staging/b"\n')
+    assert _spelled_run_names(probe) == ["m.py:2: _staging"]  # the check can fail
+    spelled = [hit for name, path in _modules().items() if name.startswith("batch_classify") and name != "batch_classify.layout"
+               for hit in _spelled_run_names(path)]
+    assert not spelled, spelled
 
 
 def test_the_local_stage_and_the_ray_job_submission_do_not_import_each_other():
