@@ -306,4 +306,3 @@ def test_the_local_stage_and_the_ray_job_submission_do_not_import_each_other():
     assert "batch_classify.cluster" not in _reach(graph, "batch_classify.steps")
     assert "batch_classify.steps" not in _reach(graph, "batch_classify.cluster")
     assert {"batch_classify.steps", "batch_classify.cluster"} <= graph["batch_classify.stage_job"]
-
