@@ -49,7 +49,6 @@ import secrets
 import shlex
 import shutil
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -60,7 +59,9 @@ import pyarrow.parquet as pq
 import batch_classify
 from batch_classify.errors import BatchClassifyError, ConfigError
 from batch_classify.inference import InferenceOutcome, StageResult
+from batch_classify.job_log import follow
 from batch_classify.plan import ClusterPlan
+from batch_classify.ray_logs import quiet_job_client
 from batch_classify.layout import RunLayout
 from batch_classify.listing import ImageRecord, ListFailure, Listing
 from batch_classify.results import StagedRun
@@ -287,15 +288,15 @@ def run_inference_job(
     """Run :func:`batch_classify.steps.infer` as a Ray Job on the cluster at ``settings.ray_address``.
 
     Writes the request under :func:`job_folder`, submits the job with the package as its working
-    directory, passes each line of the job's log to ``echo`` as it arrives (polled every
-    ``poll_seconds`` seconds; under a Prefect task, whose flow logs prints, the lines become the task
-    run's log), and reads the job's ``result.json`` when it succeeds. Interrupted (an exception or
+    directory, passes each line of the job's log to ``echo`` as it arrives (streamed by
+    ``JobSubmissionClient.tail_job_logs``, see :func:`batch_classify.job_log.follow`; under a Prefect task, whose flow logs
+    prints, the lines become the task run's log), and reads the job's ``result.json`` when it succeeds. Interrupted (an exception or
     ``KeyboardInterrupt`` while watching), it asks the cluster to stop the job, best effort.
 
     Args:
         echo: called with each log line of the job, and with one line naming the job when submitted;
             default: ``print`` as it is at the time of the call (Prefect's ``log_prints`` replaces it).
-        poll_seconds: seconds between two looks at the job's status and log.
+        poll_seconds: seconds between two looks at the job's status (the log is streamed meanwhile).
 
     Raises:
         StageJobFailed: the job ended FAILED or STOPPED (message: job id, status, the last lines of
@@ -321,7 +322,8 @@ def run_inference_job(
         )
     try:
         echo(f"submitted ray job {submission_id} to {address} ({len(listing.records)} images)")
-        status, logs = _follow(client, submission_id, echo=echo, poll_seconds=poll_seconds)
+        with quiet_job_client(settings.verbose):
+            status, logs = follow(client, submission_id, echo=echo, poll_seconds=poll_seconds)
     except BaseException:  # interrupted, cancelled, or the Jobs API stopped answering: do not leave it running
         try:
             if client.stop_job(submission_id):
@@ -347,20 +349,3 @@ def run_inference_job(
             submission_id=submission_id, status=str(status), log_tail=_tail(logs),
         ) from err
     return outcome
-
-
-def _follow(client, submission_id: str, *, echo: Callable[[str], None], poll_seconds: float):
-    """Echo the job's log line by line until the job ends; returns (final status, whole log)."""
-    shown = 0  # characters of the log already echoed (whole lines only)
-    while True:
-        status = client.get_job_status(submission_id)  # before the log: a terminal status means a whole log
-        logs = client.get_job_logs(submission_id)
-        done = status.is_terminal()
-        end = len(logs) if done else logs.rfind("\n", shown) + 1
-        if end > shown:
-            for line in logs[shown:end].splitlines():
-                echo(line)
-            shown = end
-        if done:
-            return status, logs
-        time.sleep(poll_seconds)

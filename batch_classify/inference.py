@@ -37,6 +37,7 @@ from batch_classify.errors import ConfigError
 from batch_classify.models import ModelSpec, get_spec
 from batch_classify.plan import ClusterPlan
 from batch_classify.preprocess import DEFAULT_MAX_PIXELS, ClassificationPreset, DecodeError
+from batch_classify.ray_logs import PROGRESS_EVERY, LoggerLike, stage_logging
 from batch_classify.reading import ReadBreaker, read_rows
 from batch_classify.storage import DEFAULT_READ_TIMEOUT, StorageOptions
 
@@ -260,6 +261,9 @@ def run_stage(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     restricted_classes: tuple[int, ...] | None = None,
     read_timeout: float = DEFAULT_READ_TIMEOUT,
+    logger: LoggerLike | None = None,
+    verbose: bool = False,
+    progress_every: float = PROGRESS_EVERY,
 ) -> StageResult:
     """Run the Ray Data pipeline over ``records`` and hand every output batch to ``on_batch``.
 
@@ -267,6 +271,10 @@ def run_stage(
     ``onnx_blob``: the driver's export for ``plan.runtime == "onnx"`` (exported here when None).
     ``restricted_classes``: see :class:`Classifier`. ``read_timeout``: seconds per image read
     (see :func:`read_many`).
+
+    ``logger`` (default: this module's) gets Ray Data's warnings and summary lines and a progress
+    line every ``progress_every`` seconds (:func:`batch_classify.ray_logs.stage_logging`); unless
+    ``verbose``, Ray Data's console output and progress bars stay off the terminal.
 
     Output batches pass through a :class:`ReadBreaker` after ``on_batch``: when
     ``UNREACHABLE_READS_TO_TRIP`` consecutive rows could not reach the storage, the stage stops
@@ -283,62 +291,65 @@ def run_stage(
     preset = get_spec(model_name, storage).preset  # resolved once here: decoding tasks need not read a folder
     if plan.runtime == "onnx" and onnx_blob is None:
         onnx_blob = onnx_model(model_name, weights, storage)
-    ds = ray.data.from_items(records, override_num_blocks=max(1, min(len(records) // batch_size, 200)))
-    if plan.decode == "device":  # the tasks read and check headers; the model actors decode
-        first, kwargs = read_batch, {"storage": storage, "max_pixels": max_pixels, "read_timeout": read_timeout}
-    else:
-        first = decode_batch
-        kwargs = {"preset": preset, "storage": storage, "max_pixels": max_pixels, "read_timeout": read_timeout}
-    ds = ds.map_batches(
-        first,
-        batch_size=batch_size,
-        batch_format="numpy",
-        fn_kwargs=kwargs,
-        num_cpus=plan.cpus_per_decode_task,
-        # Reserve what a batch of decodes holds. Ray Data fuses a task stage into the next actor
-        # stage only when their resource requests match, so this also keeps decoding in its own
-        # tasks, beside inference, instead of one after the other inside the model actors
-        # (measured in BENCHMARKS.md).
-        memory=batch_size * DECODE_MEMORY_PER_IMAGE,
-    )
-    ds = ds.map_batches(
-        Classifier,
-        batch_size=batch_size,
-        batch_format="numpy",
-        fn_constructor_kwargs={
-            "model_name": model_name,
-            "weights": weights,
-            "storage": storage,
-            "device": plan.device,
-            "num_threads": plan.threads_per_actor,
-            "runtime": plan.runtime,
-            "compile": compile,
-            "onnx_blob": onnx_blob,
-            "restricted_classes": restricted_classes,
-            "decode": plan.decode,
-            "max_pixels": max_pixels,
-        },
-        compute=ray.data.ActorPoolStrategy(size=plan.num_actors),
-        num_gpus=plan.num_gpus_per_actor,
-        num_cpus=plan.cpus_per_actor,
-    )
-    seen: set[str] = set()
-    duplicates = 0
-    n_failed = 0
-    first_at = last_at = math.nan
-    n_first = 0
-    breaker = ReadBreaker(storage)
-    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        for p in batch["path"]:
-            if p in seen:
-                duplicates += 1
-            seen.add(p)
-        n_failed += int(np.count_nonzero(batch["error"] != ""))
-        on_batch(batch)
-        breaker.observe(batch)
-        last_at = time.perf_counter()
-        if math.isnan(first_at):
-            first_at, n_first = last_at, len(batch["path"])
+    with stage_logging(logger or log, total=len(records), verbose=verbose, every=progress_every) as progress:
+        ds = ray.data.from_items(records, override_num_blocks=max(1, min(len(records) // batch_size, 200)))
+        if plan.decode == "device":  # the tasks read and check headers; the model actors decode
+            first, kwargs = read_batch, {"storage": storage, "max_pixels": max_pixels, "read_timeout": read_timeout}
+        else:
+            first = decode_batch
+            kwargs = {"preset": preset, "storage": storage, "max_pixels": max_pixels, "read_timeout": read_timeout}
+        ds = ds.map_batches(
+            first,
+            batch_size=batch_size,
+            batch_format="numpy",
+            fn_kwargs=kwargs,
+            num_cpus=plan.cpus_per_decode_task,
+            # Reserve what a batch of decodes holds. Ray Data fuses a task stage into the next actor
+            # stage only when their resource requests match, so this also keeps decoding in its own
+            # tasks, beside inference, instead of one after the other inside the model actors
+            # (measured in BENCHMARKS.md).
+            memory=batch_size * DECODE_MEMORY_PER_IMAGE,
+        )
+        ds = ds.map_batches(
+            Classifier,
+            batch_size=batch_size,
+            batch_format="numpy",
+            fn_constructor_kwargs={
+                "model_name": model_name,
+                "weights": weights,
+                "storage": storage,
+                "device": plan.device,
+                "num_threads": plan.threads_per_actor,
+                "runtime": plan.runtime,
+                "compile": compile,
+                "onnx_blob": onnx_blob,
+                "restricted_classes": restricted_classes,
+                "decode": plan.decode,
+                "max_pixels": max_pixels,
+            },
+            compute=ray.data.ActorPoolStrategy(size=plan.num_actors),
+            num_gpus=plan.num_gpus_per_actor,
+            num_cpus=plan.cpus_per_actor,
+        )
+        seen: set[str] = set()
+        duplicates = 0
+        n_failed = 0
+        first_at = last_at = math.nan
+        n_first = 0
+        breaker = ReadBreaker(storage)
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            for p in batch["path"]:
+                if p in seen:
+                    duplicates += 1
+                seen.add(p)
+            n_failed += int(np.count_nonzero(batch["error"] != ""))
+            on_batch(batch)
+            progress.update(len(seen))
+            breaker.observe(batch)
+            last_at = time.perf_counter()
+            if math.isnan(first_at):
+                first_at, n_first = last_at, len(batch["path"])
+        progress.finish()
     expected = {r["path"] for r in records}
     missing = expected - seen
     if missing or duplicates or seen - expected:

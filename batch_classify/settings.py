@@ -219,6 +219,14 @@ class RunSettings(BaseSettings):
         gt=0,
         description="Rows per staged Parquet file; a crash loses at most this many predictions to a resume.",
     )
+    verbose: bool = Field(
+        False,
+        description=(
+            "Show Ray's own output on the terminal: its INFO log, its workers' output, Ray Data's progress bars "
+            "and its C++ core's log lines. Off: Ray's errors only; Ray Data's warnings, its summary and a progress "
+            "line every 10 s go to the infer task's log."
+        ),
+    )
 
     @field_validator("run_id")
     @classmethod

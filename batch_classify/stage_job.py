@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = False  # bars are noise in a streamed log
-    outcome = steps.infer(settings, listing, label_map)
+    outcome = steps.infer(settings, listing, label_map, logger=log)  # Ray Data's summary in the job's log
     cluster.write_result(args.request, outcome, storage)
     s = outcome.staged
     log.info("stage job for run %s: staged %d predicted (%d reused), %d failed", settings.run_id,

@@ -23,6 +23,7 @@ from batch_classify.listing import NO_LABELS, Listing, list_images
 from batch_classify.model_folder import CONFIG_FILE
 from batch_classify.models import ModelError, ModelSpec, get_spec
 from batch_classify.plan import ClusterPlan, plan_cluster
+from batch_classify.ray_logs import LoggerLike, quiet_ray_core, ray_init_kwargs
 from batch_classify.reading import EndpointUnreachable
 from batch_classify.report.build import build_report
 from batch_classify.results import (
@@ -178,18 +179,22 @@ def validate(settings: RunSettings, listing: Listing) -> Validation:
 
 
 def _ray_init(settings: RunSettings) -> bool:
-    """Start or join Ray unless this process already has it. Returns whether we started it."""
+    """Start or join Ray unless this process already has it. Returns whether we started it.
+
+    Ray's own output stays off the terminal unless ``settings.verbose`` (:mod:`batch_classify.ray_logs`).
+    """
     import ray
 
     if ray.is_initialized():
         return False
-    kwargs = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": True}
-    if settings.ray_address:
-        ray.init(address=settings.ray_address, **kwargs)
-    else:
-        # address="local": a new Ray for this run, even where a stale /tmp/ray/ray_current_cluster
-        # names some other cluster (Ray would otherwise try to join it).
-        ray.init(address="local", num_cpus=settings.num_cpus, **kwargs)
+    kwargs = ray_init_kwargs(settings.verbose)
+    with quiet_ray_core(settings.verbose):
+        if settings.ray_address:
+            ray.init(address=settings.ray_address, **kwargs)
+        else:
+            # address="local": a new Ray for this run, even where a stale /tmp/ray/ray_current_cluster
+            # names some other cluster (Ray would otherwise try to join it).
+            ray.init(address="local", num_cpus=settings.num_cpus, **kwargs)
     return True
 
 
@@ -198,6 +203,7 @@ def infer(
     listing: Listing,
     label_map: dict[str, int],
     progress: Callable[[int, int], None] | None = None,
+    logger: LoggerLike | None = None,
 ) -> InferenceOutcome:
     """Step 3: reuse what may be reused, run the Ray Data stage on the rest; output streams into
     staging files under ``OUTPUT/RUN_ID/_staging``.
@@ -212,6 +218,9 @@ def infer(
 
     ``progress(done, total)`` is called after each output batch (images predicted or failed so
     far, reused ones included; all listed images), on local Ray and a cluster driver only.
+    ``logger`` (a :class:`logging.Logger` or adapter; default: :mod:`batch_classify.inference`'s)
+    gets Ray Data's warnings, its summary lines and a progress line every 10 s
+    (:func:`batch_classify.ray_logs.stage_logging`).
 
     Raises:
         RuntimeError: the output does not hold every listed image exactly once, and one ``list``
@@ -265,7 +274,7 @@ def infer(
         progress(len(reused), total)
 
     try:
-        stage = _run_ray_stage(settings, storage, todo, on_batch, label_classes, spec=spec) if todo else None
+        stage = _run_ray_stage(settings, storage, todo, on_batch, label_classes, spec=spec, logger=logger) if todo else None
     except EndpointUnreachable as err:
         raise _stopped_unreachable(err, writer, settings) from err
     writer.write_list_failures(listing.list_failures)  # one failure per folder the listing could not list
@@ -302,6 +311,7 @@ def _run_ray_stage(
     label_classes: list[int] | None,
     *,
     spec: ModelSpec,
+    logger: LoggerLike | None = None,
 ) -> StageResult:
     import ray
 
@@ -333,6 +343,8 @@ def _run_ray_stage(
             on_batch=on_batch,
             restricted_classes=tuple(label_classes) if label_classes else None,
             read_timeout=settings.read_timeout,
+            logger=logger,
+            verbose=settings.verbose,
         )
     finally:
         if started:

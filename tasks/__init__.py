@@ -179,7 +179,8 @@ def infer(settings: RunSettings, listing: Listing, label_map: dict[str, int]) ->
         if cluster.uses_jobs_api(settings.ray_address):
             outcome = cluster.run_inference_job(settings, listing, label_map)
         else:
-            outcome = steps.infer(settings, listing, label_map, progress=progress.update)
+            # Ray Data's warnings, summary and a progress line every 10 s go into this task run's log.
+            outcome = steps.infer(settings, listing, label_map, progress=progress.update, logger=get_run_logger())
     s = outcome.stage
     if outcome.staged.n_reused:
         print(f"reused {outcome.staged.n_reused} predictions from {', '.join(outcome.reused_from)}")

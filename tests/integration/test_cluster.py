@@ -378,3 +378,51 @@ def test_interrupted_watcher_stops_its_job(ray_cluster, photos, tmp_path):
         (stopped,) = ray_cluster.jobs("cl-stop")
     assert stopped.status == "STOPPED"
     assert f"submitted ray job {stopped.submission_id}" in out
+
+
+SLOW_PRINTER = (
+    "import sys, time\n"
+    "for i in range(6):\n"
+    "    print(f'line {i}', flush=True); time.sleep(0.5)\n"
+    "print('no newline at the end', end='', flush=True)\n"
+    "sys.exit(int(sys.argv[1]))\n"
+)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("code", [0, 3])
+def test_watcher_streams_the_log_instead_of_downloading_it_on_every_poll(ray_cluster, code):
+    """Each line of the job's log is echoed once, in order, as it comes through the Jobs API's log
+    stream; the whole log is never downloaded (the client counts it), and the final status and the
+    whole log are returned as before, for a job that succeeds and one that fails."""
+    import shlex
+
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    from batch_classify.job_log import follow
+
+    class CountingClient(JobSubmissionClient):
+        downloads = 0
+
+        def get_job_logs(self, job_id):
+            CountingClient.downloads += 1
+            return super().get_job_logs(job_id)
+
+    client = CountingClient(ray_cluster.address)
+    submission_id = client.submit_job(entrypoint=f"python -c {shlex.quote(SLOW_PRINTER)} {code}")
+    lines: list[str] = []
+    started = time.monotonic()
+    when: dict[str, float] = {}
+
+    def echo(line: str) -> None:
+        lines.append(line)
+        when.setdefault(line, time.monotonic())
+
+    status, logs = follow(client, submission_id, echo=echo, poll_seconds=0.2)
+    assert status == (JobStatus.SUCCEEDED if code == 0 else JobStatus.FAILED)
+    assert logs == client.get_job_logs(submission_id)  # the whole log, as the Jobs API holds it
+    assert lines == logs.splitlines()  # each line once, in order (Ray's own first: "Runtime env is setting up.")
+    assert lines[-7:] == [f"line {i}" for i in range(6)] + ["no newline at the end"]
+    assert CountingClient.downloads == 1  # only the check just above: follow never downloaded it
+    assert when["line 5"] - when["line 0"] > 1.5  # echoed as printed (0.5 s apart), not all at the end
+    assert time.monotonic() - started < 60

@@ -243,6 +243,41 @@ def test_long_modules_say_why_they_are_not_split():
     assert not unexplained, f"split these, or say why at the top ('{REASON} …'): {', '.join(unexplained)}"
 
 
+#: Ray's logging switches (``ray.init``'s keywords, the C++ core's variable, Ray Data's logger) and the
+#: Jobs API's log calls: only ``ray_logs`` and ``job_log`` use them (issue 14, "Logs").
+RAY_LOG_OWNERS = {"batch_classify.ray_logs": ("log_to_driver", "logging_level", "configure_logging",
+                                              "RAY_BACKEND_LOG_LEVEL", "ray.data"),
+                  "batch_classify.job_log": ("get_job_logs", "tail_job_logs")}
+
+
+def _ray_log_switches(path: Path) -> list[str]:
+    """Keyword arguments, attributes and string literals (docstrings aside) in ``path`` naming one of them."""
+    names = {n for owned in RAY_LOG_OWNERS.values() for n in owned}
+    tree = ast.parse(path.read_text())
+    docstrings = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.keyword) and node.arg in names:
+            found.append(node.arg)
+        elif isinstance(node, ast.Attribute) and node.attr in names:
+            found.append(node.attr)
+        elif isinstance(node, ast.Constant) and node.value in names and id(node) not in docstrings:
+            found.append(node.value)
+    return found
+
+
+def test_only_ray_logs_tunes_rays_logging_and_only_job_log_reads_a_jobs_log(tmp_path):
+    probe = tmp_path / "m.py"
+    probe.write_text('"""ray.data"""\nray.init(log_to_driver=False)\nlogging.getLogger("ray.data")\nc.get_job_logs(i)\n')
+    assert sorted(_ray_log_switches(probe)) == ["get_job_logs", "log_to_driver", "ray.data"]  # the check can fail
+    elsewhere = {name: hits for name, path in _modules().items() if name not in RAY_LOG_OWNERS
+                 if (hits := _ray_log_switches(path))}
+    assert not elsewhere, elsewhere
+    for owner, names in RAY_LOG_OWNERS.items():  # and the owners do use theirs
+        found = set(_ray_log_switches(_modules()[owner]))
+        assert found and found <= set(names), (owner, found)
+
+
 #: The names inside a run folder (``batch_classify.layout``): no other module spells them.
 RUN_FOLDER_NAMES = ("_SUCCESS", "_staging", "_jobs", "_LEASE", "_attempt.json", "failures.parquet",
                     "report.json", "report.md", "report.html", ".pending")
