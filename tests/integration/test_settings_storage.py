@@ -1,3 +1,4 @@
+import os
 import re
 
 import pytest
@@ -28,7 +29,8 @@ def test_environment_fills_what_the_entry_point_left(monkeypatch):
     s = RunSettings(input="i", output="o/")
     assert (s.model, s.ray_address, s.s3_endpoint_url) == ("resnet50", "ray://head:10001", "http://127.0.0.1:9000")
     assert RunSettings(input="i", output="o", model="efficientnet_lite0").model == "efficientnet_lite0"
-    assert s.run_uri() == f"o/{s.run_id}"
+    assert s.run_uri() == f"{os.getcwd()}/o/{s.run_id}"  # output stored absolute, no trailing "/"
+    assert (s.input, RunSettings(input="s3a://b//x/./y/", output="o").input) == (f"{os.getcwd()}/i", "s3://b/x/y")
 
 
 def test_uri_helpers():
@@ -61,7 +63,7 @@ def test_empty_or_root_uris_are_refused_at_the_entry_point(field, uri):
     assert RunSettings(input="s3://bucket", output="s3://bucket/").run_uri().startswith("s3://bucket/")
 
 
-@pytest.mark.parametrize(("run_id", "message"), [("-rf", "not start with '.' or '-'"), ("x" * 201, "longer than 200")])
+@pytest.mark.parametrize(("run_id", "message"), [("-rf", "not start with '.', '-' or '_'"), ("_latest", "not start with '.', '-' or '_'"), ("x" * 201, "longer than 200")])
 def test_run_ids_a_file_system_or_a_command_line_would_trip_on_are_refused(run_id, message):
     with pytest.raises(ValidationError, match=message):
         RunSettings(input="i", output="o", run_id=run_id)
