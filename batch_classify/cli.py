@@ -297,7 +297,7 @@ def _validation_message(exc) -> str:
 
 @app.command()
 @settings_options(
-    ServeSettings, ("input", "output", "model", "nightly_cron", "timezone", "reprocess_prefix", "incremental"),
+    ServeSettings, ("input", "output", "model", "table", "nightly_cron", "timezone", "reprocess_prefix", "incremental"),
     names={**SHORT, "nightly_cron": ("--cron",)}, required=False,
 )
 def serve(
