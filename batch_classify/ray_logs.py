@@ -202,3 +202,29 @@ def stage_logging(logger: LoggerLike, *, total: int, verbose: bool = False,
         for handler, level in muted:
             handler.setLevel(level)
         context.enable_progress_bars = bars
+
+
+def start_ray(address: str | None, *, num_cpus: int | None, verbose: bool) -> bool:
+    """Start or join Ray unless this process already has it, with Ray's output kept off the terminal
+    unless ``verbose`` (:func:`ray_init_kwargs`, :func:`quiet_ray_core`).
+
+    Args:
+        address: an existing cluster (``ray://``, ``host:port``, ``auto``); None: a new local Ray.
+        num_cpus: CPUs of a new local Ray (None: all).
+
+    Returns:
+        whether this call started Ray (the caller shuts it down).
+    """
+    import ray
+
+    if ray.is_initialized():
+        return False
+    kwargs = ray_init_kwargs(verbose)
+    with quiet_ray_core(verbose):
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            # address="local": a new Ray for this run, even where a stale /tmp/ray/ray_current_cluster
+            # names some other cluster (Ray would otherwise try to join it).
+            ray.init(address="local", num_cpus=num_cpus, **kwargs)
+    return True

@@ -23,7 +23,7 @@ from batch_classify.listing import NO_LABELS, Listing, list_images
 from batch_classify.model_folder import CONFIG_FILE
 from batch_classify.models import ModelError, ModelSpec, get_spec
 from batch_classify.plan import ClusterPlan, plan_cluster
-from batch_classify.ray_logs import LoggerLike, quiet_ray_core, ray_init_kwargs
+from batch_classify.ray_logs import LoggerLike, start_ray
 from batch_classify.reading import EndpointUnreachable
 from batch_classify.report.build import build_report
 from batch_classify.results import (
@@ -178,26 +178,6 @@ def validate(settings: RunSettings, listing: Listing) -> Validation:
     )
 
 
-def _ray_init(settings: RunSettings) -> bool:
-    """Start or join Ray unless this process already has it. Returns whether we started it.
-
-    Ray's own output stays off the terminal unless ``settings.verbose`` (:mod:`batch_classify.ray_logs`).
-    """
-    import ray
-
-    if ray.is_initialized():
-        return False
-    kwargs = ray_init_kwargs(settings.verbose)
-    with quiet_ray_core(settings.verbose):
-        if settings.ray_address:
-            ray.init(address=settings.ray_address, **kwargs)
-        else:
-            # address="local": a new Ray for this run, even where a stale /tmp/ray/ray_current_cluster
-            # names some other cluster (Ray would otherwise try to join it).
-            ray.init(address="local", num_cpus=settings.num_cpus, **kwargs)
-    return True
-
-
 def infer(
     settings: RunSettings,
     listing: Listing,
@@ -315,7 +295,7 @@ def _run_ray_stage(
 ) -> StageResult:
     import ray
 
-    started = _ray_init(settings)
+    started = start_ray(settings.ray_address, num_cpus=settings.num_cpus, verbose=settings.verbose)
     try:
         plan: ClusterPlan = plan_cluster(
             ray.cluster_resources(),
