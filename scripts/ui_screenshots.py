@@ -8,8 +8,8 @@ Chromium (``/usr/bin/chromium``, through Playwright) over the pages. Nothing is 
 
     python scripts/ui_screenshots.py --photos ../shared/imagenet-sample --out /tmp/shots
 
-Writes ``deployment-form.png``, ``flow-runs.png``, ``regressed-run.png`` (and the server and serve
-logs) under ``--out``.
+Writes ``deployment-form.png``, ``flow-runs.png``, ``regressed-run.png``, ``report-page.png`` (the
+regressed run's report.html) and the server and serve logs under ``--out``.
 """
 
 from __future__ import annotations
@@ -123,13 +123,18 @@ def main() -> None:
 
         from playwright.sync_api import sync_playwright
 
+        import json
+
+        reports = [json.loads(p.read_text()) for p in (work / "out").glob("*/report.json")]
+        (regressed,) = [r for r in reports if (r.get("comparison") or {}).get("regressed")]
         ui = f"http://127.0.0.1:{port}"
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1440, "height": 1000})
             for url, file, height in ((f"{ui}/deployments/deployment/{nightly.id}/run", "deployment-form.png", 5200),
                                       (f"{ui}/runs", "flow-runs.png", 1000),
-                                      (f"{ui}/runs/flow-run/{runs[-1].id}", "regressed-run.png", 1000)):
+                                      (f"{ui}/runs/flow-run/{runs[-1].id}", "regressed-run.png", 1000),
+                                      (f"file://{regressed['run_uri']}/report.html", "report-page.png", 1000)):
                 page.set_viewport_size({"width": 1440, "height": height})  # the form scrolls inside the page
                 page.goto(url, wait_until="networkidle")
                 time.sleep(3)
