@@ -15,7 +15,6 @@ import typing
 from typing import Annotated, Any
 
 from prefect import flow
-from prefect.runtime import flow_run
 from prefect.states import Completed
 from pydantic import Field, TypeAdapter, WithJsonSchema
 from pydantic.fields import FieldInfo

@@ -23,26 +23,47 @@ def task_runs_of(flow_run_id) -> list:
     return asyncio.run(read())
 
 
+def logs_of(flow_run_id) -> list[tuple[int, str]]:
+    """(level, message) of every log record of a flow run and its task runs, oldest first, as the
+    Prefect API holds them (the records this process still buffers are sent first)."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.sorting import LogSort
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler().flush()
+
+    async def read():
+        out = []
+        async with get_client() as client:
+            while True:
+                page = await client.read_logs(
+                    log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])),
+                    limit=200, offset=len(out), sort=LogSort.TIMESTAMP_ASC,
+                )
+                out += page
+                if len(page) < 200:
+                    return [(log.level, log.message) for log in out]
+
+    return asyncio.run(read())
+
+
 def flow_run_logs(name_part: str) -> list[str]:
     """The log messages of the one flow run whose name contains ``name_part`` (a run id), oldest first."""
     from prefect import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName, LogFilter, LogFilterFlowRunId
-    from prefect.client.schemas.sorting import FlowRunSort, LogSort
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+    from prefect.client.schemas.sorting import FlowRunSort
 
-    async def read():
+    async def find():
         async with get_client() as client:
-            runs = await client.read_flow_runs(
+            return await client.read_flow_runs(
                 flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=name_part)),
                 sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=5, offset=0,
             )
-            assert len(runs) == 1, [r.name for r in runs]
-            logs = await client.read_logs(
-                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[runs[0].id])),
-                sort=LogSort.TIMESTAMP_ASC, limit=200, offset=0,
-            )
-            return [log.message for log in logs]
 
-    return asyncio.run(read())
+    runs = asyncio.run(find())
+    assert len(runs) == 1, [r.name for r in runs]
+    return [message for _, message in logs_of(runs[0].id)]
 
 
 def task_states(flow_run_id) -> dict[str, str]:

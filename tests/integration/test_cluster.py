@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import os
@@ -21,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 from helpers.net import FAKE_AWS, free_port
 from helpers.photos import arrange_in_wnid_folders
+from helpers.prefect_api import logs_of
 
 from batch_classify import cluster, steps
 from batch_classify.inference import InferenceOutcome, StageResult
@@ -197,30 +197,6 @@ def ray_cluster(photos):
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def _prefect_logs(flow_run_id) -> list[str]:
-    """Every log message of a flow run and its task runs, as the Prefect API holds them."""
-    from prefect import get_client
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
-    from prefect.client.schemas.sorting import LogSort
-    from prefect.logging.handlers import APILogHandler
-
-    APILogHandler().flush()
-
-    async def read():
-        out = []
-        async with get_client() as client:
-            while True:
-                page = await client.read_logs(
-                    log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])),
-                    limit=200, offset=len(out), sort=LogSort.TIMESTAMP_ASC,
-                )
-                out += page
-                if len(page) < 200:
-                    return [log.message for log in out]
-
-    return asyncio.run(read())
-
-
 def _task_run(flow_run_id, name: str):
     from helpers.prefect_api import task_runs_of
 
@@ -259,7 +235,7 @@ def test_flow_submits_the_stage_as_a_ray_job_that_runs_on_both_nodes(ray_cluster
     assert len(where["decode"] | where["model"]) == 2 and where["decode"] | where["model"] <= ray_cluster.alive_nodes()
 
     # the job's own log lines are in the infer task run's log
-    logs = _prefect_logs(flow_run_id)
+    logs = [message for _, message in logs_of(flow_run_id)]
     assert any(f"submitted ray job {ray_job.submission_id}" in m for m in logs)
     assert any("inference plan: ClusterPlan(device='cpu', num_actors=1" in m for m in logs)
     shipped = [m for m in logs if "stage job for run cl-flow: 40 listed images" in m]

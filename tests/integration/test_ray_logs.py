@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import re
@@ -11,6 +10,7 @@ import sys
 
 import pytest
 from helpers.photos import arrange_in_wnid_folders
+from helpers.prefect_api import logs_of
 
 from batch_classify.settings import RunSettings
 
@@ -24,30 +24,6 @@ RAY_PY_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\s+(INFO|WARNING|E
 RAY_CPP_LINE = re.compile(r"^\[\d{4}-\d\d-\d\d [\d:,]+ ([IWEF]) \d+ \d+\] (\S+\.cc):\d+: (.*)$", re.M)
 
 
-def _flow_run_logs(flow_run_id) -> list[str]:
-    """Every log message of a flow run and its task runs, as the Prefect API holds them."""
-    from prefect import get_client
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
-    from prefect.client.schemas.sorting import LogSort
-    from prefect.logging.handlers import APILogHandler
-
-    APILogHandler().flush()
-
-    async def read():
-        out = []
-        async with get_client() as client:
-            while True:
-                page = await client.read_logs(
-                    log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])),
-                    limit=200, offset=len(out), sort=LogSort.TIMESTAMP_ASC,
-                )
-                out += page
-                if len(page) < 200:
-                    return [(log.level, log.message) for log in out]
-
-    return asyncio.run(read())
-
-
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_harness", "ray_local")
 def test_ray_data_summary_and_progress_reach_the_flow_run_log(photos, tmp_path):
@@ -57,7 +33,7 @@ def test_ray_data_summary_and_progress_reach_the_flow_run_log(photos, tmp_path):
     settings = RunSettings(input=str(src), output=str(tmp_path / "out"), model=MODEL, run_id="logs-1", batch_size=4)
     state = classify_images(settings, return_state=True)
     assert state.is_completed(), state.message
-    logs = _flow_run_logs(state.state_details.flow_run_id)
+    logs = logs_of(state.state_details.flow_run_id)
     messages = [m for _, m in logs]
     # Ray Data's own summary lines, through the task run's logger: start (with its log folder), plan, end
     assert any(m.startswith("ray data: Starting execution of Dataset") and "Full logs are in" in m for m in messages), messages
