@@ -27,11 +27,11 @@ RAY_CPP_LINE = re.compile(r"^\[\d{4}-\d\d-\d\d [\d:,]+ ([IWEF]) \d+ \d+\] (\S+\.
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_harness", "ray_local")
 def test_ray_data_summary_and_progress_reach_the_flow_run_log(photos, tmp_path):
-    from batch_classify.flows import classify_images
+    from batch_classify.flows import classify
 
     src = arrange_in_wnid_folders(photos[:12], tmp_path / "in")
     settings = RunSettings(input=str(src), output=str(tmp_path / "out"), model=MODEL, run_id="logs-1", batch_size=4)
-    state = classify_images(settings, return_state=True)
+    state = classify(settings, return_state=True)
     assert state.is_completed(), state.message
     logs = logs_of(state.state_details.flow_run_id)
     messages = [m for _, m in logs]
