@@ -17,6 +17,11 @@ from typing import Annotated, Any
 from prefect import flow
 from prefect.states import Completed
 from pydantic import Field, TypeAdapter, WithJsonSchema
+
+try:  # pydantic 2.14 moved it out of experimental
+    from pydantic import MISSING
+except ImportError:  # pydantic 2.12, 2.13
+    from pydantic.experimental.missing_sentinel import MISSING
 from pydantic.fields import FieldInfo
 
 from batch_classify.settings import RunSettings
@@ -49,20 +54,23 @@ def _optional_inner(annotation: Any) -> Any | None:
 def _parameter(name: str, field: FieldInfo) -> inspect.Parameter:
     """The flow parameter of one ``RunSettings`` field: its type, constraints, default and description.
 
-    A default computed at run time (``run_id``, ``cache_dir``) becomes None ("leave empty"). An
-    optional field's JSON schema is its inner type's (with the constraints), so the Prefect UI shows
-    one optional input, not a choice between the type and "None"."""
+    A field whose default is None, or computed at run time (``run_id``, ``cache_dir``), becomes an
+    optional parameter whose default is pydantic's ``MISSING``: its JSON schema is the inner type's
+    (with the constraints) and holds no default, so the Prefect UI shows one empty optional input.
+    (With ``default: null`` the UI fills in null and refuses it, "None is not of type 'string'"; with
+    ``anyOf [X, null]`` it shows a choice between X and "None": both measured on Prefect 3.8's UI.)"""
     annotation, metadata = field.annotation, list(field.metadata)
-    default = None if field.default_factory is not None else field.default
-    if field.default_factory is not None:
-        annotation = typing.Optional[annotation]
     inner = _optional_inner(annotation)
-    if inner is not None:
-        schema = TypeAdapter(Annotated[tuple([inner, *metadata])] if metadata else inner).json_schema()
-        metadata.append(WithJsonSchema(schema))
-    if metadata:
-        annotation = Annotated[tuple([annotation, *metadata])]
-    described = Field(... if field.is_required() else default, description=field.description)
+    if field.default_factory is not None or (inner is not None and field.default is None):
+        inner = inner or annotation
+        constrained = Annotated[tuple([inner, *metadata])] if metadata else inner
+        schema = TypeAdapter(constrained).json_schema()
+        annotation = Annotated[typing.Union[constrained, None, MISSING], WithJsonSchema(schema)]
+        default = MISSING
+    else:
+        annotation = Annotated[tuple([annotation, *metadata])] if metadata else annotation
+        default = ... if field.is_required() else field.default
+    described = Field(default, description=field.description)
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=described, annotation=annotation)
 
 
@@ -73,13 +81,13 @@ SIGNATURE = inspect.Signature(
 
 
 def settings_from_parameters(parameters: dict[str, Any]) -> RunSettings:
-    """The run's settings from the flow's parameters; a parameter left empty (None) takes its
-    ``BATCH_CLASSIFY_*`` environment variable, else its default.
+    """The run's settings from the flow's parameters; a parameter left empty (``MISSING`` or None)
+    takes its ``BATCH_CLASSIFY_*`` environment variable, else its default.
 
     Raises:
         pydantic.ValidationError: a value the settings refuse.
     """
-    return RunSettings(**{k: v for k, v in parameters.items() if v is not None})
+    return RunSettings(**{k: v for k, v in parameters.items() if v is not None and v is not MISSING})
 
 
 def classify_images(**parameters: Any) -> dict:

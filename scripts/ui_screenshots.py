@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import os
 import shutil
 import signal
@@ -50,7 +51,9 @@ def _client(api: str, fn):
         async with PrefectClient(api) as client:
             return await fn(client)
 
-    return asyncio.run(call())
+    # in a thread of its own: Playwright's sync API keeps an event loop running in this one
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, call()).result()
 
 
 def _shifted_weights(path: Path) -> str:
@@ -141,15 +144,23 @@ def main() -> None:
                 page.screenshot(path=str(args.out / file), full_page=True)
                 print(f"wrote {args.out / file}")
                 if file == "deployment-form.png":  # submit the form as it is: empty optional fields are accepted
+                    known = {r.id for r in runs}
                     page.get_by_role("button", name="Submit").click()
-                    page.wait_for_url("**/runs/flow-run/**", timeout=30_000)
-                    submitted = page.url.rsplit("/", 1)[-1]
+                    try:  # the UI goes back to the deployment's page, Runs tab
+                        page.wait_for_url(lambda url: not url.endswith("/run"), timeout=30_000)
+                    except Exception:  # noqa: BLE001 - show what the form says
+                        page.screenshot(path=str(args.out / "form-not-submitted.png"), full_page=True)
+                        raise
 
-                    def done(run_id=submitted):
-                        r = _client(api, lambda c: c.read_flow_run(run_id))
-                        return r if r.state and r.state.is_final() else None
+                    def submitted():
+                        from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
-                    run = _wait("the run submitted from the form", done, 600, every=2)
+                        found = _client(api, lambda c: c.read_flow_runs(
+                            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[nightly.id])), limit=20, offset=0))
+                        new = [r for r in found if r.id not in known]
+                        return new[0] if new and new[0].state and new[0].state.is_final() else None
+
+                    run = _wait("the run submitted from the form", submitted, 600, every=2)
                     print(f"submitted from the form: {run.name}: {run.state.name}, parameters {sorted(run.parameters)}")
             browser.close()
     finally:

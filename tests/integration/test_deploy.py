@@ -125,7 +125,9 @@ def assert_flat_form(schema: dict) -> None:
     for field, values in (("device", ["auto", "cpu", "cuda"]), ("runtime", ["auto", "torch", "onnx"]), ("decode", ["auto", "cpu", "gpu"])):
         assert form[field]["enum"] == values
     for field in ("limit", "batch_size", "weights", "labels", "run_id", "ray_address", "num_actors"):
-        assert "anyOf" not in form[field] and form[field]["type"] in ("integer", "string"), form[field]
+        # one plain type and no default: the UI shows an empty optional input (a null default it would fill in and refuse)
+        assert "anyOf" not in form[field] and "default" not in form[field], form[field]
+        assert form[field]["type"] in ("integer", "string"), form[field]
     assert form["limit"]["exclusiveMinimum"] == 0
     assert schema["required"] == ["input", "output"]
 
