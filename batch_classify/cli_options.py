@@ -36,7 +36,8 @@ from pydantic_core import PydanticUndefined
 GIVEN = "given"
 
 
-def _without_none(annotation: Any) -> Any:
+def without_none(annotation: Any) -> Any:
+    """``X`` of ``Optional[X]``; any other annotation as it is (the flow's parameters use it too)."""
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         if len(args) == 1:
@@ -54,7 +55,7 @@ def _shown(value: Any) -> str:
 
 def _option(model: type, name: str, field: FieldInfo, names: tuple[str, ...], required: bool) -> inspect.Parameter:
     """One command parameter (``Annotated[type, typer.Option(...)]`` with its default) for ``field``."""
-    kind = _without_none(field.annotation)
+    kind = without_none(field.annotation)
     flag = names[0] if names else "--" + name.replace("_", "-")
     decls = names or (flag,)
     help_text = field.description or ""

@@ -244,6 +244,12 @@ class RunLayout:
         return join(self.jobs, submission_id)
 
 
+def slug(text: str) -> str:
+    """``text`` in lower case with every run of other characters than ``a-z0-9`` made one ``-``, none at
+    either end (``"Day_01"`` → ``"day-01"``): what Prefect allows in an artifact key."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
 def input_slug(input_uri: str) -> str:
     """A short, stable name of a dataset: its last folder name (lower case, at most 24 of
     ``a-z0-9-``) and 8 hex digits of the SHA-256 of :func:`batch_classify.storage.dataset_key`.
@@ -256,7 +262,7 @@ def input_slug(input_uri: str) -> str:
     'day-01-eaf83db0'
     """
     key = dataset_key(input_uri)
-    name = re.sub(r"[^a-z0-9]+", "-", posixpath.basename(key).lower()).strip("-")[:SLUG_NAME_LENGTH].strip("-")
+    name = slug(posixpath.basename(key))[:SLUG_NAME_LENGTH].strip("-")
     digest = hashlib.sha256(key.encode()).hexdigest()[:SLUG_HASH_LENGTH]
     return f"{name or 'root'}-{digest}"
 

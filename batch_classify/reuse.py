@@ -97,6 +97,7 @@ def latest_committed_run(
     manifest; runs committed before manifests held ``input`` and ``model_id`` never match.
     """
     fs, root = filesystem(output, storage)
+    wanted = dataset_key(input)
     best: tuple[str, str] | None = None
     for success in fs.glob(RunLayout.of(root, "*").manifest):
         run_id = RunLayout.parse(posixpath.dirname(success)).run_id
@@ -108,7 +109,7 @@ def latest_committed_run(
         except (OSError, CorruptRun) as err:
             log.warning("skipping %s: unreadable manifest (%s)", success, err)
             continue
-        if not manifest.get("input") or dataset_key(manifest["input"]) != dataset_key(input):
+        if not manifest.get("input") or dataset_key(manifest["input"]) != wanted:
             continue
         if model_id is not None and manifest.get("model_id") != model_id:
             continue

@@ -240,15 +240,10 @@ class RunSettings(BaseSettings):
             raise ValueError(f"run id of {len(value)} characters is longer than {MAX_RUN_ID}; use a shorter --run-id")
         return value
 
-    @field_validator("input", "output")
+    @field_validator("input", "output", "table")
     @classmethod
-    def _not_empty_or_root(cls, value: str, info) -> str:
-        return check_uri(value, info.field_name)
-
-    @field_validator("table")
-    @classmethod
-    def _table_not_empty_or_root(cls, value: str | None) -> str | None:
-        return None if value is None else check_uri(value, "table")
+    def _not_empty_or_root(cls, value: str | None, info) -> str | None:
+        return None if value is None else check_uri(value, info.field_name)
 
     def run_uri(self) -> str:
         """``OUTPUT/RUN_ID`` with no trailing slash."""
@@ -307,10 +302,10 @@ class ServeSettings(create_model("_ServeRunFields", __base__=BaseSettings, **_ru
         ),
     )
 
-    @field_validator("input", "output")
+    @field_validator("input", "output", "table")
     @classmethod
-    def _not_empty_or_root(cls, value: str, info) -> str:
-        return check_uri(value, info.field_name)
+    def _not_empty_or_root(cls, value: str | None, info) -> str | None:
+        return None if value is None else check_uri(value, info.field_name)
 
     @field_validator("reprocess_prefix")
     @classmethod
@@ -319,11 +314,6 @@ class ServeSettings(create_model("_ServeRunFields", __base__=BaseSettings, **_ru
         if not value.strip():
             return ""
         return absolute_uri(value) + ("/" if value.rstrip().endswith("/") else "")
-
-    @field_validator("table")
-    @classmethod
-    def _table_not_empty_or_root(cls, value: str | None) -> str | None:
-        return None if value is None else check_uri(value, "table")
 
     def run_defaults(self) -> dict:
         """The flow parameters shared by both deployments' runs (everything but ``input``; unset ones left out)."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 import time
-import types
 import typing
 from typing import Annotated, Any
 
@@ -24,6 +23,7 @@ except ImportError:  # pydantic 2.12, 2.13
     from pydantic.experimental.missing_sentinel import MISSING
 from pydantic.fields import FieldInfo
 
+from batch_classify.cli_options import without_none
 from batch_classify.settings import RunSettings
 from batch_classify.tasks import (
     infer,
@@ -42,15 +42,6 @@ from batch_classify.tasks import (
 FLOW_RUN_TIMEOUT_SECONDS = 8 * 3600
 
 
-def _optional_inner(annotation: Any) -> Any | None:
-    """``X`` of ``Optional[X]``; None for any other annotation."""
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if len(args) == 1:
-            return args[0]
-    return None
-
-
 def _parameter(name: str, field: FieldInfo) -> inspect.Parameter:
     """The flow parameter of one ``RunSettings`` field: its type, constraints, default and description.
 
@@ -60,9 +51,8 @@ def _parameter(name: str, field: FieldInfo) -> inspect.Parameter:
     (With ``default: null`` the UI fills in null and refuses it, "None is not of type 'string'"; with
     ``anyOf [X, null]`` it shows a choice between X and "None": both measured on Prefect 3.8's UI.)"""
     annotation, metadata = field.annotation, list(field.metadata)
-    inner = _optional_inner(annotation)
-    if field.default_factory is not None or (inner is not None and field.default is None):
-        inner = inner or annotation
+    inner = without_none(annotation)  # the annotation itself unless it is Optional[X]
+    if field.default_factory is not None or (inner is not annotation and field.default is None):
         constrained = Annotated[tuple([inner, *metadata])] if metadata else inner
         schema = TypeAdapter(constrained).json_schema()
         annotation = Annotated[typing.Union[constrained, None, MISSING], WithJsonSchema(schema)]
@@ -106,7 +96,7 @@ def classify_images(**parameters: Any) -> dict:
         )
     cmp = result.get("comparison")
     if cmp and cmp["regressed"]:  # a Completed state named "Regressed", the flow run tagged `regressed`
-        mark_regressed(settings, result)
+        mark_regressed(result)
         return Completed(name="Regressed", message=regression_message(cmp), data=result)
     return result
 

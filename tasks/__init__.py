@@ -6,7 +6,6 @@ retried; storage and cluster errors are, with exponential backoff and jitter.
 
 from __future__ import annotations
 
-import re
 import sys
 import time
 
@@ -26,7 +25,7 @@ from batch_classify import cluster, steps
 from batch_classify.errors import PermanentError
 from batch_classify.inference import InferenceOutcome
 from batch_classify.events import run_regressed
-from batch_classify.layout import REPORT_HTML, RunLayout, input_slug
+from batch_classify.layout import REPORT_HTML, RunLayout, input_slug, slug
 from batch_classify.lease import RunLease
 from batch_classify.listing import Listing
 from batch_classify.report.compare import regression_message
@@ -55,7 +54,7 @@ def artifact_key(kind: str, settings: RunSettings) -> str:
     that a test run on three images never shows up in the nightly dataset's series.
 
     Artifact keys hold lower-case letters, digits and dashes only (Prefect's rule)."""
-    scope = re.sub(r"[^a-z0-9]+", "-", (deployment.get_name() or NO_DEPLOYMENT).lower()).strip("-") or NO_DEPLOYMENT
+    scope = slug(deployment.get_name() or NO_DEPLOYMENT) or NO_DEPLOYMENT
     return f"batch-classify-{kind}-{scope}-{input_slug(settings.input)}"
 
 
@@ -212,7 +211,7 @@ def _cell(key: str, value):
     return pct(value) if key in ("precision", "recall") else value
 
 
-def mark_regressed(settings: RunSettings, report: dict) -> None:
+def mark_regressed(report: dict) -> None:
     """Make a regressed run stand out: emit :data:`batch_classify.events.RUN_REGRESSED` (an Automation
     can notify on it; README "Alerts") and tag the flow run ``regressed`` (the runs list shows the tag
     beside the Completed state named "Regressed")."""

@@ -259,7 +259,7 @@ def _compare_with_previous(
     counts = {"n_current": table.num_rows, "n_previous": previous_table.num_rows, "n_compared": current_shared.num_rows}
     result = compare(
         _scores(current_shared, vocabulary, low_confidence, report["model"]),
-        _scores(previous_shared, vocabulary, low_confidence, committed_manifest(previous, storage).get("model")),
+        _scores(previous_shared, vocabulary, low_confidence, report["model"]),  # the baseline has this run's model
         _pred_names(current_shared),
         _pred_names(previous_shared),
         previous_run_uri=previous,
