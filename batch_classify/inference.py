@@ -39,6 +39,7 @@ from batch_classify.plan import ClusterPlan
 from batch_classify.preprocess import DEFAULT_MAX_PIXELS, ClassificationPreset, DecodeError
 from batch_classify.ray_logs import PROGRESS_EVERY, LoggerLike, stage_logging
 from batch_classify.reading import ReadBreaker, read_rows
+from batch_classify.scores import TOP_K, scores
 from batch_classify.storage import DEFAULT_READ_TIMEOUT, StorageOptions
 
 if TYPE_CHECKING:
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TOP_K = 5
 
 def decode_batch(
     batch: dict[str, np.ndarray],
@@ -147,16 +147,15 @@ class Classifier:
             raise ConfigError("decoding on the device needs the PyTorch runtime; use --runtime torch or --decode cpu")
 
     def logits(self, images: np.ndarray) -> np.ndarray:
-        """uint8 [N, H, W, 3] → float32 logits [N, num_classes]."""
+        """uint8 [N, H, W, 3] → float32 logits [N, num_classes] (numpy)."""
         return self.engine(images)
 
-    def _logits_tensor(self, images):
-        """uint8 [N, H, W, 3] (numpy, or a torch tensor on the engine's device) → torch float32 logits [N, C]."""
-        import torch
-
+    def _logits(self, images):
+        """uint8 [N, H, W, 3] (numpy, or a torch tensor on the engine's device) → float32 logits
+        [N, C]: a torch tensor where the PyTorch engine computed them (on its device), else numpy."""
         if hasattr(self.engine, "logits_tensor"):
             return self.engine.logits_tensor(images)
-        return torch.from_numpy(self.engine(images))
+        return self.engine(images)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Classify the rows that decoded (decoding them first when the batch carries ``data``).
@@ -170,8 +169,6 @@ class Classifier:
             int64 [N] (-1 without ``restricted_classes``); -1 / 0 where the row failed;
             ``unreachable`` as given (all False when absent).
         """
-        import torch
-
         n = len(batch["path"])
         stage = np.array(batch["stage"], dtype=object)
         error = np.array(batch["error"], dtype=object)
@@ -189,19 +186,17 @@ class Classifier:
         ok = np.flatnonzero(error == "")
         if len(ok):
             try:
-                rows = torch.from_numpy(ok).to(images.device) if isinstance(images, torch.Tensor) else ok
-                logits = self._logits_tensor(images[rows]).float()
+                if isinstance(images, np.ndarray):
+                    picked = images[ok]
+                else:  # a torch tensor on this actor's device (decoded there)
+                    import torch
+
+                    picked = images[torch.from_numpy(ok).to(images.device)]
+                logits = self._logits(picked)
                 if logits.ndim != 2 or logits.shape[1] != self.spec.num_classes:
                     raise RuntimeError(f"model returned logits of shape {tuple(logits.shape)}")
-                probs = torch.softmax(logits, dim=1)
-                k = min(TOP_K, probs.shape[1])
-                p, i = probs.topk(k, dim=1)
-                columns = [p, i.float(), torch.special.entr(probs).sum(dim=1, keepdim=True)]
-                if self.restricted is not None:
-                    allowed = torch.from_numpy(self.restricted).to(logits.device)
-                    columns.append(allowed[logits[:, allowed].argmax(dim=1)].float().unsqueeze(1))
-                # One transfer of the small result; class indices are exact in float32 (below 2**24).
-                small = torch.cat(columns, dim=1).cpu().numpy()
+                small = scores(logits, self.restricted)  # float32 [len(ok), 2k + 1 (+1)]
+                k = min(TOP_K, self.spec.num_classes)
                 top_prob[ok, :k], top_idx[ok, :k] = small[:, :k], small[:, k : 2 * k].astype(np.int64)
                 entropy[ok] = small[:, 2 * k]
                 if self.restricted is not None:

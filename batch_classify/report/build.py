@@ -17,7 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batch_classify.inference import TOP_K, StageResult
+from batch_classify.inference import StageResult
+from batch_classify.scores import TOP_K
 from batch_classify.layout import RunLayout
 from batch_classify.listing import Listing
 from batch_classify.models import get_spec
