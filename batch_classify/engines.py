@@ -35,6 +35,7 @@ import os
 import re
 import warnings
 from functools import lru_cache
+from importlib.metadata import version
 from pathlib import Path
 from typing import get_args
 
@@ -168,10 +169,9 @@ ONNX_OPSET = 18
 def export_key(spec: ModelSpec, weights: str | None, storage: StorageOptions) -> str | None:
     """The cache name of ``spec``'s ONNX export: ``<model>-<32 hex>`` over the weights' SHA-256
     (:func:`batch_classify.models.weights_digest`), the preprocessing, the class count, the torch
-    version, the opset and the parity tolerance. None where the weights file is missing.
+    version (its package metadata: a run whose export is cached never imports torch), the opset and
+    the parity tolerance. None where the weights file is missing.
     """
-    import torch
-
     digest = weights_digest(spec, weights, storage)
     if digest is None:
         return None
@@ -179,7 +179,7 @@ def export_key(spec: ModelSpec, weights: str | None, storage: StorageOptions) ->
         {
             "format": 1, "name": spec.name, "model_format": spec.format, "weights": digest,
             "preset": dataclasses.asdict(spec.preset), "num_classes": spec.num_classes,
-            "torch": torch.__version__, "opset": ONNX_OPSET, "tolerance": PARITY_TOLERANCE,
+            "torch": version("torch"), "opset": ONNX_OPSET, "tolerance": PARITY_TOLERANCE,
         },
         sort_keys=True,
     )
@@ -436,10 +436,6 @@ def build_engine(
     Raises:
         ModelError, ValueError: see :func:`onnx_model`, :func:`resolve_runtime`.
     """
-    import torch
-
-    if num_threads:
-        torch.set_num_threads(num_threads)
     spec = get_spec(model_name, storage)
     if resolve_runtime(runtime, device, onnx_only=spec.onnx_only) == "onnx":
         blob = onnx_blob or onnx_model(model_name, weights, storage)
@@ -450,5 +446,9 @@ def build_engine(
             except ModelError as err:
                 raise ModelError(f"model folder {spec.name}: {err}") from err
         return OnnxEngine(blob, num_threads=num_threads)
+    import torch  # the PyTorch runtime only: an ONNX Runtime actor never imports torch (1.7 s of a core)
+
+    if num_threads:
+        torch.set_num_threads(num_threads)
     model = uint8_model(load_model(spec, weights, storage), spec.preset.mean, spec.preset.std, spec.preset.rescale)
     return TorchEngine(model, device=device, compile=compile)

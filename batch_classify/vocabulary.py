@@ -187,13 +187,33 @@ def _timm_lemmas() -> dict[str, str]:
     return {w: lemma.strip() for w, lemma in pairs}
 
 
+def _torchvision_imagenet_categories() -> tuple[str, ...]:
+    """torchvision's ImageNet class names (``torchvision.models._meta._IMAGENET_CATEGORIES``, the
+    ``categories`` of every ImageNet weights' meta), read from the source file without importing
+    torchvision: ``import torchvision`` costs 4.3 s on the 2-core development machine (it imports
+    torch and torch._dynamo), while the validation step of a run whose ONNX export is cached needs
+    neither (cProfile of ``steps.validate``)."""
+    import ast
+    import importlib.util
+    import os
+
+    spec = importlib.util.find_spec("torchvision")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the torchvision package is not installed; it supplies the ImageNet class names")
+    with open(os.path.join(spec.submodule_search_locations[0], "models", "_meta.py"), encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "_IMAGENET_CATEGORIES" for t in node.targets):
+            return tuple(ast.literal_eval(node.value))
+    raise RuntimeError("torchvision/models/_meta.py has no _IMAGENET_CATEGORIES list")
+
+
 @lru_cache(maxsize=1)
 def imagenet() -> Vocabulary:
-    """The ImageNet-1k vocabulary (1000 classes)."""
-    from torchvision.models import ResNet50_Weights
-
+    """The ImageNet-1k vocabulary (1000 classes): wnids from timm's metadata files, names from
+    torchvision's list, both read without importing either package."""
     wnids = tuple(_timm_info_file("imagenet_synsets.txt").split())
-    names = tuple(ResNet50_Weights.IMAGENET1K_V2.meta["categories"])
+    names = _torchvision_imagenet_categories()
     if len(wnids) != 1000 or len(names) != 1000 or list(wnids) != sorted(wnids):
         raise RuntimeError("ImageNet class metadata from timm/torchvision is not the expected 1000 sorted wnids")
     return Vocabulary(wnids=wnids, names=names)

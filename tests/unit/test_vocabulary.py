@@ -62,3 +62,18 @@ def test_every_name_shared_with_a_lemma_is_ambiguous():
         v.lookup("Crane")  # any case
     with pytest.raises(AmbiguousLabel, match=r"maillot \(n03710637\), maillot tank suit \(n03710721\)"):
         v.lookup("maillot")
+
+
+def test_class_names_read_without_torchvision_are_torchvisions():
+    """The names come from torchvision's source file, parsed (no import): they must be exactly the
+    ``categories`` of its ImageNet weights, in order, and reading them imports neither package."""
+    import subprocess
+    import sys
+
+    from torchvision.models import ResNet50_Weights
+
+    assert imagenet().names == tuple(ResNet50_Weights.IMAGENET1K_V2.meta["categories"])
+    code = ("import sys; from batch_classify.vocabulary import imagenet; imagenet(); "
+            "print(sorted(m for m in ('torch', 'torchvision', 'timm') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
