@@ -61,7 +61,9 @@ def test_k_class_model_keeps_the_picked_rows():
         k = mf.k_class_lite0(mf.CLASS_PICK)(x)
         tm = mf.timm_lite0(mf.CLASS_PICK)(x)
     assert k.shape == (2, len(mf.CLASS_PICK)) and k.dtype == torch.float32
-    assert torch.equal(k, full[:, mf.CLASS_PICK])
+    # The same rows of the same weights: equal up to float32 rounding (a 10-wide and a 1000-wide matrix
+    # product may take different kernels; 4.8e-7 measured on the CI machine).
+    torch.testing.assert_close(k, full[:, mf.CLASS_PICK], rtol=0, atol=1e-5)
     assert torch.allclose(tm, k, atol=1e-4)
 
 
