@@ -1,3 +1,3 @@
-from batch_classify.cli import app
+from batch_classify.cli import entry
 
-app(prog_name="batch-classify")
+entry()

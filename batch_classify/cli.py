@@ -11,6 +11,7 @@ is given. The flow run's log in the Prefect API keeps the traceback either way.
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 import traceback
@@ -23,6 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from batch_classify.cli_options import environment_epilog, settings_options
+from batch_classify.cli_summary import preview, print_summary
 from batch_classify.layout import MANIFEST, RunLayout
 from batch_classify.settings import RunSettings, ServeSettings
 
@@ -105,51 +107,61 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
+def _import_prefect() -> None:
+    """Prefect's logging set-up (:func:`_prefect_defaults`) and the flow's module: about 1.8 s of imports."""
+    _prefect_defaults()
+    import batch_classify.flows.classify  # noqa: F401
+
+
 def run_flow(settings) -> dict:
-    """Run the flow; any failure becomes a one-line reason and exit code 1."""
-    from batch_classify import watchdog
+    """Run the flow; any failure becomes a one-line reason and exit code 1.
+
+    Start-up is done side by side (:mod:`batch_classify.startup`): Prefect's temporary API (where no
+    ``PREFECT_API_URL`` is set) starts first, in its own process; the model's load and the steps'
+    imports run in one thread, Prefect's imports in another; this thread starts a local Ray (the
+    inference step adopts it and stops it in the background when the stage ends); the flow starts when
+    all are ready. The API stops at exit, after Prefect has sent its last log lines.
+    """
+    from batch_classify import startup, watchdog
 
     watchdog.start()  # Prefect's temporary API and a local Ray die with this process, even on kill -9
-    _prefect_defaults()
-    from batch_classify.flows import classify
-
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # before the API's process starts
+    # Started before Prefect is imported (about 1 s), so it may turn out that a Prefect profile names a
+    # server after all: then it is stopped unused.
+    api = None if os.environ.get("PREFECT_API_URL") else startup.TemporaryApi().start()
+    if api is not None:
+        atexit.register(api.stop)  # registered before Prefect's: runs after it has sent its last logs
+    model = startup.in_background(startup.prepare_model, settings)
+    prefect = startup.in_background(_import_prefect)
+    started_ray = False
     try:
+        started_ray = startup.start_ray_ahead(settings)
+        for thread in (prefect, model):
+            thread.join()
+        _prefect_defaults()  # again, in this thread: raises what the background import hid
+        from prefect.context import refresh_global_settings_context
+        from prefect.settings import PREFECT_API_URL
+
+        from batch_classify.flows import classify
+
+        if api is not None and PREFECT_API_URL.value():  # a profile names a server: not needed
+            api.stop()
+            api = None
+        if api is not None:
+            api.wait_ready()
+            # Every thread's Prefect client (flow, tasks, log and event workers) reads the global settings.
+            os.environ["PREFECT_API_URL"] = api.api_url
+            # It serves no UI and ends with the run: no "View at <link>" line, as for Prefect's own.
+            os.environ.setdefault("PREFECT_UI_URL", "")
+            refresh_global_settings_context()
         return classify(settings)
     except Exception as exc:  # noqa: BLE001 - the CLI's job is the one-line reason
         _fail(_one_line(exc))
+    finally:
+        if started_ray:  # no stage adopted it (the run failed before), or its shutdown is under way
+            from batch_classify.ray_logs import stop_ray_ahead
 
-
-def _print_summary(report: dict, predictions_preview: list[dict] | None) -> None:
-    """The prediction table (none when ``predictions_preview`` is None: --quiet), the summary line, the output line."""
-    if predictions_preview is not None:
-        table = Table(title=f"run {report['run_id']} — {report['model']}", show_lines=False)
-        for col in ("path", "label", "prediction", "confidence"):
-            table.add_column(col, overflow="fold")
-        for row in predictions_preview:
-            table.add_row(row["path"], row["label"] or "", row["pred_label"], f"{row['confidence']:.3f}")
-        out.print(table)
-    from batch_classify.report.format import pct
-    reused = f" ({report['n_reused']} reused, {report['n_computed']} computed)" if report.get("n_reused") else ""
-    if report.get("unlabelled_reason"):
-        scores = f"unlabelled ({report['unlabelled_reason']})"
-    else:
-        scores = f"top-1 {pct(report['top1'])}, top-5 {pct(report['top5'])}"
-    if report.get("mean_confidence") is not None:
-        scores += (f"; mean confidence {report['mean_confidence']:.3f}, {pct(report['low_confidence_share'])} "
-                   f"under {report['low_confidence_threshold']:g}")
-    out.print(
-        f"{report['n_predicted']} predicted, {report['n_failed']} failed of {report['n_listed']} listed{reused}; "
-        f"{scores}; {report['wall_seconds']:.1f} s, {report['images_per_second']:.1f} images/s",
-        highlight=False,
-    )
-    out.print(f"output: {report['run_uri']}  (report: {RunLayout.parse(report['run_uri']).report_html})", highlight=False)
-
-
-def _preview(settings, n: int = 20) -> list[dict]:
-    from batch_classify.results import read_committed
-
-    table = read_committed(settings.run_uri(), settings.storage_options(), columns=["path", "label", "pred_label", "confidence"])
-    return table.sort_by("path").slice(0, n).to_pylist()
+            stop_ray_ahead()
 
 
 @app.command(epilog=environment_epilog(RunSettings, environment_only=RUN_ENVIRONMENT_ONLY, names=SHORT,
@@ -167,7 +179,7 @@ def run(
     except ValidationError as exc:
         _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
     report = run_flow(settings)
-    _print_summary(report, None if quiet else _preview(settings))
+    print_summary(out, report, None if quiet else preview(settings))
 
 
 @app.command()
@@ -257,7 +269,7 @@ def demo(
     settings = RunSettings(input=str(input_dir), output=str(output), model="efficientnet_lite0", labels=str(labels), **given)
     out.print(f"classifying {sum(1 for _ in input_dir.iterdir())} photographs from scikit-image with efficientnet_lite0 …")
     report = run_flow(settings)
-    _print_summary(report, _preview(settings))
+    print_summary(out, report, preview(settings))
 
 
 def _describe_model(spec, storage) -> None:
@@ -363,3 +375,16 @@ def notify(
         _fail("Prefect did not send the event: events are off for this API (check PREFECT_API_URL)")
     EventsWorker.drain_all()
     out.print(f"emitted {kwargs['event']} for {kwargs['payload']['uri']} (event id {event.id})", highlight=False)
+
+
+def entry() -> None:
+    """The ``batch-classify`` console script and ``python -m batch_classify``: :data:`app`, then
+    :func:`batch_classify.startup.exit_now` with its status."""
+    from batch_classify.startup import exit_now
+
+    try:
+        app(prog_name="batch-classify")
+        code = 0
+    except SystemExit as done:
+        code = done.code
+    exit_now(code)

@@ -23,7 +23,7 @@ from batch_classify.listing import NO_LABELS, Listing, list_images
 from batch_classify.model_folder import CONFIG_FILE
 from batch_classify.models import ModelError, ModelSpec, get_spec
 from batch_classify.plan import ClusterPlan, plan_cluster
-from batch_classify.ray_logs import LoggerLike, start_ray
+from batch_classify.ray_logs import LoggerLike, start_ray, stop_ray
 from batch_classify.reading import EndpointUnreachable
 from batch_classify.report.build import build_report
 from batch_classify.results import (
@@ -327,8 +327,8 @@ def _run_ray_stage(
             verbose=settings.verbose,
         )
     finally:
-        if started:
-            ray.shutdown()
+        if started:  # in the background: the commit and the report do not wait for Ray's processes to end
+            stop_ray(wait=False)
 
 
 def persist(settings: RunSettings, staged: StagedRun) -> CommittedRun:

@@ -33,7 +33,9 @@ def parse_plan(text: str):
         return ClusterPlan(
             "cuda", int(actors), gpus, int(threads), "torch", int(batch), cpus_per_actor=0.0, decode=decode
         )
-    return ClusterPlan("cpu", int(actors), 0.0, int(threads), runtime, int(batch), decode=decode)
+    # The actors share what decoding leaves of the CPUs, as plan_cluster lays them out.
+    actor_cpus = min(1.0, max(0.1, ((os.cpu_count() or 2) - 1) / int(actors)))
+    return ClusterPlan("cpu", int(actors), 0.0, int(threads), runtime, int(batch), decode=decode, cpus_per_actor=actor_cpus)
 
 
 def main() -> None:

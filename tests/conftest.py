@@ -60,10 +60,13 @@ def prefect_harness():
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """One local Ray for the whole session (2 CPUs, as on the CI machine)."""
+    """One local Ray for the whole session (2 CPUs, as on the CI machine), started as a run starts it
+    (after any earlier run's shutdown in the background has ended)."""
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from batch_classify.ray_logs import start_ray
+
+    start_ray(None, num_cpus=2, verbose=False)
     yield ray
     ray.shutdown()
 

@@ -1,0 +1,207 @@
+"""Start-up work that does not depend on each other, done side by side before a run's flow starts.
+
+Before this, ``batch-classify run`` did its start-up one thing after another: Prefect's temporary API
+(about 3.5 s), then the validation step's imports and model load (about 3 s, mostly
+``import torch``), then Ray's start (about 3 s) inside the inference step (2-core development
+machine, a run over 10 photos, BENCHMARKS.md). Each mostly waits: on a subprocess, on the
+disk. The CLI now starts Prefect's API and :func:`prepare_model` in threads, starts Ray in its main
+thread meanwhile (:func:`batch_classify.ray_logs.start_ray`; started from a thread it failed under
+load with "Failed to connect to GCS"), and waits for all before the flow starts.
+
+Each piece here is best effort: what fails is done again, and reported, by the step that needs it
+(the validation step names a missing weights file in one line). No Prefect import here: the CLI
+owns Prefect's part.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from batch_classify.settings import RunSettings
+
+log = logging.getLogger(__name__)
+
+#: Modules a run imports in its steps, beyond its model's runtime and Ray Data (0.5 s with pandas): Parquet,
+#: the report's pictures. Imported ahead, their cost overlaps the waits.
+RUN_MODULES = ("pandas", "pyarrow.parquet", "pyarrow.compute", "matplotlib.figure", "matplotlib.backends.backend_agg", "jinja2")
+
+
+def in_background(fn: Callable[..., Any], *args: Any) -> threading.Thread:
+    """Run ``fn(*args)`` in a daemon thread, started; an exception is logged (debug) and dropped,
+    since the step that needs the result does the work again and reports the error."""
+
+    def guarded() -> None:
+        try:
+            fn(*args)
+        except Exception as err:  # noqa: BLE001 - best effort: the owning step reports it
+            log.debug("start-up: %s failed ahead of its step: %s: %s", getattr(fn, "__name__", fn), type(err).__name__, err)
+
+    thread = threading.Thread(target=guarded, name=f"startup-{getattr(fn, '__name__', 'work')}", daemon=True)
+    thread.start()
+    return thread
+
+
+def prepare_model(settings: RunSettings) -> None:
+    """Import what the run's steps import and load ``settings.model`` into this process's caches, as
+    the validation step would: the spec, the weights' SHA-256 (the model's identity), and, for the
+    ONNX Runtime path, the ONNX export (from ``settings.cache_dir`` when cached there; exported,
+    checked and cached otherwise: :func:`batch_classify.engines.onnx_model`).
+
+    Raises:
+        whatever those raise (:func:`in_background` drops it; the validation step reports it).
+    """
+    from batch_classify.engines import onnx_model, resolve_runtime
+    from batch_classify.models import get_spec
+    from batch_classify.reuse import model_identity
+
+    storage = settings.storage_options()
+    spec = get_spec(settings.model, storage)
+    spec.vocabulary()
+    if resolve_runtime(settings.runtime, "cpu", onnx_only=spec.onnx_only) == "onnx":
+        onnx_model(settings.model, settings.weights, storage, cache_dir=settings.cache_dir)
+    model_identity(settings.model, settings.weights, storage)
+    import ray.data  # noqa: F401 - the stage's
+
+    for name in RUN_MODULES:
+        importlib.import_module(name)
+
+
+#: uvicorn's exit status when its port is taken (Prefect's ``SubprocessASGIServer`` retries on it too).
+PORT_TAKEN = 3
+#: Seconds to wait for the temporary API to answer ``/api/health`` (Prefect's default for its own: 20).
+API_STARTUP_TIMEOUT = 60.0
+
+
+class TemporaryApi:
+    """Prefect's temporary local API for one run, started the way Prefect starts its own
+    (``prefect.server.api.server.SubprocessASGIServer``: uvicorn serving ``create_app`` on a free
+    loopback port, UI off), but without importing the server's code into this process first:
+    ``import prefect.server.api.server`` costs 2.5-3.3 s on the 2-core development machine
+    (``python -X importtime``), and the server process imports it again anyway. Started at once, it
+    gets ready while this process starts Ray and imports Prefect's client.
+
+    Use :meth:`start`, then :meth:`wait_ready` before the flow runs with ``PREFECT_API_URL`` =
+    :attr:`api_url`, then :meth:`stop`. The watchdog (:mod:`batch_classify.watchdog`) stops it if
+    this process is killed.
+    """
+
+    def __init__(self) -> None:
+        self.port: int | None = None
+        self.process = None
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def start(self) -> "TemporaryApi":
+        """Start the server process on a free port; return at once."""
+        import importlib.util
+        import os
+        import socket
+        import subprocess
+        import sys
+
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        spec = importlib.util.find_spec("prefect")
+        if spec is None or spec.origin is None:
+            raise RuntimeError("the prefect package is not installed")
+        app_dir = os.path.dirname(os.path.dirname(spec.origin))
+        env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+        env.pop("PREFECT_API_URL", None)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--app-dir", app_dir, "--factory", "prefect.server.api.server:create_app",
+             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "error", "--lifespan", "on"],
+            env=env,
+        )
+        return self
+
+    def wait_ready(self, timeout: float = API_STARTUP_TIMEOUT) -> None:
+        """Wait until ``/api/health`` answers 200 (a port taken meanwhile: start again on another).
+
+        Raises:
+            RuntimeError: the server exited, or did not answer within ``timeout`` seconds.
+        """
+        import time
+        import urllib.error
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            code = self.process.poll()
+            if code == PORT_TAKEN:
+                self.start()
+                continue
+            if code is not None:
+                raise RuntimeError(f"Prefect's temporary API exited with status {code} before it answered")
+            try:
+                with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"Prefect's temporary API on {self.api_url} did not answer within {timeout:g} s")
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after 5 s, as Prefect does); safe to call twice."""
+        import subprocess
+
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+
+def start_ray_ahead(settings: RunSettings) -> bool:
+    """Start a local Ray ahead of the run's stage, which adopts it and stops it when the stage ends
+    (:func:`batch_classify.ray_logs.start_ray`); none with ``--ray-address``.
+
+    Returns:
+        whether it started (False where it failed: the inference step starts it again and reports why not).
+    """
+    from batch_classify.ray_logs import start_ray
+
+    if settings.ray_address is not None:
+        return False
+    try:
+        return start_ray(None, num_cpus=settings.num_cpus, verbose=settings.verbose, ahead=True)
+    except Exception as err:  # noqa: BLE001 - the inference step starts it again and reports why not
+        log.debug("start-up: Ray did not start ahead of the stage: %s: %s", type(err).__name__, err)
+        return False
+
+
+def exit_now(code: int | str | None) -> None:
+    """End the process with ``code`` (as ``sys.exit`` would: a string is printed, status 1) once
+    everything an exit owes has run (other non-daemon threads joined, such as Ray's shutdown; every
+    ``atexit`` handler: Prefect's last log lines sent, its temporary API and the watchdog stopped;
+    output flushed), skipping the interpreter's teardown after that (freeing the modules of Ray's,
+    Prefect's and ONNX Runtime's extensions), which took 0.8-1.4 s of every run on the 2-core
+    development machine and has nothing left to write. For the CLI's entry point only: never
+    returns.
+    """
+    import atexit
+    import os
+    import sys
+
+    if isinstance(code, str):
+        print(code, file=sys.stderr)
+        code = 1
+    threading._shutdown()  # what the interpreter does first at exit: join the other non-daemon threads
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code or 0)
