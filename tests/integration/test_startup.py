@@ -62,3 +62,39 @@ def test_cli_exit_status_and_output_survive_the_quick_exit(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "batch_classify", "report", str(tmp_path / "nowhere")],
                          capture_output=True, text=True, env=env)
     assert bad.returncode == 1 and bad.stderr.startswith("error:"), (bad.returncode, bad.stderr)
+
+
+@pytest.mark.slow
+def test_a_profile_naming_a_server_gets_the_run(photos, tmp_path, monkeypatch):
+    """No PREFECT_API_URL in the environment, but the active Prefect profile names a server: the run is
+    reported there (the temporary API the CLI starts ahead, before it can read the profile, goes unused)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    with monkeypatch.context() as m:  # stands in for the user's server, in a home of its own
+        m.setenv("PREFECT_HOME", str(tmp_path / "server-home"))
+        server = TemporaryApi().start()
+    try:
+        server.wait_ready()
+        home = tmp_path / "user-home"
+        home.mkdir()
+        (home / "profiles.toml").write_text(
+            f'active = "nightly"\n\n[profiles.nightly]\nPREFECT_API_URL = "{server.api_url}"\n'
+        )
+        src = tmp_path / "in"
+        src.mkdir()
+        for p in photos[:3]:
+            (src / p.name).write_bytes(p.read_bytes())
+        env |= {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+        done = subprocess.run(
+            [sys.executable, "-m", "batch_classify", "run", "-i", str(src), "-o", str(tmp_path / "out"),
+             "--model", "efficientnet_lite0", "--run-id", "by-profile", "-q"],
+            capture_output=True, text=True, env=env, timeout=600,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        query = json.dumps({"flow_runs": {"name": {"any_": ["classify-efficientnet_lite0-by-profile"]}}}).encode()
+        request = urllib.request.Request(f"{server.api_url}/flow_runs/filter", data=query,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            runs = json.loads(response.read())
+        assert [r["state_type"] for r in runs] == ["COMPLETED"]
+    finally:
+        server.stop()
