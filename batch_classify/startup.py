@@ -1,12 +1,13 @@
 """Start-up work that does not depend on each other, done side by side before a run's flow starts.
 
 Before this, ``batch-classify run`` did its start-up one thing after another: Prefect's temporary API
-(about 3.5 s), then the validation step's imports and model load (about 3 s, mostly
-``import torch``), then Ray's start (about 3 s) inside the inference step (2-core development
+(about 3.5 s), then the validation step's imports and model load (about 3 s, mostly importing
+torchvision and torch), then Ray's start (about 3 s) inside the inference step (2-core development
 machine, a run over 10 photos, BENCHMARKS.md). Each mostly waits: on a subprocess, on the
-disk. The CLI now starts Prefect's API and :func:`prepare_model` in threads, starts Ray in its main
-thread meanwhile (:func:`batch_classify.ray_logs.start_ray`; started from a thread it failed under
-load with "Failed to connect to GCS"), and waits for all before the flow starts.
+disk. The CLI now starts Prefect's API in its own process (:class:`TemporaryApi`), runs
+:func:`prepare_model` and Prefect's imports in threads, starts Ray in its main thread meanwhile
+(:func:`batch_classify.ray_logs.start_ray`; started from a thread it failed under load with "Failed
+to connect to GCS"), and waits for all before the flow starts.
 
 Each piece here is best effort: what fails is done again, and reported, by the step that needs it
 (the validation step names a missing weights file in one line). No Prefect import here: the CLI
@@ -47,23 +48,21 @@ def in_background(fn: Callable[..., Any], *args: Any) -> threading.Thread:
 
 def prepare_model(settings: RunSettings) -> None:
     """Import what the run's steps import and load ``settings.model`` into this process's caches, as
-    the validation step would: the spec, the weights' SHA-256 (the model's identity), and, for the
-    ONNX Runtime path, the ONNX export (from ``settings.cache_dir`` when cached there; exported,
-    checked and cached otherwise: :func:`batch_classify.engines.onnx_model`).
+    the validation step would: the spec, its classes, and, for the ONNX Runtime path, the ONNX export
+    (from ``settings.cache_dir`` when cached there; exported, checked and cached otherwise:
+    :func:`batch_classify.engines.onnx_model`).
 
     Raises:
         whatever those raise (:func:`in_background` drops it; the validation step reports it).
     """
     from batch_classify.engines import onnx_model, resolve_runtime
     from batch_classify.models import get_spec
-    from batch_classify.reuse import model_identity
 
     storage = settings.storage_options()
     spec = get_spec(settings.model, storage)
     spec.vocabulary()
     if resolve_runtime(settings.runtime, "cpu", onnx_only=spec.onnx_only) == "onnx":
         onnx_model(settings.model, settings.weights, storage, cache_dir=settings.cache_dir)
-    model_identity(settings.model, settings.weights, storage)
     import ray.data  # noqa: F401 - the stage's
 
     for name in RUN_MODULES:
