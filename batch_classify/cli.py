@@ -24,6 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from batch_classify.cli_options import environment_epilog, settings_options
+from batch_classify.cli_prefect import import_prefect, on_temporary_api, prefect_defaults
 from batch_classify.cli_summary import preview, print_summary
 from batch_classify.layout import MANIFEST, RunLayout
 from batch_classify.settings import RunSettings, ServeSettings
@@ -79,21 +80,6 @@ def main(
     DEBUG = debug
 
 
-def _prefect_defaults() -> None:
-    # The ephemeral API's telemetry heartbeat races the flow for its SQLite file
-    # ("database is locked"); a user who sets the variable keeps their choice.
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    # Prefect logs a failing task or flow with its traceback: the terminal gets the line only, unless
-    # --debug; the flow run's log in the API keeps the traceback.
-    if not DEBUG:
-        from prefect.logging.configuration import ensure_logging_setup
-
-        from batch_classify.cli_logging import hide_tracebacks
-
-        ensure_logging_setup()  # Prefect's handlers exist from here on; its own later set-up is incremental
-        hide_tracebacks()
-
-
 def _fail(message: str, code: int = 1):
     """Print ``error: message`` on stderr (after the traceback being handled, with --debug) and exit with ``code``."""
     if DEBUG and sys.exc_info()[0] is not None:
@@ -107,20 +93,16 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
-def _import_prefect() -> None:
-    """Prefect's logging set-up (:func:`_prefect_defaults`) and the flow's module: about 1.8 s of imports."""
-    _prefect_defaults()
-    import batch_classify.flows.classify  # noqa: F401
-
-
 def run_flow(settings) -> dict:
     """Run the flow; any failure becomes a one-line reason and exit code 1.
 
     Start-up is done side by side (:mod:`batch_classify.startup`): Prefect's temporary API (where no
     ``PREFECT_API_URL`` is set) starts first, in its own process; the model's load and the steps'
     imports run in one thread, Prefect's imports in another; this thread starts a local Ray (the
-    inference step adopts it and stops it in the background when the stage ends); the flow starts when
-    all are ready. The API stops at exit, after Prefect has sent its last log lines.
+    inference step adopts it and stops it in the background when the stage ends) and then Ray Data's
+    helper actors (:func:`batch_classify.startup.start_ray_data_actors`); the flow starts when all are
+    ready, on the temporary API without heartbeats (:func:`batch_classify.cli_prefect.on_temporary_api`).
+    The API stops at exit, after Prefect has sent its last log lines.
     """
     from batch_classify import startup, watchdog
 
@@ -132,14 +114,15 @@ def run_flow(settings) -> dict:
     if api is not None:
         atexit.register(api.stop)  # registered before Prefect's: runs after it has sent its last logs
     model = startup.in_background(startup.prepare_model, settings)
-    prefect = startup.in_background(_import_prefect)
+    prefect = startup.in_background(import_prefect, DEBUG)
     started_ray = False
     try:
         started_ray = startup.start_ray_ahead(settings)
         for thread in (prefect, model):
             thread.join()
-        _prefect_defaults()  # again, in this thread: raises what the background import hid
-        from prefect.context import refresh_global_settings_context
+        if started_ray:  # they start while the flow starts, lists and validates
+            startup.start_ray_data_actors()
+        prefect_defaults(DEBUG)  # again, in this thread: raises what the background import hid
         from prefect.settings import PREFECT_API_URL
 
         from batch_classify.flows import classify
@@ -147,14 +130,10 @@ def run_flow(settings) -> dict:
         if api is not None and PREFECT_API_URL.value():  # a profile names a server: not needed
             api.stop()
             api = None
-        if api is not None:
-            api.wait_ready()
-            # Every thread's Prefect client (flow, tasks, log and event workers) reads the global settings.
-            os.environ["PREFECT_API_URL"] = api.api_url
-            # It serves no UI and ends with the run: no "View at <link>" line, as for Prefect's own.
-            os.environ.setdefault("PREFECT_UI_URL", "")
-            refresh_global_settings_context()
-        return classify(settings)
+        if api is None:
+            return classify(settings)
+        with on_temporary_api(api):
+            return classify(settings)
     except Exception as exc:  # noqa: BLE001 - the CLI's job is the one-line reason
         _fail(_one_line(exc))
     finally:
@@ -322,7 +301,7 @@ def serve(
     """
     from pydantic import ValidationError
 
-    _prefect_defaults()
+    prefect_defaults(DEBUG)
     try:
         settings = ServeSettings(**given)
     except ValidationError as exc:

@@ -19,11 +19,14 @@ log = logging.getLogger(__name__)
 #: Default images per pipeline batch. CPU: measured on the 2-core development machine,
 #: EfficientNet-Lite0, 3,000 files (benchmarks/stage.py): 175 images/s with batches of 32,
 #: 195 of 64, 201-205 of 128, 198 of 256 (fewer, larger Ray tasks; the engines still call the
-#: model 8 images at a time); 64 keeps most of the gain with half the latency to the first
-#: batch. GPU: measured on one H200 with 16 CPUs, ResNet-152, 12,000 files (benchmarks/gpu_check.sh,
+#: model 8 images at a time). 2026-12-01, whole `batch-classify run` (BENCHMARKS.md, "Start-up"):
+#: stage steady state at 10,000 files 130 images/s with 64, 136 with 128 (3,000 files, two runs
+#: each: 133 and 120 against 142 and 140); over 1,000 files the whole run takes the same (20.4 s
+#: and 20.7 s, medians of 3): 128 costs 1.5 s more to the first batch and wins it back. A nightly
+#: job is paid by its throughput, so 128. GPU: measured on one H200 with 16 CPUs, ResNet-152, 12,000 files (benchmarks/gpu_check.sh,
 #: BENCHMARKS.md): stage steady state 1,793 images/s with 1 actor × batch 128, 3,237 with
 #: 4 × 128, 3,559 with 4 × 256, 3,681 with 8 × 128, 3,744 with 8 × 256 (model alone 5,723).
-CPU_BATCH_SIZE = 64
+CPU_BATCH_SIZE = 128
 GPU_BATCH_SIZE = 256
 #: Model actors per GPU (each reserves ``1 / ACTORS_PER_GPU`` of it). One actor leaves the GPU
 #: idle while it fetches a batch, copies it in and hands results back; four overlap that work
@@ -79,7 +82,7 @@ def plan_cluster(
 
     GPU: ``ACTORS_PER_GPU`` (4) actors per GPU, ``num_gpus=0.25`` each, PyTorch, batch 256. CPU: one actor per
     4 CPUs (at least 1), each with the CPUs it shares as intra-op threads, since decoding
-    takes less CPU than the model; ONNX Runtime, batch 64. The actors' CPU reservations
+    takes less CPU than the model; ONNX Runtime, batch 128. The actors' CPU reservations
     always leave room for a decoding task (1 CPU, or half of a 1-CPU cluster), since
     actors that took every CPU would wait forever for decoded images.
 

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import Measured, median, prepare_input, random_weights, run_measured
+from batch_classify.plan import CPU_BATCH_SIZE
 
 PY = sys.executable
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,9 +96,11 @@ def main() -> None:
                         help="of seed-32, seed-720, dataloader, ours, ours-10 (ours on 10 files: the fixed overhead), "
                              "ours-torch, model")
     parser.add_argument("--before-tree", help="a checkout of an earlier commit: adds variant ours-before")
-    parser.add_argument("--batch-size", type=int, default=64, help="model-alone batch size (the pipeline's CPU default)")
+    parser.add_argument("--batch-size", type=int, default=CPU_BATCH_SIZE, help="model-alone batch size (the pipeline's CPU default)")
     parser.add_argument("--model-images", type=int, default=256, help="pre-decoded images the model-alone run times")
-    parser.add_argument("--scale", type=int, default=0, help="also run ours once on this many files (memory vs size)")
+    parser.add_argument("--scale", type=int, default=0, help="also run ours on this many files (steady state, memory vs size)")
+    parser.add_argument("--scale-repeats", type=int, default=1,
+                        help="scale runs, each followed by a model-alone run (the ceiling measured beside it)")
     parser.add_argument("--workdir", default="/tmp/batch-classify-bench")
     parser.add_argument("--out", help="write FILE.md and FILE.json")
     args = parser.parse_args()
@@ -144,15 +147,20 @@ def main() -> None:
     scale = None
     if args.scale:
         big = prepare_input(workdir, args.scale)
-        out = workdir / "out" / "scale"
-        shutil.rmtree(out, ignore_errors=True)
-        out.mkdir(parents=True)
-        cmd, env = _command("ours", args, big, out, weights, "bench-scale")
-        m = run_measured(cmd, env=env)
-        if m.returncode:
-            raise RuntimeError(f"scale run failed:\n{m.output[-4000:]}")
-        scale = {"images": args.scale, "seconds": m.seconds, "peak_bytes": m.peak_bytes, "report": _ours_report(out, "bench-scale")}
-        print(f"scale {args.scale}: {m.seconds:.1f} s, peak {m.peak_bytes / 2**30:.2f} GiB", flush=True)
+        scale = {"images": args.scale, "runs": []}
+        for rep in range(args.scale_repeats):
+            out = workdir / "out" / "scale"
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir(parents=True)
+            cmd, env = _command("ours", args, big, out, weights, "bench-scale")
+            m = run_measured(cmd, env=env)
+            if m.returncode:
+                raise RuntimeError(f"scale run failed:\n{m.output[-4000:]}")
+            scale["runs"].append({"seconds": m.seconds, "peak_bytes": m.peak_bytes, "report": _ours_report(out, "bench-scale")})
+            print(f"[{rep}] scale {args.scale}: {m.seconds:.1f} s, peak {m.peak_bytes / 2**30:.2f} GiB", flush=True)
+            if "model" in variants:  # the ceiling, measured beside the run it bounds
+                model_alone.append(_model_alone(args, input_dir, weights))
+                print(f"[{rep}] model alone after scale: {model_alone[-1]}", flush=True)
 
     table = _render(args, started, input_dir, results, reports, model_alone, scale)
     print(table)
@@ -205,15 +213,20 @@ def _render(args, started, input_dir, results, reports, model_alone, scale) -> s
                 ratio = "" if steady != steady else f"; `{variant}` stage steady state {steady:.0f} = {steady / rate:.2f} of it"
                 lines.append(f"- {runtime}: {rate:.1f}{ratio}")
     if scale:
-        r = scale["report"]
-        lines += ["", f"Scale: `ours` on {scale['images']} files: {scale['seconds']:.1f} s whole process "
-                  f"({scale['images'] / scale['seconds']:.1f} images/s), peak memory {scale['peak_bytes'] / 2**30:.2f} GiB, "
-                  f"stage steady state {r.get('stage_steady_images_per_second')} images/s, top-1 {r.get('top1')}."]
+        runs = scale["runs"]
+        steadies = [r["report"].get("stage_steady_images_per_second") for r in runs]
+        steadies = [x for x in steadies if x]
+        each = "; ".join(
+            f"{r['seconds']:.1f} s, steady {r['report'].get('stage_steady_images_per_second')} images/s, "
+            f"peak {r['peak_bytes'] / 2**30:.2f} GiB, top-1 {r['report'].get('top1')}" for r in runs
+        )
+        lines += ["", f"Scale: `ours` on {scale['images']} files, {len(runs)} run(s), whole process: {each}."]
         ceiling = _ceiling(model_alone)
-        steady = r.get("stage_steady_images_per_second")
+        steady = median(steadies) if steadies else None
         if ceiling and steady:
-            lines.append(f"Decode + model ceiling (the model alone's rate with each image's decoding added to its "
-                         f"core time): {ceiling:.0f} images/s; the stage's steady state is {steady / ceiling:.2f} of it.")
+            lines.append(f"Decode + model ceiling (the model alone's rate, median of all {len(model_alone)} model-alone "
+                         f"runs, with each image's decoding added to its core time): {ceiling:.0f} images/s; the stage's "
+                         f"steady state (median) is {steady:.1f} = {steady / ceiling:.2f} of it.")
     return "\n".join(lines) + "\n"
 
 

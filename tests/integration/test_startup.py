@@ -54,6 +54,34 @@ def test_ray_started_ahead_is_adopted_by_the_stage_and_stopped():
     assert json.loads(done.stdout.strip().splitlines()[-1]) == [True, True, False, True, True, False]
 
 
+RAY_DATA_AHEAD = """
+import json, ray, ray.data
+from batch_classify.ray_logs import start_ray, stop_ray
+from batch_classify.startup import RAY_DATA_ACTORS, start_ray_data_actors
+start_ray(None, num_cpus=1, verbose=False, ahead=True)
+start_ray_data_actors()
+named = lambda: sorted((a["namespace"], a["name"]) for a in ray.util.list_named_actors(all_namespaces=True))
+ahead = named()
+for namespace, name in ahead:
+    ray.get(ray.get_actor(name, namespace=namespace).__ray_ready__.remote(), timeout=120)
+rows = ray.data.range(8).map_batches(lambda b: b, batch_size=4).take_all()   # a stage after them
+print(json.dumps({"expected": len(RAY_DATA_ACTORS), "ahead": ahead, "after": named(), "rows": len(rows)}))
+stop_ray(wait=True)
+"""
+
+
+@pytest.mark.slow
+def test_ray_datas_helper_actors_started_ahead_are_the_stages():
+    """Every helper actor Ray Data would create in the stage exists once created ahead (a Ray upgrade that
+    renames one fails here, not silently), and a stage afterwards creates no second one."""
+    done = subprocess.run([sys.executable, "-c", RAY_DATA_AHEAD], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(seen["ahead"]) == seen["expected"] == 3, seen
+    assert seen["after"] == seen["ahead"], seen
+    assert seen["rows"] == 8
+
+
 def test_cli_exit_status_and_output_survive_the_quick_exit(tmp_path):
     """``batch-classify`` ends through startup.exit_now: the status and everything printed still arrive."""
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home")}
@@ -62,6 +90,35 @@ def test_cli_exit_status_and_output_survive_the_quick_exit(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "batch_classify", "report", str(tmp_path / "nowhere")],
                          capture_output=True, text=True, env=env)
     assert bad.returncode == 1 and bad.stderr.startswith("error:"), (bad.returncode, bad.stderr)
+
+
+#: Prefect's debug line when a flow run's heartbeat thread starts (Prefect 3.8, flow_engine.py).
+HEARTBEATS = "Started flow run heartbeat context"
+
+
+def _three_photos(photos, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for p in photos[:3]:
+        (src / p.name).write_bytes(p.read_bytes())
+    return src
+
+
+@pytest.mark.slow
+def test_a_run_on_its_temporary_api_sends_no_heartbeats(photos, tmp_path):
+    """The temporary API dies with the run, so no heartbeats (nothing could mark the run crashed on
+    it); the run still completes."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env |= {"PREFECT_HOME": str(tmp_path / "home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_LOGGING_LEVEL": "DEBUG"}
+    done = subprocess.run(
+        [sys.executable, "-m", "batch_classify", "run", "-i", str(_three_photos(photos, tmp_path)),
+         "-o", str(tmp_path / "out"), "--model", "efficientnet_lite0", "--run-id", "temporary", "-q"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    output = done.stdout + done.stderr
+    assert "Finished in state Completed()" in output and HEARTBEATS not in output, output[-3000:]
 
 
 @pytest.mark.slow
@@ -79,17 +136,15 @@ def test_a_profile_naming_a_server_gets_the_run(photos, tmp_path, monkeypatch):
         (home / "profiles.toml").write_text(
             f'active = "nightly"\n\n[profiles.nightly]\nPREFECT_API_URL = "{server.api_url}"\n'
         )
-        src = tmp_path / "in"
-        src.mkdir()
-        for p in photos[:3]:
-            (src / p.name).write_bytes(p.read_bytes())
-        env |= {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+        src = _three_photos(photos, tmp_path)
+        env |= {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "DEBUG"}
         done = subprocess.run(
             [sys.executable, "-m", "batch_classify", "run", "-i", str(src), "-o", str(tmp_path / "out"),
              "--model", "efficientnet_lite0", "--run-id", "by-profile", "-q"],
             capture_output=True, text=True, env=env, timeout=600,
         )
         assert done.returncode == 0, done.stderr[-3000:]
+        assert HEARTBEATS in done.stdout + done.stderr  # a server that outlives the run keeps them
         query = json.dumps({"flow_runs": {"name": {"any_": ["classify-efficientnet_lite0-by-profile"]}}}).encode()
         request = urllib.request.Request(f"{server.api_url}/flow_runs/filter", data=query,
                                          headers={"Content-Type": "application/json"})

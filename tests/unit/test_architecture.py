@@ -138,7 +138,7 @@ def test_the_library_imports_prefect_only_in_the_command_line():
         name for name, deps in graph.items()
         if name.startswith("batch_classify") and not _prefect_side({name}) and _prefect_side(deps)
     )
-    assert users == ["batch_classify.cli"]
+    assert users == ["batch_classify.cli", "batch_classify.cli_prefect"]
     assert _prefect_side(graph["batch_classify.tasks"]) and _prefect_side(graph["batch_classify.flows.classify"])
 
 
@@ -166,8 +166,8 @@ def _python_files_importing(folder: Path, root: Path) -> dict[str, set[str]]:
 @pytest.mark.parametrize("layout", ["source checkout", "installed"])
 def test_the_ray_jobs_package_copy_holds_no_prefect(tmp_path, layout):
     """What ``cluster._package_copy`` ships as a Ray Job's working_dir: the library, none of its Prefect
-    layers, from a source checkout and from an installed package (where they sit inside it). The one
-    module of the copy that names Prefect is the command line (lazily; the job never imports it)."""
+    layers, from a source checkout and from an installed package (where they sit inside it). The only
+    modules of the copy that name Prefect are the command line's (lazily; the job never imports them)."""
     from batch_classify.cluster import _package_copy
 
     source = None
@@ -184,7 +184,7 @@ def test_the_ray_jobs_package_copy_holds_no_prefect(tmp_path, layout):
     assert not [p for p in copy.iterdir() if p.name in batch_classify.PREFECT_LAYERS]
     imports = _python_files_importing(copy, copy.parent)
     assert "batch_classify.stage_job" in imports
-    assert {k: v for k, v in imports.items() if v} == {"batch_classify.cli": {"prefect"}}
+    assert {k: v for k, v in imports.items() if v} == {"batch_classify.cli": {"prefect"}, "batch_classify.cli_prefect": {"prefect"}}
 
 
 def test_the_wheel_holds_one_top_level_package(tmp_path):
