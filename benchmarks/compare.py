@@ -2,9 +2,10 @@
 
 One command, one machine, the same images and model for every variant. Whole-process
 variants run as subprocesses, alternating (seed, dataloader, ours, … then again) so that
-drift in the machine hits them alike; the table gives medians over ``--repeats`` and the
+drift in the machine hits them alike, each after an untimed pass that reads the packages, photos and
+caches it uses into the page cache (``common.warm_file_cache``: ``seed-720`` evicts it); the table gives medians over ``--repeats`` and the
 ratio of each to the seed run as a CPU user would (`seed-32`). Peak memory is the peak proportional set size (PSS) of each
-process tree, Ray's raylet, workers and object store included, sampled every 0.25 s.
+process tree, Ray's raylet, workers and object store included, sampled every ``--sample-interval`` seconds (2).
 
 Usage (from the project root, beside ../shared)::
 
@@ -25,8 +26,9 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import Measured, median, prepare_input, random_weights, run_measured
+from benchmarks.common import Measured, median, prepare_input, random_weights, run_measured, warm_file_cache
 from batch_classify.plan import CPU_BATCH_SIZE
+from batch_classify.settings import default_cache_dir
 
 PY = sys.executable
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,6 +103,10 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=0, help="also run ours on this many files (steady state, memory vs size)")
     parser.add_argument("--scale-repeats", type=int, default=1,
                         help="scale runs, each followed by a model-alone run (the ceiling measured beside it)")
+    parser.add_argument("--sample-interval", type=float, default=2.0,
+                        help="seconds between memory samples of a run's process tree (each costs 50-60 ms of CPU "
+                             "with Ray's 14 processes: every 0.25 s, 9%% of the 2 cores, which cut the 10,000-file "
+                             "steady state from about 130 to 96-102 images/s)")
     parser.add_argument("--workdir", default="/tmp/batch-classify-bench")
     parser.add_argument("--out", help="write FILE.md and FILE.json")
     args = parser.parse_args()
@@ -125,8 +131,17 @@ def main() -> None:
         cmd, env = _command("ours", args, small_dir, out, weights, "warm-up")
         m = run_measured(cmd, env=env)
         print(f"warm-up (untimed): {m.seconds:.1f} s", flush=True)
+    warm_roots = [input_dir, small_dir, workdir / "prefect-home", Path(default_cache_dir())]
+    if args.before_tree:
+        warm_roots.append(Path(args.before_tree))
+
+    def warm() -> None:
+        n, seconds = warm_file_cache(*warm_roots)
+        print(f"  (page cache warmed: {n / 2**30:.1f} GiB read in {seconds:.1f} s, untimed)", flush=True)
+
     for rep in range(args.repeats):
         for variant in variants:
+            warm()
             if variant == "model":
                 model_alone.append(_model_alone(args, input_dir, weights))
                 print(f"[{rep}] model alone: {model_alone[-1]}", flush=True)
@@ -137,7 +152,7 @@ def main() -> None:
             run_id = f"bench-{rep}"
             source = small_dir if variant == "ours-10" else input_dir
             cmd, env = _command(variant, args, source, out, weights, run_id)
-            m = run_measured(cmd, env=env, cwd=env.get("PYTHONPATH"))
+            m = run_measured(cmd, env=env, cwd=env.get("PYTHONPATH"), interval=args.sample_interval)
             if m.returncode:
                 raise RuntimeError(f"{variant} failed ({m.returncode}):\n{m.output[-4000:]}")
             results[variant].append(m)
@@ -148,17 +163,20 @@ def main() -> None:
     if args.scale:
         big = prepare_input(workdir, args.scale)
         scale = {"images": args.scale, "runs": []}
+        warm_roots.append(big)
         for rep in range(args.scale_repeats):
+            warm()
             out = workdir / "out" / "scale"
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir(parents=True)
             cmd, env = _command("ours", args, big, out, weights, "bench-scale")
-            m = run_measured(cmd, env=env)
+            m = run_measured(cmd, env=env, interval=args.sample_interval)
             if m.returncode:
                 raise RuntimeError(f"scale run failed:\n{m.output[-4000:]}")
             scale["runs"].append({"seconds": m.seconds, "peak_bytes": m.peak_bytes, "report": _ours_report(out, "bench-scale")})
             print(f"[{rep}] scale {args.scale}: {m.seconds:.1f} s, peak {m.peak_bytes / 2**30:.2f} GiB", flush=True)
             if "model" in variants:  # the ceiling, measured beside the run it bounds
+                warm()
                 model_alone.append(_model_alone(args, input_dir, weights))
                 print(f"[{rep}] model alone after scale: {model_alone[-1]}", flush=True)
 
