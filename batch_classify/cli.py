@@ -98,11 +98,12 @@ def run_flow(settings) -> dict:
 
     Start-up is done side by side (:mod:`batch_classify.startup`): Prefect's temporary API (where no
     ``PREFECT_API_URL`` is set) starts first, in its own process; the model's load and the steps'
-    imports run in one thread, Prefect's imports in another; this thread starts a local Ray (the
-    inference step adopts it and stops it in the background when the stage ends) and then Ray Data's
-    helper actors (:func:`batch_classify.startup.start_ray_data_actors`); the flow starts when all are
-    ready, on the temporary API without heartbeats (:func:`batch_classify.cli_prefect.on_temporary_api`).
-    The API stops at exit, after Prefect has sent its last log lines.
+    imports run in one thread, Prefect's imports in another, a local Ray's start and then Ray Data's
+    helper actors in a third (:func:`batch_classify.startup.start_ray_ahead`: the inference step waits
+    for it, adopts that Ray and stops it in the background when the stage ends); the flow starts when
+    the first two and the API are ready, on the temporary API without heartbeats
+    (:func:`batch_classify.cli_prefect.on_temporary_api`). The API stops at exit, after Prefect has
+    sent its last log lines.
     """
     from batch_classify import startup, watchdog
 
@@ -113,15 +114,12 @@ def run_flow(settings) -> dict:
     api = None if os.environ.get("PREFECT_API_URL") else startup.TemporaryApi().start()
     if api is not None:
         atexit.register(api.stop)  # registered before Prefect's: runs after it has sent its last logs
+    ray_ahead = startup.start_ray_ahead(settings)  # the longest: Ray's start waits on its own processes
     model = startup.in_background(startup.prepare_model, settings)
     prefect = startup.in_background(import_prefect, DEBUG)
-    started_ray = False
     try:
-        started_ray = startup.start_ray_ahead(settings)
         for thread in (prefect, model):
             thread.join()
-        if started_ray:  # they start while the flow starts, lists and validates
-            startup.start_ray_data_actors()
         prefect_defaults(DEBUG)  # again, in this thread: raises what the background import hid
         from prefect.settings import PREFECT_API_URL
 
@@ -137,7 +135,7 @@ def run_flow(settings) -> dict:
     except Exception as exc:  # noqa: BLE001 - the CLI's job is the one-line reason
         _fail(_one_line(exc))
     finally:
-        if started_ray:  # no stage adopted it (the run failed before), or its shutdown is under way
+        if ray_ahead is not None:  # no stage adopted it (the run failed before), or its shutdown is under way
             from batch_classify.ray_logs import stop_ray_ahead
 
             stop_ray_ahead()

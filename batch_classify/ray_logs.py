@@ -27,7 +27,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Union
 
 #: What a caller may pass as the stage's log: a logger, or an adapter such as Prefect's run logger.
@@ -210,6 +210,15 @@ def stage_logging(logger: LoggerLike, *, total: int, verbose: bool = False,
 _ahead = False
 #: The thread of a :func:`stop_ray` still shutting Ray down; the next :func:`start_ray` waits for it.
 _stopping: threading.Thread | None = None
+#: The thread of :func:`start_ray_in_thread`: it started a local Ray and lives until Ray is shut down.
+_owner: threading.Thread | None = None
+#: Set once that thread's start has ended, either way; :func:`start_ray` waits for it.
+_owner_started = threading.Event()
+#: Set once Ray is shut down (:func:`stop_ray`, :func:`stop_ray_ahead`): that thread may end.
+_owner_release = threading.Event()
+#: Ray's warning when ``ray.init`` runs outside the main thread (ray 2.60, ``worker.py``): the handler
+#: it names is set by :func:`start_ray_in_thread` instead.
+SIGTERM_NOT_SET = "SIGTERM handler is not set"
 
 
 def start_ray(address: str | None, *, num_cpus: int | None, verbose: bool, ahead: bool = False) -> bool:
@@ -229,6 +238,8 @@ def start_ray(address: str | None, *, num_cpus: int | None, verbose: bool, ahead
     global _ahead
     import ray
 
+    if _owner is not None and threading.current_thread() is not _owner:
+        _owner_started.wait()  # a start ahead in progress: adopt what it started
     if _stopping is not None:
         _stopping.join()
     if ray.is_initialized():
@@ -255,22 +266,95 @@ def stop_ray(*, wait: bool = True) -> None:
     The next :func:`start_ray` waits for it; so does the interpreter at exit.
     """
     global _stopping
-    import ray
 
     if wait:
-        ray.shutdown()
+        _shutdown()
         return
-    _stopping = threading.Thread(target=ray.shutdown, name="ray-shutdown")
+    _stopping = threading.Thread(target=_shutdown, name="ray-shutdown")
     _stopping.start()
 
 
+def _shutdown() -> None:
+    """``ray.shutdown()``, then let the thread that started this Ray end (:func:`start_ray_in_thread`)."""
+    import ray
+
+    try:
+        ray.shutdown()
+    finally:
+        _owner_release.set()
+
+
 def stop_ray_ahead() -> None:
-    """Stop a Ray started ahead (:func:`start_ray` with ``ahead=True``) that no stage adopted (the run
-    failed before its stage). A stage's own :func:`stop_ray` in progress goes on; the interpreter waits
-    for it at exit."""
+    """Stop a Ray started ahead (:func:`start_ray` with ``ahead=True``, or :func:`start_ray_in_thread`)
+    that no stage adopted (the run failed before its stage), once its start has ended. A stage's own
+    :func:`stop_ray` in progress goes on; the interpreter waits for it at exit."""
     global _ahead
     import ray
 
+    if _owner is not None:
+        _owner_started.wait()
     if _ahead and ray.is_initialized():
-        ray.shutdown()
+        _shutdown()
     _ahead = False
+
+
+class _DropRecord(logging.Filter):
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
+def start_ray_in_thread(num_cpus: int | None, *, verbose: bool, then: Callable[[], None] | None = None) -> threading.Thread:
+    """Start a local Ray ahead of its stage (:func:`start_ray` with ``ahead=True``), then call ``then``,
+    in a daemon thread; return the thread, started. The stage's :func:`start_ray` waits for that start
+    and adopts its Ray; the thread lives on until Ray is shut down (:func:`stop_ray`, :func:`stop_ray_ahead`).
+
+    Why a thread that lives: ``ray.init`` starts Ray's GCS, raylet and daemons with ``PR_SET_PDEATHSIG``
+    (ray 2.60, ``services.start_ray_process`` with kernel fate sharing), and Linux sends that signal
+    when the *thread* that started them ends. Started from a thread that then ended, they were killed
+    and the stage failed with "Failed to connect to GCS". Why a thread at all: ``ray.init`` mostly
+    waits (on its dashboard process, its raylet's object store and agents: 3.9 s on an idle 2-core
+    development machine, 5.9 s during the rest of the start-up), and in this process's main thread the
+    flow could not start meanwhile, although its first two steps do not use Ray.
+
+    ``ray.init`` sets ``sys.exit`` as the SIGTERM handler only from the main thread; this function sets
+    the same in the calling thread (it must be the main thread) where SIGTERM still has its default,
+    so that a terminated run still ends through its exit handlers, and drops Ray's warning about it
+    (:data:`SIGTERM_NOT_SET`).
+
+    A failed start is logged at debug level and left to the stage, whose own :func:`start_ray`
+    starts Ray again and reports why not.
+    """
+    global _owner, _owner_started, _owner_release
+    import signal
+    import sys
+
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
+    started, release = threading.Event(), threading.Event()
+
+    def own() -> None:
+        import ray
+
+        warnings = logging.getLogger("ray._private.worker")
+        drop = _DropRecord(SIGTERM_NOT_SET)
+        warnings.addFilter(drop)
+        try:
+            start_ray(None, num_cpus=num_cpus, verbose=verbose, ahead=True)
+            if then is not None:
+                then()
+        except Exception as err:  # noqa: BLE001 - the stage starts Ray again and reports why not
+            logging.getLogger(__name__).debug("Ray did not start ahead of the stage: %s: %s", type(err).__name__, err)
+        finally:
+            warnings.removeFilter(drop)
+            started.set()
+        if ray.is_initialized():
+            release.wait()
+
+    _owner_started, _owner_release = started, release
+    _owner = threading.Thread(target=own, name="ray-owner", daemon=True)
+    _owner.start()
+    return _owner

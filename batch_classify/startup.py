@@ -5,9 +5,9 @@ Before this, ``batch-classify run`` did its start-up one thing after another: Pr
 torchvision and torch), then Ray's start (about 3 s) inside the inference step (2-core development
 machine, a run over 10 photos, BENCHMARKS.md). Each mostly waits: on a subprocess, on the
 disk. The CLI now starts Prefect's API in its own process (:class:`TemporaryApi`), runs
-:func:`prepare_model` and Prefect's imports in threads, starts Ray in its main thread meanwhile
-(:func:`batch_classify.ray_logs.start_ray`; started from a thread it failed under load with "Failed
-to connect to GCS"), and waits for all before the flow starts.
+:func:`prepare_model` and Prefect's imports in threads, and starts Ray and then Ray Data's helper
+actors in a third thread (:func:`start_ray_ahead`) that lives until Ray is shut down. The flow starts
+once the API, the model and Prefect's imports are ready; only the inference step waits for Ray.
 
 Each piece here is best effort: what fails is done again, and reported, by the step that needs it
 (the validation step names a missing weights file in one line). No Prefect import here: the CLI
@@ -162,22 +162,21 @@ class TemporaryApi:
         self.process = None
 
 
-def start_ray_ahead(settings: RunSettings) -> bool:
-    """Start a local Ray ahead of the run's stage, which adopts it and stops it when the stage ends
-    (:func:`batch_classify.ray_logs.start_ray`); none with ``--ray-address``.
+def start_ray_ahead(settings: RunSettings) -> threading.Thread | None:
+    """Start a local Ray ahead of the run's stage, then Ray Data's helper actors
+    (:func:`start_ray_data_actors`), in a thread of their own
+    (:func:`batch_classify.ray_logs.start_ray_in_thread`): the flow starts, lists and validates
+    meanwhile; the stage waits for that start, adopts its Ray and stops it when the stage ends. None
+    with ``--ray-address``. Call from the main thread.
 
     Returns:
-        whether it started (False where it failed: the inference step starts it again and reports why not).
+        the thread, started; None where no Ray is started ahead.
     """
-    from batch_classify.ray_logs import start_ray
+    from batch_classify.ray_logs import start_ray_in_thread
 
     if settings.ray_address is not None:
-        return False
-    try:
-        return start_ray(None, num_cpus=settings.num_cpus, verbose=settings.verbose, ahead=True)
-    except Exception as err:  # noqa: BLE001 - the inference step starts it again and reports why not
-        log.debug("start-up: Ray did not start ahead of the stage: %s: %s", type(err).__name__, err)
-        return False
+        return None
+    return start_ray_in_thread(settings.num_cpus, verbose=settings.verbose, then=start_ray_data_actors)
 
 
 #: Ray Data's own helper actors (ray 2.60): one per cluster, each created by the first stage that needs it,

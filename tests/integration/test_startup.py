@@ -54,6 +54,38 @@ def test_ray_started_ahead_is_adopted_by_the_stage_and_stopped():
     assert json.loads(done.stdout.strip().splitlines()[-1]) == [True, True, False, True, True, False]
 
 
+RAY_IN_THREAD = """
+import json, signal, time, ray
+from batch_classify.ray_logs import start_ray, start_ray_in_thread, stop_ray, stop_ray_ahead
+steps = []
+owner = start_ray_in_thread(1, verbose=False)                           # the CLI, at start-up
+steps.append(signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL)    # as ray.init sets it in the main thread
+steps.append(start_ray(None, num_cpus=1, verbose=False))                # the stage waits for that start, adopts it
+time.sleep(3)  # Ray's processes die with the thread that started them (PR_SET_PDEATHSIG): it must still live
+steps.append(owner.is_alive() and ray.get(ray.put(41), timeout=60) + 1 == 42)
+stop_ray(wait=True)
+owner.join(timeout=60)
+steps.append(not owner.is_alive())                                      # released once Ray is shut down
+owner = start_ray_in_thread(1, verbose=False)                           # ahead again, but no stage comes
+stop_ray_ahead()                                                        # waits for the start, then stops it
+owner.join(timeout=60)
+steps.append([ray.is_initialized(), owner.is_alive()])
+print(json.dumps(steps))
+"""
+
+
+@pytest.mark.slow
+def test_ray_started_in_a_thread_lives_until_the_stage_has_stopped_it():
+    """Ray started ahead in a thread (the CLI's start-up) is adopted by the stage from the main thread and
+    usable after the start has returned (its processes die with the thread that started them, so that
+    thread lives until Ray is shut down), the thread ends after the shutdown, and Ray's warning about
+    the SIGTERM handler does not reach the terminal."""
+    done = subprocess.run([sys.executable, "-c", RAY_IN_THREAD], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [True, True, True, True, [False, False]]
+    assert "SIGTERM handler is not set" not in done.stderr, done.stderr[-3000:]
+
+
 RAY_DATA_AHEAD = """
 import json, ray, ray.data
 from batch_classify.ray_logs import start_ray, stop_ray
