@@ -133,6 +133,21 @@ def random_weights(workdir: Path, model: str) -> str:
 #: Site-packages folders no CPU variant reads (CUDA libraries, the GPU compiler, browsers for the UI tests).
 COLD_PACKAGES = frozenset({"nvidia", "triton", "playwright"})
 
+#: Additions in :func:`python_loop_seconds`: about 1.2 s on the 2-core development machine on a quiet day.
+LOOP_ADDITIONS = 30_000_000
+
+
+def python_loop_seconds() -> float:
+    """Seconds this machine takes now for :data:`LOOP_ADDITIONS` Python additions in one thread: the
+    speed of a core as the run sees it. On the 2-core development VM it went from 1.2 s to 2.4 s within
+    a day, which moves every whole-process time with it; a benchmark records it beside its figures."""
+    start = time.perf_counter()
+    total = 0
+    for i in range(LOOP_ADDITIONS):
+        total += i
+    return time.perf_counter() - start
+
+
 
 def warm_file_cache(*roots: Path) -> tuple[int, float]:
     """Read every file under ``roots`` (and this interpreter's site-packages, less :data:`COLD_PACKAGES`)

@@ -26,7 +26,16 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import Measured, median, prepare_input, random_weights, run_measured, warm_file_cache
+from benchmarks.common import (
+    LOOP_ADDITIONS,
+    Measured,
+    median,
+    prepare_input,
+    python_loop_seconds,
+    random_weights,
+    run_measured,
+    warm_file_cache,
+)
 from batch_classify.plan import CPU_BATCH_SIZE
 from batch_classify.settings import default_cache_dir
 
@@ -124,6 +133,8 @@ def main() -> None:
     reports: dict[str, list[dict]] = {v: [] for v in whole}
     model_alone: list[dict] = []
     started = time.strftime("%Y-%m-%d %H:%M:%S")
+    loops = [python_loop_seconds()]
+    print(f"core speed: {LOOP_ADDITIONS:,} Python additions in {loops[0]:.2f} s", flush=True)
     if any(v.startswith("ours") for v in whole):  # untimed: creates Prefect's database and the ONNX export cache
         out = workdir / "out" / "warm-up"
         shutil.rmtree(out, ignore_errors=True)
@@ -180,7 +191,8 @@ def main() -> None:
                 model_alone.append(_model_alone(args, input_dir, weights))
                 print(f"[{rep}] model alone after scale: {model_alone[-1]}", flush=True)
 
-    table = _render(args, started, input_dir, results, reports, model_alone, scale)
+    loops.append(python_loop_seconds())
+    table = _render(args, started, input_dir, results, reports, model_alone, scale, loops)
     print(table)
     if args.out:
         Path(args.out).with_suffix(".md").write_text(table)
@@ -190,17 +202,20 @@ def main() -> None:
             "runs": {v: [{"seconds": m.seconds, "peak_bytes": m.peak_bytes} for m in ms] for v, ms in results.items()},
             "reports": reports,
             "model_alone": model_alone,
+            "python_loop_seconds": loops,
             "scale": scale,
         }
         Path(args.out).with_suffix(".json").write_text(json.dumps(raw, indent=2, default=str))
 
 
-def _render(args, started, input_dir, results, reports, model_alone, scale) -> str:
+def _render(args, started, input_dir, results, reports, model_alone, scale, loops) -> str:
     n = args.images
     seed_s = median([m.seconds for m in results.get("seed-32", [])])
     lines = [
         f"Run {started} on {os.cpu_count()} cores: {n} files ({input_dir}), model {args.model}"
         f"{' (random weights)' if args.random_weights else ''}, {args.repeats} alternating repeat(s), medians.",
+        f"Core speed: {LOOP_ADDITIONS:,} Python additions took {loops[0]:.2f} s before the runs and {loops[-1]:.2f} s "
+        "after them (about 1.2 s on this machine on a quiet day).",
         "",
         "| variant | files | wall s (whole process) | images/s | × seed-32 | peak memory GiB | top-1 | stage images/s (steady) |",
         "|---|---|---|---|---|---|---|---|",
