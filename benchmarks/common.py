@@ -6,6 +6,7 @@ import os
 import shutil
 import statistics
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -133,14 +134,29 @@ def random_weights(workdir: Path, model: str) -> str:
 #: Site-packages folders no CPU variant reads (CUDA libraries, the GPU compiler, browsers for the UI tests).
 COLD_PACKAGES = frozenset({"nvidia", "triton", "playwright"})
 
-#: Additions in :func:`python_loop_seconds`: about 1.2 s on the 2-core development machine on a quiet day.
+#: Additions in :func:`python_loop_seconds`: 0.9-2.4 s on the 2-core development VM on 2026-12-01.
 LOOP_ADDITIONS = 30_000_000
+
+
+#: What :func:`import_seconds` imports in a fresh interpreter: Prefect's server code, which the temporary
+#: API's process imports first (2.9 s on a quiet machine, 4.0-4.7 s on 2026-12-01 late afternoon).
+IMPORT_PROBE = "import uvicorn, prefect.server.api.server"
+
+
+def import_seconds() -> float:
+    """Seconds a fresh interpreter takes for :data:`IMPORT_PROBE`: the speed of the start-up work that
+    dominates a short run (imports: unmarshalling, allocating, page faults), which on the development
+    VM moved by 60% while :func:`python_loop_seconds` moved by 10%."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", IMPORT_PROBE], check=True, capture_output=True)
+    return time.perf_counter() - start
 
 
 def python_loop_seconds() -> float:
     """Seconds this machine takes now for :data:`LOOP_ADDITIONS` Python additions in one thread: the
-    speed of a core as the run sees it. On the 2-core development VM it went from 1.2 s to 2.4 s within
-    a day, which moves every whole-process time with it; a benchmark records it beside its figures."""
+    speed of a core on work that stays in its caches. On the 2-core development VM it went from 0.9 s
+    to 2.4 s within a day, which moves every whole-process time with it; a benchmark records it (and
+    :func:`import_seconds`) beside its figures."""
     start = time.perf_counter()
     total = 0
     for i in range(LOOP_ADDITIONS):

@@ -27,8 +27,10 @@ import time
 from pathlib import Path
 
 from benchmarks.common import (
+    IMPORT_PROBE,
     LOOP_ADDITIONS,
     Measured,
+    import_seconds,
     median,
     prepare_input,
     python_loop_seconds,
@@ -134,7 +136,9 @@ def main() -> None:
     model_alone: list[dict] = []
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     loops = [python_loop_seconds()]
-    print(f"core speed: {LOOP_ADDITIONS:,} Python additions in {loops[0]:.2f} s", flush=True)
+    imports = [import_seconds()]
+    print(f"core speed: {LOOP_ADDITIONS:,} Python additions in {loops[0]:.2f} s; "
+          f"a fresh `{IMPORT_PROBE}` in {imports[0]:.2f} s", flush=True)
     if any(v.startswith("ours") for v in whole):  # untimed: creates Prefect's database and the ONNX export cache
         out = workdir / "out" / "warm-up"
         shutil.rmtree(out, ignore_errors=True)
@@ -192,7 +196,8 @@ def main() -> None:
                 print(f"[{rep}] model alone after scale: {model_alone[-1]}", flush=True)
 
     loops.append(python_loop_seconds())
-    table = _render(args, started, input_dir, results, reports, model_alone, scale, loops)
+    imports.append(import_seconds())
+    table = _render(args, started, input_dir, results, reports, model_alone, scale, loops, imports)
     print(table)
     if args.out:
         Path(args.out).with_suffix(".md").write_text(table)
@@ -203,19 +208,21 @@ def main() -> None:
             "reports": reports,
             "model_alone": model_alone,
             "python_loop_seconds": loops,
+            "import_seconds": imports,
             "scale": scale,
         }
         Path(args.out).with_suffix(".json").write_text(json.dumps(raw, indent=2, default=str))
 
 
-def _render(args, started, input_dir, results, reports, model_alone, scale, loops) -> str:
+def _render(args, started, input_dir, results, reports, model_alone, scale, loops, imports) -> str:
     n = args.images
     seed_s = median([m.seconds for m in results.get("seed-32", [])])
     lines = [
         f"Run {started} on {os.cpu_count()} cores: {n} files ({input_dir}), model {args.model}"
         f"{' (random weights)' if args.random_weights else ''}, {args.repeats} alternating repeat(s), medians.",
         f"Core speed: {LOOP_ADDITIONS:,} Python additions took {loops[0]:.2f} s before the runs and {loops[-1]:.2f} s "
-        "after them (about 1.2 s on this machine on a quiet day).",
+        "after them; a fresh interpreter's "
+        f"`{IMPORT_PROBE}` (the temporary API's first work) took {imports[0]:.2f} s and {imports[-1]:.2f} s.",
         "",
         "| variant | files | wall s (whole process) | images/s | × seed-32 | peak memory GiB | top-1 | stage images/s (steady) |",
         "|---|---|---|---|---|---|---|---|",
