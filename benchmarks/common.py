@@ -139,14 +139,14 @@ LOOP_ADDITIONS = 30_000_000
 
 
 #: What :func:`import_seconds` imports in a fresh interpreter: Prefect's server code, which the temporary
-#: API's process imports first (2.9 s on a quiet machine, 4.0-4.7 s on 2026-12-01 late afternoon).
+#: API's process imports first (3.5-5.0 s in a fresh interpreter on the development VM, 2026-12-01 afternoon).
 IMPORT_PROBE = "import uvicorn, prefect.server.api.server"
 
 
 def import_seconds() -> float:
     """Seconds a fresh interpreter takes for :data:`IMPORT_PROBE`: the speed of the start-up work that
     dominates a short run (imports: unmarshalling, allocating, page faults), which on the development
-    VM moved by 60% while :func:`python_loop_seconds` moved by 10%."""
+    VM varied by 40% within an hour while :func:`python_loop_seconds` stayed within 0.9-1.4 s."""
     start = time.perf_counter()
     subprocess.run([sys.executable, "-c", IMPORT_PROBE], check=True, capture_output=True)
     return time.perf_counter() - start
