@@ -1,3 +1,3 @@
-from batch_classify.cli import entry
+from batch_classify.launch import entry
 
 entry()

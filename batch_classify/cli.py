@@ -11,7 +11,6 @@ is given. The flow run's log in the Prefect API keeps the traceback either way.
 
 from __future__ import annotations
 
-import atexit
 import os
 import sys
 import traceback
@@ -111,9 +110,7 @@ def run_flow(settings) -> dict:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # before the API's process starts
     # Started before Prefect is imported (about 1 s), so it may turn out that a Prefect profile names a
     # server after all: then it is stopped unused.
-    api = None if os.environ.get("PREFECT_API_URL") else startup.TemporaryApi().start()
-    if api is not None:
-        atexit.register(api.stop)  # registered before Prefect's: runs after it has sent its last logs
+    api = None if os.environ.get("PREFECT_API_URL") else startup.temporary_api()
     ray_ahead = startup.start_ray_ahead(settings)  # the longest: Ray's start waits on its own processes
     model = startup.in_background(startup.prepare_model, settings)
     prefect = startup.in_background(import_prefect, DEBUG)
@@ -355,8 +352,8 @@ def notify(
 
 
 def entry() -> None:
-    """The ``batch-classify`` console script and ``python -m batch_classify``: :data:`app`, then
-    :func:`batch_classify.startup.exit_now` with its status."""
+    """:data:`app`, then :func:`batch_classify.startup.exit_now` with its status; called by the console
+    script and ``python -m batch_classify`` (:func:`batch_classify.launch.entry`)."""
     from batch_classify.startup import exit_now
 
     try:

@@ -20,9 +20,10 @@ import importlib
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from batch_classify.settings import RunSettings
+if TYPE_CHECKING:  # annotations only: importing this module stays quick (batch_classify.launch)
+    from batch_classify.settings import RunSettings
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +161,26 @@ class TemporaryApi:
             self.process.kill()
             self.process.wait()
         self.process = None
+
+
+_api: TemporaryApi | None = None
+
+
+def temporary_api() -> TemporaryApi:
+    """This process's :class:`TemporaryApi`, started on the first call (its stop registered with
+    ``atexit``); later calls return it, started again if it was stopped. The console script calls it
+    before importing the command line (:mod:`batch_classify.launch`), so that the server starts while
+    this process imports and parses; ``cli.run_flow`` then gets the same server.
+    """
+    import atexit
+
+    global _api
+    if _api is None:
+        _api = TemporaryApi()
+        atexit.register(_api.stop)  # before Prefect's handlers: runs after they have sent their last logs
+    if _api.process is None:
+        _api.start()
+    return _api
 
 
 def start_ray_ahead(settings: RunSettings) -> threading.Thread | None:

@@ -30,6 +30,27 @@ def test_temporary_api_answers_and_stops(tmp_path, monkeypatch):
     api.stop()  # twice is fine
 
 
+TEMPORARY_API_ONCE = """
+import json
+from batch_classify.startup import temporary_api
+first = temporary_api()          # the console script, before the command line is imported
+second = temporary_api()         # cli.run_flow: the same server, not a second one
+pid = first.process.pid
+first.wait_ready()
+first.stop()                     # a Prefect profile named a server after all
+third = temporary_api()          # started again where asked again
+third.wait_ready()
+print(json.dumps([second is first, third is first, third.process.pid != pid]))
+"""
+
+
+def test_the_temporary_api_is_started_once_per_process(tmp_path):
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    done = subprocess.run([sys.executable, "-c", TEMPORARY_API_ONCE], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [True, True, True]
+
+
 RAY_AHEAD = """
 import json, ray
 from batch_classify.ray_logs import start_ray, stop_ray, stop_ray_ahead

@@ -4,6 +4,7 @@ RunSettings' fields instead of restating them. Real Typer commands through Click
 
 from __future__ import annotations
 
+import pytest
 import typer
 from typer.testing import CliRunner
 
@@ -110,3 +111,25 @@ def test_run_help_lists_every_environment_variable_the_run_reads(monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
     settings = RunSettings(input="in", output="out")
     assert (settings.sample_size, settings.s3_endpoint_url) == (3, "http://127.0.0.1:9")
+
+
+@pytest.mark.parametrize(
+    ("argv", "api_url", "expected"),
+    [
+        (["run", "-i", "in", "-o", "out"], None, True),
+        (["--debug", "run", "-i", "in"], None, True),
+        (["run", "--help"], None, False),  # help only: no server
+        (["report", "run"], None, False),  # "run" is report's argument here
+        (["--version"], None, False),
+        ([], None, False),
+        (["run", "-i", "in"], "http://127.0.0.1:4200/api", False),  # the user's server: no temporary one
+    ],
+)
+def test_the_console_script_starts_the_temporary_api_early_for_a_run_only(monkeypatch, argv, api_url, expected):
+    from batch_classify.launch import runs_flow
+
+    if api_url is None:
+        monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    else:
+        monkeypatch.setenv("PREFECT_API_URL", api_url)
+    assert runs_flow(argv) is expected
