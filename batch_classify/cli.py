@@ -11,7 +11,6 @@ is given. The flow run's log in the Prefect API keeps the traceback either way.
 
 from __future__ import annotations
 
-import os
 import sys
 import traceback
 from pathlib import Path
@@ -104,13 +103,11 @@ def run_flow(settings) -> dict:
     (:func:`batch_classify.cli_prefect.on_temporary_api`). The API stops at exit, after Prefect has
     sent its last log lines.
     """
-    from batch_classify import startup, watchdog
+    from batch_classify import startup
 
-    watchdog.start()  # Prefect's temporary API and a local Ray die with this process, even on kill -9
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # before the API's process starts
     # Started before Prefect is imported (about 1 s), so it may turn out that a Prefect profile names a
-    # server after all: then it is stopped unused.
-    api = None if os.environ.get("PREFECT_API_URL") else startup.temporary_api()
+    # server after all: then it is stopped unused. The console script may have started both already.
+    api = startup.guarded_temporary_api()
     ray_ahead = startup.start_ray_ahead(settings)  # the longest: Ray's start waits on its own processes
     model = startup.in_background(startup.prepare_model, settings)
     prefect = startup.in_background(import_prefect, DEBUG)

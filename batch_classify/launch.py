@@ -26,11 +26,9 @@ def entry() -> None:
     """Start the watchdog and the temporary API early where :func:`runs_flow`, then
     :func:`batch_classify.cli.entry` (which never returns)."""
     if runs_flow(sys.argv[1:]):
-        from batch_classify import startup, watchdog
+        from batch_classify.startup import guarded_temporary_api
 
-        watchdog.start()  # before the API: it dies with this process, even on kill -9
-        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # before the API's process starts
-        startup.temporary_api()
+        guarded_temporary_api()
     from batch_classify.cli import entry as cli_entry
 
     cli_entry()

@@ -238,8 +238,7 @@ def start_ray(address: str | None, *, num_cpus: int | None, verbose: bool, ahead
     global _ahead
     import ray
 
-    if _owner is not None and threading.current_thread() is not _owner:
-        _owner_started.wait()  # a start ahead in progress: adopt what it started
+    _wait_for_start_in_thread()  # a start ahead in progress: adopt what it started
     if _stopping is not None:
         _stopping.join()
     if ray.is_initialized():
@@ -291,20 +290,16 @@ def stop_ray_ahead() -> None:
     global _ahead
     import ray
 
-    if _owner is not None:
-        _owner_started.wait()
+    _wait_for_start_in_thread()
     if _ahead and ray.is_initialized():
         _shutdown()
     _ahead = False
 
 
-class _DropRecord(logging.Filter):
-    def __init__(self, text: str) -> None:
-        super().__init__()
-        self.text = text
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return self.text not in record.getMessage()
+def _wait_for_start_in_thread() -> None:
+    """From any thread but its own: wait until :func:`start_ray_in_thread`'s start has ended, if there is one."""
+    if _owner is not None and threading.current_thread() is not _owner:
+        _owner_started.wait()
 
 
 def start_ray_in_thread(num_cpus: int | None, *, verbose: bool, then: Callable[[], None] | None = None) -> threading.Thread:
@@ -340,7 +335,10 @@ def start_ray_in_thread(num_cpus: int | None, *, verbose: bool, then: Callable[[
         import ray
 
         warnings = logging.getLogger("ray._private.worker")
-        drop = _DropRecord(SIGTERM_NOT_SET)
+
+        def drop(record: logging.LogRecord) -> bool:
+            return SIGTERM_NOT_SET not in record.getMessage()
+
         warnings.addFilter(drop)
         try:
             start_ray(None, num_cpus=num_cpus, verbose=verbose, ahead=True)

@@ -166,11 +166,32 @@ class TemporaryApi:
 _api: TemporaryApi | None = None
 
 
+def guarded_temporary_api() -> TemporaryApi | None:
+    """What a run starts before anything else: the watchdog (:func:`batch_classify.watchdog.start`: what
+    follows dies with this process, even on kill -9), then, where no ``PREFECT_API_URL`` is set,
+    :func:`temporary_api` with no server analytics (a user who sets that variable keeps their choice;
+    see :func:`batch_classify.cli_prefect.prefect_defaults`). Called by the console script before it
+    imports the command line (:mod:`batch_classify.launch`) and by ``cli.run_flow``; both get the same
+    watchdog and server.
+
+    Returns:
+        the temporary API, or None where ``PREFECT_API_URL`` names a server.
+    """
+    import os
+
+    from batch_classify import watchdog
+
+    watchdog.start()
+    if os.environ.get("PREFECT_API_URL"):
+        return None
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # before the API's process starts
+    return temporary_api()
+
+
 def temporary_api() -> TemporaryApi:
     """This process's :class:`TemporaryApi`, started on the first call (its stop registered with
-    ``atexit``); later calls return it, started again if it was stopped. The console script calls it
-    before importing the command line (:mod:`batch_classify.launch`), so that the server starts while
-    this process imports and parses; ``cli.run_flow`` then gets the same server.
+    ``atexit``); later calls return it, started again if it was stopped, so that the console script's
+    early start (:func:`guarded_temporary_api`) and ``cli.run_flow`` share one server.
     """
     import atexit
 

@@ -164,7 +164,6 @@ def python_loop_seconds() -> float:
     return time.perf_counter() - start
 
 
-
 def warm_file_cache(*roots: Path) -> tuple[int, float]:
     """Read every file under ``roots`` (and this interpreter's site-packages, less :data:`COLD_PACKAGES`)
     once, so that each timed run starts with the same warm page cache: without it, the runs after
@@ -175,7 +174,6 @@ def warm_file_cache(*roots: Path) -> tuple[int, float]:
         (bytes read, seconds).
     """
     import site
-    import sys
 
     start = time.perf_counter()
     total = 0
