@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -104,8 +105,6 @@ def _kind(proc: psutil.Process, root: int) -> str | None:
 def _breakdown(cmd: list[str], env: dict, interval: float = 0.1) -> dict[str, float]:
     """CPU-seconds of the run's processes by kind (:data:`KINDS`), sampled every ``interval`` seconds
     (a process's last ``interval`` before it exits is lost); "sampler" is this process's own."""
-    import subprocess
-
     proc = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     tree: dict[int, tuple[str, float]] = {}
     own = psutil.Process().cpu_times()
