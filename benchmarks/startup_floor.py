@@ -27,7 +27,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -43,11 +42,10 @@ from benchmarks.common import (
     run_measured,
     warm_file_cache,
 )
+from benchmarks.compare import OVERHEAD_FILES
+from benchmarks.compare import _command as compare_command
 from batch_classify.settings import default_cache_dir
 
-PY = sys.executable
-#: Files in the input: as in ``benchmarks.compare``'s ``ours-10``, the whole process is its fixed overhead.
-FILES = 10
 VARIANTS = ("ours", "without-ray")
 #: Kinds of a run's processes, by a text in the process's name, then in its command line (first match);
 #: the run's own process is "CLI" and its unmatched descendants "other". Ray names its workers
@@ -63,9 +61,13 @@ KINDS = (
 )
 
 
-def _command(variant: str, input_dir: Path, out: Path, model: str, run_id: str) -> list[str]:
-    module = "batch_classify" if variant == "ours" else "benchmarks.without_ray"
-    return [PY, "-m", module, "run", "-i", str(input_dir), "-o", str(out), "--model", model, "--run-id", run_id, "-q"]
+def _command(variant: str, args: argparse.Namespace, input_dir: Path, out: Path, run_id: str) -> tuple[list[str], dict]:
+    """``benchmarks.compare``'s ``ours`` command and environment (one kept Prefect home under ``--workdir``);
+    for ``without-ray``, the same arguments to :mod:`benchmarks.without_ray`."""
+    cmd, env = compare_command("ours", args, input_dir, out, None, run_id)
+    if variant == "without-ray":
+        cmd[cmd.index("batch_classify")] = "benchmarks.without_ray"
+    return cmd, env
 
 
 def _cpu_ticks() -> dict[str, int]:
@@ -145,9 +147,7 @@ def main() -> None:
     args = parser.parse_args()
 
     workdir = Path(args.workdir)
-    input_dir = prepare_input(workdir, FILES)
-    # One kept Prefect home, as on a user's machine and in benchmarks.compare.
-    env = {"PREFECT_HOME": str(workdir / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    input_dir = prepare_input(workdir, OVERHEAD_FILES)
     out = workdir / "out" / "floor"
     cores = os.cpu_count() or 1
     started = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -156,7 +156,7 @@ def main() -> None:
     def run(variant: str, run_id: str, timed: bool = True) -> dict:
         warm_file_cache(input_dir, workdir / "prefect-home", Path(default_cache_dir()))
         shutil.rmtree(out, ignore_errors=True)
-        cmd = _command(variant, input_dir, out, args.model, run_id)
+        cmd, env = _command(variant, args, input_dir, out, run_id)
         return _timed(cmd, env) if timed else {"cpu_seconds_by_kind": _breakdown(cmd, env)}
 
     for variant in VARIANTS:  # untimed: Prefect's database, the ONNX export cache
@@ -173,7 +173,7 @@ def main() -> None:
     speed["import"].append(import_seconds())
 
     lines = [
-        f"Run {started} on {cores} cores: `batch-classify run` over {FILES} files ({input_dir}), model {args.model}, "
+        f"Run {started} on {cores} cores: `batch-classify run` over {OVERHEAD_FILES} files ({input_dir}), model {args.model}, "
         f"{args.repeats} alternating repeats, one kept Prefect home; medians (each run in brackets).",
         f"Core speed: {LOOP_ADDITIONS:,} Python additions took {speed['loop'][0]:.2f} s before and "
         f"{speed['loop'][-1]:.2f} s after; a fresh `{IMPORT_PROBE}` {speed['import'][0]:.2f} s and "
