@@ -135,6 +135,9 @@ class RunLease:
         self._etag: str | None = None
         self._acquired_at: str | None = None
         self._lost: str | None = None
+        #: One renewal at a time: the heartbeat and :meth:`check` each put conditional on ``_etag``,
+        #: and of two such puts at once one would fail on the ETag the other had just written.
+        self._renewing = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -273,10 +276,12 @@ class RunLease:
         return self
 
     def renew(self) -> None:
-        """Extend the lease by ``ttl_seconds``. Raises LeaseLost when another writer has it."""
-        if self._lost:
-            raise LeaseLost(self._lost)
-        (self._s3_renew if self._remote else self._local_renew)(datetime.now(timezone.utc))
+        """Extend the lease by ``ttl_seconds``; safe from several threads at once (the heartbeat and
+        :meth:`check`). Raises LeaseLost when another writer has it."""
+        with self._renewing:
+            if self._lost:
+                raise LeaseLost(self._lost)
+            (self._s3_renew if self._remote else self._local_renew)(datetime.now(timezone.utc))
 
     def check(self) -> None:
         """Renew now, so the caller holds the lease for at least ``ttl_seconds``; called before a
