@@ -63,10 +63,11 @@ def default_cache_dir() -> str:
     return os.path.join(base, "batch-classify")
 
 
-def new_run_id(now: datetime | None = None) -> str:
-    """A run id that sorts by start time: ``YYYYMMDDTHHMMSSZ-<6 hex>`` (UTC)."""
-    now = now or datetime.now(timezone.utc)
-    return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
+def new_run_id(now: datetime | None = None, *, suffix: str | None = None) -> str:
+    """A run id that sorts by start time: ``YYYYMMDDTHHMMSSZ-<suffix>``, the time in UTC (default: now; a
+    naive time is taken as UTC), the suffix 6 random hex digits unless given."""
+    now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc) if (now is None or now.tzinfo) else now
+    return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{suffix or secrets.token_hex(3)}"
 
 
 class RunSettings(BaseSettings):

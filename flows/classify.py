@@ -8,12 +8,17 @@ overrides one at a time over the deployment's parameters.
 
 from __future__ import annotations
 
+import functools
 import inspect
+import json
+import re
 import time
 import typing
+from pathlib import Path
 from typing import Annotated, Any
 
 from prefect import flow
+from prefect.runtime import flow_run
 from prefect.states import Completed
 from pydantic import Field, TypeAdapter, WithJsonSchema
 
@@ -24,7 +29,7 @@ except ImportError:  # pydantic 2.12, 2.13
 from pydantic.fields import FieldInfo
 
 from batch_classify.cli_options import without_none
-from batch_classify.settings import RunSettings
+from batch_classify.settings import RunSettings, new_run_id
 from batch_classify.tasks import (
     infer,
     list_dataset,
@@ -70,14 +75,88 @@ SIGNATURE = inspect.Signature(
 )
 
 
+def flow_run_run_id() -> str | None:
+    """The run id of the current flow run when none is given: ``YYYYMMDDTHHMMSSZ-<6 hex>`` made of the
+    flow run's scheduled start time (UTC; 02:00:00 for a nightly run) and the first 6 hex digits of
+    its id, so that the flow run's name, its Ray Job and its output folder all name the same run id
+    and each leads to the others. None outside a flow run."""
+    run_id = flow_run.get_id()
+    if not run_id:
+        return None
+    return new_run_id(flow_run.get_scheduled_start_time(), suffix=str(run_id).replace("-", "")[:6])
+
+
 def settings_from_parameters(parameters: dict[str, Any]) -> RunSettings:
     """The run's settings from the flow's parameters; a parameter left empty (``MISSING`` or None)
-    takes its ``BATCH_CLASSIFY_*`` environment variable, else its default.
+    takes its ``BATCH_CLASSIFY_*`` environment variable, else its default; an empty ``run_id`` (and no
+    ``BATCH_CLASSIFY_RUN_ID``) is the flow run's (:func:`flow_run_run_id`).
 
     Raises:
         pydantic.ValidationError: a value the settings refuse.
     """
-    return RunSettings(**{k: v for k, v in parameters.items() if v is not None and v is not MISSING})
+    settings = RunSettings(**{k: v for k, v in parameters.items() if v is not None and v is not MISSING})
+    if "run_id" not in settings.model_fields_set and (derived := flow_run_run_id()):
+        settings = settings.model_copy(update={"run_id": derived})
+    return settings
+
+
+def run_name(settings: RunSettings) -> str:
+    """A flow run's name: ``classify-<model>-<run id>`` (the model folder's last name for a folder)."""
+    return f"classify-{settings.model.rstrip('/').rsplit('/', 1)[-1]}-{settings.run_id}"
+
+
+@functools.cache
+def _slug_words() -> tuple[frozenset[str], frozenset[str]]:
+    """The adjectives and animals of the names Prefect gives unnamed flow runs (``coolname``'s
+    two-word slugs, ``prefect.utilities.names.generate_slug(2)``), read from coolname's word lists;
+    empty sets where they cannot be read."""
+    try:
+        import coolname
+
+        data = Path(coolname.__file__).parent / "data"
+        config = json.loads((data / "config.json").read_text())
+
+        def words(list_name: str) -> frozenset[str]:
+            found: set[str] = set()
+            for name in config[list_name]["lists"]:
+                if name in config and config[name].get("type") in ("nested", "cartesian"):
+                    found |= words(name)
+                    continue
+                for line in (data / f"{name}.txt").read_text().splitlines():
+                    line = line.split("#", 1)[0].strip()
+                    if line and "=" not in line:
+                        found.add("-".join(line.split()))
+            return frozenset(found)
+
+        adjective, subject = config["an"]["lists"]
+        return words(adjective), words(subject)
+    except Exception:  # noqa: BLE001 - another coolname layout: fall back to the shape alone
+        return frozenset(), frozenset()
+
+
+def generated_name(name: str) -> bool:
+    """Whether ``name`` is one Prefect made up (``aspiring-degu``), not one a person typed into the
+    Run form: an adjective and an animal of coolname's lists (two lower-case words where those
+    lists cannot be read)."""
+    adjectives, subjects = _slug_words()
+    if not adjectives:
+        return re.fullmatch(r"[a-z]+-[a-z]+", name) is not None
+    parts = name.split("-")
+    return any("-".join(parts[:i]) in adjectives and "-".join(parts[i:]) in subjects for i in range(1, len(parts)))
+
+
+def flow_run_name() -> str:
+    """The flow's ``flow_run_name``: ``classify-<model>-<run id>`` (:func:`run_name`), for every flow
+    run, deployment runs included, unless the run was given a name of its own (typed into the Run form,
+    ``prefect deployment run --flow-run-name``): that name is kept. Called by Prefect as the flow run
+    starts; settings it cannot build leave the name as it is (the flow then fails naming them)."""
+    current = flow_run.get_name() or ""
+    if current and not generated_name(current):
+        return current
+    try:
+        return run_name(settings_from_parameters(flow_run.get_parameters()))
+    except Exception:  # noqa: BLE001 - the flow body reports bad parameters with its own message
+        return current or "classify"
 
 
 def classify_images(**parameters: Any) -> dict:
@@ -110,14 +189,9 @@ classify_images = flow(
     name="batch-classify",
     log_prints=True,
     validate_parameters=True,
+    flow_run_name=flow_run_name,
     timeout_seconds=FLOW_RUN_TIMEOUT_SECONDS,
 )
-
-
-def run_name(settings: RunSettings) -> str:
-    """The flow run name of a run started from the CLI: ``classify-<model>-<run id>``. Deployment
-    runs keep the name Prefect or the Run form gives them; their run id is in every artifact."""
-    return f"classify-{settings.model.rstrip('/').rsplit('/', 1)[-1]}-{settings.run_id}"
 
 
 def classify(settings: RunSettings, **options: Any):
@@ -129,5 +203,4 @@ def classify(settings: RunSettings, **options: Any):
     Returns:
         the report (or the final state with ``return_state=True``).
     """
-    named = classify_images.with_options(flow_run_name=run_name(settings))
-    return named(**settings.model_dump(), **options)
+    return classify_images(**settings.model_dump(), **options)

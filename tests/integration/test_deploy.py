@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -185,7 +186,9 @@ def test_serve_schedule_manual_run_and_event_reprocess(prefect_server, photos, t
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
         by_param = _wait("the --param run", lambda: [x for x in _flow_runs(env, nightly.id) if x.parameters.get("run_id") == "by-param"
                                                      and _finished(env, x.id)], timeout=300, every=2)[0]
-        assert _finished(env, by_param.id).state.is_completed()
+        by_param = _finished(env, by_param.id)
+        assert by_param.state.is_completed()
+        assert by_param.name == f"classify-{MODEL}-by-param"  # no name given: named after its run id
         report = json.loads((out / "by-param" / "report.json").read_text())
         assert (report["n_listed"], report["model"], report["input"]) == (2, MODEL, str(nightly_input))
 
@@ -217,44 +220,68 @@ def test_serve_schedule_manual_run_and_event_reprocess(prefect_server, photos, t
     assert not Path(out, "from-the-ui", "_staging").exists()
 
 
-def test_prefect_yaml_deploys_to_a_process_pool_and_a_worker_runs_it(prefect_server, photos, tmp_path):
-    """`prefect deploy` from prefect.yaml registers both deployments on a process work pool; a
-    `prefect worker` picks up a run created from the UI/API and completes it."""
+def _checkout_copy(root: Path, into: Path) -> Path:
+    """A copy of the checkout's tracked files (what a user's clone holds), without .git or .venv."""
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, files):
+        target = into / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / name, target)
+    return into
+
+
+def test_prefect_yaml_deploys_and_a_worker_elsewhere_runs_the_nightly(prefect_server, photos, tmp_path):
+    """As a user deploys: `prefect deploy` of prefect.yaml from a clone, the clone then removed, a
+    `prefect worker` started in another folder: the nightly run (unnamed, no run id, as the schedule and
+    the UI's Quick run create it) completes and commits, is named after its run id, and the registered
+    pull steps name no folder of the deploying machine."""
     root = Path(__file__).resolve().parents[2]
     images = arrange_in_wnid_folders(photos[30:33], tmp_path / "in")
     out = tmp_path / "out"
-    env = {**prefect_server, "BATCH_CLASSIFY_INPUT": str(images), "BATCH_CLASSIFY_OUTPUT": str(out),
-           "BATCH_CLASSIFY_NUM_CPUS": "2"}
+    clone = _checkout_copy(root, tmp_path / "clone")
+    worker_home = tmp_path / "worker"
+    worker_home.mkdir()
+    env = {**prefect_server, "BATCH_CLASSIFY_INPUT": str(images), "BATCH_CLASSIFY_OUTPUT": str(out)}
 
-    def prefect(*args, timeout=180):
-        r = subprocess.run([sys.executable, "-m", "prefect", *args], cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
+    def prefect(*args, cwd, timeout=180):
+        r = subprocess.run([sys.executable, "-m", "prefect", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
         assert r.returncode == 0, (r.stdout[-2000:] + r.stderr[-4000:])
         return r
 
-    prefect("work-pool", "create", "batch-classify-process", "--type", "process", "--overwrite")
-    prefect("--no-prompt", "deploy", "--name", "nightly", "--name", "reprocess")
-    nightly = _client_call(env, lambda c: c.read_deployment_by_name("batch-classify/nightly"))
-    reprocess = _client_call(env, lambda c: c.read_deployment_by_name("batch-classify/reprocess"))
+    prefect("work-pool", "create", "batch-classify-process", "--type", "process", "--overwrite", cwd=clone)
+    prefect("--no-prompt", "deploy", "--name", "nightly-process", "--name", "reprocess-process", cwd=clone)
+    shutil.rmtree(clone)
+
+    nightly = _client_call(env, lambda c: c.read_deployment_by_name("batch-classify/nightly-process"))
+    reprocess = _client_call(env, lambda c: c.read_deployment_by_name("batch-classify/reprocess-process"))
     assert nightly.work_pool_name == reprocess.work_pool_name == "batch-classify-process"
+    for d in (nightly, reprocess):  # nothing that names the deploying machine's folder
+        assert d.pull_steps == [] and str(clone) not in d.model_dump_json(), d.pull_steps
     (schedule,) = nightly.schedules
-    assert (schedule.schedule.cron, schedule.schedule.timezone) == ("0 2 * * *", "UTC")
+    assert (schedule.schedule.cron, schedule.schedule.timezone, schedule.active) == ("0 2 * * *", "UTC", True)
     assert nightly.global_concurrency_limit.limit == 1
     assert nightly.parameters["input"] == str(images)  # {{ $BATCH_CLASSIFY_INPUT }} resolved
     assert nightly.parameters["output"] == str(out)
     assert_flat_form(nightly.parameter_openapi_schema)
+    try:  # `serve`'s deployments (the test before, when it ran) are others, left as they were
+        served = _client_call(env, lambda c: c.read_deployment_by_name("batch-classify/nightly"))
+        assert served.id != nightly.id and served.work_pool_name != nightly.work_pool_name
+    except Exception as err:  # noqa: BLE001 - run alone: no serve deployment
+        assert "not found" in str(err).lower() or "404" in str(err), err
 
-    run = _client_call(
-        env,
-        lambda c: c.create_flow_run_from_deployment(nightly.id, parameters={**nightly.parameters, "run_id": "by-worker"}),
-    )
+    run = _client_call(env, lambda c: c.create_flow_run_from_deployment(nightly.id))  # as "Quick run" does
     worker = subprocess.run(
         [sys.executable, "-m", "prefect", "worker", "start", "--pool", "batch-classify-process", "--run-once"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400,
+        cwd=worker_home, env={**env, "BATCH_CLASSIFY_NUM_CPUS": "2"}, capture_output=True, text=True, timeout=400,
     )
     done = _finished(env, run.id)
-    assert done is not None and done.state.is_completed(), (worker.stdout[-3000:], worker.stderr[-3000:])
-    report = json.loads((out / "by-worker" / "report.json").read_text())
-    assert report["n_predicted"] == 3 and report["n_failed"] == 0
+    assert done is not None and done.state.is_completed(), (done and done.state, worker.stdout[-3000:], worker.stderr[-3000:])
+    (committed,) = [p.parent for p in out.glob("*/_SUCCESS")]
+    run_id = committed.name
+    assert run_id.endswith("-" + str(run.id).replace("-", "")[:6]), (run_id, run.id)
+    assert done.name == f"classify-{MODEL}-{run_id}"
+    report = json.loads((committed / "report.json").read_text())
+    assert (report["run_id"], report["n_predicted"], report["n_failed"]) == (run_id, 3, 0)
 
 
 def test_regressed_automation_from_the_repository_notifies_a_webhook(prefect_server, tmp_path):
