@@ -149,8 +149,20 @@ def run(
         settings = RunSettings(**given)
     except ValidationError as exc:
         _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+    _check_input(settings)
     report = run_flow(settings)
     print_summary(out, report, None if quiet else preview(settings))
+
+
+def _check_input(settings: RunSettings) -> None:
+    """Stop with one line on an input that is not there, before the Prefect API and Ray start (the
+    console script checked a local one already, before its early API start: ``launch.entry``)."""
+    from batch_classify.listing import ListingError, check_input
+
+    try:
+        check_input(settings.input, settings.storage_options())
+    except ListingError as exc:
+        _fail(_one_line(exc))
 
 
 @app.command()

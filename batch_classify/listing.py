@@ -147,6 +147,25 @@ def content_id(info: dict) -> str:
     return f"size={int(info.get('size') or 0)};mtime={float(mtime):.6f}"
 
 
+def check_input(uri: str, storage: StorageOptions) -> None:
+    """Check that ``uri`` names an existing folder or ``s3://`` prefix, without listing it: what a run
+    checks before it starts anything (the Prefect API, Ray), so that a typo costs a second, not a start-up.
+
+    Raises:
+        ListingError: the input does not exist, is a file, or cannot be read (one line naming it).
+    """
+    fs, root = filesystem(uri, storage)
+    try:
+        if not fs.exists(root):
+            raise ListingError(f"input {uri} does not exist; check the path or bucket name")
+        if not fs.isdir(root):
+            raise ListingError(f"input {uri} is a file, not a folder or prefix; pass the folder that holds the images")
+    except ListingError:
+        raise
+    except OSError as err:
+        raise ListingError(f"input {uri} could not be listed: {type(err).__name__}: {err}") from err
+
+
 def list_images(
     uri: str, storage: StorageOptions, *, labels_uri: str | None = None, limit: int | None = None
 ) -> Listing:
@@ -173,10 +192,7 @@ def list_images(
     failures: list[ListFailure] = []
     not_entered: list[tuple[str, str]] = []
     try:
-        if not fs.exists(root):
-            raise ListingError(f"input {uri} does not exist; check the path or bucket name")
-        if not fs.isdir(root):
-            raise ListingError(f"input {uri} is a file, not a folder or prefix; pass the folder that holds the images")
+        check_input(uri, storage)
         if remote:
             found = fs.find(root, detail=True)
         else:

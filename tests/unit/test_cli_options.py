@@ -133,3 +133,33 @@ def test_the_console_script_starts_the_temporary_api_early_for_a_run_only(monkey
     else:
         monkeypatch.setenv("PREFECT_API_URL", api_url)
     assert runs_flow(argv) is expected
+
+
+@pytest.mark.parametrize(
+    ("argv", "variable", "expected"),
+    [
+        (["run", "-i", "in", "-o", "out"], None, "in"),
+        (["run", "--input", "a", "--input=b"], None, "b"),  # the last one counts, as for the command line
+        (["run", "-o", "out"], "/from/env", "/from/env"),
+        (["run", "-o", "out"], None, None),
+    ],
+)
+def test_the_console_script_finds_the_input_before_parsing(monkeypatch, argv, variable, expected):
+    from batch_classify.launch import given_input
+
+    if variable is None:
+        monkeypatch.delenv("BATCH_CLASSIFY_INPUT", raising=False)
+    else:
+        monkeypatch.setenv("BATCH_CLASSIFY_INPUT", variable)
+    assert given_input(argv) == expected
+
+
+def test_a_local_input_that_is_not_there_is_named_in_one_line(tmp_path):
+    from batch_classify.launch import input_missing, is_local
+
+    assert is_local("./in") and is_local("file:///in") and not is_local("s3://b/in")
+    assert input_missing(str(tmp_path)) is None
+    assert input_missing(str(tmp_path / "typo")) == (
+        f"ListingError: input {tmp_path / 'typo'} does not exist; check the path or bucket name")
+    (tmp_path / "a.jpg").write_bytes(b"")
+    assert "is a file, not a folder" in input_missing(str(tmp_path / "a.jpg"))
