@@ -71,12 +71,21 @@ def test_help_shows_defaults_and_choices_and_version(tmp_path):
     assert v.returncode == 0 and v.stdout.strip() == f"batch-classify {version('batch-classify')}"
 
 
-def test_missing_input_is_one_line_and_nonzero(tmp_path):
-    r = _cli("run", "--input", str(tmp_path / "nowhere"), "--output", str(tmp_path / "out"), "--model", "efficientnet_lite0",
-             tmp_path=tmp_path)
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_missing_input_is_one_line_before_prefect_or_ray_start(where, tmp_path, request):
+    """A typo'd --input (a local folder, an S3 bucket) stops the command with one line, before the
+    Prefect API or Ray start: neither leaves its files (Prefect's database, Ray's session folder)."""
+    if where == "local":
+        missing, extra = str(tmp_path / "nowhere"), {}
+    else:
+        missing, extra = "s3://no-such-bucket/images", {"AWS_ENDPOINT_URL": request.getfixturevalue("s3_endpoint")}
+    ray_tmp = tmp_path / "ray-tmp"
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": "", "RAY_TMPDIR": str(ray_tmp), **extra}
+    r = subprocess.run([*CLI, "run", "--input", missing, "--output", str(tmp_path / "out"), "--model", "efficientnet_lite0"],
+                       capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 1
-    last = [line for line in r.stderr.splitlines() if line.startswith("error:")]
-    assert last == [f"error: ListingError: input {tmp_path / 'nowhere'} does not exist; check the path or bucket name"]
+    assert r.stderr.splitlines() == [f"error: ListingError: input {missing} does not exist; check the path or bucket name"]
+    assert not (tmp_path / "prefect-home" / "prefect.db").exists() and not ray_tmp.exists()
 
 
 def test_bad_arguments_exit_nonzero(tmp_path):
