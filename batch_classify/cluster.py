@@ -1,5 +1,9 @@
 """Running the inference step on an existing Ray cluster as a Ray Job (the Jobs API).
 
+Longer than 400 lines: the two sides of one exchange live together (the files a job reads and
+writes, the submitting side that writes and reads them back), so that a change to one side is made
+beside the other.
+
 ``settings.ray_address`` (``--ray-address``, ``RAY_ADDRESS``) picks how the heavy stage reaches Ray:
 
 - none: a local Ray started in this process;
@@ -25,12 +29,24 @@ node at the same path):
   storage rather than a line of the job's log: logs can be cut or interleaved, the file is
   written whole or not at all.
 
-The settings travel as JSON in the entrypoint (``python -m batch_classify.stage_job --settings
-JSON --request URI``); no environment variable is passed, and so no credentials: the cluster's
-nodes reach storage with their own (instance role, their environment). The code travels as the
+The run's settings travel in one environment variable of the job's runtime environment,
+:data:`SETTINGS_VARIABLE` (:class:`~batch_classify.settings.RunSettings` as JSON, with
+``ray_address="auto"``), which the job needs before it can read its folder (the S3 endpoint is one
+of them); the entrypoint names the folder alone (``python -m batch_classify.stage_job --request
+URI``). No other variable is passed, and so no credentials: the cluster's nodes reach storage with
+their own (instance role, their environment). The code travels as the
 job's ``working_dir``: a copy of the ``batch_classify`` package alone (about 150 KB). Its
 dependencies (the project's, with ``ray[data,default]``) must be installed in the cluster's
 image, with the same Python minor version.
+
+Each job points back to its run: its submission id is ``batch-classify-RUN_ID-<8 hex>``, its
+``job_name`` metadata (the "Name" column of the Ray dashboard) is the run's name, and its metadata
+holds the run id and whatever the caller adds (under Prefect: the flow run's id and UI address).
+
+A cluster with token authentication (``RAY_AUTH_MODE=token`` on the head) takes the job when this
+process has ``RAY_AUTH_MODE=token`` and the cluster's token (``RAY_AUTH_TOKEN``, the file named by
+``RAY_AUTH_TOKEN_PATH``, or ``~/.ray/auth_token``): Ray's Jobs client sends it. A refusal is
+:class:`RayAuthenticationFailed`, a permanent error (a retry would be refused the same way).
 
 The job runs :func:`batch_classify.steps.infer` inside the cluster: reuse (resume,
 incremental), the Ray Data stage, staged files written by its driver. A job that fails or is
@@ -49,15 +65,16 @@ import secrets
 import shlex
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 import batch_classify
-from batch_classify.errors import BatchClassifyError, ConfigError
+from batch_classify.errors import BatchClassifyError, ConfigError, PermanentError
 from batch_classify.inference import InferenceOutcome, StageResult
 from batch_classify.job_log import follow
 from batch_classify.plan import ClusterPlan
@@ -78,6 +95,12 @@ ENTRYPOINT_MODULE = "batch_classify.stage_job"
 LOG_TAIL_LINES = 25
 #: Metadata key holding the run id on every submitted job (``ray job list`` shows it).
 RUN_ID_KEY = "batch_classify_run_id"
+
+#: Metadata key the Ray dashboard shows as the job's name.
+JOB_NAME_KEY = "job_name"
+
+#: The job's environment variable holding the run's settings (JSON).
+SETTINGS_VARIABLE = "BATCH_CLASSIFY_JOB_SETTINGS"
 
 LISTING_FILE = "listing.parquet"
 REQUEST_FILE = "request.json"
@@ -106,6 +129,11 @@ class StageJobFailed(BatchClassifyError, RuntimeError):
     def __init__(self, message: str, *, submission_id: str, status: str, log_tail: str) -> None:
         super().__init__(message)
         self.submission_id, self.status, self.log_tail = submission_id, status, log_tail
+
+
+class RayAuthenticationFailed(PermanentError):
+    """The Ray cluster's Jobs API refused this process: token authentication is on there and no token,
+    or a wrong one, was sent. Not retried: the environment must change first."""
 
 
 def uses_jobs_api(address: str | None) -> bool:
@@ -263,14 +291,50 @@ def _package_copy(into: Path, source: Path | None = None) -> Path:
     return into
 
 
-def entrypoint(settings: RunSettings, folder: str) -> str:
-    """The job's shell command: the settings as JSON and the job folder, quoted.
+def shipped_settings(settings: RunSettings) -> RunSettings:
+    """The settings a job runs with: ``ray_address="auto"`` (its driver joins the cluster it runs on), so
+    the Jobs API address, which may hold credentials (``https://user:token@head``), stays out of the job."""
+    return settings.model_copy(update={"ray_address": "auto"})
 
-    The settings carry ``ray_address="auto"`` (the job's driver joins its own cluster), so the Jobs
-    API address, which may hold credentials (``https://user:token@head``), stays out of the job.
+
+def settings_from_environment(environ: Mapping[str, str]) -> RunSettings:
+    """The settings a job was given in :data:`SETTINGS_VARIABLE`, with ``ray_address="auto"`` enforced.
+
+    Raises:
+        KeyError: the variable is not set (not started by :func:`run_inference_job`).
+        pydantic.ValidationError: it does not hold valid settings.
     """
-    shipped = settings.model_copy(update={"ray_address": "auto"}).model_dump_json()
-    return f"python -m {ENTRYPOINT_MODULE} --settings {shlex.quote(shipped)} --request {shlex.quote(folder)}"
+    return shipped_settings(RunSettings.model_validate_json(environ[SETTINGS_VARIABLE]))
+
+
+def entrypoint(folder: str) -> str:
+    """The job's shell command: the stage module and the job folder, quoted."""
+    return f"python -m {ENTRYPOINT_MODULE} --request {shlex.quote(folder)}"
+
+
+def dashboard_job_url(address: str, submission_id: str) -> str:
+    """The job's page in the Ray dashboard served at the Jobs API ``address`` (credentials dropped)."""
+    parts = urlsplit(address.strip().rstrip("/"))
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port:
+        netloc += f":{parts.port}"
+    base = urlunsplit((parts.scheme.lower(), netloc, parts.path, "", ""))
+    return f"{base}/#/jobs/{submission_id}"
+
+
+def _without_credentials(address: str) -> str:
+    return dashboard_job_url(address, "").removesuffix("/#/jobs/")
+
+
+def _authentication_failed(err: Exception, address: str) -> RayAuthenticationFailed:
+    """The one line for a Jobs API that refused this process's credentials."""
+    refused = "refused the token sent" if "Authentication failed" in str(err) else "requires a token and none was sent"
+    return RayAuthenticationFailed(
+        f"ray cluster at {_without_credentials(address)} {refused}: it runs with token authentication; set "
+        "RAY_AUTH_MODE=token and the cluster's token in RAY_AUTH_TOKEN (or a file named by RAY_AUTH_TOKEN_PATH, "
+        "or ~/.ray/auth_token) where this flow runs (`ray get-auth-token` on the head prints it)"
+    )
 
 
 def _tail(logs: str, n: int = LOG_TAIL_LINES) -> str:
@@ -284,11 +348,14 @@ def run_inference_job(
     *,
     echo: Callable[[str], None] | None = None,
     poll_seconds: float = 1.0,
+    job_name: str | None = None,
+    metadata: dict[str, str] | None = None,
+    on_submitted: Callable[[str, str], None] | None = None,
 ) -> InferenceOutcome:
     """Run :func:`batch_classify.steps.infer` as a Ray Job on the cluster at ``settings.ray_address``.
 
-    Writes the request under :func:`job_folder`, submits the job with the package as its working
-    directory, passes each line of the job's log to ``echo`` as it arrives (streamed by
+    Writes the request under :func:`job_folder`, submits the job with the package as
+    its working directory, passes each line of the job's log to ``echo`` as it arrives (streamed by
     ``JobSubmissionClient.tail_job_logs``, see :func:`batch_classify.job_log.follow`; under a Prefect task, whose flow logs
     prints, the lines become the task run's log), and reads the job's ``result.json`` when it succeeds. Interrupted (an exception or
     ``KeyboardInterrupt`` while watching), it asks the cluster to stop the job, best effort.
@@ -297,46 +364,69 @@ def run_inference_job(
         echo: called with each log line of the job, and with one line naming the job when submitted;
             default: ``print`` as it is at the time of the call (Prefect's ``log_prints`` replaces it).
         poll_seconds: seconds between two looks at the job's status (the log is streamed meanwhile).
+        job_name: the job's name in the Ray dashboard (its ``job_name`` metadata); default
+            ``batch-classify RUN_ID``.
+        metadata: more metadata for the job (strings), e.g. the flow run's id and UI address.
+        on_submitted: called with the submission id and the job's dashboard URL once it is submitted.
 
     Raises:
         StageJobFailed: the job ended FAILED or STOPPED (message: job id, status, the last lines of
             its log), or succeeded without writing its result.
+        RayAuthenticationFailed: the cluster requires a token this process did not send, or refused it.
         ConnectionError: the Jobs API did not answer.
         RuntimeError: the Jobs API refused the submission.
     """
+    from ray.exceptions import AuthenticationError
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     echo = echo or (lambda line: print(line, flush=True))
     address = settings.ray_address
     storage = settings.storage_options()
-    client = JobSubmissionClient(address)
-    submission_id = f"batch-classify-{settings.run_id}-{secrets.token_hex(4)}"
-    folder = job_folder(settings, submission_id)
-    write_request(folder, listing, label_map, storage)
-    with tempfile.TemporaryDirectory(prefix="batch-classify-job-") as tmp:
-        client.submit_job(
-            entrypoint=entrypoint(settings, folder),
-            submission_id=submission_id,
-            runtime_env={"working_dir": str(_package_copy(Path(tmp)))},
-            metadata={RUN_ID_KEY: settings.run_id, "model": settings.model},
-        )
-    try:
-        echo(f"submitted ray job {submission_id} to {address} ({len(listing.records)} images)")
-        with quiet_job_client(settings.verbose):
-            status, logs = follow(client, submission_id, echo=echo, poll_seconds=poll_seconds)
-    except BaseException:  # interrupted, cancelled, or the Jobs API stopped answering: do not leave it running
+    with quiet_job_client(settings.verbose):
         try:
-            if client.stop_job(submission_id):
-                log.warning("stopped ray job %s: its watcher was interrupted", submission_id)
-        except Exception as err:  # noqa: BLE001 - best effort; the original error matters more
-            log.warning("could not stop ray job %s: %s", submission_id, err)
-        raise
+            client = JobSubmissionClient(address)
+        except AuthenticationError as err:
+            raise _authentication_failed(err, address) from None
+        submission_id = f"batch-classify-{settings.run_id}-{secrets.token_hex(4)}"
+        folder = job_folder(settings, submission_id)
+        write_request(folder, listing, label_map, storage)
+        with tempfile.TemporaryDirectory(prefix="batch-classify-job-") as tmp:
+            try:
+                client.submit_job(
+                    entrypoint=entrypoint(folder),
+                    submission_id=submission_id,
+                    runtime_env={
+                        "working_dir": str(_package_copy(Path(tmp))),
+                        "env_vars": {SETTINGS_VARIABLE: shipped_settings(settings).model_dump_json()},
+                    },
+                    metadata={
+                        **(metadata or {}),
+                        JOB_NAME_KEY: job_name or f"batch-classify {settings.run_id}",
+                        RUN_ID_KEY: settings.run_id,
+                        "model": settings.model,
+                    },
+                )
+            except AuthenticationError as err:
+                raise _authentication_failed(err, address) from None
+        url = dashboard_job_url(address, submission_id)
+        if on_submitted is not None:
+            on_submitted(submission_id, url)
+        try:
+            echo(f"submitted ray job {submission_id} to {_without_credentials(address)} ({len(listing.records)} images): {url}")
+            status, logs = follow(client, submission_id, echo=echo, poll_seconds=poll_seconds)
+        except BaseException:  # interrupted, cancelled, or the Jobs API stopped answering: do not leave it running
+            try:
+                if client.stop_job(submission_id):
+                    log.warning("stopped ray job %s: its watcher was interrupted", submission_id)
+            except Exception as err:  # noqa: BLE001 - best effort; the original error matters more
+                log.warning("could not stop ray job %s: %s", submission_id, err)
+            raise
     if status != JobStatus.SUCCEEDED:
         # Ray's message repeats the whole log after its first line; the tail below is enough.
         reason = ((client.get_job_info(submission_id).message or "").splitlines() or [""])[0]
         reason = reason.split(", last available logs")[0]
         raise StageJobFailed(
-            f"ray job {submission_id} on {address} ended {status}: {reason}\n"
+            f"ray job {submission_id} on {_without_credentials(address)} ended {status}: {reason}\n"
             f"last lines of its log (ray job logs {submission_id}):\n{_tail(logs)}",
             submission_id=submission_id, status=str(status), log_tail=_tail(logs),
         )
@@ -344,7 +434,7 @@ def run_inference_job(
         outcome, _ = read_result(folder, storage)
     except FileNotFoundError as err:
         raise StageJobFailed(
-            f"ray job {submission_id} on {address} succeeded but wrote no {RESULT_FILE} under {folder} "
+            f"ray job {submission_id} on {_without_credentials(address)} succeeded but wrote no {RESULT_FILE} under {folder} "
             f"(does the cluster reach the output by the same URI?)\nlast lines of its log:\n{_tail(logs)}",
             submission_id=submission_id, status=str(status), log_tail=_tail(logs),
         ) from err

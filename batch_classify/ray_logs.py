@@ -30,6 +30,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Union
 
+from batch_classify.core_notes import without_core_notes
+
 #: What a caller may pass as the stage's log: a logger, or an adapter such as Prefect's run logger.
 LoggerLike = Union[logging.Logger, logging.LoggerAdapter]
 
@@ -70,7 +72,8 @@ def ray_init_kwargs(verbose: bool) -> dict:
 
 @contextlib.contextmanager
 def quiet_ray_core(verbose: bool) -> Iterator[None]:
-    """Around ``ray.init``: unless ``verbose`` (or the user set it), Ray's C++ core logs at ``fatal`` only.
+    """Around ``ray.init``: unless ``verbose`` (or the user set it), Ray's C++ core logs at ``fatal`` only,
+    and the one line it writes about that setting is dropped (:func:`batch_classify.core_notes.without_core_notes`).
 
     Why: on every successful stage the driver's core worker writes an ``E … core_worker.cc`` line,
     "Actor … has constructor arguments in the object store and max_restarts > 0", to the terminal.
@@ -83,34 +86,47 @@ def quiet_ray_core(verbose: bool) -> Iterator[None]:
     silence it would lose the fault tolerance. Ray's C++ logger writes ERROR lines to stderr as well
     as to its file, and its only documented switch is the level, read from ``RAY_BACKEND_LOG_LEVEL``
     when a process starts its core: so it is set for the processes ``ray.init`` starts (the driver's
-    core worker, and for a local Ray its raylet and workers) and restored afterwards.
+    core worker, and for a local Ray its raylet and workers) and restored afterwards. Reading it, the
+    core writes "logging.cc: Set ray log level from environment variable …" at INFO before the level
+    takes effect (``RayLog::StartRayLog``), straight to file descriptor 2: that line is the one
+    :func:`batch_classify.core_notes.without_core_notes` drops.
     """
     if verbose or BACKEND_LOG_LEVEL in os.environ:
         yield
         return
     os.environ[BACKEND_LOG_LEVEL] = "fatal"
     try:
-        yield
+        with without_core_notes():
+            yield
     finally:
         os.environ.pop(BACKEND_LOG_LEVEL, None)
 
 
-#: The Jobs API client's logger: it says "WebSocket closed for job … with close code 1000" at INFO
-#: each time a job's log stream ends as it should (``ray/dashboard/modules/job/sdk.py``).
-JOB_CLIENT_LOGGER = "ray.dashboard.modules.job.sdk"
+#: The Jobs API client's loggers: it says "WebSocket closed for job … with close code 1000" at INFO each
+#: time a job's log stream ends as it should (``ray/dashboard/modules/job/sdk.py``), and "Uploading
+#: package gcs://…" and "Creating a file package for local module …" at INFO on every submission
+#: (``dashboard_sdk.py``, ``_private/runtime_env/packaging.py``).
+JOB_CLIENT_LOGGERS = (
+    "ray.dashboard.modules.job.sdk",
+    "ray.dashboard.modules.dashboard_sdk",
+    "ray._private.runtime_env.packaging",
+)
 
 
 @contextlib.contextmanager
 def quiet_job_client(verbose: bool) -> Iterator[None]:
-    """While a Ray Job is followed: unless ``verbose``, the Jobs API client logs warnings and errors only."""
-    client = logging.getLogger(JOB_CLIENT_LOGGER)
-    level = client.level
+    """While a Ray Job is submitted and followed: unless ``verbose``, the Jobs API client logs warnings
+    and errors only."""
+    loggers = [logging.getLogger(name) for name in JOB_CLIENT_LOGGERS]
+    levels = [logger.level for logger in loggers]
     if not verbose:
-        client.setLevel(logging.WARNING)
+        for logger in loggers:
+            logger.setLevel(logging.WARNING)
     try:
         yield
     finally:
-        client.setLevel(level)
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 class _Forward(logging.Handler):

@@ -2,9 +2,10 @@
 
 Submitted by :func:`batch_classify.cluster.run_inference_job` as::
 
-    python -m batch_classify.stage_job --settings '<RunSettings JSON>' --request OUTPUT/RUN_ID/_staging/_jobs/ID
+    python -m batch_classify.stage_job --request OUTPUT/RUN_ID/_staging/_jobs/ID
 
-It reads the listing and label map from the request folder (never lists again), runs
+It reads the run's settings from its environment (``BATCH_CLASSIFY_JOB_SETTINGS``, set by the
+submitting side), the listing and the label map from that folder (never lists again), runs
 :func:`batch_classify.steps.infer` with this process as the Ray driver (reuse, the Ray Data
 stage, staged files under ``OUTPUT/RUN_ID/_staging``), and writes ``result.json`` beside the request.
 Its stdout and stderr are the job's log, which the submitting side streams. Exit status 0 on
@@ -15,26 +16,28 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 import batch_classify
 from batch_classify import cluster, steps
-from batch_classify.settings import RunSettings
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m {cluster.ENTRYPOINT_MODULE}", description=__doc__.splitlines()[0])
-    parser.add_argument("--settings", required=True, help="the run's settings, RunSettings JSON")
-    parser.add_argument("--request", required=True, help="the job folder holding listing.parquet and request.json")
+    parser.add_argument(
+        "--request", required=True, help="the job folder holding listing.parquet and request.json"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )
     log = logging.getLogger("batch_classify.stage_job")
 
-    # From JSON, not the environment. "auto" (as shipped, and enforced here): join the cluster this
-    # job runs on as its driver (Ray sets RAY_ADDRESS for a job's entrypoint), never submit again.
-    settings = RunSettings.model_validate_json(args.settings).model_copy(update={"ray_address": "auto"})
+    # From the one variable the submitting side set, not BATCH_CLASSIFY_* of the node. "auto" (as shipped,
+    # and enforced on reading): join the cluster this job runs on as its driver (Ray sets RAY_ADDRESS for
+    # a job's entrypoint), never submit again.
+    settings = cluster.settings_from_environment(os.environ)
     storage = settings.storage_options()
     listing, label_map = cluster.read_request(args.request, storage)
     log.info(

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 from helpers.net import FAKE_AWS, free_port
 from helpers.photos import arrange_in_wnid_folders
-from helpers.prefect_api import logs_of
+from helpers.prefect_api import artifacts_of, flow_run_of, logs_of
 
 from batch_classify import cluster, steps
 from batch_classify.inference import InferenceOutcome, StageResult
@@ -158,17 +158,14 @@ def _stop(processes: list[subprocess.Popen]) -> None:
             pass
 
 
-@pytest.fixture(scope="module")
-def ray_cluster(photos):
-    """A head node and a worker node, one CPU each, with their own temp dir and ports (the test
-    session's own local Ray is left alone). Token authentication is off, as on a private network;
-    the nodes get the session's (fake) AWS credentials from their environment, as real nodes have
-    their own. Stopped node by node, never with ``ray stop`` (which would stop every Ray here)."""
+def _start_cluster(nodes: list[str], *, num_cpus: int, env: dict[str, str]):
+    """Start ``ray start --block`` nodes on loopback (``head`` first, then ``worker``s), each with its own
+    ports, in a temp dir of their own; returns the :class:`LoopbackCluster` (stop it with :func:`_stop`)."""
     temp_dir = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # short: Ray's socket paths have a length limit
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    env.update(RAY_AUTH_MODE="disabled", PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")}, **env,
+           "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     gcs, dashboard = free_port(), free_port()
-    common = ["--num-cpus=1", f"--temp-dir={temp_dir}", "--object-store-memory=100000000", "--disable-usage-stats"]
+    common = [f"--num-cpus={num_cpus}", f"--temp-dir={temp_dir}", "--object-store-memory=100000000", "--disable-usage-stats"]
 
     def ports() -> list[str]:
         return [f"--{name}={free_port()}" for name in (
@@ -179,7 +176,8 @@ def ray_cluster(photos):
     head = [f"--port={gcs}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--ray-client-server-port={free_port()}"]
     started = LoopbackCluster(address=f"http://127.0.0.1:{dashboard}", temp_dir=temp_dir)
     try:
-        for name, args in (("head", ["--head", *head]), ("worker", [f"--address=127.0.0.1:{gcs}"])):
+        for name in nodes:
+            args = ["--head", *head] if name == "head" else [f"--address=127.0.0.1:{gcs}"]
             log = Path(temp_dir) / f"{name}.out"
             process = subprocess.Popen(
                 [str(VENV_BIN / "ray"), "start", "--block", *args, *common, *ports()],
@@ -187,6 +185,21 @@ def ray_cluster(photos):
             )
             started.processes.append(process)
             _wait_for_port(gcs if name == "head" else dashboard, process, log)
+        return started
+    except BaseException:
+        _stop(started.processes)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        raise
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(photos):
+    """A head node and a worker node, one CPU each, with their own temp dir and ports (the test
+    session's own local Ray is left alone). Token authentication is off, as on a private network;
+    the nodes get the session's (fake) AWS credentials from their environment, as real nodes have
+    their own. Stopped node by node, never with ``ray stop`` (which would stop every Ray here)."""
+    started = _start_cluster(["head", "worker"], num_cpus=1, env={"RAY_AUTH_MODE": "disabled"})
+    try:
         deadline = time.monotonic() + 120
         while len(started.alive_nodes()) < 2:
             assert time.monotonic() < deadline, "the worker node did not join"
@@ -194,7 +207,20 @@ def ray_cluster(photos):
         yield started
     finally:
         _stop(started.processes)
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        shutil.rmtree(started.temp_dir, ignore_errors=True)
+
+
+def _client_call(fn):
+    """``fn(client)`` with a Prefect client of the API in use."""
+    import asyncio
+
+    from prefect import get_client
+
+    async def call():
+        async with get_client() as client:
+            return await fn(client)
+
+    return asyncio.run(call())
 
 
 def _task_run(flow_run_id, name: str):
@@ -241,13 +267,25 @@ def test_flow_submits_the_stage_as_a_ray_job_that_runs_on_both_nodes(ray_cluster
     shipped = [m for m in logs if "stage job for run cl-flow: 40 listed images" in m]
     assert shipped and f"{ray_cluster.temp_dir}/session_" in shipped[0] and "runtime_resources/working_dir_files" in shipped[0]
 
-    # the job carries the settings, not credentials: none in its entrypoint, runtime env, metadata or log
+    # Prefect and Ray point to each other: the job is named after the flow run and carries its id and
+    # UI address; the flow run has a link artifact to the job's page in the Ray dashboard
     from ray.job_submission import JobSubmissionClient
 
     client = JobSubmissionClient(ray_cluster.address)
     info = client.get_job_info(ray_job.submission_id)
-    assert settings.model_copy(update={"ray_address": "auto"}).model_dump_json() in info.entrypoint
-    assert ray_cluster.address not in info.entrypoint  # a Jobs API address may hold credentials
+    assert ray_job.submission_id.startswith("batch-classify-cl-flow-")
+    assert info.metadata["job_name"] == f"classify-{MODEL}-cl-flow" == flow_run_of(flow_run_id).name
+    assert info.metadata["prefect_flow_run_id"] == str(flow_run_id)
+    assert info.metadata["prefect_flow_run_url"].endswith(f"/flow-runs/flow-run/{flow_run_id}")
+    (link,) = [a for key, a in artifacts_of(flow_run_id).items() if key.startswith("batch-classify-ray-job-")]
+    assert link.type == "markdown" and f"]({ray_cluster.address}/#/jobs/{ray_job.submission_id})" in link.data
+
+    # the job carries the settings (in its runtime environment, not a JSON blob in its entrypoint), not
+    # credentials: none in its entrypoint, runtime env, metadata or log
+    assert info.entrypoint == f"python -m batch_classify.stage_job --request {tmp_path}/out/cl-flow/_staging/_jobs/{ray_job.submission_id}"
+    shipped_settings = info.runtime_env["env_vars"][cluster.SETTINGS_VARIABLE]
+    assert RunSettings.model_validate_json(shipped_settings) == settings.model_copy(update={"ray_address": "auto"})
+    assert ray_cluster.address not in info.model_dump_json()  # a Jobs API address may hold credentials
     seen = info.model_dump_json() + client.get_job_logs(ray_job.submission_id)
     for secret in (v for v in FAKE_AWS.values() if len(v) > 9):
         assert secret not in seen
@@ -402,3 +440,63 @@ def test_watcher_streams_the_log_instead_of_downloading_it_on_every_poll(ray_clu
     assert CountingClient.downloads == 1  # only the check just above: follow never downloaded it
     assert when["line 5"] - when["line 0"] > 1.5  # echoed as printed (0.5 s apart), not all at the end
     assert time.monotonic() - started < 60
+
+
+# --- a cluster with token authentication ------------------------------------------------------
+
+
+@pytest.mark.integration
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_token_authenticated_cluster_runs_the_job_with_its_token_and_refuses_others_at_once(photos, tmp_path):
+    """A head started with Ray's token authentication (``RAY_AUTH_MODE=token``, the token in
+    ``RAY_AUTH_TOKEN``), and ``batch-classify run --ray-address http://HEAD:8265`` as a user runs it:
+    with ``RAY_AUTH_MODE=token`` and the token the job runs; with no token or a wrong one the run stops
+    with one line naming the address and what to set, without a Prefect retry and without a job."""
+    import secrets
+
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+    from prefect.settings import PREFECT_API_URL
+    from ray.job_submission import JobSubmissionClient
+
+    token = secrets.token_hex(16)
+    head = _start_cluster(["head"], num_cpus=2, env={"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token})
+    try:
+        src = arrange_in_wnid_folders(photos[300:306], tmp_path / "in")
+        out = tmp_path / "out"
+        base = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+        base.update(PREFECT_API_URL=PREFECT_API_URL.value(), HOME=str(tmp_path))  # no ~/.ray/auth_token of this machine
+
+        def run(run_id: str, **ray_env: str) -> subprocess.CompletedProcess:
+            return subprocess.run(
+                [sys.executable, "-m", "batch_classify", "run", "--input", str(src), "--output", str(out), "--model", MODEL,
+                 "--ray-address", head.address, "--run-id", run_id, "-q"],
+                env={**base, **ray_env}, capture_output=True, text=True, timeout=400,
+            )
+
+        def infer_runs(run_id: str) -> int:
+            (flow_run,) = _client_call(lambda c: c.read_flow_runs(
+                flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[f"classify-{MODEL}-{run_id}"])), limit=5, offset=0))
+            return _task_run(flow_run.id, "infer").run_count
+
+        ok = run("tok-right", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
+        assert ok.returncode == 0, ok.stderr[-3000:]
+        assert (out / "tok-right" / "_SUCCESS").exists()
+
+        for run_id, ray_env, says in (
+            ("tok-missing", {}, "requires a token and none was sent"),
+            ("tok-wrong", {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "not-" + token}, "refused the token sent"),
+        ):
+            refused = run(run_id, **ray_env)
+            assert refused.returncode == 1, refused.stderr[-3000:]
+            (line,) = [x for x in refused.stderr.splitlines() if x.startswith("error:")]
+            assert line.startswith(f"error: RayAuthenticationFailed: ray cluster at {head.address} {says}"), line
+            assert "RAY_AUTH_MODE=token" in line and "RAY_AUTH_TOKEN" in line
+            assert "Traceback" not in refused.stderr
+            assert infer_runs(run_id) == 1  # permanent: no retry
+            assert not (out / run_id / "_SUCCESS").exists()
+
+        jobs = JobSubmissionClient(head.address, headers={"Authorization": f"Bearer {token}"}).list_jobs()
+        assert [(j.metadata or {}).get(cluster.RUN_ID_KEY) for j in jobs] == ["tok-right"]
+    finally:
+        _stop(head.processes)
+        shutil.rmtree(head.temp_dir, ignore_errors=True)
