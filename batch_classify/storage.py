@@ -11,6 +11,7 @@ import os
 import posixpath
 import socket
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import fsspec
 from fsspec.core import split_protocol
@@ -151,6 +152,29 @@ def describe_endpoint(uri: str, options: StorageOptions) -> str:
         bucket = rest.split("/", 1)[0]
         return f"S3 endpoint {options.endpoint_url}" if options.endpoint_url else f"the AWS S3 endpoint of bucket {bucket}"
     return f"the file system holding {posixpath.dirname(rest if protocol else uri)}"
+
+
+#: The AWS console's page of an S3 folder (the console picks the bucket's region itself).
+S3_CONSOLE = "https://s3.console.aws.amazon.com/s3/buckets/{bucket}?prefix={prefix}"
+
+
+def browser_url(uri: str, options: StorageOptions) -> str | None:
+    """An address a browser opens for the folder ``uri``, or None where none can be derived.
+
+    - ``s3://bucket/key`` on AWS (no ``endpoint_url``): the AWS console's page of the folder;
+    - ``http(s)://``: the URI itself;
+    - a local path, or S3 behind another endpoint (MinIO, moto: their consoles differ): None; show
+      the path as text (browsers refuse ``file://`` links from a web page, the Prefect UI's included).
+    """
+    uri, _ = normalize_uri(uri.strip())
+    protocol, rest = split_protocol(uri)
+    if protocol in ("http", "https"):
+        return uri
+    if protocol in ("s3", "s3a") and not options.endpoint_url:
+        bucket, _, key = rest.partition("/")
+        prefix = key.strip("/")
+        return S3_CONSOLE.format(bucket=quote(bucket, safe=""), prefix=quote(f"{prefix}/" if prefix else "", safe="/"))
+    return None
 
 
 def is_remote_fs(fs: fsspec.AbstractFileSystem) -> bool:

@@ -6,7 +6,6 @@ retried; storage and cluster errors are, with exponential backoff and jitter.
 
 from __future__ import annotations
 
-import sys
 import time
 
 from prefect import get_run_logger, task
@@ -27,12 +26,14 @@ from batch_classify.inference import InferenceOutcome
 from batch_classify.events import run_regressed
 from batch_classify.layout import REPORT_HTML, RunLayout, input_slug, slug
 from batch_classify.lease import RunLease
+from batch_classify.core_notes import stderr_is_terminal
 from batch_classify.listing import Listing
 from batch_classify.report.compare import regression_message
 from batch_classify.report.format import pct
 from batch_classify.report.markdown import render_markdown
 from batch_classify.results import CommittedRun, StagedRun
 from batch_classify.settings import RunSettings
+from batch_classify.storage import browser_url
 
 class AccuracyRegression(PermanentError, RuntimeError):
     """The run regressed against the previous one (top-1 dropped by more than ``max_top1_drop``, or,
@@ -41,7 +42,7 @@ class AccuracyRegression(PermanentError, RuntimeError):
 
 
 #: Artifact kinds; a key is ``batch-classify-<kind>-<deployment>-<input slug>`` (:func:`artifact_key`).
-REPORT_KEY, PER_CLASS_KEY, OUTPUT_KEY, PROGRESS_KEY = "report", "per-class", "output", "progress"
+REPORT_KEY, PER_CLASS_KEY, OUTPUT_KEY, PROGRESS_KEY, RAY_JOB_KEY = "report", "per-class", "output", "progress", "ray-job"
 #: The tag a regressed flow run carries (beside its Completed state named "Regressed").
 REGRESSED_TAG = "regressed"
 #: The scope of runs started outside a deployment (the CLI, a Python call).
@@ -77,12 +78,14 @@ class Progress:
         self._artifact = create_progress_artifact(
             progress=0.0, key=self.key, description=f"Images classified, run {self.run_id} (percent)"
         )
-        if sys.stderr.isatty():
+        if stderr_is_terminal():  # also while a local Ray starts with its stderr filtered (core_notes)
+            from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeRemainingColumn
 
             self._bar = Bar(
                 TextColumn("classifying"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("{task.fields[rate]} images/s"), TimeRemainingColumn(), transient=True,
+                console=Console(stderr=True, force_terminal=True),
             )
             self._bar.start()
             self._task = self._bar.add_task("classify", total=self.total, rate="-")
@@ -176,7 +179,13 @@ def infer(settings: RunSettings, listing: Listing, label_map: dict[str, int]) ->
     the cluster as a Ray Job (:func:`batch_classify.cluster.run_inference_job`)."""
     with Progress(settings.run_id, key=artifact_key(PROGRESS_KEY, settings), total=len(listing.records)) as progress:
         if cluster.uses_jobs_api(settings.ray_address):
-            outcome = cluster.run_inference_job(settings, listing, label_map)
+            outcome = cluster.run_inference_job(
+                settings, listing, label_map, job_name=flow_run.get_name(), metadata=flow_run_metadata(),
+                on_submitted=lambda job_id, url: create_link_artifact(
+                    key=artifact_key(RAY_JOB_KEY, settings), link=url, link_text=f"ray job {job_id}",
+                    description=f"The Ray Job of run {settings.run_id} in the Ray dashboard",
+                ),
+            )
         else:
             # Ray Data's warnings, summary and a progress line every 10 s go into this task run's log.
             outcome = steps.infer(settings, listing, label_map, progress=progress.update, logger=get_run_logger())
@@ -201,9 +210,28 @@ def persist(settings: RunSettings, staged: StagedRun) -> CommittedRun:
     return committed
 
 
-def _link(uri: str) -> str:
-    """A link the Prefect UI can open: ``file://`` for a local folder (a bare path reads as a page of the UI)."""
-    return uri if "://" in uri else f"file://{uri}"
+def flow_run_metadata() -> dict[str, str]:
+    """What a Ray Job carries of the flow run that submitted it (``ray job list`` shows it): the flow
+    run's id and, where Prefect knows it, its page in the Prefect UI."""
+    found = {"prefect_flow_run_id": flow_run.get_id(), "prefect_flow_run_url": flow_run.get_flow_run_ui_url()}
+    return {k: str(v) for k, v in found.items() if v}
+
+
+def output_artifact(settings: RunSettings, run_uri: str) -> None:
+    """The ``output`` artifact: a link a browser opens where one can be derived (the AWS console for
+    S3, see :func:`batch_classify.storage.browser_url`), else the folder as text to copy (a ``file://``
+    link from the Prefect UI opens nothing: browsers refuse it)."""
+    what = f"{REPORT_HTML}, predictions, failures"
+    url = browser_url(run_uri, settings.storage_options())
+    if url is not None:
+        create_link_artifact(key=artifact_key(OUTPUT_KEY, settings), link=url, link_text=f"{run_uri} ({what})",
+                             description=f"Output folder of run {settings.run_id}")
+        return
+    create_markdown_artifact(
+        key=artifact_key(OUTPUT_KEY, settings),
+        markdown=f"Output folder of run {settings.run_id} ({what}):\n\n```\n{run_uri}\n```\n",
+        description=f"Output folder of run {settings.run_id}",
+    )
 
 
 def _cell(key: str, value):
@@ -239,12 +267,7 @@ def report(
     report = steps.report(
         settings, listing, committed, outcome, wall_seconds=wall_seconds, unlabelled_reason=unlabelled_reason
     )
-    create_link_artifact(
-        key=artifact_key(OUTPUT_KEY, settings),
-        link=_link(committed.run_uri),
-        link_text=f"{committed.run_uri} ({REPORT_HTML}, predictions, failures)",
-        description=f"Output folder of run {settings.run_id}",
-    )
+    output_artifact(settings, committed.run_uri)
     create_markdown_artifact(
         key=artifact_key(REPORT_KEY, settings),
         markdown=render_markdown(report),

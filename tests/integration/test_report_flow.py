@@ -64,7 +64,9 @@ def test_regression_against_the_previous_run_is_marked_then_fails_when_asked(pho
     artifacts = artifacts_of(second.state_details.flow_run_id, scope=f"local-{input_slug(str(src))}")
     assert set(artifacts) >= {"batch-classify-report", "batch-classify-per-class", "batch-classify-output", "batch-classify-progress"}
     assert artifacts["batch-classify-progress"].data == pytest.approx(100.0)
-    assert artifacts["batch-classify-output"].data.endswith(f"](file://{out}/n2)")  # a link the UI can open
+    # a local folder: its path as text to copy (a file:// link from the UI opens nothing), no link
+    output = artifacts["batch-classify-output"]
+    assert output.type == "markdown" and f"```\n{out}/n2\n```" in output.data and "file://" not in output.data
 
     marked = classify(RunSettings(**common, run_id="n3", weights=shifted_weights), return_state=True)
     assert marked.is_completed() and marked.name == "Regressed", marked.name
