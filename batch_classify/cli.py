@@ -46,6 +46,8 @@ RUN_OTHER_ENVIRONMENT = (
     ("AWS_SECRET_ACCESS_KEY", "S3 credentials, with AWS_ACCESS_KEY_ID"),
     ("AWS_SESSION_TOKEN", "S3 temporary credentials, with the two above"),
     ("AWS_PROFILE", "S3 credentials from a profile of ~/.aws/credentials instead"),
+    ("RAY_AUTH_MODE", "'token' for a Ray cluster with token authentication (--ray-address http://HEAD:8265)"),
+    ("RAY_AUTH_TOKEN", "that cluster's token (or a file named by RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token)"),
 )
 
 # rich_markup_mode=None: help texts are plain text, so their "[default: …]" is shown, not taken for markup.
