@@ -229,7 +229,7 @@ def output_artifact(settings: RunSettings, run_uri: str) -> None:
         return
     create_markdown_artifact(
         key=artifact_key(OUTPUT_KEY, settings),
-        markdown=f"Output folder of run {settings.run_id} ({what}):\n\n```\n{run_uri}\n```\n",
+        markdown=f"```\n{run_uri}\n```\n\n{what}\n",
         description=f"Output folder of run {settings.run_id}",
     )
 
