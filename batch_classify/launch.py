@@ -7,10 +7,10 @@ Prefect's temporary API (:func:`batch_classify.startup.temporary_api`), so that 
 slowest part of a short run's start-up, gets that idle core; ``cli.run_flow`` then uses the same
 server. Every other command goes straight to the command line.
 
-Before anything starts, a local ``--input`` that is not there stops the command with one line
-(:func:`input_missing`): a typo costs a moment, not a Prefect API's and Ray's start-up. An ``s3://``
-input is checked by ``cli.run`` once its settings (anonymous access, the endpoint) are known, still
-before the API and Ray start: for it, the API is not started early.
+An input that is not there stops ``cli.run`` with one line once the arguments are parsed and
+checked, before the Prefect API and Ray start (``listing.check_input``): so the API is started
+early only for a local ``--input`` that is there (:func:`input_missing`); a missing one, or an
+``s3://`` one (checked with the run's storage settings), waits for that check.
 """
 
 from __future__ import annotations
@@ -24,16 +24,11 @@ INPUT_OPTIONS = ("--input", "-i")
 INPUT_VARIABLE = "BATCH_CLASSIFY_INPUT"
 
 
-def runs(argv: Sequence[str]) -> bool:
-    """Whether ``argv`` (the arguments after the program's name) asks for a run: the ``run`` command (its
-    first argument that is not an option), no ``--help``."""
-    command = next((arg for arg in argv if not arg.startswith("-")), None)
-    return command == "run" and "--help" not in argv
-
-
 def runs_flow(argv: Sequence[str]) -> bool:
-    """Whether ``argv`` asks for a run on a temporary API: :func:`runs`, and no ``PREFECT_API_URL``."""
-    return runs(argv) and not os.environ.get("PREFECT_API_URL")
+    """Whether ``argv`` (the arguments after the program's name) asks for a run on a temporary API: the
+    ``run`` command (its first argument that is not an option), no ``--help``, no ``PREFECT_API_URL``."""
+    command = next((arg for arg in argv if not arg.startswith("-")), None)
+    return command == "run" and "--help" not in argv and not os.environ.get("PREFECT_API_URL")
 
 
 def given_input(argv: Sequence[str]) -> str | None:
@@ -67,17 +62,12 @@ def input_missing(uri: str) -> str | None:
 
 
 def entry() -> None:
-    """For ``run``: stop at once on a local input that is not there; start the watchdog and the
-    temporary API early where :func:`runs_flow` and the input is local; then
-    :func:`batch_classify.cli.entry` (which never returns)."""
+    """Start the watchdog and the temporary API early where :func:`runs_flow` and the input is a local
+    folder that is there; then :func:`batch_classify.cli.entry` (which never returns)."""
     argv = sys.argv[1:]
-    if runs(argv):
+    if runs_flow(argv):
         uri = given_input(argv)
-        local = uri is not None and uri.strip() != "" and is_local(uri)
-        if local and (reason := input_missing(uri)):
-            print(f"error: {reason}", file=sys.stderr)
-            sys.exit(1)
-        if local and runs_flow(argv):
+        if uri is not None and uri.strip() and is_local(uri) and input_missing(uri) is None:
             from batch_classify.startup import guarded_temporary_api
 
             guarded_temporary_api()
