@@ -47,6 +47,24 @@ def in_background(fn: Callable[..., Any], *args: Any) -> threading.Thread:
     return thread
 
 
+#: Held by a start-up thread while it imports Ray Data (:func:`import_ray_data`).
+_RAY_DATA_IMPORT = threading.Lock()
+
+
+def import_ray_data() -> None:
+    """Import ``ray.data`` whole, one start-up thread at a time.
+
+    Why: two start-up threads import Ray Data (:func:`prepare_model` the package, the Ray thread
+    :func:`start_ray_data_actors`' private modules), and CPython lets a thread import a submodule while
+    another thread is still running its parent package's ``__init__``: the submodule's own import-time
+    code then found the parent half made ("module 'ray.data' has no attribute '_internal'", the
+    inference step failing in 1 of about 9 demo runs in the docker/ image). Once one thread has imported
+    the package whole, the others import only leaf modules, which Python's per-module locks serialise.
+    """
+    with _RAY_DATA_IMPORT:
+        import ray.data  # noqa: F401
+
+
 def prepare_model(settings: RunSettings) -> None:
     """Import what the run's steps import and load ``settings.model`` into this process's caches, as
     the validation step would: the spec, its classes, and, for the ONNX Runtime path, the ONNX export
@@ -64,7 +82,7 @@ def prepare_model(settings: RunSettings) -> None:
     spec.vocabulary()
     if resolve_runtime(settings.runtime, "cpu", onnx_only=spec.onnx_only) == "onnx":
         onnx_model(settings.model, settings.weights, storage, cache_dir=settings.cache_dir)
-    import ray.data  # noqa: F401 - the stage's
+    import_ray_data()  # the stage's
 
     for name in RUN_MODULES:
         importlib.import_module(name)
@@ -239,6 +257,7 @@ def start_ray_data_actors() -> None:
     actors by name (``get_if_exists``). A function that is gone in another Ray version is skipped (logged
     at debug level): the stage then creates that actor itself, as before.
     """
+    import_ray_data()
     for module, name in RAY_DATA_ACTORS:
         try:
             getattr(importlib.import_module(module), name)()
