@@ -78,7 +78,7 @@ from batch_classify.errors import BatchClassifyError, ConfigError, PermanentErro
 from batch_classify.inference import InferenceOutcome, StageResult
 from batch_classify.job_log import follow
 from batch_classify.plan import ClusterPlan
-from batch_classify.ray_logs import quiet_job_client
+from batch_classify.ray_logs import job_log_echo, quiet_job_client
 from batch_classify.layout import RunLayout
 from batch_classify.listing import ImageRecord, ListFailure, Listing
 from batch_classify.results import StagedRun
@@ -413,7 +413,7 @@ def run_inference_job(
             on_submitted(submission_id, url)
         try:
             echo(f"submitted ray job {submission_id} to {_without_credentials(address)} ({len(listing.records)} images): {url}")
-            status, logs = follow(client, submission_id, echo=echo, poll_seconds=poll_seconds)
+            status, logs = follow(client, submission_id, echo=job_log_echo(echo, settings.verbose), poll_seconds=poll_seconds)
         except BaseException:  # interrupted, cancelled, or the Jobs API stopped answering: do not leave it running
             try:
                 if client.stop_job(submission_id):

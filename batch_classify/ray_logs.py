@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -127,6 +128,29 @@ def quiet_job_client(verbose: bool) -> Iterator[None]:
     finally:
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
+
+
+#: A line of a Ray Job's log that Ray itself wrote below WARNING: its Python loggers' format
+#: (``2026-12-07 04:41:58,829\tINFO job_manager.py:581 -- Runtime env is setting up.``) or its C++
+#: core's (``[2026-12-07 04:42:00,406 I 5389 5389] logging.cc:303: …``). The job's own lines
+#: (``… INFO batch_classify.stage_job: …``) have another shape.
+RAY_JOB_NOTE = re.compile(
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\s+(DEBUG|INFO)\s+\S+\.py:\d+ -- "
+    r"|\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [TDI] \d+ \d+\] \S+\.cc:\d+: )"
+)
+
+
+def job_log_echo(echo: Callable[[str], None], verbose: bool) -> Callable[[str], None]:
+    """``echo`` for a Ray Job's log lines as they are followed: unless ``verbose``, without Ray's own
+    notes below WARNING (:data:`RAY_JOB_NOTE`); the whole log stays in Ray (``ray job logs ID``)."""
+    if verbose:
+        return echo
+
+    def without_notes(line: str) -> None:
+        if not RAY_JOB_NOTE.match(line):
+            echo(line)
+
+    return without_notes
 
 
 class _Forward(logging.Handler):

@@ -264,6 +264,7 @@ def test_flow_submits_the_stage_as_a_ray_job_that_runs_on_both_nodes(ray_cluster
     logs = [message for _, message in logs_of(flow_run_id)]
     assert any(f"submitted ray job {ray_job.submission_id}" in m for m in logs)
     assert any("inference plan: ClusterPlan(device='cpu', num_actors=1" in m for m in logs)
+    assert not any("Runtime env is setting up" in m or "logging.cc" in m for m in logs)  # Ray's own notes: not without --verbose
     shipped = [m for m in logs if "stage job for run cl-flow: 40 listed images" in m]
     assert shipped and f"{ray_cluster.temp_dir}/session_" in shipped[0] and "runtime_resources/working_dir_files" in shipped[0]
 
