@@ -158,7 +158,7 @@ def run(
 
 def _check_input(settings: RunSettings) -> None:
     """Stop with one line on an input that is not there, before the Prefect API and Ray start (the
-    console script checked a local one already, before its early API start: ``launch.entry``)."""
+    console script starts its early API only for a local input that is there: ``launch.entry``)."""
     from batch_classify.listing import ListingError, check_input
 
     try:

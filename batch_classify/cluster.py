@@ -312,19 +312,19 @@ def entrypoint(folder: str) -> str:
     return f"python -m {ENTRYPOINT_MODULE} --request {shlex.quote(folder)}"
 
 
-def dashboard_job_url(address: str, submission_id: str) -> str:
-    """The job's page in the Ray dashboard served at the Jobs API ``address`` (credentials dropped)."""
+def _without_credentials(address: str) -> str:
+    """The Jobs API ``address`` without user, password, query or trailing ``/``: what messages and links show."""
     parts = urlsplit(address.strip().rstrip("/"))
     host = parts.hostname or ""
     netloc = f"[{host}]" if ":" in host else host
     if parts.port:
         netloc += f":{parts.port}"
-    base = urlunsplit((parts.scheme.lower(), netloc, parts.path, "", ""))
-    return f"{base}/#/jobs/{submission_id}"
+    return urlunsplit((parts.scheme.lower(), netloc, parts.path, "", ""))
 
 
-def _without_credentials(address: str) -> str:
-    return dashboard_job_url(address, "").removesuffix("/#/jobs/")
+def dashboard_job_url(address: str, submission_id: str) -> str:
+    """The job's page in the Ray dashboard served at the Jobs API ``address`` (credentials dropped)."""
+    return f"{_without_credentials(address)}/#/jobs/{submission_id}"
 
 
 def _authentication_failed(err: Exception, address: str) -> RayAuthenticationFailed:

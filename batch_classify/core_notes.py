@@ -81,7 +81,7 @@ def without_core_notes() -> Iterator[None]:
         pumping.join(timeout=5)  # the pipe ends once no process holds its write end
 
 
-#: Whether file descriptor 2 was a terminal before :func:`_without_core_notes` put a pipe there; None
+#: Whether file descriptor 2 was a terminal before :func:`without_core_notes` put a pipe there; None
 #: when it did not.
 _terminal: bool | None = None
 

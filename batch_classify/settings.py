@@ -66,7 +66,9 @@ def default_cache_dir() -> str:
 def new_run_id(now: datetime | None = None, *, suffix: str | None = None) -> str:
     """A run id that sorts by start time: ``YYYYMMDDTHHMMSSZ-<suffix>``, the time in UTC (default: now; a
     naive time is taken as UTC), the suffix 6 random hex digits unless given."""
-    now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc) if (now is None or now.tzinfo) else now
+    now = now or datetime.now(timezone.utc)
+    if now.tzinfo is not None:
+        now = now.astimezone(timezone.utc)
     return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{suffix or secrets.token_hex(3)}"
 
 

@@ -48,8 +48,8 @@ def logs_of(flow_run_id) -> list[tuple[int, str]]:
     return asyncio.run(read())
 
 
-def flow_run_logs(name_part: str) -> list[str]:
-    """The log messages of the one flow run whose name contains ``name_part`` (a run id), oldest first."""
+def flow_run_named(name_part: str):
+    """The one flow run whose name contains ``name_part`` (a run id), as the API has it now."""
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
     from prefect.client.schemas.sorting import FlowRunSort
@@ -63,7 +63,12 @@ def flow_run_logs(name_part: str) -> list[str]:
 
     runs = asyncio.run(find())
     assert len(runs) == 1, [r.name for r in runs]
-    return [message for _, message in logs_of(runs[0].id)]
+    return runs[0]
+
+
+def flow_run_logs(name_part: str) -> list[str]:
+    """The log messages of the one flow run whose name contains ``name_part`` (a run id), oldest first."""
+    return [message for _, message in logs_of(flow_run_named(name_part).id)]
 
 
 def task_states(flow_run_id) -> dict[str, str]:

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 from helpers.net import FAKE_AWS, free_port
 from helpers.photos import arrange_in_wnid_folders
-from helpers.prefect_api import artifacts_of, flow_run_of, logs_of
+from helpers.prefect_api import artifacts_of, flow_run_named, flow_run_of, logs_of
 
 from batch_classify import cluster, steps
 from batch_classify.inference import InferenceOutcome, StageResult
@@ -208,19 +208,6 @@ def ray_cluster(photos):
     finally:
         _stop(started.processes)
         shutil.rmtree(started.temp_dir, ignore_errors=True)
-
-
-def _client_call(fn):
-    """``fn(client)`` with a Prefect client of the API in use."""
-    import asyncio
-
-    from prefect import get_client
-
-    async def call():
-        async with get_client() as client:
-            return await fn(client)
-
-    return asyncio.run(call())
 
 
 def _task_run(flow_run_id, name: str):
@@ -455,7 +442,6 @@ def test_a_token_authenticated_cluster_runs_the_job_with_its_token_and_refuses_o
     with one line naming the address and what to set, without a Prefect retry and without a job."""
     import secrets
 
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
     from prefect.settings import PREFECT_API_URL
     from ray.job_submission import JobSubmissionClient
 
@@ -475,9 +461,7 @@ def test_a_token_authenticated_cluster_runs_the_job_with_its_token_and_refuses_o
             )
 
         def infer_runs(run_id: str) -> int:
-            (flow_run,) = _client_call(lambda c: c.read_flow_runs(
-                flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[f"classify-{MODEL}-{run_id}"])), limit=5, offset=0))
-            return _task_run(flow_run.id, "infer").run_count
+            return _task_run(flow_run_named(f"classify-{MODEL}-{run_id}").id, "infer").run_count
 
         ok = run("tok-right", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
         assert ok.returncode == 0, ok.stderr[-3000:]
