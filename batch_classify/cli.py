@@ -6,7 +6,9 @@ the Prefect flow.
 
 Errors a user can cause print as one ``error:`` line on stderr, exit code 1; the terminal shows no
 traceback (Prefect's console handler included: ``cli_logging``) unless ``batch-classify --debug``
-is given. The flow run's log in the Prefect API keeps the traceback either way.
+is given. The flow run's log in the Prefect API keeps the traceback either way. A run that regressed
+(``fail_on_regression``, the default) prints its summary and one ``regressed:`` line, exit code
+:data:`EXIT_REGRESSED`: everything is committed, but a script must not take it for a good night.
 """
 
 from __future__ import annotations
@@ -56,6 +58,9 @@ err = Console(stderr=True)
 out = Console()
 #: Set by `batch-classify --debug`: tracebacks reach the terminal.
 DEBUG = False
+#: Exit code of `run` (and `demo`) when the run regressed against its baseline and
+#: ``fail_on_regression`` is on: its predictions and report are committed. 1 is an error, 2 a usage error.
+EXIT_REGRESSED = 3
 
 
 def _print_version(value: bool) -> None:
@@ -106,6 +111,7 @@ def run_flow(settings) -> dict:
     sent its last log lines.
     """
     from batch_classify import startup
+    from batch_classify.errors import RunRegressed
 
     # Started before Prefect is imported (about 1 s), so it may turn out that a Prefect profile names a
     # server after all: then it is stopped unused. The console script may have started both already.
@@ -128,6 +134,8 @@ def run_flow(settings) -> dict:
             return classify(settings)
         with on_temporary_api(api):
             return classify(settings)
+    except RunRegressed:
+        raise  # not an error: the caller prints the summary of what is committed
     except Exception as exc:  # noqa: BLE001 - the CLI's job is the one-line reason
         _fail(_one_line(exc))
     finally:
@@ -152,7 +160,25 @@ def run(
     except ValidationError as exc:
         _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
     _check_input(settings)
-    report = run_flow(settings)
+    _run_and_summarise(settings, quiet=quiet)
+
+
+def _run_and_summarise(settings: RunSettings, *, quiet: bool) -> None:
+    """Run the flow and print its summary; a regressed run (Failed-type, ``fail_on_regression``) prints
+    its summary from the committed report, then one ``regressed:`` line, and exits :data:`EXIT_REGRESSED`."""
+    from batch_classify.errors import RunRegressed
+
+    try:
+        report = run_flow(settings)
+    except RunRegressed as regressed:
+        import json
+
+        from batch_classify.storage import read_bytes
+
+        report = json.loads(read_bytes(RunLayout.parse(settings.run_uri()).report_json, settings.storage_options()))
+        print_summary(out, report, None if quiet else preview(settings))
+        err.print(f"[bold yellow]regressed:[/] {escape(str(regressed))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_REGRESSED)
     print_summary(out, report, None if quiet else preview(settings))
 
 
@@ -168,7 +194,7 @@ def _check_input(settings: RunSettings) -> None:
 
 
 @app.command()
-@settings_options(RunSettings, ("max_top1_drop", "max_drift", "low_confidence"))
+@settings_options(RunSettings, ("max_top1_drop", "max_drift", "low_confidence", "review_images"))
 def report(
     given: dict,
     run_uri: Annotated[str, typer.Argument(help="A committed run: OUTPUT/RUN_ID (local or s3://).")],
@@ -178,7 +204,6 @@ def report(
     """Re-render report.json, report.md and report.html of a committed run from its predictions."""
     from batch_classify.models import ModelError
     from batch_classify.report.build import rerender_report
-    from batch_classify.report.format import pct
     from batch_classify.results import CorruptRun
     from batch_classify.storage import StorageOptions
 
@@ -191,14 +216,10 @@ def report(
         _fail(str(exc))
     except ModelError as exc:
         _fail(f"{exc} (the report needs the class names of the run's model)")
-    cmp = rendered.get("comparison")
-    drift = "" if not cmp or cmp.get("drift_tvd") is None else f", drift {cmp['drift_tvd']:.3f}"
-    out.print(
-        f"run {rendered['run_id']}: top-1 {pct(rendered['top1'])}, top-5 {pct(rendered['top5'])}, "
-        f"among its label classes {pct(rendered.get('restricted_top1'))}"
-        + (f"; against {cmp['previous_run_uri']}: top-1 {pct(cmp['top1_delta'])}{drift}" if cmp else ""),
-        highlight=False,
-    )
+    from batch_classify.report.verdict import key_figures
+
+    out.print(f"run {rendered['run_id']}: {rendered['verdict']['line']}", highlight=False)
+    out.print("; ".join(f"{name} {value}" for name, value in key_figures(rendered)), highlight=False)
     layout = RunLayout.parse(run_uri)
     out.print(f"written: {layout.report_json}, {layout.relative(layout.report_md)}, {layout.relative(layout.report_html)}",
               highlight=False)
@@ -253,8 +274,7 @@ def demo(
         _fail(str(exc))
     settings = RunSettings(input=str(input_dir), output=str(output), model="efficientnet_lite0", labels=str(labels), **given)
     out.print(f"classifying {sum(1 for _ in input_dir.iterdir())} photographs from scikit-image with efficientnet_lite0 …")
-    report = run_flow(settings)
-    print_summary(out, report, preview(settings))
+    _run_and_summarise(settings, quiet=False)
 
 
 def _describe_model(spec, storage) -> None:

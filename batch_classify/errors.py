@@ -26,3 +26,9 @@ class PermanentError(BatchClassifyError):
 class ConfigError(PermanentError, ValueError):
     """A setting that cannot work here: a runtime the model cannot run under, a GPU asked for on a
     cluster without one, a Ray Client address. The message says which setting to change."""
+
+
+class RunRegressed(PermanentError):
+    """The state data of a flow run that regressed against its baseline, with ``fail_on_regression``
+    (the default): the run ends Failed-type, named "Regressed", after its predictions and report are
+    committed. The message is the verdict's line and where the report is."""

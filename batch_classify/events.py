@@ -47,14 +47,14 @@ def run_regressed(report: dict) -> dict:
     The resource is the run (``batch-classify.run.<RUN_ID>``, labelled with its input and output
     URIs); the payload holds what an alert needs: run id, input, run URI, model, the previous run,
     the deltas (fractions: ``top1_delta`` -0.25 is 25 points down; ``drift_tvd`` in [0, 1]), the
-    reasons, both runs' image counts and the images compared, and the largest per-class drops.
+    reasons, both runs' image counts, the images compared and how many of them changed class, and the largest per-class drops.
 
     Args:
         report: a report whose ``comparison`` regressed (:func:`batch_classify.report.build.build_report`).
     """
     cmp = report["comparison"]
     keys = ("previous_run_uri", "previous_model", "top1_delta", "top5_delta", "drift_tvd", "mean_confidence_delta",
-            "reasons", "n_current", "n_previous", "n_compared")
+            "reasons", "n_current", "n_previous", "n_compared", "n_changed")
     return {
         "event": RUN_REGRESSED,
         "resource": {

@@ -75,7 +75,7 @@ class Reusable:
         return set(self.table.column("path").to_pylist())
 
 
-def latest_committed_run(
+def committed_runs(
     output: str,
     *,
     input: str,
@@ -85,20 +85,21 @@ def latest_committed_run(
     before: str | None = None,
     model: str | None = None,
     full_listing: bool = False,
-) -> str | None:
-    """The run URI of the latest committed run under ``output`` on ``input`` with ``model_id``
-    (None: any model identity), leaving out ``exclude_run_id`` and runs committed at or after
-    ``before`` (an ISO time as in ``committed_at``); None when there is none.
+) -> list[tuple[str, dict]]:
+    """The committed runs under ``output`` on ``input`` with ``model_id`` (None: any model identity),
+    newest first: ``(run URI, its _SUCCESS manifest)``, leaving out ``exclude_run_id`` and runs
+    committed at or after ``before`` (an ISO time as in ``committed_at``).
 
     The input matches by :func:`batch_classify.storage.dataset_key` (absolute, normalised, signed or
     anonymous alike). ``model``: only runs of this model name (a registry name or a model folder's
     URI, whatever its weights). ``full_listing``: only runs that classified their whole listing (no
-    ``--limit``), the report's baseline. Runs are compared by ``committed_at`` in their ``_SUCCESS``
-    manifest; runs committed before manifests held ``input`` and ``model_id`` never match.
+    ``--limit``): the report's baseline and history. Runs are ordered by ``committed_at`` in their
+    ``_SUCCESS`` manifest (then by URI); runs committed before manifests held ``input`` and
+    ``model_id`` never match; a manifest that cannot be read is skipped with a warning.
     """
     fs, root = filesystem(output, storage)
     wanted = dataset_key(input)
-    best: tuple[str, str] | None = None
+    found: list[tuple[str, str, dict]] = []
     for success in fs.glob(RunLayout.of(root, "*").manifest):
         run_id = RunLayout.parse(posixpath.dirname(success)).run_id
         if exclude_run_id is not None and run_id == exclude_run_id:
@@ -117,10 +118,15 @@ def latest_committed_run(
             continue
         if before is not None and str(manifest.get("committed_at", "")) >= before:
             continue
-        key = (str(manifest.get("committed_at", "")), run_uri)
-        if best is None or key > best:
-            best = key
-    return None if best is None else best[1]
+        found.append((str(manifest.get("committed_at", "")), run_uri, manifest))
+    found.sort(key=lambda f: (f[0], f[1]), reverse=True)
+    return [(run_uri, manifest) for _, run_uri, manifest in found]
+
+
+def latest_committed_run(output: str, **match) -> str | None:
+    """The run URI of the latest of :func:`committed_runs` (same keyword arguments); None when there is none."""
+    runs = committed_runs(output, **match)
+    return runs[0][0] if runs else None
 
 
 def _staged_tables(run_uri: str, *, model_id: str, input: str, storage: StorageOptions) -> list[tuple[str, dict, pa.Table]]:

@@ -203,8 +203,22 @@ class RunSettings(BaseSettings):
         le=1.0,
         description="The report counts predictions whose confidence (top-1 softmax probability) is below this.",
     )
+    review_images: int = Field(
+        24,
+        ge=0,
+        le=500,
+        description=(
+            "Images the report picks for a person to look at: the N least confident predictions, and with a "
+            "previous run up to N whose top-1 changed (the report lists them, its page shows their thumbnails)."
+        ),
+    )
     fail_on_regression: bool = Field(
-        False, description="A regression (see max_top1_drop, max_drift) fails the flow run."
+        True,
+        description=(
+            "A regressed run (see max_top1_drop, max_drift) ends in a Failed-type state named Regressed, after its "
+            "predictions and report are committed (they are valid); false: a Completed state named Regressed. "
+            "Tagged regressed either way."
+        ),
     )
     incremental: bool = Field(
         False,

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 
 from prefect import flow
 from prefect.runtime import flow_run
-from prefect.states import Completed
+from prefect.states import Completed, Failed
 from pydantic import Field, TypeAdapter, WithJsonSchema
 
 try:  # pydantic 2.14 moved it out of experimental
@@ -29,13 +29,15 @@ except ImportError:  # pydantic 2.12, 2.13
 from pydantic.fields import FieldInfo
 
 from batch_classify.cli_options import without_none
+from batch_classify.errors import RunRegressed
+from batch_classify.report.verdict import REGRESSED
 from batch_classify.settings import RunSettings, new_run_id
 from batch_classify.tasks import (
     infer,
     list_dataset,
     mark_regressed,
     persist,
-    regression_message,
+    regressed_message,
     report,
     run_lease,
     validate,
@@ -161,7 +163,7 @@ def flow_run_name() -> str:
 
 def classify_images(**parameters: Any) -> dict:
     # Prefect shows this docstring as the flow's description: one paragraph, no sections.
-    """Classify every image under `input` with `model` and write predictions, failures and a report under `output`/RUN_ID. A top-1 drop (without labels: a prediction drift) against the previous full run of the same input and model ends the run Completed, named "Regressed" and tagged `regressed`, or Failed with `fail_on_regression`."""
+    """Classify every image under `input` with `model` and write predictions, failures and a report under `output`/RUN_ID. A top-1 drop (without labels: a prediction drift) against the previous full run of the same input and model ends the run, once everything is committed, in a Failed state named "Regressed" and tagged `regressed` (Completed, named "Regressed", with `fail_on_regression` off)."""
     settings = settings_from_parameters(parameters)
     start = time.perf_counter()
     with run_lease(settings):  # one writer per run id, from before staging to the report
@@ -173,11 +175,21 @@ def classify_images(**parameters: Any) -> dict:
             settings, listing, committed, outcome, wall_seconds=time.perf_counter() - start,
             unlabelled_reason=validation.unlabelled_reason,
         )
-    cmp = result.get("comparison")
-    if cmp and cmp["regressed"]:  # a Completed state named "Regressed", the flow run tagged `regressed`
-        mark_regressed(result)
-        return Completed(name="Regressed", message=regression_message(cmp), data=result)
+    if result["verdict"]["status"] == REGRESSED:
+        return regressed_state(result, fail=settings.fail_on_regression)
     return result
+
+
+def regressed_state(result: dict, *, fail: bool):
+    """The final state of a regressed flow run, once its predictions and report are committed: tag
+    and event first (:func:`batch_classify.tasks.mark_regressed`), then a Failed state named
+    "Regressed" (``fail``; its data a :class:`~batch_classify.errors.RunRegressed`) or a Completed one
+    holding the report, with :func:`batch_classify.tasks.regressed_message` as message."""
+    mark_regressed(result)
+    message = regressed_message(result)
+    if fail:
+        return Failed(name="Regressed", message=message, data=RunRegressed(message))
+    return Completed(name="Regressed", message=message, data=result)
 
 
 # The flow is this function with the generated signature; the module name `classify_images` is the flow

@@ -28,22 +28,16 @@ from batch_classify.layout import REPORT_HTML, RunLayout, input_slug, slug
 from batch_classify.lease import RunLease
 from batch_classify.core_notes import stderr_is_terminal
 from batch_classify.listing import Listing
-from batch_classify.report.compare import regression_message
+from batch_classify.report.verdict import REGRESSED
 from batch_classify.report.format import pct
 from batch_classify.report.markdown import render_markdown
 from batch_classify.results import CommittedRun, StagedRun
 from batch_classify.settings import RunSettings
 from batch_classify.storage import browser_url
 
-class AccuracyRegression(PermanentError, RuntimeError):
-    """The run regressed against the previous one (top-1 dropped by more than ``max_top1_drop``, or,
-    without labels, the predictions drifted by more than ``max_drift``), with ``fail_on_regression``."""
-
-
-
 #: Artifact kinds; a key is ``batch-classify-<kind>-<deployment>-<input slug>`` (:func:`artifact_key`).
 REPORT_KEY, PER_CLASS_KEY, OUTPUT_KEY, PROGRESS_KEY, RAY_JOB_KEY = "report", "per-class", "output", "progress", "ray-job"
-#: The tag a regressed flow run carries (beside its Completed state named "Regressed").
+#: The tag a regressed flow run carries (beside its state named "Regressed").
 REGRESSED_TAG = "regressed"
 #: The scope of runs started outside a deployment (the CLI, a Python call).
 NO_DEPLOYMENT = "local"
@@ -234,15 +228,33 @@ def output_artifact(settings: RunSettings, run_uri: str) -> None:
     )
 
 
+#: Earlier runs in the report artifact's history table (report.md shows up to 10, report.html 30).
+ARTIFACT_HISTORY_ROWS = 5
+
+
+def report_description(report: dict) -> str:
+    """The report artifact's description, fit to the run: the verdict's status, then accuracy for a
+    labelled run, the predictions for an unlabelled one."""
+    what = (f"accuracy over {report['n_labelled']} labelled images" if report.get("n_labelled")
+            else f"predictions of {report['n_predicted']} unlabelled images")
+    return f"{report['verdict']['status'].capitalize()}: run {report['run_id']} ({report['model']}), {what}"
+
+
 def _cell(key: str, value):
     """A per-class table cell: precision and recall as percentages, ``n/a`` where undefined."""
     return pct(value) if key in ("precision", "recall") else value
 
 
+def regressed_message(report: dict) -> str:
+    """The message of a regressed flow run's state and of its log's warning: the verdict's line and
+    where the report is."""
+    return f"{report['verdict']['line']} Report: {RunLayout.parse(report['run_uri']).report_html}"
+
+
 def mark_regressed(report: dict) -> None:
     """Make a regressed run stand out: emit :data:`batch_classify.events.RUN_REGRESSED` (an Automation
     can notify on it; README "Alerts") and tag the flow run ``regressed`` (the runs list shows the tag
-    beside the Completed state named "Regressed")."""
+    beside the state named "Regressed")."""
     from prefect.client.orchestration import get_client
     from prefect.events import emit_event
 
@@ -270,8 +282,8 @@ def report(
     output_artifact(settings, committed.run_uri)
     create_markdown_artifact(
         key=artifact_key(REPORT_KEY, settings),
-        markdown=render_markdown(report),
-        description=f"Accuracy of run {settings.run_id} ({settings.model})",
+        markdown=render_markdown(report, history_rows=ARTIFACT_HISTORY_ROWS),
+        description=report_description(report),
     )
     if report["per_class"]:
         keys = ("wnid", "name", "support", "predicted", "correct", "precision", "recall")
@@ -289,10 +301,6 @@ def report(
         f"top-1 {top1}, top-5 {top5} over {report['n_labelled']} labelled images; mean confidence {confident}; "
         f"report at {RunLayout.parse(committed.run_uri).report_html}"
     )
-    cmp = report.get("comparison")
-    if cmp and cmp["regressed"]:
-        message = regression_message(cmp)
-        get_run_logger().warning("REGRESSION: %s", message)
-        if settings.fail_on_regression:
-            raise AccuracyRegression(message + "; the report is written")
+    if report["verdict"]["status"] == REGRESSED:
+        get_run_logger().warning("%s", regressed_message(report))
     return report

@@ -23,11 +23,14 @@ from batch_classify.layout import RunLayout
 from batch_classify.listing import Listing
 from batch_classify.models import get_spec
 from batch_classify.report.compare import compare
+from batch_classify.report.history import run_history
 from batch_classify.report.html import write_report_html
 from batch_classify.report.markdown import render_markdown
 from batch_classify.report.metrics import accuracy, calibration_fields, label_free, restricted_accuracy
+from batch_classify.report.review import changed_predictions, lowest_confidence
+from batch_classify.report.samples import small_sample_notes
+from batch_classify.report.verdict import verdict
 from batch_classify.results import SUCCESS, CommittedRun, CorruptRun, committed_manifest, read_committed, read_failures
-from batch_classify.reuse import latest_committed_run
 from batch_classify.settings import RunSettings
 from batch_classify.storage import StorageOptions, read_bytes, write_bytes
 from batch_classify.vocabulary import Vocabulary
@@ -121,6 +124,7 @@ def build_report(
     return score_and_write(
         report, storage, vocabulary=get_spec(settings.model, storage).vocabulary(),
         max_top1_drop=settings.max_top1_drop, max_drift=settings.max_drift, low_confidence=settings.low_confidence,
+        review_images=settings.review_images,
     )
 
 
@@ -132,13 +136,17 @@ def score_and_write(
     max_top1_drop: float,
     max_drift: float | None,
     low_confidence: float,
+    review_images: int,
 ) -> dict:
     """Fill ``report`` (which names ``run_uri`` and ``input``) with the scores of the committed
-    predictions (accuracy where there are labels, the label-free statistics always) and the
-    comparison with the previous run, then write the report files.
+    predictions (accuracy where there are labels, the label-free statistics always), the images to
+    look at, the history of earlier runs and the comparison with the latest of them, the notes on
+    small samples and the verdict; then write the report files.
 
     Args:
         vocabulary: the run's model's classes.
+        review_images: the least confident predictions listed (``lowest_confidence``), and the most
+            images whose top-1 changed that the page shows.
 
     Returns:
         the report, as written to ``report.json``.
@@ -156,14 +164,23 @@ def score_and_write(
     report |= calibration_fields(label_index, pred_index, confidence)
     pred_names = _pred_names(table)
     report |= _label_free(table, low_confidence, pred_names)
-    report["comparison"] = _compare_with_previous(
+    report["review_images"] = review_images
+    report["lowest_confidence"] = lowest_confidence(table, review_images)
+    layout = RunLayout.parse(run_uri)
+    report["history"] = run_history(
+        layout.output, input=report["input"], model=report["model"], run_id=layout.run_id,
+        before=committed_manifest(run_uri, storage).get("committed_at"), storage=storage,
+    )
+    report["comparison"], report["changed"] = _compare_with_previous(
         report, table, vocabulary, storage, max_top1_drop=max_top1_drop, max_drift=max_drift, low_confidence=low_confidence
     )
+    report["small_samples"] = small_sample_notes(report)
+    report["verdict"] = verdict(report)
     # report.json last: it is the report's commit point (report.md and report.html beside a missing
     # report.json are what a run killed while reporting left; the next report step replaces them)
-    write_bytes(RunLayout.parse(run_uri).report_md, render_markdown(report).encode(), storage)
+    write_bytes(layout.report_md, render_markdown(report).encode(), storage)
     write_report_html(run_uri, report, storage, predictions=table, vocabulary=vocabulary)
-    write_bytes(RunLayout.parse(run_uri).report_json, to_json(report), storage)
+    write_bytes(layout.report_json, to_json(report), storage)
     return report
 
 
@@ -224,40 +241,38 @@ def _compare_with_previous(
     max_top1_drop: float,
     max_drift: float | None,
     low_confidence: float,
-) -> dict | None:
-    """The comparison with the baseline: the latest run committed before this one under the same
-    output, on the same input (:func:`batch_classify.storage.dataset_key`) with the same model, over
-    a full listing (no ``--limit``); None when there is none, or when the two runs share no image.
+) -> tuple[dict | None, list[dict]]:
+    """The comparison with the baseline, the newest run of ``report["history"]`` (the latest run
+    committed before this one under the same output, on the same input with the same model, over a
+    full listing), and the images whose top-1 changed; (None, []) when there is none, or when the
+    two runs share no image.
 
     Both runs are scored on the images they share (by path), so a baseline over other images can
     neither raise nor lower the deltas; ``n_current``, ``n_previous`` and ``n_compared`` say how
-    many images each run predicted and how many were compared.
+    many images each run predicted and how many were compared, ``n_changed`` how many of those
+    changed their top-1.
 
     Args:
         table: this run's committed predictions (``path``, labels, predictions, confidence, entropy).
         vocabulary: this run's model's classes (the baseline's model is the same).
     """
-    run_uri = report["run_uri"]
-    layout = RunLayout.parse(run_uri)
-    manifest = committed_manifest(run_uri, storage)
-    previous = latest_committed_run(
-        layout.output, input=report["input"], model_id=None, model=report["model"], full_listing=True,
-        storage=storage, exclude_run_id=layout.run_id, before=manifest.get("committed_at"),
-    )
-    if previous is None:
-        return None
+    if not report["history"]:
+        return None, []
+    previous = report["history"][0]["run_uri"]
     columns = ["path", "label_index", "pred_index", "pred_label", "top5_index", "confidence", "entropy"]
     try:
         previous_table = read_committed(previous, storage, columns=columns)
     except CorruptRun as err:
         log.warning("no comparison with %s: %s", previous, err)
-        return None
+        return None, []
     current_shared = table.filter(pc.is_in(table.column("path"), value_set=previous_table.column("path").combine_chunks()))
     previous_shared = previous_table.filter(pc.is_in(previous_table.column("path"), value_set=table.column("path").combine_chunks()))
     if current_shared.num_rows == 0:
         log.warning("no comparison with %s: the two runs share no image", previous)
-        return None
-    counts = {"n_current": table.num_rows, "n_previous": previous_table.num_rows, "n_compared": current_shared.num_rows}
+        return None, []
+    changed, n_changed = changed_predictions(current_shared, previous_shared)
+    counts = {"n_current": table.num_rows, "n_previous": previous_table.num_rows, "n_compared": current_shared.num_rows,
+              "n_changed": n_changed}
     result = compare(
         _scores(current_shared, vocabulary, low_confidence, report["model"]),
         _scores(previous_shared, vocabulary, low_confidence, report["model"]),  # the baseline has this run's model
@@ -267,8 +282,8 @@ def _compare_with_previous(
         max_top1_drop=max_top1_drop,
         max_drift=max_drift,
     )
-    return {"previous_run_uri": result.pop("previous_run_uri"), "previous_model": result.pop("previous_model"),
-            **counts, **result}
+    return {"previous_run_uri": result.pop("previous_run_uri"), "previous_run_id": RunLayout.parse(previous).run_id,
+            "previous_model": result.pop("previous_model"), **counts, **result}, changed
 
 
 def rerender_report(
@@ -278,6 +293,7 @@ def rerender_report(
     max_top1_drop: float | None = None,
     max_drift: float | None = None,
     low_confidence: float | None = None,
+    review_images: int | None = None,
 ) -> dict:
     """Score a committed run again and rewrite its report files (``batch-classify report``).
 
@@ -323,4 +339,5 @@ def rerender_report(
     return score_and_write(
         report, storage, vocabulary=vocabulary, max_top1_drop=default("max_top1_drop", max_top1_drop),
         max_drift=default("max_drift", max_drift), low_confidence=default("low_confidence", low_confidence),
+        review_images=default("review_images", review_images),
     )

@@ -2,8 +2,10 @@
 
 :func:`compare` measures the changes (accuracy when both runs have labels, prediction drift and
 share changes always); :func:`regression_reasons` is the one place that decides whether they are a
-regression: the report says so, the flow marks its run "Regressed" and ``--fail-on-regression``
-fails it, all from the ``regressed`` and ``reasons`` this module writes.
+regression: the report's verdict says so and the flow ends its run in a state named "Regressed"
+(Failed-type unless ``fail_on_regression`` is off), all from the ``regressed`` and ``reasons`` this
+module writes. Reasons name the settings as ``max_drift = 0.2``, which reads right on the command line
+(``--max-drift``), in a deployment's parameters and in ``BATCH_CLASSIFY_MAX_DRIFT`` alike.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import numpy as np
 from batch_classify.report.format import points
 from batch_classify.report.metrics import name_counts
 
-#: Rows of :func:`compare`'s ``share_changes``.
-SHARE_CHANGES = 10
+#: Rows of :func:`compare`'s ``share_changes`` each way: the largest gains, then the largest losses.
+SHARE_CHANGES_EACH_WAY = 5
+#: Classes in :func:`compare`'s ``class_shares`` (the side-by-side distributions of the page).
+CLASS_SHARES = 15
 
 
 def regression_reasons(top1_delta: float | None, drift_tvd: float | None, *, max_top1_drop: float,
@@ -37,17 +41,12 @@ def regression_reasons(top1_delta: float | None, drift_tvd: float | None, *, max
     if top1_delta is not None:
         if top1_delta < -max_top1_drop:
             return [
-                f"top-1 dropped by {points(-top1_delta, sign='')}, over --max-top1-drop {max_top1_drop:g} "
+                f"top-1 dropped by {points(-top1_delta, sign='')}, over max_top1_drop = {max_top1_drop:g} "
                 f"({points(max_top1_drop, sign='')})"
             ]
     elif max_drift is not None and drift_tvd is not None and drift_tvd > max_drift:
-        return [f"prediction drift (TVD) {drift_tvd:.3f}, over --max-drift {max_drift:g}"]
+        return [f"prediction drift (TVD) {drift_tvd:.3f}, over max_drift = {max_drift:g}"]
     return []
-
-
-def regression_message(comparison: dict) -> str:
-    """One line: every reason the comparison gives for the regression, and the run compared with."""
-    return f"{'; '.join(comparison['reasons'])} (against {comparison['previous_run_uri']})"
 
 
 def compared_line(cmp: dict) -> str:
@@ -94,6 +93,16 @@ def _match_per_class(current: list[dict], previous: list[dict]) -> list[dict]:
     return rows
 
 
+def _largest_moves(changes: list[dict]) -> list[dict]:
+    """The largest gains (largest first), then the largest losses, :data:`SHARE_CHANGES_EACH_WAY` each.
+
+    ``|delta|`` is rounded for the order only: two equal moves computed differently tie by name."""
+    order = lambda c: (-round(abs(c["delta"]), 12), str(c["name"]))  # noqa: E731
+    gains = sorted((c for c in changes if c["delta"] > 0), key=order)
+    losses = sorted((c for c in changes if c["delta"] < 0), key=order)
+    return gains[:SHARE_CHANGES_EACH_WAY] + losses[:SHARE_CHANGES_EACH_WAY]
+
+
 def compare(
     current: dict,
     previous: dict,
@@ -130,9 +139,13 @@ def compare(
         ``wnid`` None for a model's own classes), ``drift_tvd`` (total variation distance between
         the two runs' predicted-class distributions over the union of names, ``0.5 * sum |p - q|``:
         0 identical, 1 disjoint; None when either run predicted nothing), ``share_changes`` (the
-        up to 10 names whose share of the predictions moved most, by ``|delta|``, ties by name;
-        names whose share did not move are left out: ``{"name", "share_before", "share_after",
-        "delta"}``, fractions), ``mean_confidence_delta`` (None when either is None),
+        classes whose share of the predictions moved most, both ways: the up to
+        :data:`SHARE_CHANGES_EACH_WAY` largest gains, largest first, then as many largest losses;
+        ties by name; classes whose share did not move are left out: ``{"name", "share_before",
+        "share_after", "delta"}``, fractions), ``class_shares`` (the up to :data:`CLASS_SHARES`
+        classes with the largest share in either run, largest first, ties by name, as
+        ``{"name", "share_before", "share_after"}``: the two distributions side by side),
+        ``mean_confidence_delta`` (None when either is None),
         ``threshold`` (``max_top1_drop``), ``drift_threshold`` (``max_drift``), ``reasons`` (one
         sentence per gate that fired) and ``regressed``.
     """
@@ -149,12 +162,11 @@ def compare(
             p, q = after.get(name, 0) / n, before.get(name, 0) / m
             changes.append({"name": name, "share_before": q, "share_after": p, "delta": p - q})
         tvd = float(0.5 * math.fsum(abs(c["delta"]) for c in changes))
-        moved = [c for c in changes if c["delta"] != 0]
-        # |delta| rounded for the order only: two equal moves computed differently tie by name.
-        moved.sort(key=lambda c: (-round(abs(c["delta"]), 12), str(c["name"])))
-        share_changes = moved[:SHARE_CHANGES]
+        share_changes = _largest_moves(changes)
+        changes.sort(key=lambda c: (-max(c["share_before"], c["share_after"]), str(c["name"])))
+        class_shares = [{k: c[k] for k in ("name", "share_before", "share_after")} for c in changes[:CLASS_SHARES]]
     else:
-        tvd, share_changes = None, []
+        tvd, share_changes, class_shares = None, [], []
 
     top1_delta = delta("top1")
     reasons = regression_reasons(top1_delta, tvd, max_top1_drop=max_top1_drop, max_drift=max_drift)
@@ -166,6 +178,7 @@ def compare(
         "per_class_delta": _match_per_class(current.get("per_class") or [], previous.get("per_class") or []),
         "drift_tvd": tvd,
         "share_changes": share_changes,
+        "class_shares": class_shares,
         "mean_confidence_delta": delta("mean_confidence"),
         "threshold": max_top1_drop,
         "drift_threshold": max_drift,

@@ -30,3 +30,15 @@ def points(fraction, sign: str = "+") -> str:
 def num(value, fmt: str = "{}") -> str:
     """Any value through ``fmt`` (``str.format``): ``num(12.34, "{:.1f} s")`` is ``"12.3 s"``."""
     return NA if missing(value) else fmt.format(value)
+
+
+def under(path: str, root: str | None) -> str:
+    """``path`` relative to the folder ``root`` when it lies under it (how the report names an image of
+    the run's input), else ``path`` as given."""
+    prefix = (root or "").rstrip("/") + "/"
+    return path[len(prefix):] if root and path.startswith(prefix) else path
+
+
+def when(iso: str | None) -> str:
+    """An ISO 8601 time as the report prints it, to the minute: ``2026-12-07 06:52``; ``""`` for None."""
+    return str(iso or "")[:16].replace("T", " ")

@@ -91,6 +91,24 @@ def load_thumbnails(uris: Sequence[str], storage: StorageOptions, *, size: int =
         return list(pool.map(one, uris))
 
 
+def thumbnail_jpegs(uris: Sequence[str], storage: StorageOptions, *, size: int = 160, quality: int = 80) -> list:
+    """Thumbnails for the page's tiles: one entry per URI, JPEG bytes of a ``size`` × ``size`` RGB
+    thumbnail (:func:`load_thumbnails`: EXIF orientation applied, letterboxed on white; at ``size``
+    160 and ``quality`` 80 about 5 to 10 KB each), or a string saying why it could not be shown.
+    Never raises for a missing, unreadable or undecodable image."""
+    import io
+
+    out: list = []
+    for tile in load_thumbnails(list(uris), storage, size=size):
+        if isinstance(tile, str):
+            out.append(tile)
+            continue
+        buf = io.BytesIO()
+        tile.save(buf, format="JPEG", quality=quality)
+        out.append(buf.getvalue())
+    return out
+
+
 def gallery_with_reasons(mistakes: Sequence[dict], storage: StorageOptions, names: Sequence[str], *, columns: int = 6,
                          thumb_px: int = 192) -> tuple[bytes, list[str | None]]:
     """:func:`mistakes_gallery_png` and, per mistake, why its thumbnail is missing (None where it is shown)."""

@@ -12,10 +12,8 @@ older version, or built by hand).
 
 from __future__ import annotations
 
-import base64
 import functools
 import html
-import io
 from datetime import datetime, timezone
 
 import numpy as np
@@ -26,10 +24,13 @@ from batch_classify.report.figures import (
     MAX_DISTRIBUTION_BARS, MAX_MATRIX_CLASSES, confidence_png, confusion_matrix_png, per_class_accuracy_png,
     prediction_distribution_png,
 )
+from batch_classify.report.change_figures import class_shares_png
 from batch_classify.report.compare import compared_line
-from batch_classify.report.format import num, pct, points
+from batch_classify.report.format import NA, num, pct, points
 from batch_classify.report.gallery import MAX_GALLERY, confident_mistakes, gallery_with_reasons
+from batch_classify.report.html_sections import history_section, png_figure as _png, review_section, verdict_section
 from batch_classify.report.metrics import DEFAULT_BINS, calibration, calibration_from_fields, prediction_distribution
+from batch_classify.report.samples import MIN_CALIBRATION_IMAGES, MIN_IMAGES, few
 from batch_classify.storage import StorageOptions, write_bytes
 from batch_classify.vocabulary import Vocabulary
 
@@ -85,21 +86,13 @@ def _template():
     return env.get_template(TEMPLATE)
 
 
-def _png(png: bytes) -> dict:
-    """A PNG as the template's ``figure`` macro takes it: ``src`` (a ``data:`` URI), ``width`` and
-    ``height`` (pixels, for the page's layout before the image decodes)."""
-    from PIL import Image
-
-    w, h = Image.open(io.BytesIO(png)).size
-    return {"src": "data:image/png;base64," + base64.b64encode(png).decode("ascii"), "width": w, "height": h}
-
-
 # ---------------------------------------------------------------- the page's facts, formatted
 
 
 def _summary(report: dict, ece: float | None) -> list[tuple[str, str, str]]:
-    """The summary's rows: (name, value, style), style ``"code"``, ``"big"`` or ``""``."""
-    device = f"{report.get('device') or 'n/a'} × {report.get('num_actors') or 'n/a'} actors"
+    """The summary's rows: (name, value, style), style ``"code"``, ``"big"`` or ``""``; a fact this run has
+    no value for (an unlabelled run's top-1) is left out."""
+    device = f"{report['device']} × {report.get('num_actors') or '?'} actors" if report.get("device") else NA
     facts = [
         ("model", report.get("model", "n/a"), "code"),
         ("input", report.get("input", "n/a"), "code"),
@@ -116,7 +109,10 @@ def _summary(report: dict, ece: float | None) -> list[tuple[str, str, str]]:
     if "restricted_top1" in report:
         facts.append((f"top-1 among the {num(report.get('n_label_classes'))} label classes (Imagenette-style)",
                       pct(report.get("restricted_top1")), "big"))
-    facts.append(("expected calibration error (ECE)", pct(ece), ""))
+    ece_text = pct(ece)
+    if ece is not None and (report.get("n_labelled") or 0) < MIN_CALIBRATION_IMAGES:
+        ece_text += f" (over {report.get('n_labelled')} images: a small sample)"
+    facts.append(("expected calibration error (ECE)", ece_text, ""))
     if "mean_confidence" in report:
         facts.append(("mean confidence (probability of the top-1 class)", pct(report.get("mean_confidence")), ""))
     if "low_confidence_threshold" in report:
@@ -139,7 +135,7 @@ def _summary(report: dict, ece: float | None) -> list[tuple[str, str, str]]:
         ("throughput", num(report.get("images_per_second"), "{:.1f} images/s"), ""),
         ("device", device, ""),
     ]
-    return facts
+    return [(name, value, style) for name, value, style in facts if value != NA and not str(value).startswith(f"{NA} ")]
 
 
 def _comparison(comp: dict) -> dict:
@@ -147,18 +143,22 @@ def _comparison(comp: dict) -> dict:
     drift, drift_gate = comp.get("drift_tvd"), comp.get("drift_threshold")
     drift_name = "prediction drift (total variation distance, 0 = same distribution, 1 = disjoint)"
     if drift_gate is not None:
-        drift_name += f"; --max-drift {drift_gate:g}, gated only when top-1 cannot be compared"
+        drift_name += f"; max_drift = {drift_gate:g}, gated only when top-1 cannot be compared"
     deltas = [d for d in comp.get("per_class_delta") or [] if d.get("delta") is not None]
     deltas.sort(key=lambda d: (d["delta"], str(d.get("name")), str(d.get("wnid") or "")))
     shown = deltas[:15] + deltas[-15:] if len(deltas) > 30 else deltas  # the largest falls and rises
+    shares = comp.get("class_shares") or []
+    previous = comp.get("previous_run_id") or "the previous run"
     return {
+        "shares_png": _png(class_shares_png(shares, previous_label=f"previous run ({previous})")) if shares else None,
+        "n_shares": len(shares),
         "regressed": bool(comp.get("regressed")),
         "reasons": comp.get("reasons") or [],
         "threshold": points(comp.get("threshold"), sign=""),
         "top1_compared": comp.get("top1_delta") is not None,
         "drift": None if drift is None else f"{drift:.3f}",
         "drift_gate": None if drift_gate is None else f"{drift_gate:g}",
-        "facts": [
+        "facts": [fact for fact in [
             ("previous run", comp.get("previous_run_uri", "n/a"), "code"),
             *([("previous model", comp["previous_model"], "code")] if comp.get("previous_model") else []),
             ("images compared", compared_line(comp), ""),
@@ -166,7 +166,8 @@ def _comparison(comp: dict) -> dict:
             ("top-5 change", points(comp.get("top5_delta")), ""),
             (drift_name, num(drift, "{:.3f}"), ""),
             ("mean confidence change", points(comp.get("mean_confidence_delta")), ""),
-        ],
+            ("predictions changed", num(comp.get("n_changed"), "{} of the images compared"), ""),
+        ] if fact[1] != NA],
         "share_changes": [
             {"name": d.get("name"), "before": pct(d.get("share_before")), "after": pct(d.get("share_after")),
              "change": points(d.get("delta"))}
@@ -232,8 +233,12 @@ def _labelled(report: dict, predictions: pa.Table, storage: StorageOptions, name
 def _per_class(report: dict) -> list[dict]:
     """The per-class table's rows, by support (largest first), then class index."""
     rows = sorted(report.get("per_class") or [], key=lambda r: (-r.get("support", 0), r.get("index", 0)))
+    def marked(value, n) -> str:
+        return f"{pct(value)} (n={n})" if few(n) and value is not None else pct(value)
+
     return [{"name": r.get("name"), "wnid": r.get("wnid"), "support": r.get("support"), "predicted": r.get("predicted"),
-             "correct": r.get("correct"), "precision": pct(r.get("precision")), "recall": pct(r.get("recall"))}
+             "correct": r.get("correct"), "precision": marked(r.get("precision"), r.get("predicted")),
+             "recall": marked(r.get("recall"), r.get("support"))}
             for r in rows]
 
 
@@ -292,6 +297,11 @@ def render_html(
     return _template().render(
         csp=_Safe(CSP),
         run_id=report.get("run_id", ""),
+        verdict=verdict_section(report),
+        review=review_section(report, storage),
+        history=history_section(report),
+        min_images=MIN_IMAGES,
+        n_small_classes=sum(1 for r in report.get("per_class") or [] if few(r.get("support"))),
         unlabelled_reason=report.get("unlabelled_reason"),
         summary=_summary(report, ece),
         comparison=_comparison(comparison) if comparison else None,

@@ -64,12 +64,19 @@ def test_regression_against_the_previous_run_is_marked_then_fails_when_asked(pho
     artifacts = artifacts_of(second.state_details.flow_run_id, scope=f"local-{input_slug(str(src))}")
     assert set(artifacts) >= {"batch-classify-report", "batch-classify-per-class", "batch-classify-output", "batch-classify-progress"}
     assert artifacts["batch-classify-progress"].data == pytest.approx(100.0)
+    assert artifacts["batch-classify-report"].description == "Healthy: run n2 (efficientnet_lite0), accuracy over 12 labelled images"
+    assert artifacts["batch-classify-report"].data.splitlines()[2].startswith("**Healthy:** top-1 +")
     # a local folder: its path as text to copy (a file:// link from the UI opens nothing), no link
     output = artifacts["batch-classify-output"]
     assert output.type == "markdown" and f"```\n{out}/n2\n```" in output.data and "file://" not in output.data
 
     marked = classify(RunSettings(**common, run_id="n3", weights=shifted_weights), return_state=True)
-    assert marked.is_completed() and marked.name == "Regressed", marked.name
+    # Failed-type (red in the runs list and chart, caught by Automations on failed runs), after the commit
+    assert marked.is_failed() and marked.name == "Regressed", marked.name
+    assert marked.message.startswith("Regressed: top-1 dropped by ") and "over max_top1_drop = 0.02" in marked.message
+    assert "the results are valid" in marked.message and str(out / "n3" / "report.html") in marked.message
+    assert flow_run_of(marked.state_details.flow_run_id).state.type.value == "FAILED"
+    assert (out / "n3" / "_SUCCESS").exists()
     report = json.loads((out / "n3" / "report.json").read_text())
     assert report["comparison"]["regressed"] and report["comparison"]["previous_run_uri"] == f"{out}/n2"
     assert report["comparison"]["per_class_delta"][0]["delta"] < 0
@@ -86,9 +93,11 @@ def test_regression_against_the_previous_run_is_marked_then_fails_when_asked(pho
     assert (event.payload["n_current"], event.payload["n_previous"], event.payload["n_compared"]) == (12, 12, 12)
 
     assert classify(RunSettings(**common, run_id="n4"), return_state=True).is_completed()
-    state = classify(RunSettings(**common, run_id="n5", weights=shifted_weights, fail_on_regression=True), return_state=True)
-    assert state.is_failed() and "top-1 dropped by" in state.message
-    assert (out / "n5" / "report.json").exists() and (out / "n5" / "_SUCCESS").exists()  # written, then failed
+    # fail_on_regression off: today's Completed state named Regressed, still tagged
+    state = classify(RunSettings(**common, run_id="n5", weights=shifted_weights, fail_on_regression=False), return_state=True)
+    assert state.is_completed() and state.name == "Regressed" and "top-1 dropped by" in state.message
+    assert "regressed" in flow_run_of(state.state_details.flow_run_id).tags
+    assert (out / "n5" / "report.json").exists() and (out / "n5" / "_SUCCESS").exists()
 
 
 def test_report_command_rerenders_a_committed_run(photos, tmp_path):

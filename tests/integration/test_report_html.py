@@ -379,7 +379,7 @@ def test_page_is_self_contained_and_escapes_data(tmp_path):
         "per_class_delta": [{"wnid": HOSTILE, "name": HOSTILE, "recall_before": 0.75, "recall_after": 0.5, "delta": -0.25}],
         "share_changes": [{"name": HOSTILE, "share_before": 0.0, "share_after": 0.5, "delta": 0.5}],
         "mean_confidence_delta": 0.05,
-        "reasons": ["top-1 dropped by 25.0 points, over --max-top1-drop 0.02 (2.0 points)"],
+        "reasons": ["top-1 dropped by 25.0 points, over max_top1_drop = 0.02 (2.0 points)"],
     })
     report["prediction_distribution"][0]["name"] = HOSTILE
     report["per_class"][0]["name"] = HOSTILE
@@ -398,13 +398,14 @@ def test_page_is_self_contained_and_escapes_data(tmp_path):
     # Restricted accuracy and the comparison are shown.
     assert "top-1 among the 1 label classes" in page and "50.0%" in page
     assert "-25.0 points" in page and "0.500" in page and "Regression" in page and "2.0 points" in page
-    assert "top-1 dropped by 25.0 points, over --max-top1-drop 0.02 (2.0 points)" in page
+    assert "top-1 dropped by 25.0 points, over max_top1_drop = 0.02 (2.0 points)" in page
     assert "+50.0 points" in page and "+5.0 points" in page  # a share change, the mean confidence change
     # An older report's comparison (no reasons, no label-free fields) still renders.
     old = {k: v for k, v in report["comparison"].items()
            if k not in ("reasons", "share_changes", "mean_confidence_delta", "drift_threshold")}
     page = render_html({**report, "comparison": old}, table, StorageOptions())
-    assert "top-1 dropped by more than 2.0 points" in page and "mean confidence change" in page
+    assert "top-1 dropped by more than 2.0 points" in page and "top-1 change" in page
+    assert "mean confidence change" not in page and "n/a" not in page.split("<h2>Summary</h2>")[0]  # no value, no row
 
 
 def test_page_without_labels_without_predictions_and_with_one_class(tmp_path):
@@ -451,17 +452,20 @@ def test_page_of_an_unlabelled_run_of_a_model_with_its_own_classes(tmp_path):
     assert "No predicted image carries a label" in page and "folders named by the model's class names" in page
     assert "wnid" not in page.replace("(for ImageNet-1k models, wnids too)", "")  # no wnid column or cell
     pictures = _images(page)
-    assert len(pictures) == 2 and all(300 <= min(_png_size(png)) for png in pictures)
+    assert len(pictures) == 3 and all(250 <= min(_png_size(png)) for png in pictures)
     assert 'alt="predicted class distribution"' in page and 'alt="confidence histogram"' in page
+    assert 'alt="class distributions of the previous run and this run side by side"' in page
     assert 'alt="confusion matrix"' not in page and "Confusion matrix" not in page and "Per-class accuracy" not in page
     assert "Predicted classes" in page and "<h2>Compared with the previous committed run</h2>" in page
-    assert "prediction drift (TVD) 0.800, over --max-drift 0.1" in page and "Regression" in page
+    assert "prediction drift (TVD) 0.800, over max_drift = 0.1" in page and "Regression" in page
+    assert '<p class="verdict alert"><strong>Regressed:</strong> prediction drift (TVD) 0.800, over max_drift = 0.1' in page
     assert "low confidence (under 0.50)" in page and "40.0% (2 images)" in page  # 0.3, 0.45; 0.5 is not under
     assert "Cat $x$" in page and "-80.0 points" in page  # fox's share fell from 80% to 0
     assert "mean confidence change" in page and "-31.0 points" in page  # 0.59 - 0.9
 
     comparison, page = page_with(0.9)
-    assert not comparison["regressed"] and "prediction drift 0.800 is within --max-drift 0.9" in page
+    assert not comparison["regressed"] and "prediction drift 0.800 is within max_drift = 0.9" in page
+    assert '<p class="verdict ok"><strong>Healthy:</strong> prediction drift (TVD) 0.800 against run /out/r0, within' in page
     comparison, page = page_with(None)
     assert not comparison["regressed"] and "the drift gate is off" in page and "Regression" not in page
 
@@ -553,7 +557,7 @@ def _classified_run(photos: list[Path], root: Path) -> tuple[str, dict]:
             "previous_run_uri": str(root / "output" / "20261126T020000Z-def456"), "previous_model": "efficientnet_lite0",
             "top1_delta": -0.025, "top5_delta": 0.0, "drift_tvd": 0.05, "regressed": True, "threshold": 0.02,
             "drift_threshold": 0.1, "mean_confidence_delta": -0.01,
-            "reasons": ["top-1 dropped by 2.5 points, over --max-top1-drop 0.02 (2.0 points)"],
+            "reasons": ["top-1 dropped by 2.5 points, over max_top1_drop = 0.02 (2.0 points)"],
             "share_changes": [{"name": r["name"], "share_before": 0.0, "share_after": r["share"], "delta": r["share"]}
                               for r in metrics.prediction_distribution(table.column("pred_label").to_numpy(
                                   zero_copy_only=False), 10)],

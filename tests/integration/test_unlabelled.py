@@ -104,20 +104,58 @@ def test_labels_none_forces_an_unlabelled_run_and_mixed_names_stop(photos, tmp_p
 
 
 @pytest.mark.usefixtures("prefect_harness", "ray_local")
-def test_drift_over_max_drift_marks_an_unlabelled_run_regressed(photos, tmp_path):
-    """Two real runs on one unlabelled input: the second, after most photos were replaced by photos of
-    other classes, drifts past --max-drift: Completed named Regressed, or Failed when asked."""
-    incoming = nightly_drop(photos, tmp_path / "incoming", {"2026-11-30": slice(0, 10)})
-    common = dict(input=str(incoming), output=str(tmp_path / "out"), model=MODEL, max_drift=0.2)
-    assert classify(RunSettings(**common, run_id="d1"), return_state=True).name == "Completed"
-    for i, p in enumerate(photos[100:107], start=1):  # 7 of 10 photos now show other classes
-        shutil.copyfile(p, incoming / "2026-11-30" / f"IMG_{i:04d}.jpg")
-    state = classify(RunSettings(**common, run_id="d2"), return_state=True)
-    assert state.is_completed() and state.name == "Regressed", state.name
-    cmp = state.result()["comparison"]
-    assert cmp["top1_delta"] is None and cmp["drift_tvd"] > 0.5 and cmp["regressed"]
-    assert any("drift" in reason for reason in cmp["reasons"]) and "drift" in state.message
-    assert cmp["share_changes"] and abs(cmp["share_changes"][0]["delta"]) >= 0.1
-    shutil.copyfile(photos[120], incoming / "2026-11-30" / "IMG_0008.jpg")  # one more photo changes class
-    failed = classify(RunSettings(**common | {"max_drift": 0.0}, run_id="d3", fail_on_regression=True), return_state=True)
-    assert failed.is_failed() and (tmp_path / "out" / "d3" / "report.json").exists()
+def test_the_morning_after_a_drifted_night_is_a_failed_run_with_a_verdict_first_report(photos, tmp_path):
+    """Three runs of a date folder on a real Prefect server; before the second, most photos are replaced
+    by photos of other classes at the same paths. The second drifts past max_drift: its flow run is
+    Failed-type and named Regressed, after its predictions and report are committed; the report leads
+    with the verdict, names the classes that gained and lost share, lists the images to look at; the
+    third run's history names the first two."""
+    from helpers.prefect_api import flow_run_of
+
+    incoming = nightly_drop(photos, tmp_path / "incoming", {"2026-11-29": slice(0, 10), "2026-11-30": slice(10, 20)})
+    out = tmp_path / "out"
+    common = dict(input=str(incoming), output=str(out), model=MODEL, max_drift=0.2)
+    first = classify(RunSettings(**common, run_id="d1"), return_state=True)
+    assert first.is_completed() and first.name == "Completed"
+    day = incoming / "2026-11-30"
+    for i, p in enumerate(photos[100:114], start=1):  # 14 of 20 photos now show other classes, at the same paths
+        shutil.copyfile(p, (incoming / "2026-11-29" if i <= 10 else day) / f"IMG_{i:04d}.jpg")
+    second = classify(RunSettings(**common, run_id="d2"), return_state=True)
+
+    # A regression is not green: Failed-type, named Regressed, tagged, everything committed first.
+    assert second.is_failed() and second.name == "Regressed", (second.type, second.name)
+    run = flow_run_of(second.state_details.flow_run_id)
+    assert (run.state.type.value, run.state.name) == ("FAILED", "Regressed") and "regressed" in run.tags
+    assert "over max_drift = 0.2" in second.message and "the results are valid" in second.message
+    assert (out / "d2" / "_SUCCESS").exists() and (out / "d2" / "report.html").exists()
+    assert pq.read_table(out / "d2" / "predictions").num_rows == 20
+    report = json.loads((out / "d2" / "report.json").read_text())
+    assert report["verdict"]["status"] == "regressed"
+
+    # Verdict first, in the settings' own names; no row without a value.
+    md = (out / "d2" / "report.md").read_text()
+    assert md.splitlines()[2].startswith("**Regressed:** prediction drift (TVD) ") and "over max_drift = 0.2" in md.splitlines()[2]
+    assert "n/a" not in md and "--max-drift" not in md
+    assert "## Images to look at" in md and "## History" in md
+
+    # What moved, both ways; the images to look at.
+    cmp = report["comparison"]
+    moves = [c["delta"] for c in cmp["share_changes"]]
+    assert any(d > 0 for d in moves) and any(d < 0 for d in moves), cmp["share_changes"]
+    assert cmp["class_shares"] and cmp["n_compared"] == 20 and cmp["n_changed"] >= 10
+    lowest = report["lowest_confidence"]
+    assert len(lowest) >= 8 and all(r["path"].startswith(str(incoming)) and 0 <= r["confidence"] <= 1 for r in lowest)
+    assert [r["confidence"] for r in lowest] == sorted(r["confidence"] for r in lowest)
+    changed = report["changed"]
+    assert len(changed) == cmp["n_changed"] and all(r["before"] != r["after"] for r in changed)
+    assert {r["path"] for r in changed} <= {str(p) for p in incoming.rglob("*.jpg")}
+    assert report["small_samples"]  # 20 images: said plainly
+    assert [h["run_id"] for h in report["history"]] == ["d1"]
+
+    third = classify(RunSettings(**common, run_id="d3"), return_state=True)
+    assert third.is_completed() and third.name == "Completed"  # the same photos as d2: no drift
+    history = json.loads((out / "d3" / "report.json").read_text())["history"]
+    assert [h["run_id"] for h in history] == ["d2", "d1"]
+    assert history[0]["regressed"] is True and history[0]["drift_tvd"] > 0.2 and history[1]["regressed"] is None
+    assert all(h["n_predicted"] == 20 and h["n_failed"] == 0 and h["top1"] is None for h in history)
+    assert all(0 < h["mean_confidence"] < 1 and h["committed_at"] for h in history)

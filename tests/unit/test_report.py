@@ -126,13 +126,13 @@ def test_unlabelled_runs_are_gated_on_drift():
     # TVD = 0.5 * (0.3 + 0.1 + 0.4) = 0.4
     over = compare(current, previous, now, before, previous_run_uri="out/r0", max_top1_drop=0.02, max_drift=0.3)
     assert over["top1_delta"] is None and over["drift_tvd"] == pytest.approx(0.4)
-    assert over["regressed"] is True and over["reasons"] == ["prediction drift (TVD) 0.400, over --max-drift 0.3"]
+    assert over["regressed"] is True and over["reasons"] == ["prediction drift (TVD) 0.400, over max_drift = 0.3"]
     assert over["drift_threshold"] == 0.3 and over["threshold"] == 0.02
     assert over["previous_model"] == "old" and over["previous_run_uri"] == "out/r0"
     assert over["mean_confidence_delta"] == pytest.approx(-0.2)
     assert [(c["name"], c["share_before"], c["share_after"]) for c in over["share_changes"]] == [
-        ("fox", 0.4, 0.0), ("cat", 0.3, 0.6), ("dog", 0.3, 0.4)]
-    assert [c["delta"] for c in over["share_changes"]] == pytest.approx([-0.4, 0.3, 0.1])
+        ("cat", 0.3, 0.6), ("dog", 0.3, 0.4), ("fox", 0.4, 0.0)]  # gains first, then losses
+    assert [c["delta"] for c in over["share_changes"]] == pytest.approx([0.3, 0.1, -0.4])
 
     under = compare(current, previous, now, before, previous_run_uri="out/r0", max_top1_drop=0.02, max_drift=0.5)
     assert under["regressed"] is False and under["reasons"] == []
@@ -154,7 +154,7 @@ def test_labelled_runs_are_gated_on_accuracy_not_drift():
     worse = compare({"top1": 0.5, "top5": 0.75, "per_class": []}, {"top1": 0.75, "top5": 1.0, "per_class": []}, now,
                     now, previous_run_uri="p", max_top1_drop=0.02, max_drift=0.1)
     assert worse["regressed"] is True and worse["drift_tvd"] == 0.0 and worse["share_changes"] == []
-    assert worse["reasons"] == ["top-1 dropped by 25.0 points, over --max-top1-drop 0.02 (2.0 points)"]
+    assert worse["reasons"] == ["top-1 dropped by 25.0 points, over max_top1_drop = 0.02 (2.0 points)"]
     assert worse["top5_delta"] == pytest.approx(-0.25)
     # An older previous report has no mean confidence: no change is made up.
     assert worse["mean_confidence_delta"] is None
@@ -174,12 +174,16 @@ def test_runs_of_models_with_different_classes_compare_by_name():
     assert empty["drift_tvd"] is None and empty["share_changes"] == [] and empty["regressed"] is False
 
 
-def test_share_changes_keep_the_ten_largest_moves_ties_by_name():
-    now = np.array(list("lkjihgfedcba"), dtype=object)  # twelve names, 1/12 each
-    before = np.array(["z"] * 12, dtype=object)
+def test_share_changes_name_the_largest_gains_and_losses_ties_by_name():
+    now = np.array(list("lkjihgfedcba") + ["y"] * 4, dtype=object)  # twelve names at 1/16, y at 4/16
+    before = np.array(["z"] * 12 + ["x"] * 3 + ["y"], dtype=object)  # z at 12/16, x 3/16, y 1/16
     got = compare(UNLABELLED, UNLABELLED, now, before, previous_run_uri="p", max_top1_drop=0.02, max_drift=None)
-    assert [c["name"] for c in got["share_changes"]] == ["z", *"abcdefghi"]
-    assert got["share_changes"][0]["delta"] == -1.0 and got["drift_tvd"] == pytest.approx(1.0)
+    moves = [(c["name"], round(16 * c["delta"])) for c in got["share_changes"]]
+    assert moves == [("y", 3), ("a", 1), ("b", 1), ("c", 1), ("d", 1), ("z", -12), ("x", -3)]
+    assert got["drift_tvd"] == pytest.approx(15 / 16)
+    shares = got["class_shares"]  # both distributions, side by side: the classes largest in either run
+    assert [c["name"] for c in shares[:3]] == ["z", "y", "x"] and len(shares) == 15
+    assert (shares[1]["share_before"], shares[1]["share_after"]) == (1 / 16, 4 / 16)
 
 
 def test_per_class_delta_matches_by_wnid_else_by_name():
@@ -241,16 +245,23 @@ def test_markdown_of_an_unlabelled_run_of_a_model_with_its_own_classes():
     report["comparison"] = compare(report, previous, names, np.array(["fox"] * 10, dtype=object),
                                    previous_run_uri="s3://b/out/r1", max_top1_drop=0.02, max_drift=0.25)
     md = render_markdown(report)
+    lines = md.splitlines()
+    # The verdict first, in the settings' own names; then the figures of an unlabelled run; no row without a value.
+    assert lines[2] == ("**Regressed:** prediction drift (TVD) 0.900, over max_drift = 0.25, against run s3://b/out/r1. "
+                        "The predictions and the report are committed: the results are valid.")
+    assert "| prediction drift (TVD) | 0.900 (max_drift = 0.25) |" in lines[4:12]
+    assert "| low confidence | 40.0% under 0.50 (4 images) |" in lines[4:12]
+    assert "n/a" not in md and "top-1" not in md.split("## This run")[1].split("##")[0]
+    assert "one image is 10.0 points of a share" in md  # 10 images: a small sample, said so
     assert md.count("folder names are not class names; the run is unlabelled") == 1
     assert md.index("the run is unlabelled") < md.index("| model |")  # near the top
-    assert "| **top-1** | **n/a** |" in md and "| **top-5** | **n/a** |" in md
     assert "## Predictions (no labels needed)" in md
     assert "40.0% under 0.50 (4 images)" in md  # 0.25, 0.3, 0.4, 0.45; 0.5 is not under 0.50
     assert "mean entropy of the predicted distribution: 0.700 nats" in md
     assert "mean confidence (probability of the top-1 class): 58.5%" in md
     assert "| Cat \\| tabby | 6 | 60.0% |" in md and "| dog | 3 | 30.0% |" in md  # "|" escaped in a cell
     assert "prediction drift (total variation distance of the predicted classes): 0.900" in md
-    assert "**REGRESSION: prediction drift (TVD) 0.900, over --max-drift 0.25**" in md
+    assert "**REGRESSION: prediction drift (TVD) 0.900, over max_drift = 0.25**" in md
     assert "| Cat \\| tabby | 0.0% | 60.0% | +60.0 points |" in md
     assert "- mean confidence: -31.5 points" in md
     assert "wnid" not in md and "(`" not in md
@@ -261,6 +272,7 @@ def test_markdown_of_a_labelled_run_of_a_model_with_its_own_classes_has_no_wnid_
     y, p = np.array([0, 0, 1]), np.array([0, 1, 1])
     report = _base(**accuracy(y, p, np.tile(p[:, None], 5), vocabulary))
     md = render_markdown(report)
-    assert "| class | support | precision | recall |" in md and "| cat | 2 | 100.0% | 50.0% |" in md
+    assert "| class | support | precision | recall |" in md and "| cat | 2 | 100.0% (n=1) | 50.0% (n=2) |" in md
+    assert "(n=…): a precision or recall over fewer than 30 images, a small sample." in md
     assert "| cat | dog | 1 |" in md  # the confusion, no wnid
     assert "wnid" not in md and "(`" not in md and "Predictions (no labels needed)" not in md  # an older report
