@@ -177,7 +177,8 @@ def _run_and_summarise(settings: RunSettings, *, quiet: bool) -> None:
 
         report = json.loads(read_bytes(RunLayout.parse(settings.run_uri()).report_json, settings.storage_options()))
         print_summary(out, report, None if quiet else preview(settings))
-        err.print(f"[bold yellow]regressed:[/] {escape(str(regressed))}", highlight=False, soft_wrap=True)
+        reason = str(regressed).removeprefix("Regressed: ")
+        err.print(f"[bold yellow]regressed:[/] {escape(reason)}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_REGRESSED)
     print_summary(out, report, None if quiet else preview(settings))
 

@@ -136,10 +136,22 @@ def _slug_words() -> tuple[frozenset[str], frozenset[str]]:
         return frozenset(), frozenset()
 
 
+#: The names the Prefect UI's Run form fills in by itself (its own generator, measured in Prefect 3.8's
+#: UI bundle): a Greek letter with an optional number, a star or place (``canis-majoris`` has two
+#: words; some draws give none), an optional suffix: ``chi6-alture``, ``alpha-andromedae-nebula``, ``chi2``.
+UI_FORM_NAME = re.compile(
+    r"(alpha|beta|gamma|delta|epsilon|zeta|eta|theta|iota|kappa|lambda|mu|nu|xi|omicron|pi|rho|sigma|tau|upsilon|phi"
+    r"|chi|psi|omega)\d*(-[a-z]+)*"
+)
+
+
 def generated_name(name: str) -> bool:
-    """Whether ``name`` is one Prefect made up (``aspiring-degu``), not one a person typed into the
-    Run form: an adjective and an animal of coolname's lists (two lower-case words where those
-    lists cannot be read)."""
+    """Whether ``name`` is one Prefect made up, not one a person typed into the Run form: an adjective
+    and an animal of coolname's lists (``aspiring-degu``: the API's names; two lower-case words where
+    those lists cannot be read), or a name of the UI's form (:data:`UI_FORM_NAME`, ``chi6-alture``:
+    the form fills one in, and a run submitted as it is should still be named after its run id)."""
+    if UI_FORM_NAME.fullmatch(name):
+        return True
     adjectives, subjects = _slug_words()
     if not adjectives:
         return re.fullmatch(r"[a-z]+-[a-z]+", name) is not None

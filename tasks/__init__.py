@@ -28,7 +28,7 @@ from batch_classify.layout import REPORT_HTML, RunLayout, input_slug, slug
 from batch_classify.lease import RunLease
 from batch_classify.core_notes import stderr_is_terminal
 from batch_classify.listing import Listing
-from batch_classify.report.verdict import REGRESSED
+from batch_classify.report.verdict import REGRESSED, key_figures
 from batch_classify.report.format import pct
 from batch_classify.report.markdown import render_markdown
 from batch_classify.results import CommittedRun, StagedRun
@@ -294,13 +294,8 @@ def report(
             table=[{k: _cell(k, row[k]) for k in keys} for row in report["per_class"]],
             description=f"Per-class precision and recall, run {settings.run_id}",
         )
-    top1 = "n/a" if report["top1"] is None else f"{report['top1']:.4f}"
-    top5 = "n/a" if report["top5"] is None else f"{report['top5']:.4f}"
-    confident = "n/a" if report.get("mean_confidence") is None else f"{report['mean_confidence']:.3f}"
-    print(
-        f"top-1 {top1}, top-5 {top5} over {report['n_labelled']} labelled images; mean confidence {confident}; "
-        f"report at {RunLayout.parse(committed.run_uri).report_html}"
-    )
+    figures = "; ".join(f"{name} {value}" for name, value in key_figures(report))
+    print(f"{figures}; report at {RunLayout.parse(committed.run_uri).report_html}")
     if report["verdict"]["status"] == REGRESSED:
         get_run_logger().warning("%s", regressed_message(report))
     return report

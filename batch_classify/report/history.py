@@ -16,6 +16,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from batch_classify.layout import RunLayout
+from batch_classify.report.trend import history_entry
 from batch_classify.reuse import committed_runs
 from batch_classify.storage import StorageOptions, read_bytes
 
@@ -23,32 +24,6 @@ log = logging.getLogger(__name__)
 
 #: Runs in ``report.json``'s ``history`` at most (about a month of nightly runs).
 HISTORY_RUNS = 30
-#: The fields of one history entry, in this order.
-HISTORY_FIELDS = ("run_id", "committed_at", "n_predicted", "n_failed", "top1", "mean_confidence", "drift_tvd",
-                  "regressed")
-
-
-def history_entry(manifest: dict, report: dict | None) -> dict:
-    """One run's :data:`HISTORY_FIELDS` from its ``_SUCCESS`` manifest and its ``report.json`` (None
-    when it has none: a run killed while reporting, or its report unreadable; its scores are then null).
-
-    ``top1`` and ``mean_confidence`` are fractions (``top1`` null for a run without labels);
-    ``drift_tvd`` is that run's prediction drift against its own baseline (null for a run that had
-    none); ``regressed`` whether that run's comparison regressed (null without a comparison)."""
-    report = report or {}
-    comparison = report.get("comparison") or {}
-    return {
-        "run_id": manifest.get("run_id"),
-        "committed_at": manifest.get("committed_at"),
-        "n_predicted": manifest.get("n_predicted"),
-        "n_failed": manifest.get("n_failed"),
-        "top1": report.get("top1"),
-        "mean_confidence": report.get("mean_confidence"),
-        "drift_tvd": comparison.get("drift_tvd"),
-        "regressed": comparison.get("regressed") if comparison else None,
-    }
-
-
 def _report_of(run_uri: str, storage: StorageOptions) -> dict | None:
     try:
         return json.loads(read_bytes(RunLayout.parse(run_uri).report_json, storage))

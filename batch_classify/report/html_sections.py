@@ -14,6 +14,7 @@ from batch_classify.report.change_figures import history_png
 from batch_classify.report.format import NA, num, pct, under, when
 from batch_classify.report.gallery import thumbnail_jpegs
 from batch_classify.report.samples import small_sample_notes
+from batch_classify.report.trend import entry_status, this_run_entry
 from batch_classify.report.verdict import HEALTHY, REGRESSED, key_figures, verdict
 from batch_classify.storage import StorageOptions
 
@@ -83,12 +84,9 @@ def history_section(report: dict) -> dict | None:
     if not earlier:
         return None
     cmp = report.get("comparison") or {}
-    this = {"run_id": report.get("run_id"), "committed_at": None, "n_predicted": report.get("n_predicted"),
-            "n_failed": report.get("n_failed"), "top1": report.get("top1"), "mean_confidence": report.get("mean_confidence"),
-            "drift_tvd": cmp.get("drift_tvd"), "regressed": cmp.get("regressed") if cmp else None}
+    this = this_run_entry(report)
     runs = [this, *earlier]
     has = {key: any(r.get(key) is not None for r in runs) for key in ("top1", "drift_tvd")}
-    status = {True: "regressed", False: "healthy", None: "no baseline"}
     return {
         "png": png_figure(history_png(runs[::-1], max_drift=None if has["top1"] else cmp.get("drift_threshold"))),
         "n": len(earlier),
@@ -97,6 +95,6 @@ def history_section(report: dict) -> dict | None:
         "rows": [{"run_id": r["run_id"], "committed": "this run" if r is this else when(r.get("committed_at")),
                   "n_predicted": num(r.get("n_predicted")), "n_failed": num(r.get("n_failed")),
                   "top1": pct(r.get("top1")).replace(NA, "–"), "mean_confidence": pct(r.get("mean_confidence")).replace(NA, "–"),
-                  "drift": num(r.get("drift_tvd"), "{:.3f}").replace(NA, "–"), "verdict": status.get(r.get("regressed"), "no baseline"),
+                  "drift": num(r.get("drift_tvd"), "{:.3f}").replace(NA, "–"), "verdict": entry_status(r),
                   "css": "worse" if r.get("regressed") else ""} for r in runs],
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 from batch_classify.report.compare import compared_line
 from batch_classify.report.format import NA, missing, num, pct, points, under, when
 from batch_classify.report.samples import MIN_CALIBRATION_IMAGES, MIN_IMAGES, few, small_sample_notes
+from batch_classify.report.trend import entry_status, this_run_entry
 from batch_classify.report.verdict import key_figures, verdict
 
 
@@ -172,13 +173,9 @@ def _history(report: dict, rows: int) -> list[str]:
     earlier = (report.get("history") or [])[: max(0, rows)]
     if not earlier:
         return []
-    cmp = report.get("comparison") or {}
-    this = {"run_id": report["run_id"], "committed_at": "this run", "n_predicted": report.get("n_predicted"),
-            "n_failed": report.get("n_failed"), "top1": report.get("top1"),
-            "mean_confidence": report.get("mean_confidence"), "drift_tvd": cmp.get("drift_tvd"),
-            "regressed": cmp.get("regressed") if cmp else None}
+    this = this_run_entry(report)
     runs = [this, *earlier]
-    columns = [("run", lambda r: f"`{r['run_id']}`"), ("committed (UTC)", lambda r: r["committed_at"] if r is this else when(r.get("committed_at"))),
+    columns = [("run", lambda r: f"`{r['run_id']}`"), ("committed (UTC)", lambda r: "this run" if r is this else when(r.get("committed_at"))),
                ("predicted", lambda r: num(r.get("n_predicted"))), ("failed", lambda r: num(r.get("n_failed")))]
     if any(not missing(r.get("top1")) for r in runs):
         columns.append(("top-1", lambda r: pct(r.get("top1"))))
@@ -186,7 +183,7 @@ def _history(report: dict, rows: int) -> list[str]:
         columns.append(("mean confidence", lambda r: pct(r.get("mean_confidence"))))
     if any(not missing(r.get("drift_tvd")) for r in runs):
         columns.append(("drift (TVD)", lambda r: num(r.get("drift_tvd"), "{:.3f}")))
-    columns.append(("verdict", lambda r: {True: "regressed", False: "healthy"}.get(r.get("regressed"), "no baseline")))
+    columns.append(("verdict", entry_status))
     lines = [f"## History (this run and the {len(earlier)} before it)", "",
              "| " + " | ".join(name for name, _ in columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(r).replace(NA, "–") for _, cell in columns) + " |" for r in runs]

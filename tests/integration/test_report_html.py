@@ -632,3 +632,121 @@ def test_report_page_renders_in_headless_chromium(photos, tmp_path):
         target.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shot, target / "report.png")
         shutil.copyfile(page_uri, target / "report.html")
+
+
+# ---------------------------------------------------------------- real runs with a history, in a real browser
+
+#: For every element of the page not inside a box that scrolls sideways (a wide table on a phone scrolls
+#: within itself): its box leaves the window, or its content is cut (``scrollWidth > clientWidth`` on an
+#: element that hides or clips what overflows).
+CLIPPED = """() => {
+  const vw = document.documentElement.clientWidth;
+  const scrolls = e => ["auto", "scroll"].includes(getComputedStyle(e).overflowX);
+  const inScroller = e => { for (let a = e.parentElement; a; a = a.parentElement) if (scrolls(a)) return true; return false; };
+  return [...document.querySelectorAll("body *")].filter(e => !inScroller(e)).flatMap(e => {
+    const r = e.getBoundingClientRect();
+    const out = [];
+    if (r.width > 0 && (r.left < -1 || r.right > vw + 1)) out.push(`${e.tagName}.${e.className} leaves the window`);
+    const x = getComputedStyle(e).overflowX;
+    if ((x === "hidden" || x === "clip") && e.scrollWidth > e.clientWidth + 1) out.push(`${e.tagName}.${e.className} cut`);
+    return out;
+  });
+}"""
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    from batch_classify.inference import Classifier
+
+    return Classifier(model_name="efficientnet_lite0", weights=None, storage=StorageOptions(), runtime="onnx")
+
+
+def _real_run(lite0, input_dir: Path, out: Path, run_id: str, *, labelled: bool, review_images: int = 12) -> dict:
+    """Classify every JPEG under ``input_dir`` with EfficientNet-Lite0 (ONNX Runtime), commit the run under
+    ``out`` and build its report as a run does (history, comparison, images to look at, page)."""
+    from batch_classify.inference import decode_batch
+    from batch_classify.report.build import score_and_write
+
+    storage, vocabulary = StorageOptions(), imagenet()
+    files = sorted(p for p in input_dir.rglob("*") if p.suffix.lower() in (".jpeg", ".jpg"))
+    batch = {"path": np.array([str(f) for f in files], dtype=object),
+             "label": np.array([f.parent.name if labelled else None for f in files], dtype=object)}
+    run_uri = str(out / run_id)
+    label_map = vocabulary.map_labels(set(batch["label"])) if labelled else {}
+    writer = StagingWriter(run_uri, run_id=run_id, model="efficientnet_lite0", vocabulary=vocabulary, label_map=label_map,
+                           storage=storage, meta={"input": str(input_dir)})
+    writer.write(lite0(decode_batch(batch, model_name="efficientnet_lite0", storage=storage)))
+    commit(writer.close(), run_uri, storage, run_id=run_id, model="efficientnet_lite0")
+    base = {"run_id": run_id, "model": "efficientnet_lite0", "input": str(input_dir), "run_uri": run_uri,
+            "labels": "folders" if labelled else "none", "n_listed": len(files), "n_predicted": len(files), "n_failed": 0,
+            "n_ignored": 0, "n_reused": 0, "wall_seconds": 10.0, "images_per_second": len(files) / 10.0,
+            "device": "cpu", "num_actors": 1}
+    return score_and_write(base, storage, vocabulary=vocabulary, max_top1_drop=0.02, max_drift=0.1, low_confidence=0.5,
+                           review_images=review_images)
+
+
+def _open_in_chromium(playwright, page_path: Path, shot: Path) -> dict:
+    """The page in headless Chromium at 1,360 and 420 pixels wide: its images' state, what is clipped at
+    each width, the tiles, the element after the title; a full-page screenshot at 1,360."""
+    seen: dict = {"console": [], "errors": []}
+    with playwright.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1360, "height": 900})
+            page.on("console", lambda m: seen["console"].append((m.type, m.text)))
+            page.on("pageerror", lambda e: seen["errors"].append(str(e)))
+            page.goto(page_path.as_uri(), wait_until="load", timeout=30_000)
+            seen["images"] = page.eval_on_selector_all("img", IMAGE_STATE)
+            seen["first"] = page.evaluate("() => document.querySelector('h1').nextElementSibling.className")
+            seen["tiles"] = page.evaluate("() => [...document.querySelectorAll('.tiles')].map(t => t.children.length)")
+            seen["clipped"] = page.evaluate(CLIPPED)
+            page.screenshot(path=str(shot), full_page=True)
+            page.set_viewport_size({"width": 420, "height": 900})  # a phone
+            seen["clipped_narrow"] = page.evaluate(CLIPPED)
+            seen["scroll_narrow"] = page.evaluate("() => document.documentElement.scrollWidth")
+        finally:
+            browser.close()
+    return seen
+
+
+def test_pages_of_real_labelled_and_unlabelled_runs_with_a_history_render_in_headless_chromium(photos, tmp_path, lite0):
+    """Three real runs of each kind, the second and third after photos were replaced at the same paths: the
+    third's page opens with its verdict, shows the thumbnails of the images to look at, the two class
+    distributions side by side and the trend; every image loads; nothing is cut, wide or narrow."""
+    playwright = _chromium_or_skip()
+    labelled_in = arrange_in_wnid_folders(photos[::12][:30], tmp_path / "labelled")
+    unlabelled_in = tmp_path / "unlabelled"
+    for day, part in (("2026-12-05", photos[1:11]), ("2026-12-06", photos[11:21])):
+        (unlabelled_in / day).mkdir(parents=True)
+        for k, p in enumerate(part):
+            shutil.copyfile(p, unlabelled_in / day / f"IMG_{k:04d}.jpg")
+    pages = {}
+    for kind, input_dir in (("labelled", labelled_in), ("unlabelled", unlabelled_in)):
+        out = tmp_path / f"out-{kind}"
+        files = sorted(p for p in input_dir.rglob("*") if p.suffix.lower() in (".jpeg", ".jpg"))
+        for night in range(3):
+            if night:  # other photos at the same paths: labels (folders) stay, predictions move
+                for k, target in enumerate(files[night * 4: night * 4 + 8]):
+                    shutil.copyfile(photos[301 + 10 * night + k], target)
+            report = _real_run(lite0, input_dir, out, f"2026120{night + 5}T020000Z-{kind[:6]}", labelled=kind == "labelled")
+        assert [h["run_id"] for h in report["history"]] == ["20261206T020000Z-" + kind[:6], "20261205T020000Z-" + kind[:6]]
+        assert report["comparison"]["n_changed"] >= 4 and report["changed"] and len(report["lowest_confidence"]) == 12
+        assert (report["top1"] is None) == (kind == "unlabelled")
+        pages[kind] = (Path(report["run_uri"]) / "report.html", report)
+
+    for kind, (page_path, report) in pages.items():
+        text = page_path.read_text(encoding="utf-8")
+        assert 'alt="trend over the earlier runs"' in text, kind
+        assert 'alt="class distributions of the previous run and this run side by side"' in text, kind
+        seen = _open_in_chromium(playwright, page_path, tmp_path / f"{kind}.png")
+        assert [m for m in seen["console"] if m[0] == "error"] == [] and seen["errors"] == [], kind
+        assert seen["images"] and all(i["ok"] and i["opaque"] == 1 for i in seen["images"]), (kind, seen["images"])
+        thumbnails = [i for i in seen["images"] if i["w"] == 160]
+        assert len(thumbnails) == 12 + min(12, report["comparison"]["n_changed"]), kind  # every tile's thumbnail loaded
+        assert seen["tiles"] == [12, min(12, report["comparison"]["n_changed"])], kind
+        assert seen["first"].startswith("verdict "), kind  # the verdict right under the title
+        assert seen["clipped"] == [] and seen["clipped_narrow"] == [] and seen["scroll_narrow"] <= 420, (kind, seen)
+        if os.environ.get("BATCH_CLASSIFY_SCREENSHOT_DIR"):
+            target = Path(os.environ["BATCH_CLASSIFY_SCREENSHOT_DIR"])
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(tmp_path / f"{kind}.png", target / f"report-{kind}-history.png")

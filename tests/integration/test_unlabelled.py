@@ -69,6 +69,16 @@ def test_nightly_drop_in_date_folders_runs_unlabelled_and_compares_without_label
     assert (cmp["top1_delta"], cmp["drift_tvd"], cmp["mean_confidence_delta"], cmp["regressed"]) == (None, 0.0, 0.0, False)
     assert "prediction drift" in (out / "night-2" / "report.html").read_text().lower()
 
+    # A regressed night: its own exit code, after the summary of what is committed.
+    shutil.copyfile(photos[200], incoming / "2026-11-30" / "IMG_0010.jpg")
+    third = _cli("run", "--input", str(incoming), "--output", str(out), "--model", MODEL, "--run-id", "night-3",
+                 "--max-drift", "0", "--num-cpus", "2", "-q", tmp_path=tmp_path)
+    assert third.returncode == 3, (third.returncode, third.stderr[-3000:])
+    assert "10 predicted, 0 failed of 10 listed" in third.stdout and (out / "night-3" / "_SUCCESS").exists()
+    regressed = [line for line in third.stderr.splitlines() if line.startswith("regressed:")]
+    assert len(regressed) == 1 and "over max_drift = 0, against run night-2" in regressed[0], third.stderr[-3000:]
+    assert "Traceback" not in third.stderr and "error:" not in third.stderr
+
 
 @pytest.mark.usefixtures("prefect_harness", "ray_local")
 def test_partition_folders_are_columns_and_labels_still_map_below_them(photos, tmp_path):

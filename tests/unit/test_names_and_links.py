@@ -22,6 +22,31 @@ def test_names_prefect_makes_up_are_told_from_typed_ones():
         assert not flows.generated_name(typed), typed
 
 
+def test_names_the_ui_run_form_fills_in_are_told_from_typed_ones():
+    """The Prefect UI's Run form fills in a name of its own (a Greek letter, a number, a star or place, a
+    suffix): made from the word lists of the installed UI's bundle, every one counts as made up."""
+    import random
+    import re
+    from pathlib import Path
+
+    import prefect
+
+    bundles = sorted((Path(prefect.__file__).parent / "server" / "ui" / "assets").glob("index-*.js"))
+    text = "".join(p.read_text(errors="replace") for p in bundles)
+    lists = [re.search(r"`(" + re.escape(start) + r"[^`]*)`", text) for start in ("alpha.alpha2.", "andromedae.", "a.b.c.")]
+    if not all(lists):
+        pytest.skip("this Prefect's UI bundle has no run-name word lists where Prefect 3.8's has them")
+    letters, places, suffixes = (m.group(1).split(".") for m in lists)
+    rng = random.Random(0)
+    for _ in range(2000):
+        name = "-".join(p for p in (rng.choice(letters).replace("RANDOM", str(rng.randint(1, 99))), rng.choice(places),
+                                    rng.choice(suffixes) if rng.random() < 0.6 else "") if p)
+        assert flows.generated_name(name), name
+    assert flows.generated_name("chi6-alture")
+    for typed in ("alphabet-soup", "nightly-rerun", "beta2test"):
+        assert not flows.generated_name(typed), typed
+
+
 def test_a_flow_run_is_named_after_its_model_and_run_id():
     settings = RunSettings(input="/in", output="/out", model="s3://b/models/defects-v3/", run_id="n1")
     assert flows.run_name(settings) == "classify-defects-v3-n1"

@@ -276,3 +276,61 @@ def test_markdown_of_a_labelled_run_of_a_model_with_its_own_classes_has_no_wnid_
     assert "(n=…): a precision or recall over fewer than 30 images, a small sample." in md
     assert "| cat | dog | 1 |" in md  # the confusion, no wnid
     assert "wnid" not in md and "(`" not in md and "Predictions (no labels needed)" not in md  # an older report
+
+
+# ---------------------------------------------------------------- verdict, small samples, images to look at
+
+
+def test_verdict_words_each_outcome_with_the_settings_names():
+    from batch_classify.report.verdict import key_figures, verdict
+
+    base = _base(n_labelled=0, top1=None, mean_confidence=0.7, low_confidence_share=0.2, low_confidence_threshold=0.5,
+                 n_low_confidence=2)
+    assert verdict(base)["status"] == "no baseline" and verdict(base)["line"].startswith("No baseline: ")
+    cmp = {"previous_run_uri": "s3://b/out/r1", "previous_run_id": "r1", "top1_delta": None, "drift_tvd": 0.05,
+           "drift_threshold": 0.1, "threshold": 0.02, "regressed": False, "reasons": [], "n_compared": 10, "n_changed": 1}
+    healthy = verdict({**base, "comparison": cmp})
+    assert healthy == {"status": "healthy", "line": "Healthy: prediction drift (TVD) 0.050 against run r1, within max_drift = 0.1."}
+    regressed = verdict({**base, "n_failed": 2, "comparison": {**cmp, "drift_tvd": 0.3, "regressed": True,
+                                                               "reasons": ["prediction drift (TVD) 0.300, over max_drift = 0.1"]}})
+    assert regressed["status"] == "regressed" and regressed["line"] == (
+        "Regressed: prediction drift (TVD) 0.300, over max_drift = 0.1, against run r1. The predictions and the report "
+        "are committed: the results are valid. 2 of 10 listed images failed (see failures).")
+    labelled = verdict({**base, "comparison": {**cmp, "top1_delta": 0.01}})
+    assert labelled["line"] == "Healthy: top-1 +1.0 points against run r1, within max_top1_drop = 0.02."
+    # The key figures of an unlabelled run: no top-1, the drift and the changes; nothing missing.
+    figures = dict(key_figures({**base, "comparison": cmp}))
+    assert "top-1" not in figures and figures["prediction drift (TVD)"] == "0.050 (max_drift = 0.1)"
+    assert figures["predictions changed"] == "1 of the 10 images both runs predicted"
+    assert figures["low confidence"] == "20.0% under 0.50 (2 images)" and "n/a" not in str(figures)
+
+
+def test_small_samples_are_named_with_their_counts():
+    from batch_classify.report.samples import MIN_IMAGES, few, interval_points, small_sample_notes
+
+    assert (few(0), few(1), few(MIN_IMAGES - 1), few(MIN_IMAGES), few(None)) == (False, True, True, False, False)
+    assert round(interval_points(MIN_IMAGES), 1) == 17.9  # 1.96 * sqrt(0.25 / 30), in points
+    notes = small_sample_notes({"n_labelled": 20, "ece": 0.249, "n_predicted": 20, "comparison": {"n_compared": 20},
+                                "per_class": [{"support": 1}, {"support": 40}, {"support": 0}]})
+    assert len(notes) == 5 and "over 20 labelled images, fewer than 30" in notes[0]
+    assert "(ECE) is over 20 labelled images, fewer than 150 (10 per bin)" in notes[1]
+    assert notes[2].startswith("1 of the 2 label classes have fewer than 30 images")
+    big = {"n_labelled": 5000, "ece": 0.02, "n_predicted": 5000, "comparison": {"n_compared": 5000},
+           "per_class": [{"support": 50}] * 100}
+    assert small_sample_notes(big) == []
+
+
+def test_lowest_confidence_and_changed_predictions():
+    import pyarrow as pa
+
+    from batch_classify.report.review import changed_predictions, lowest_confidence
+
+    now = pa.table({"path": ["a", "b", "c", "d"], "pred_label": ["cat", "dog", "fox", "cat"],
+                    "confidence": pa.array([0.9, 0.2, 0.2, 0.6], pa.float32())})
+    before = pa.table({"path": ["a", "b", "c", "e"], "pred_label": ["cat", "cat", "owl", "cat"],
+                       "confidence": pa.array([0.8, 0.7, 0.5, 0.9], pa.float32())})
+    assert [(r["path"], r["confidence"]) for r in lowest_confidence(now, 3)] == [("b", 0.2), ("c", 0.2), ("d", 0.6)]
+    assert lowest_confidence(now, 0) == [] and len(lowest_confidence(now, 10)) == 4
+    rows, n = changed_predictions(now, before)
+    assert n == 2 and [(r["path"], r["before"], r["after"]) for r in rows] == [("b", "cat", "dog"), ("c", "owl", "fox")]
+    assert rows[0]["confidence_before"] == 0.7 and changed_predictions(now, before, limit=1) == (rows[:1], 2)
