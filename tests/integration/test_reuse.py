@@ -28,7 +28,9 @@ MODEL = "efficientnet_lite0"
 
 
 def _run(settings: RunSettings) -> dict:
-    state = classify(settings, return_state=True)
+    """One flow run to its end; photos swapped in between runs may move top-1 past max_top1_drop, so a
+    regression is kept Completed here (what it does to the state is tested in test_report_flow)."""
+    state = classify(settings.model_copy(update={"fail_on_regression": False}), return_state=True)
     assert state.is_completed(), state.message
     return state.result()
 
