@@ -184,13 +184,17 @@ def _run_and_summarise(settings: RunSettings, *, quiet: bool) -> None:
 
 
 def _check_input(settings: RunSettings) -> None:
-    """Stop with one line on an input that is not there, before the Prefect API and Ray start (the
-    console script starts its early API only for a local input that is there: ``launch.entry``)."""
+    """Stop with one line on an input that is not there, or a ``--table`` folder that is not the table's,
+    before the Prefect API and Ray start (the console script starts its early API only for a local
+    input that is there: ``launch.entry``; the flow's first step checks both again)."""
     from batch_classify.listing import ListingError, check_input
+    from batch_classify.table import TableFolderTaken, check_table
 
     try:
         check_input(settings.input, settings.storage_options())
-    except ListingError as exc:
+        if settings.table:
+            check_table(settings.table, settings.storage_options())
+    except (ListingError, TableFolderTaken) as exc:
         _fail(_one_line(exc))
 
 

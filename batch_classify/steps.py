@@ -35,7 +35,7 @@ from batch_classify.results import (
 )
 from batch_classify.reuse import find_reusable, model_identity
 from batch_classify.settings import RunSettings
-from batch_classify.table import publish_run
+from batch_classify.table import check_table, publish_run
 from batch_classify.storage import StorageOptions, describe_endpoint
 from batch_classify.vocabulary import AmbiguousLabel, Vocabulary
 
@@ -51,7 +51,15 @@ class FailureBudgetExceeded(PermanentError, RuntimeError):
 
 
 def list_dataset(settings: RunSettings) -> Listing:
-    """Step 1: list the images under ``settings.input`` (see :func:`batch_classify.listing.list_images`)."""
+    """Step 1: refuse a ``--table`` folder that is not the table's (:func:`batch_classify.table.check_table`),
+    then list the images under ``settings.input`` (see :func:`batch_classify.listing.list_images`).
+
+    Raises:
+        batch_classify.table.TableFolderTaken: ``settings.table`` holds other files and no Delta table.
+        batch_classify.listing.ListingError: see ``list_images``.
+    """
+    if settings.table:
+        check_table(settings.table, settings.storage_options())
     return list_images(settings.input, settings.storage_options(), labels_uri=settings.labels, limit=settings.limit)
 
 

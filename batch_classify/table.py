@@ -24,6 +24,7 @@ from datetime import datetime
 
 import pyarrow as pa
 
+from batch_classify.errors import PermanentError
 from batch_classify.layout import latest_pointer
 from batch_classify.results import committed_manifest, read_committed
 from batch_classify.storage import StorageOptions, filesystem, is_remote_fs, normalize_uri
@@ -44,6 +45,42 @@ POINTER_ATTEMPTS = 10
 class TableWriteFailed(RuntimeError):
     """The run is committed but could not be written into the ``--table`` Delta table (or its latest
     pointer); not permanent: the persist task's retry finishes it. The message names the table."""
+
+
+class TableFolderTaken(PermanentError, ValueError):
+    """``--table`` names a file, or a folder that holds other files and no Delta table: writing there
+    would add ``_delta_log/`` among the user's own files (and a full ``vacuum`` would delete them)."""
+
+
+#: The folder that makes a folder a Delta table (the Delta protocol's transaction log).
+DELTA_LOG = "_delta_log"
+#: How many of a foreign folder's entries :func:`check_table`'s message names.
+NAMED_ENTRIES = 3
+
+
+def check_table(table_uri: str, storage: StorageOptions) -> None:
+    """Refuse a ``--table`` that is not the table's to take, before any work: a file, or a folder that
+    exists, is not empty and has no ``_delta_log/``. A missing or empty folder (created on the first
+    commit) and an existing Delta table pass.
+
+    Raises:
+        TableFolderTaken: one line naming the table, a few of the entries found, and what to do.
+        OSError: the storage could not be asked.
+    """
+    fs, root = filesystem(table_uri, storage)
+    if not fs.exists(root):
+        return
+    if not fs.isdir(root):
+        raise TableFolderTaken(f"--table {table_uri} is a file, not a Delta table; pass a new or empty folder, or an existing Delta table")
+    here = root.rstrip("/")
+    entries = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False) if p.rstrip("/") != here)
+    if not entries or DELTA_LOG in entries:
+        return
+    shown = ", ".join(entries[:NAMED_ENTRIES]) + (f" and {len(entries) - NAMED_ENTRIES} more" if len(entries) > NAMED_ENTRIES else "")
+    raise TableFolderTaken(
+        f"--table {table_uri} holds other files ({shown}) and no Delta table ({DELTA_LOG}/); the table would be "
+        f"written among them. Pass a new or empty folder, or an existing Delta table"
+    )
 
 
 def latest_record(input_uri: str, run_uri: str, manifest: dict) -> dict:

@@ -197,3 +197,22 @@ def test_missing_default_weights_is_one_line_on_the_terminal_and_a_traceback_in_
     assert debug.returncode == 1
     assert "Traceback (most recent call last)" in debug.stderr and 'File "' in debug.stderr
     assert [line for line in debug.stderr.splitlines() if line.startswith("error:")][-1] == errors[0]
+
+
+def test_a_table_folder_of_the_users_own_files_is_refused_before_any_work(photos, tmp_path):
+    """``--table`` at a folder holding the user's notes and a photo (no ``_delta_log/``): one line naming
+    the table and what it holds, exit 1, before the run starts; the folder is left as it was."""
+    src = arrange_in_wnid_folders(photos[:2], tmp_path / "in")
+    theirs = tmp_path / "my-files"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("mine\n")
+    shutil.copyfile(photos[3], theirs / "holiday.JPEG")
+    r = _cli("run", "--input", str(src), "--output", str(tmp_path / "out"), "--model", "efficientnet_lite0",
+             "--table", str(theirs), tmp_path=tmp_path, timeout=120)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.splitlines() == [
+        f"error: TableFolderTaken: --table {theirs} holds other files (holiday.JPEG, notes.txt) and no Delta table "
+        f"(_delta_log/); the table would be written among them. Pass a new or empty folder, or an existing Delta table"
+    ], r.stderr
+    assert sorted(p.name for p in theirs.iterdir()) == ["holiday.JPEG", "notes.txt"]
+    assert not (tmp_path / "out").exists()

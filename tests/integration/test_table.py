@@ -13,7 +13,7 @@ from batch_classify import steps
 from batch_classify.results import committed_manifest
 from batch_classify.settings import RunSettings
 from batch_classify.storage import StorageOptions
-from batch_classify.table import delta_storage_options, latest_record, read_latest, update_latest
+from batch_classify.table import TableFolderTaken, delta_storage_options, latest_record, read_latest, update_latest
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("ray_local")]
 
@@ -102,3 +102,21 @@ def test_runs_fill_one_table_a_rerun_replaces_and_a_failed_run_changes_nothing(p
     dt = _table(table, storage)
     assert dt.version() == version and _rows(dt) == before
     assert read_latest(out, src, storage)["run_id"] == "night-1"
+
+
+def test_a_folder_of_other_files_is_not_taken_for_a_table(place):
+    """The flow's first step refuses a ``--table`` that holds other files and no Delta table (local and
+    S3), naming a few of them; an empty or missing folder is fine (the first commit creates the table)."""
+    src, out, table, storage, _ = place
+    theirs = f"{table.rsplit('/', 1)[0]}/theirs"
+    from batch_classify.storage import filesystem
+
+    fs, root = filesystem(theirs, storage)
+    fs.makedirs(root, exist_ok=True)
+    for name in ("a.txt", "b.jpg", "c.csv", "d.md"):
+        fs.pipe_file(f"{root}/{name}", b"the user's own file\n")
+    with pytest.raises(TableFolderTaken, match=r"holds other files \(a.txt, b.jpg, c.csv and 1 more\) and no Delta table"):
+        steps.list_dataset(RunSettings(input=src, output=out, table=theirs, model="efficientnet_lite0", s3_endpoint_url=storage.endpoint_url))
+    assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls(root, detail=False)) == ["a.txt", "b.jpg", "c.csv", "d.md"]
+    listing = steps.list_dataset(RunSettings(input=src, output=out, table=table, model="efficientnet_lite0", s3_endpoint_url=storage.endpoint_url))
+    assert len(listing.records) == 4
