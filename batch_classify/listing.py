@@ -36,6 +36,14 @@ NOT_A_FILE = "(not a regular file)"
 #: The ``ignored_extensions`` key of folders not entered because the same folder (by device and inode)
 #: was already listed: a symbolic link back to a folder above it (a loop), or a second way to one folder.
 ALREADY_LISTED = "(folder already listed)"
+#: The ``ignored_extensions`` keys of hidden entries (issue 27). The rule: an entry below the input whose
+#: name starts with ``.`` is not part of the dataset. A hidden file is not listed (:data:`HIDDEN_FILE`;
+#: AppleDouble ``._*`` files, macOS's resource forks beside each copied file, are never images:
+#: :data:`APPLEDOUBLE`); a hidden folder (``.git``, ``.Trash``, ``.ipynb_checkpoints``) is not entered
+#: and counts once (:data:`HIDDEN_FOLDER`). Each is counted in ``n_ignored``.
+HIDDEN_FILE = "(hidden file)"
+APPLEDOUBLE = "(AppleDouble ._ file)"
+HIDDEN_FOLDER = "(hidden folder, not entered)"
 #: ``--labels none``: the run is unlabelled whatever the folders are called.
 NO_LABELS = "none"
 #: A Hive-style partition folder: ``key=value``, the key a column name (Hive, Spark, pyarrow write these).
@@ -112,6 +120,8 @@ class Listing:
         not_entered: (folder as met, the path it was listed under) for folders not entered twice: a
             symbolic link looping back above itself, or a second link to one folder; each is counted
             in ``n_ignored`` under :data:`ALREADY_LISTED`.
+        left_out: folders under the input that are the run's own (its output, its ``--table``): not
+            listed, not counted as ignored (the log names them).
     """
 
     input: str
@@ -124,6 +134,19 @@ class Listing:
     manifest_matched: int | None = None
     list_failures: tuple[ListFailure, ...] = ()
     not_entered: tuple[tuple[str, str], ...] = ()
+    left_out: tuple[str, ...] = ()
+
+
+def _hidden_kind(relative: str) -> str | None:
+    """Why an entry at ``relative`` (a path below the input, ``/``-separated) is hidden, or None: the
+    first part that starts with ``.`` decides (:data:`HIDDEN_FOLDER` for a folder above the entry)."""
+    parts = relative.split("/")
+    for i, part in enumerate(parts):
+        if part.startswith("."):
+            if i < len(parts) - 1:
+                return HIDDEN_FOLDER
+            return APPLEDOUBLE if part.startswith("._") else HIDDEN_FILE
+    return None
 
 
 def _ext(path: str) -> str:
@@ -167,7 +190,8 @@ def check_input(uri: str, storage: StorageOptions) -> None:
 
 
 def list_images(
-    uri: str, storage: StorageOptions, *, labels_uri: str | None = None, limit: int | None = None
+    uri: str, storage: StorageOptions, *, labels_uri: str | None = None, limit: int | None = None,
+    exclude: tuple[str, ...] = (),
 ) -> Listing:
     """List every image under ``uri``, recursively.
 
@@ -176,6 +200,10 @@ def list_images(
         labels_uri: optional ``path,label`` manifest; ``"none"``: no labels; otherwise the label
             candidates are folder names (see the module's docstring).
         limit: keep only the first N images after sorting by path.
+        exclude: folders (URIs as the run names them) to leave out where they lie under ``uri``: the
+            run's own output and table, so that a run never lists what it wrote (``left_out``).
+
+    Hidden entries follow one rule (:data:`HIDDEN_FILE`): not listed, each counted in ``n_ignored``.
 
     A local folder is walked by :func:`walk_local`: a sub-folder that cannot be listed is kept in
     ``list_failures`` (and logged as a warning naming it), symbolic links are followed, each folder
@@ -193,10 +221,11 @@ def list_images(
     not_entered: list[tuple[str, str]] = []
     try:
         check_input(uri, storage)
+        own = _own_folders(fs, root, exclude)
         if remote:
-            found = fs.find(root, detail=True)
+            found = {p: i for p, i in fs.find(root, detail=True).items() if not any(_under(p, o) for o in own)}
         else:
-            found, failures, not_entered = walk_local(root)
+            found, failures, not_entered = walk_local(root, skip=own)
     except ListingError:
         raise
     except (OSError, PermissionError) as err:
@@ -207,6 +236,8 @@ def list_images(
     for failure in failures:
         log.warning("could not list %s (%s): counted as one failed image; its images, if any, are not in this run",
                     failure.path, failure.error)
+    for folder in own:
+        log.warning("%s (the run's own output or table) is inside the input %s: left out of the listing", folder, uri)
     for path, listed_as in not_entered:
         log.warning("%s is the folder %s, already listed: not entered again (a symbolic link loop or a second "
                     "link to it)", path, listed_as)
@@ -222,16 +253,32 @@ def list_images(
     ignored: Counter[str] = Counter()
     if not_entered:
         ignored[ALREADY_LISTED] = len(not_entered)
+    hidden_folders: set[str] = set()
     for path, info in found.items():
-        if info.get("type") == "directory" or posixpath.basename(path).startswith("."):
+        kind = info.get("type", "file")
+        if kind == "directory":
+            continue
+        relative = path[len(root.rstrip("/")) + 1:]
+        if kind == HIDDEN_FOLDER:  # the local walk did not enter it
+            hidden_folders.add(relative)
+            continue
+        hidden = _hidden_kind(relative)
+        if hidden == HIDDEN_FOLDER:  # on S3, a key under a hidden folder: the folder counts once
+            parts = relative.split("/")
+            hidden_folders.add("/".join(parts[: next(i for i, p in enumerate(parts) if p.startswith(".")) + 1]))
+            continue
+        if hidden is not None:
+            ignored[hidden] += 1
             continue
         ext = _ext(path)
-        if info.get("type", "file") != "file":  # a FIFO, socket or device: reading it could block forever
+        if kind != "file":  # a FIFO, socket or device: reading it could block forever
             ignored[NOT_A_FILE] += 1
         elif ext in IMAGE_EXTENSIONS:
             images.append((as_uri(path), int(info.get("size") or 0), content_id(info)))
         else:
             ignored[ext] += 1
+    if hidden_folders:
+        ignored[HIDDEN_FOLDER] = len(hidden_folders)
     if not images and failures:
         shown = "; ".join(f"{f.path} ({f.error})" for f in failures[:3]) + ("; …" if len(failures) > 3 else "")
         raise ListingError(
@@ -286,8 +333,22 @@ def list_images(
         label_source=source, partition_keys=keys,
         manifest_rows=len(manifest) if source == "manifest" else None,
         manifest_matched=manifest_matched if source == "manifest" else None,
-        list_failures=tuple(failures), not_entered=tuple(not_entered),
+        list_failures=tuple(failures), not_entered=tuple(not_entered), left_out=tuple(own),
     )
+
+
+def _under(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def _own_folders(fs, root: str, exclude: tuple[str, ...]) -> list[str]:
+    """The folders of ``exclude`` that lie under ``root`` (and are not ``root`` itself), as ``fs`` paths."""
+    own = []
+    for uri in exclude:
+        path = fs._strip_protocol(normalize_uri(uri)[0]).rstrip("/")
+        if path != root.rstrip("/") and _under(path, root) and path not in own:
+            own.append(path)
+    return own
 
 
 def _one_line(err: OSError) -> str:
@@ -302,7 +363,7 @@ def _target(link: str) -> str:
         return "(unreadable)"
 
 
-def walk_local(root: str) -> tuple[dict[str, dict], list[ListFailure], list[tuple[str, str]]]:
+def walk_local(root: str, *, skip: list[str] | tuple[str, ...] = ()) -> tuple[dict[str, dict], list[ListFailure], list[tuple[str, str]]]:
     """Every entry below the local folder ``root`` that is not a folder, following symbolic links.
 
     Unlike fsspec's ``find`` (whose ``walk`` leaves out, by default silently, a folder it cannot
@@ -316,11 +377,13 @@ def walk_local(root: str) -> tuple[dict[str, dict], list[ListFailure], list[tupl
       under the link's path, once every real folder met so far is listed (so a folder under the
       input is listed under its own path, not under a link's);
     - a folder is entered once, by device and inode: a link back to a folder above it (a loop) or a
-      second way to one folder is returned in the third list, (path met, path it was listed under).
+      second way to one folder is returned in the third list, (path met, path it was listed under);
+    - a hidden folder (its name starts with ``.``) is not entered: it is returned as an entry of type
+      :data:`HIDDEN_FOLDER`; the folders in ``skip`` (the run's own) are not entered and not returned.
 
     Returns:
-        (path → ``{"type": "file" | "other", "size": bytes, "mtime": seconds}`` for every entry
-        that is not a folder, sorted by path; the list failures; the folders not entered twice).
+        (path → ``{"type": "file" | "other" | HIDDEN_FOLDER, "size": bytes, "mtime": seconds}`` for
+        every entry that is not a folder and every hidden folder, sorted by path; the list failures; the folders not entered twice).
 
     Raises:
         OSError: ``root`` itself cannot be looked at (``os.stat``).
@@ -362,6 +425,11 @@ def walk_local(root: str) -> tuple[dict[str, dict], list[ListFailure], list[tupl
                 failures.append(ListFailure(path, kind + _one_line(err)))
                 continue
             if stat.S_ISDIR(st.st_mode):
+                if path in skip:
+                    continue
+                if entry.name.startswith("."):
+                    found[path] = {"type": HIDDEN_FOLDER, "size": 0, "mtime": st.st_mtime}
+                    continue
                 (links if entry.is_symlink() else subfolders).append((path, st))
             else:
                 kind = "file" if stat.S_ISREG(st.st_mode) else "other"

@@ -50,6 +50,8 @@ CONFIG_FILE = "config.json"
 PREPROCESSOR_FILE = "preprocessor_config.json"
 #: Weights files refused in a folder: pickles (``torch.load`` of an untrusted file can run code).
 PICKLED = (".bin", ".pth", ".pt", ".ckpt", ".pkl")
+#: How many repeated class names, or files linked out of the folder, a message names.
+MAX_NAMED = 5
 
 
 def is_folder_reference(model: str) -> bool:
@@ -133,6 +135,8 @@ def read_folder(uri: str, storage: StorageOptions) -> ModelFolder:
             if info.get("type") != "directory" and not any(part.startswith(".") for part in posixpath.relpath(p, root).split("/"))
         )
     )
+    if not is_remote_fs(fs):
+        _refuse_links_out(uri, root, [rel for rel, _, _ in files])
     names = {rel for rel, _, _ in files}
     weights = [w for w in (ONNX_FILE, SAFETENSORS_FILE) if w in names]
     if len(weights) > 1:
@@ -178,6 +182,28 @@ def read_folder(uri: str, storage: StorageOptions) -> ModelFolder:
         uri=uri, format=fmt, class_names=class_names, preset=preset, config=config, files=files,
         preprocessing_source=source,
     )
+
+
+def _refuse_links_out(uri: str, root: str, files: list[str]) -> None:
+    """Refuse files of a local folder that resolve outside it (a symbolic link to ``/etc/passwd``, or a
+    link in a linked sub-folder): ``run`` would load them and ``models`` would describe them as the
+    model's. Links that stay inside the folder are fine.
+
+    Raises:
+        ModelError: naming up to :data:`MAX_NAMED` such files and where they lead.
+    """
+    import os
+
+    inside = os.path.realpath(root)
+    out = [(rel, target) for rel in files
+           if os.path.commonpath([inside, target := os.path.realpath(os.path.join(root, rel))]) != inside]
+    if out:
+        shown = ", ".join(f"{rel} -> {target}" for rel, target in out[:MAX_NAMED])
+        more = f" and {len(out) - MAX_NAMED} more" if len(out) > MAX_NAMED else ""
+        raise _fail(
+            uri, "has files that are links leading outside it", f"({shown}{more}); copy the files into the folder "
+            "(a model folder is read as a whole: what it names must be in it)"
+        )
 
 
 def _read_json(fs, root: str, uri: str, name: str, *, required: bool) -> dict | None:
@@ -228,6 +254,17 @@ def _class_names(uri: str, config: dict) -> tuple[str, ...]:
         declared = config.get(count)
         if isinstance(declared, int) and declared != len(names):
             raise _fail(uri, CONFIG_FILE, f"says {count} {declared} but {key} names {len(names)} classes")
+    at: dict[str, list[int]] = {}
+    for index, name in enumerate(names):
+        at.setdefault(name, []).append(index)
+    twice = {name: indices for name, indices in at.items() if len(indices) > 1}
+    if twice:
+        shown = "; ".join(f"{name!r} at {', '.join(map(str, indices))}" for name, indices in list(twice.items())[:MAX_NAMED])
+        more = f" and {len(twice) - MAX_NAMED} more" if len(twice) > MAX_NAMED else ""
+        raise _fail(
+            uri, CONFIG_FILE, f"{key} gives one name to several classes ({shown}{more}): their labels, predictions and "
+            "per-class figures could not be told apart; give each class its own name (e.g. 'crane (bird)', 'crane (machine)')"
+        )
     return tuple(names)
 
 

@@ -12,6 +12,7 @@ between pipeline stages than with float32.
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,12 +36,26 @@ class DecodeError(BatchClassifyError, ValueError):
     """The bytes are not a decodable image."""
 
 
-def pixel_limit_message(width: int, height: int, max_pixels: int) -> str:
-    """The failure of an image over the pixel limit, as every decoding path words it."""
-    return (
-        f"{width}x{height} is {width * height:,} pixels, over the limit of {max_pixels:,} "
-        "(a decompression bomb, or raise --max-image-pixels)"
-    )
+def pixel_limit_message(width: int | None, height: int | None, max_pixels: int, *, pixels: int | None = None) -> str:
+    """The failure of an image over the pixel limit, as every decoding path words it: its size (or
+    only its ``pixels`` where Pillow refused it first) and the limit in effect."""
+    size = f"{width}x{height} is {width * height:,}" if width and height else f"{pixels:,}"
+    return f"{size} pixels, over the limit of {max_pixels:,} (a decompression bomb, or raise max_image_pixels)"
+
+
+#: What Pillow says when it refuses an image at ``open``, above twice ``Image.MAX_IMAGE_PIXELS``.
+_BOMB = re.compile(r"Image size \((\d+) pixels\) exceeds limit of (\d+) pixels")
+
+
+def _bomb_message(err: Exception, max_pixels: int | None) -> str:
+    """Pillow's refusal of a picture above twice its own limit, in our words, with the limit in effect:
+    ``max_pixels`` where the picture is over it too; else Pillow's (``max_pixels`` is above it)."""
+    found = _BOMB.search(str(err))
+    if not found:
+        return f"{type(err).__name__}: {err}"
+    pixels, pillows = int(found[1]), int(found[2])
+    limit = max_pixels if max_pixels is not None and pixels > max_pixels else pillows
+    return pixel_limit_message(None, None, limit, pixels=pixels)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,7 +132,9 @@ class ClassificationPreset:
             raise
         except UnidentifiedImageError as err:  # its message names a BytesIO's address, which says nothing
             raise DecodeError("UnidentifiedImageError: not an image format Pillow reads") from err
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        except Image.DecompressionBombError as err:
+            raise DecodeError(_bomb_message(err, max_pixels)) from err
+        except (OSError, ValueError, SyntaxError) as err:
             raise DecodeError(f"{type(err).__name__}: {err}") from err
         return img
 

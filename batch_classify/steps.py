@@ -52,7 +52,8 @@ class FailureBudgetExceeded(PermanentError, RuntimeError):
 
 def list_dataset(settings: RunSettings) -> Listing:
     """Step 1: refuse a ``--table`` folder that is not the table's (:func:`batch_classify.table.check_table`),
-    then list the images under ``settings.input`` (see :func:`batch_classify.listing.list_images`).
+    then list the images under ``settings.input`` (see :func:`batch_classify.listing.list_images`),
+    leaving out the run's own output and table where they lie inside it.
 
     Raises:
         batch_classify.table.TableFolderTaken: ``settings.table`` holds other files and no Delta table.
@@ -60,7 +61,10 @@ def list_dataset(settings: RunSettings) -> Listing:
     """
     if settings.table:
         check_table(settings.table, settings.storage_options())
-    return list_images(settings.input, settings.storage_options(), labels_uri=settings.labels, limit=settings.limit)
+    return list_images(
+        settings.input, settings.storage_options(), labels_uri=settings.labels, limit=settings.limit,
+        exclude=(settings.output, *([settings.table] if settings.table else [])),
+    )
 
 
 @dataclass(frozen=True)

@@ -140,7 +140,7 @@ def list_dataset(settings: RunSettings) -> Listing:
     )
     print(
         f"listed {len(listing.records)} images under {settings.input} ({labelled} with a label candidate); "
-        f"{listing.n_ignored} non-image files ignored {listing.ignored_extensions or ''}{manifest}"
+        f"{listing.n_ignored} entries ignored (not images, hidden) {listing.ignored_extensions or ''}{manifest}"
     )
     for failure in listing.list_failures:  # each is one failed image: in the failures (stage list) and the budget
         print(f"warning: could not list {failure.path} ({failure.error}); counted as one failed image")

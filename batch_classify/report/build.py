@@ -114,6 +114,7 @@ def build_report(
         "n_failed": committed.n_failed,
         "n_list_failed": len(listing.list_failures),
         "n_ignored": listing.n_ignored,
+        "ignored": dict(listing.ignored_extensions),
         "n_reused": n_reused,
         "n_computed": n_listed - n_reused,
         "reused_from": list(reused_from),

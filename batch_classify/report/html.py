@@ -101,7 +101,7 @@ def _summary(report: dict, ece: float | None) -> list[tuple[str, str, str]]:
         ("predicted", num(report.get("n_predicted")), ""),
         ("failed", num(report.get("n_failed")), ""),
         ("reused from an earlier run", num(report.get("n_reused", 0)), ""),
-        ("non-image files ignored", num(report.get("n_ignored")), ""),
+        ("entries ignored (not images, hidden)", num(report.get("n_ignored")), ""),
         ("labelled", num(report.get("n_labelled")), ""),
         ("top-1", pct(report.get("top1")), "big"),
         ("top-5", pct(report.get("top5")), "big"),

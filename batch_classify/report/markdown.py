@@ -63,7 +63,7 @@ def _details(report: dict) -> list[str]:
         ("predicted", num(report.get("n_predicted"))),
         ("failed", failed),
         ("reused from an earlier run", num(report.get("n_reused", 0))),
-        ("non-image files ignored", num(report.get("n_ignored"))),
+        ("entries ignored (not images, hidden)", num(report.get("n_ignored"))),
         ("labelled", num(report.get("n_labelled"))),
         ("**top-1**", f"**{pct(report.get('top1'))}**" if not missing(report.get("top1")) else NA),
         ("**top-5**", f"**{pct(report.get('top5'))}**" if not missing(report.get("top5")) else NA),

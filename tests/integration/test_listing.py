@@ -31,7 +31,7 @@ def test_recursive_listing_labels_and_ignored(tmp_path):
         "top.tiff": None,
     }
     assert [r.path for r in listing.records] == sorted(r.path for r in listing.records)
-    assert listing.n_ignored == 2 and listing.ignored_extensions == {".txt": 1, "": 1}
+    assert listing.n_ignored == 3 and listing.ignored_extensions == {".txt": 1, "": 1, "(hidden file)": 1}
 
 
 def test_limit_keeps_first_by_path(tmp_path):
@@ -164,3 +164,43 @@ def test_reserved_partition_keys_are_the_prediction_columns():
     from batch_classify.results import PREDICTION_SCHEMA
 
     assert RESERVED_COLUMNS == set(PREDICTION_SCHEMA.names)
+
+
+HIDDEN = ["x/.hidden_photo.jpg", "x/._IMG.jpg", ".DS_Store", "._top.jpg", ".hiddendir/p.jpg", ".hiddendir/q.jpg",
+          "x/.git/objects/o.png", "x/.git/HEAD"]
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_hidden_entries_follow_one_rule_and_are_counted_by_reason(where, tmp_path, request):
+    """Hidden files are not listed, AppleDouble files counted apart, hidden folders not entered and
+    counted once each; the same on local disk and S3, and nothing goes uncounted."""
+    names = ["x/IMG_1.jpg", "y/IMG_2.jpg", *HIDDEN]
+    if where == "local":
+        for name in names:
+            _touch(tmp_path / "in" / name)
+        uri, storage = str(tmp_path / "in"), OPTS
+    else:
+        import boto3
+
+        endpoint = request.getfixturevalue("s3_endpoint")
+        s3 = boto3.client("s3", endpoint_url=endpoint)
+        s3.create_bucket(Bucket="hidden-entries")
+        for name in names:
+            s3.put_object(Bucket="hidden-entries", Key=f"in/{name}", Body=b"x")
+        uri, storage = "s3://hidden-entries/in", StorageOptions(endpoint_url=endpoint)
+    listing = list_images(uri, storage)
+    assert [r.path.rsplit("/", 2)[-2:] for r in listing.records] == [["x", "IMG_1.jpg"], ["y", "IMG_2.jpg"]]
+    assert listing.ignored_extensions == {"(hidden file)": 2, "(AppleDouble ._ file)": 2, "(hidden folder, not entered)": 2}
+    assert listing.n_ignored == 6
+
+
+def test_the_runs_own_output_inside_its_input_is_left_out(tmp_path):
+    """An output (and a table) inside the input: not listed and not counted as ignored input."""
+    _touch(tmp_path / "in" / "x" / "a.jpg")
+    _touch(tmp_path / "in" / "out" / "run-1" / "predictions" / "part-0.parquet")
+    _touch(tmp_path / "in" / "out" / "run-1" / "thumb.jpg")
+    _touch(tmp_path / "in" / "tables" / "t" / "part-0.parquet")
+    listing = list_images(str(tmp_path / "in"), OPTS, exclude=(str(tmp_path / "in" / "out"), str(tmp_path / "in" / "tables" / "t"),
+                                                                 str(tmp_path / "elsewhere")))
+    assert [Path(r.path).name for r in listing.records] == ["a.jpg"] and listing.n_ignored == 0
+    assert listing.left_out == (str(tmp_path / "in" / "out"), str(tmp_path / "in" / "tables" / "t"))

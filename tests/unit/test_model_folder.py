@@ -152,3 +152,47 @@ def test_a_corrupt_onnx_file_is_one_line_naming_the_folder(tmp_path):
     root = _folder(tmp_path / "m")  # model.onnx holds text, not a model
     with pytest.raises(ModelError, match=rf"model folder {root}: model\.onnx could not be loaded by ONNX Runtime"):
         build_engine(str(root), None, OPTS, runtime="auto")
+
+
+def test_files_linked_from_outside_the_folder_are_refused_and_links_inside_are_fine(tmp_path):
+    """A ``model.onnx`` that is a symbolic link to ``/etc/passwd`` (or to any file outside, or inside a
+    linked sub-folder) is refused by name and target, for ``run`` and ``models`` alike (both read the
+    folder with ``read_folder``); a link to another file of the same folder is fine."""
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "weights.onnx").write_bytes(b"x")
+    m = _folder(tmp_path / "m", weights=())
+    (m / "model.onnx").symlink_to("/etc/passwd")
+    with pytest.raises(ModelError) as caught:
+        read_folder(str(m), OPTS)
+    assert str(caught.value) == (
+        f"model folder {m}: has files that are links leading outside it (model.onnx -> /etc/passwd); copy the files "
+        "into the folder (a model folder is read as a whole: what it names must be in it)"
+    )
+    with pytest.raises(ModelError, match="links leading outside"):
+        get_spec(str(m))
+    (m / "model.onnx").unlink()
+    (m / "sub").symlink_to(outside, target_is_directory=True)
+    (m / "model.onnx").write_bytes(b"x")
+    with pytest.raises(ModelError, match=f"\(sub -> {outside}\)"):
+        read_folder(str(m), OPTS)
+    (m / "sub").unlink()
+    (m / "model.onnx").unlink()
+    (m / "real.onnx").write_bytes(b"x")
+    (m / "model.onnx").symlink_to("real.onnx")
+    assert read_folder(str(m), OPTS).format == "onnx"
+
+
+def test_one_name_for_two_classes_is_refused_with_the_names():
+    """``id2label`` with "crane" at 1 and 3 (as Hugging Face's ImageNet-1k configs have at 134 and 517):
+    labels, predictions and per-class figures could not be told apart, so the folder is refused."""
+    from batch_classify.model_folder import _class_names
+
+    with pytest.raises(ModelError) as caught:
+        _class_names("m", {"id2label": {"0": "cat", "1": "crane", "2": "dog", "3": "crane"}})
+    assert str(caught.value) == (
+        "model folder m: config.json id2label gives one name to several classes ('crane' at 1, 3): their labels, "
+        "predictions and per-class figures could not be told apart; give each class its own name "
+        "(e.g. 'crane (bird)', 'crane (machine)')"
+    )
+    assert _class_names("m", {"id2label": {"0": "Crane", "1": "crane"}}) == ("Crane", "crane")

@@ -99,3 +99,35 @@ def test_cropped_region_resampling_matches_resize_then_crop(photos):
 def test_preset_is_keyword_only():
     with pytest.raises(TypeError):
         ClassificationPreset(256, 224, (0.5,) * 3, (0.5,) * 3)  # type: ignore[misc]
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header says ``width`` × ``height`` (8-bit gray), with one empty IDAT chunk: enough
+    for Pillow's ``open``, which reads the header and no pixel."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)) \
+        + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def test_pixel_limit_message_names_the_documented_limit_even_where_pillow_refuses_first():
+    """Above twice Pillow's ``MAX_IMAGE_PIXELS`` Pillow refuses at ``open`` with its own doubled figure
+    (178,956,970); the failure names the limit in effect (89,478,485 by default, or the one given)."""
+    from batch_classify.preprocess import DEFAULT_MAX_PIXELS, DecodeError
+
+    data = _png_header(20_000, 10_000)  # 200,000,000 pixels
+    with pytest.raises(DecodeError) as caught:
+        LITE0_PRESET.decode(data)
+    assert str(caught.value) == (
+        f"200,000,000 pixels, over the limit of {DEFAULT_MAX_PIXELS:,} (a decompression bomb, or raise max_image_pixels)"
+    )
+    with pytest.raises(DecodeError, match="over the limit of 150,000,000"):
+        LITE0_PRESET.decode(data, max_pixels=150_000_000)
+    with pytest.raises(DecodeError, match="over the limit of 178,956,970"):  # the user's limit is higher: Pillow's stops it
+        LITE0_PRESET.decode(data, max_pixels=300_000_000)
+    with pytest.raises(DecodeError, match=r"^9000x9000 is 81,000,000 pixels, over the limit of 1,000"):
+        LITE0_PRESET.decode(_png_header(9000, 9000), max_pixels=1000)
