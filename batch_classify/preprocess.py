@@ -58,6 +58,36 @@ def _bomb_message(err: Exception, max_pixels: int | None) -> str:
     return pixel_limit_message(None, None, limit, pixels=pixels)
 
 
+#: Pillow modes of 16-bit samples (PNG, TIFF, PGM): the full 16-bit range is the image's range.
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+#: Formats whose mode ``I`` holds 16-bit samples (Pillow reads a PGM/PPM with a maxval above 255 as ``I``,
+#: scaled to 0..65535).
+SIXTEEN_BIT_AS_I = ("PPM",)
+
+
+def to_8_bits(img: Image.Image, source_format: str | None) -> Image.Image:
+    """``img`` with 8-bit samples where its mode has more: 16-bit samples (:data:`SIXTEEN_BIT_MODES`,
+    and mode ``I`` of a ``source_format`` (Pillow's ``format``) in :data:`SIXTEEN_BIT_AS_I`) are scaled by 1/256 (0..65535 to 0..255,
+    so ``v * 257`` maps back to ``v``); other modes are returned as they are.
+
+    Raises:
+        DecodeError: 32-bit integer (``I``) or floating-point (``F``) samples: no agreed scale maps them
+            to 8 bits (Pillow takes them as 0..255, a TIFF declares the whole 32-bit range, a float
+            image may be 0..1 or linear HDR), so any choice could invent a picture; the message names
+            the mode and what to do.
+    """
+    if img.mode in SIXTEEN_BIT_MODES or img.mode == "I" and source_format in SIXTEEN_BIT_AS_I:
+        wide = np.asarray(img).astype(np.int64)
+        return Image.fromarray((np.clip(wide, 0, 65535) >> 8).astype(np.uint8), "L")
+    if img.mode in ("I", "F"):
+        kind = "32-bit integer" if img.mode == "I" else "32-bit floating-point"
+        raise DecodeError(
+            f"mode {img.mode} ({kind} samples{', ' + source_format if source_format else ''}) has no agreed scale to 8 bits; "
+            "save the picture with 8 or 16 bits per sample"
+        )
+    return img
+
+
 @dataclass(frozen=True, kw_only=True)
 class ClassificationPreset:
     """Eval-time preprocessing of one classification model.
@@ -94,9 +124,10 @@ class ClassificationPreset:
     def decode(self, data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
         """Decode image bytes into an RGB picture, EXIF orientation applied.
 
-        Any mode Pillow reads becomes RGB: transparency is composited on white, 16- and
-        32-bit integer pixels are scaled to 8 bits (a plain conversion would clip them to
-        white), CMYK and palettes are converted. JPEGs much larger than the output are
+        Any mode Pillow reads becomes RGB or fails naming its mode (:func:`to_8_bits`):
+        transparency is composited on white, 16-bit pixels are scaled to 8 bits (a plain
+        conversion would clip them to white), CMYK, LAB and palettes are converted; 32-bit
+        integer and floating-point pixels, which have no agreed scale, fail. JPEGs much larger than the output are
         decoded at a reduced DCT scale (Pillow ``draft``), never below ``resize_size``.
 
         Args:
@@ -105,7 +136,8 @@ class ClassificationPreset:
                 own ``Image.MAX_IMAGE_PIXELS``). Default: Pillow's limit, 89,478,485.
 
         Raises:
-            DecodeError: empty, truncated or non-image bytes; more pixels than ``max_pixels``.
+            DecodeError: empty, truncated or non-image bytes; more pixels than ``max_pixels``; a mode
+                with no agreed 8-bit scale (see :func:`to_8_bits`).
         """
         if not data:
             raise DecodeError("empty file")
@@ -116,11 +148,8 @@ class ClassificationPreset:
                 raise DecodeError(pixel_limit_message(w, h, max_pixels))
             if img.format == "JPEG":
                 img.draft("RGB", (self.resize_size, self.resize_size))
-            img = ImageOps.exif_transpose(img)
-            if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-                wide = np.asarray(img, dtype=np.uint32 if img.mode == "I" else np.uint16)
-                shift = 8 if img.mode != "I" or wide.max() < 65536 else 24
-                img = Image.fromarray((wide >> shift).astype(np.uint8), "L")
+            source_format = img.format
+            img = to_8_bits(ImageOps.exif_transpose(img), source_format)
             if img.mode != "RGB":
                 if "A" in img.getbands() or img.mode == "P" and "transparency" in img.info:
                     rgba = img.convert("RGBA")

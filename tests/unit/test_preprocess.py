@@ -131,3 +131,75 @@ def test_pixel_limit_message_names_the_documented_limit_even_where_pillow_refuse
         LITE0_PRESET.decode(data, max_pixels=300_000_000)
     with pytest.raises(DecodeError, match=r"^9000x9000 is 81,000,000 pixels, over the limit of 1,000"):
         LITE0_PRESET.decode(_png_header(9000, 9000), max_pixels=1000)
+
+
+def _saved(img: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def _on_white(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Independent of the code under test: ``rgb`` (uint8 [H, W, 3]) composited on white by ``alpha`` (uint8 [H, W])."""
+    a = alpha[..., None].astype(np.float64) / 255
+    return np.round(rgb * a + 255 * (1 - a)).astype(np.uint8)
+
+
+def _mode_cases(photo: Image.Image) -> dict[str, tuple[bytes, np.ndarray]]:
+    """Mode name → (the file in that mode, the same picture as 8-bit RGB, computed without Pillow's
+    conversion where one is at issue)."""
+    rgb = np.asarray(photo)
+    gray = np.asarray(photo.convert("L"))
+    alpha = np.tile(np.linspace(0, 255, rgb.shape[1]).astype(np.uint8), (rgb.shape[0], 1))
+    palette = photo.quantize(64)
+    pal_rgb = np.asarray(palette.convert("RGB"))
+    pal_t = palette.copy()
+    pal_t.info["transparency"] = int(np.asarray(palette)[0, 0])  # one palette entry transparent
+    t_mask = np.where(np.asarray(palette) == np.asarray(palette)[0, 0], 0, 255).astype(np.uint8)
+    sixteen = gray.astype(np.uint16) * 257
+    return {
+        "1": (_saved(photo.convert("1"), "PNG"), np.repeat(np.asarray(photo.convert("1"), dtype=np.uint8)[..., None] * 255, 3, -1)),
+        "L": (_saved(photo.convert("L"), "PNG"), np.repeat(gray[..., None], 3, -1)),
+        "LA": (_saved(Image.fromarray(np.dstack([gray, alpha]), "LA"), "PNG"), _on_white(np.repeat(gray[..., None], 3, -1), alpha)),
+        "RGBA": (_saved(Image.fromarray(np.dstack([rgb, alpha]), "RGBA"), "PNG"), _on_white(rgb, alpha)),
+        "P": (_saved(palette, "PNG"), pal_rgb),
+        "P with transparency": (_saved(pal_t, "PNG", transparency=pal_t.info["transparency"]), _on_white(pal_rgb, t_mask)),
+        "CMYK (TIFF)": (_saved(photo.convert("CMYK"), "TIFF"), rgb),
+        "I;16 (PNG)": (_saved(Image.fromarray(sixteen), "PNG"), np.repeat(gray[..., None], 3, -1)),
+        "I;16 (TIFF)": (_saved(Image.fromarray(sixteen), "TIFF"), np.repeat(gray[..., None], 3, -1)),
+        "I (16-bit PGM)": (_saved(Image.fromarray(sixteen), "PPM"), np.repeat(gray[..., None], 3, -1)),
+        "LAB (TIFF)": (_saved(photo.convert("LAB"), "TIFF"), rgb),
+        "YCbCr (TIFF)": (_saved(photo.convert("YCbCr"), "TIFF"), rgb),
+    }
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "LA", "RGBA", "P", "P with transparency", "CMYK (TIFF)", "I;16 (PNG)",
+                                  "I;16 (TIFF)", "I (16-bit PGM)", "LAB (TIFF)", "YCbCr (TIFF)"])
+def test_every_mode_becomes_the_same_picture_as_its_8_bit_rgb_png(mode, photos):
+    """A real photo in each mode Pillow opens decodes to the picture that the same photo, made 8-bit RGB
+    independently (compositing and 16-bit scaling by hand), decodes to from a PNG: at most 1 level
+    apart (for LAB and YCbCr, whose 8-bit channels quantise the colours: at most 8 levels, under 2 on
+    average; a black or clipped picture would be off by far more)."""
+    photo = Image.open(photos[0]).convert("RGB").resize((200, 150))
+    data, expected = _mode_cases(photo)[mode]
+    assert Image.open(io.BytesIO(data)).mode == mode.split(" ")[0] or mode.startswith("I (")
+    got = np.asarray(LITE0_PRESET.decode(data), dtype=np.int16)
+    reference = np.asarray(LITE0_PRESET.decode(_saved(Image.fromarray(expected, "RGB"), "PNG")), dtype=np.int16)
+    most, mean = (8, 2) if mode.split(" ")[0] in ("LAB", "YCbCr") else (1, 1)
+    off = np.abs(got - reference)
+    assert got.shape == reference.shape and off.max() <= most and off.mean() < mean, (off.max(), off.mean())
+
+
+@pytest.mark.parametrize(("array", "mode"), [
+    (np.arange(200 * 150, dtype=np.int32).reshape(150, 200) % 256, "I"),
+    (np.arange(200 * 150, dtype=np.int32).reshape(150, 200) * 100_000, "I"),
+    (np.linspace(0, 1, 200 * 150, dtype=np.float32).reshape(150, 200), "F"),
+])
+def test_32_bit_integer_and_float_pictures_fail_naming_the_mode(array, mode):
+    """32-bit integer and float TIFFs have no agreed 8-bit scale (they came out black before): they fail
+    as that image, naming the mode, whatever range their values use."""
+    data = _saved(Image.fromarray(array), "TIFF")
+    assert Image.open(io.BytesIO(data)).mode == mode
+    with pytest.raises(DecodeError, match=rf"^mode {mode} \(32-bit .* samples, TIFF\) has no agreed scale to 8 bits; "
+                                          "save the picture with 8 or 16 bits per sample$"):
+        LITE0_PRESET(data)
