@@ -351,6 +351,30 @@ def _own_folders(fs, root: str, exclude: tuple[str, ...]) -> list[str]:
     return own
 
 
+#: The failure of an entry whose name is not valid UTF-8 (a Latin-1 ``caf\xe9.jpg`` from an old
+#: camera or a Windows share): its path cannot be stored, logged or sent as text, so it is one failed
+#: image, its name shown with the bytes that are not UTF-8 escaped (``caf\xe9.jpg``).
+NOT_UTF8 = (
+    "name is not valid UTF-8 (shown with those bytes escaped as \\xNN); rename it to UTF-8 "
+    "(e.g. convmv -f latin1 -t utf8 -r --notest FOLDER)"
+)
+
+
+def is_utf8(name: str) -> bool:
+    """Whether a name from the file system (undecodable bytes as Python's surrogate escapes) is valid UTF-8."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def escaped_name(name: str) -> str:
+    """``name`` as UTF-8 text, every byte that is not valid UTF-8 written as ``\\xNN`` (``caf\\xe9.jpg``):
+    reversible for a person (the bytes are all there) and safe to store, log and send."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
 def _one_line(err: OSError) -> str:
     """``PermissionError: Permission denied``: the type and the message, without the path (named beside it)."""
     return f"{type(err).__name__}: {err.strerror or err}".replace("\n", " ")
@@ -376,6 +400,8 @@ def walk_local(root: str, *, skip: list[str] | tuple[str, ...] = ()) -> tuple[di
       link's path; size and modification time are the file's); to a folder, the folder is entered,
       under the link's path, once every real folder met so far is listed (so a folder under the
       input is listed under its own path, not under a link's);
+    - an entry whose name is not valid UTF-8 (a file or a folder) is a :class:`ListFailure` named
+      by :func:`escaped_name` (:data:`NOT_UTF8`): one failed image, never read or entered;
     - a folder is entered once, by device and inode: a link back to a folder above it (a loop) or a
       second way to one folder is returned in the third list, (path met, path it was listed under);
     - a hidden folder (its name starts with ``.``) is not entered: it is returned as an entry of type
@@ -418,6 +444,9 @@ def walk_local(root: str, *, skip: list[str] | tuple[str, ...] = ()) -> tuple[di
         subfolders: list[tuple[str, os.stat_result]] = []
         for entry in entries:
             path = posixpath.join(folder, entry.name)
+            if not is_utf8(entry.name):
+                failures.append(ListFailure(posixpath.join(folder, escaped_name(entry.name)), NOT_UTF8))
+                continue
             try:
                 st = entry.stat(follow_symlinks=True)
             except OSError as err:

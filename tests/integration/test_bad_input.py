@@ -126,3 +126,37 @@ def test_names_with_glob_characters_are_read_literally(photos, tmp_path, s3_endp
         assert (report["n_predicted"], report["n_failed"]) == (4, 0), input
         paths = read_committed(str(tmp_path / "out" / "globs"), StorageOptions()).column("path").to_pylist()
         assert sorted(p.rsplit("/", 1)[1] for p in paths) == sorted(names)
+
+
+@pytest.mark.integration
+@pytest.mark.usefixtures("prefect_harness", "ray_local")
+def test_names_that_are_not_utf8_are_failures_of_their_own_not_of_the_run(photos, tmp_path):
+    """A Latin-1 file name (``caf\\xe9.jpg``) and a Latin-1 folder among good photos: before, the run
+    died after inference with ``UnicodeEncodeError`` naming no file. Now each is one ``list`` failure
+    with its name escaped; the run commits, its report and its table are written, and an incremental
+    re-run reuses the rest."""
+    import os
+
+    not_utf8 = ("name is not valid UTF-8 (shown with those bytes escaped as \\xNN); rename it to UTF-8 "
+                "(e.g. convmv -f latin1 -t utf8 -r --notest FOLDER)")  # listing.NOT_UTF8, as users read it
+    src = arrange_in_wnid_folders(photos[:6], tmp_path / "in")
+    root = os.fsencode(str(src / TENCH))
+    shutil.copyfile(photos[10], os.path.join(root, b"caf\xe9.jpg"))
+    os.mkdir(os.path.join(root, b"d\xe9j\xe0"))
+    shutil.copyfile(photos[11], os.path.join(root, b"d\xe9j\xe0", b"photo.jpg"))
+    out, table = tmp_path / "out", tmp_path / "table"
+    settings = RunSettings(input=str(src), output=str(out), table=str(table), model="efficientnet_lite0",
+                           run_id="latin1", max_failed_fraction=0.5)
+    state = classify(settings, return_state=True)
+    assert state.is_completed(), state.message
+    report = json.loads((out / "latin1" / "report.json").read_text(encoding="utf-8"))
+    assert (report["n_listed"], report["n_list_failed"], report["n_predicted"], report["n_failed"]) == (6, 2, 6, 2)
+    assert report["n_listed"] + report["n_list_failed"] == report["n_predicted"] + report["n_failed"]
+    failures = sorted(read_failures(str(out / "latin1"), StorageOptions()).to_pylist(), key=lambda r: r["path"])
+    assert failures == [
+        {"path": f"{src}/{TENCH}/caf\\xe9.jpg", "stage": "list", "error": not_utf8},
+        {"path": f"{src}/{TENCH}/d\\xe9j\\xe0", "stage": "list", "error": not_utf8},
+    ]
+    assert (table / "_delta_log").is_dir()
+    again = classify(settings.model_copy(update={"run_id": "latin1-again", "incremental": True}))
+    assert (again["n_reused"], again["n_computed"], again["n_failed"]) == (6, 0, 2)
