@@ -78,6 +78,7 @@ from batch_classify.errors import BatchClassifyError, ConfigError, PermanentErro
 from batch_classify.inference import InferenceOutcome, StageResult
 from batch_classify.job_log import follow
 from batch_classify.plan import ClusterPlan
+from batch_classify.reach import wait_for_address
 from batch_classify.ray_logs import job_log_echo, quiet_job_client
 from batch_classify.layout import RunLayout
 from batch_classify.listing import ImageRecord, ListFailure, Listing
@@ -373,6 +374,7 @@ def run_inference_job(
         StageJobFailed: the job ended FAILED or STOPPED (message: job id, status, the last lines of
             its log), or succeeded without writing its result.
         RayAuthenticationFailed: the cluster requires a token this process did not send, or refused it.
+        batch_classify.reach.AddressUnreachable: nothing answers at the address (about 25 s).
         ConnectionError: the Jobs API did not answer.
         RuntimeError: the Jobs API refused the submission.
     """
@@ -382,6 +384,7 @@ def run_inference_job(
     echo = echo or (lambda line: print(line, flush=True))
     address = settings.ray_address
     storage = settings.storage_options()
+    wait_for_address(address, _without_credentials(address))
     with quiet_job_client(settings.verbose):
         try:
             client = JobSubmissionClient(address)

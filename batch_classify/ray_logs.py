@@ -274,6 +274,9 @@ def start_ray(address: str | None, *, num_cpus: int | None, verbose: bool, ahead
 
     Returns:
         whether the caller owns Ray now (it started or adopted it) and shuts it down (:func:`stop_ray`).
+
+    Raises:
+        batch_classify.reach.AddressUnreachable: nothing answers at ``address`` (about 25 s).
     """
     global _ahead
     import ray
@@ -286,6 +289,10 @@ def start_ray(address: str | None, *, num_cpus: int | None, verbose: bool, ahead
             _ahead = False
             return True
         return False
+    if address:
+        from batch_classify.reach import wait_for_address
+
+        wait_for_address(address, address)  # ray.init would retry a dead address for minutes
     kwargs = ray_init_kwargs(verbose)
     with quiet_ray_core(verbose):
         if address:

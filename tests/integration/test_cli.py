@@ -216,3 +216,21 @@ def test_a_table_folder_of_the_users_own_files_is_refused_before_any_work(photos
     ], r.stderr
     assert sorted(p.name for p in theirs.iterdir()) == ["holiday.JPEG", "notes.txt"]
     assert not (tmp_path / "out").exists()
+
+
+def test_a_ray_address_where_nothing_listens_fails_within_about_a_minute(photos, tmp_path):
+    """``--ray-address 127.0.0.1:1``: Ray alone would retry for minutes with only its own warnings; the
+    run fails (after the infer task's one retry) with one line naming the address as given."""
+    import time
+
+    src = arrange_in_wnid_folders(photos[:2], tmp_path / "in")
+    start = time.monotonic()
+    r = _cli("run", "--input", str(src), "--output", str(tmp_path / "out"), "--model", "efficientnet_lite0",
+             "--ray-address", "127.0.0.1:1", "-q", tmp_path=tmp_path, timeout=240)
+    took = time.monotonic() - start
+    assert r.returncode == 1, r.stderr[-2000:]
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: AddressUnreachable: ray address 127.0.0.1:1 does not answer (ConnectionRefusedError"), last
+    assert last.endswith("check --ray-address (or RAY_ADDRESS) and that the cluster's head node is up"), last
+    assert took < 120, took  # two tries of about 25 s, 10 s apart, plus start-up
+    assert not (tmp_path / "out" / "_latest").exists()
