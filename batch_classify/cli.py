@@ -99,7 +99,8 @@ def _one_line(exc: BaseException) -> str:
 
 
 def run_flow(settings) -> dict:
-    """Run the flow; any failure becomes a one-line reason and exit code 1.
+    """Run the flow; any failure becomes a one-line reason and exit code 1; Ctrl-C or SIGTERM stops it
+    within seconds with one line and exit code 130 or 143 (:mod:`batch_classify.interrupts`).
 
     Start-up is done side by side (:mod:`batch_classify.startup`): Prefect's temporary API (where no
     ``PREFECT_API_URL`` is set) starts first, in its own process; the model's load and the steps'
@@ -112,7 +113,9 @@ def run_flow(settings) -> dict:
     """
     from batch_classify import startup
     from batch_classify.errors import RunRegressed
+    from batch_classify.interrupts import exit_code, interrupted_line, stop_on_signals
 
+    stop_on_signals()  # Ctrl-C and SIGTERM: KeyboardInterrupt here, at once (see batch_classify.interrupts)
     # Started before Prefect is imported (about 1 s), so it may turn out that a Prefect profile names a
     # server after all: then it is stopped unused. The console script may have started both already.
     api = startup.guarded_temporary_api()
@@ -136,6 +139,9 @@ def run_flow(settings) -> dict:
             return classify(settings)
     except RunRegressed:
         raise  # not an error: the caller prints the summary of what is committed
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: the finally blocks below it have run
+        err.print(interrupted_line(settings.run_id), highlight=False, soft_wrap=True)
+        raise typer.Exit(exit_code(stop)) from None
     except Exception as exc:  # noqa: BLE001 - the CLI's job is the one-line reason
         _fail(_one_line(exc))
     finally:

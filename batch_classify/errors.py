@@ -32,3 +32,11 @@ class RunRegressed(PermanentError):
     """The state data of a flow run that regressed against its baseline, with ``fail_on_regression``
     (the default): the run ends Failed-type, named "Regressed", after its predictions and report are
     committed. The message is the verdict's line and where the report is."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM in a ``batch-classify run`` (:func:`batch_classify.interrupts.stop_on_signals`), raised in
+    the main thread as an interrupt, so that Prefect records the flow run as interrupted and every
+    ``finally`` (Ray's shutdown, the lease's release) runs, as for Ctrl-C."""
+
+    signum = 15

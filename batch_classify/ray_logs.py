@@ -294,6 +294,7 @@ def start_ray(address: str | None, *, num_cpus: int | None, verbose: bool, ahead
 
         wait_for_address(address, address)  # ray.init would retry a dead address for minutes
     kwargs = ray_init_kwargs(verbose)
+    chosen = _sigterm_handler_chosen()
     with quiet_ray_core(verbose):
         if address:
             ray.init(address=address, **kwargs)
@@ -301,8 +302,28 @@ def start_ray(address: str | None, *, num_cpus: int | None, verbose: bool, ahead
             # address="local": a new Ray for this run, even where a stale /tmp/ray/ray_current_cluster
             # names some other cluster (Ray would otherwise try to join it).
             ray.init(address="local", num_cpus=num_cpus, **kwargs)
+    if chosen is not None:
+        import signal
+
+        signal.signal(signal.SIGTERM, chosen)
     _ahead = ahead
     return True
+
+
+def _sigterm_handler_chosen():
+    """The SIGTERM handler that someone chose before Ray's start, for Ray's start to leave in place, or
+    None. ``ray.init`` in the main thread replaces it with ``sys.exit(15)``; that would turn Prefect's
+    cancellation of a deployment run (its handler raises ``TerminationSignal``, and the run ends
+    Cancelled) into a crash, and the CLI's :class:`batch_classify.errors.Terminated` (exit 143 with one
+    line) into exit code 15. Where SIGTERM still has its default, Ray's handler stays (an exit that runs
+    the exit handlers beats none)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    current = signal.getsignal(signal.SIGTERM)
+    return current if callable(current) else None
 
 
 def stop_ray(*, wait: bool = True) -> None:

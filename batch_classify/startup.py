@@ -136,6 +136,7 @@ class TemporaryApi:
             [sys.executable, "-m", "uvicorn", "--app-dir", app_dir, "--factory", "prefect.server.api.server:create_app",
              "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "error", "--lifespan", "on"],
             env=env,
+            start_new_session=True,  # a terminal's Ctrl-C is for the run, which stops this server when it ends
         )
         return self
 

@@ -217,6 +217,9 @@ def infer(
     Raises:
         RuntimeError: the output does not hold every listed image exactly once, and one ``list``
             failure per folder the listing could not list.
+        KeyboardInterrupt: Ctrl-C or SIGTERM (:class:`batch_classify.errors.Terminated`). On this and
+            every other way out of the stage (Prefect's cancellation, a failed stage) the staged files
+            are closed first, so that the run id's next attempt, or the task's retry, resumes from them.
         EndpointUnreachable: the input's storage stopped answering (the read circuit breaker of
             :func:`batch_classify.inference.run_stage`); the predictions made so far stay staged for
             a resumed attempt (not deterministic: the Prefect task retries once, resuming).
@@ -269,6 +272,12 @@ def infer(
         stage = _run_ray_stage(settings, storage, todo, on_batch, label_classes, spec=spec, logger=logger) if todo else None
     except EndpointUnreachable as err:
         raise _stopped_unreachable(err, writer, settings) from err
+    except BaseException:  # Ctrl-C, SIGTERM, Prefect's cancellation, a crashed stage: close the open staged file,
+        try:                # so that the run id's next attempt (or the task's retry) reuses it
+            writer.close()
+        except Exception as close_err:  # noqa: BLE001 - what stopped the stage is what the caller must see
+            log.warning("could not close the staged file: %s: %s", type(close_err).__name__, close_err)
+        raise
     writer.write_list_failures(listing.list_failures)  # one failure per folder the listing could not list
     staged = writer.close()
     if staged.n_predicted + staged.n_failed != len(listing.records) + len(listing.list_failures):

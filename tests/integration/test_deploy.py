@@ -350,3 +350,66 @@ def test_regressed_automation_from_the_repository_notifies_a_webhook(prefect_ser
     text = json.loads(received[0])["text"]
     assert text.startswith("batch-classify run nightly-7 regressed|top-1 dropped by 25.0 points"), text
     assert "input: s3://photos/nightly" in text and "compared on 8 images" in text
+
+
+def _marked_pids(token: str) -> set[int]:
+    """The processes whose environment holds ``BATCH_CLASSIFY_TEST_MARK=token`` (every process a command
+    starts inherits it, Ray's workers and the flow run's subprocess included)."""
+    found = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if f"BATCH_CLASSIFY_TEST_MARK={token}".encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                found.add(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+def test_a_run_cancelled_from_the_ui_stops_its_stage_and_ends_cancelled(prefect_server, photos, tmp_path):
+    """Cancel, as the UI's button does (the flow run set to Cancelling), while `serve`'s run is inferring
+    over 1,500 photos: the run's process gets Prefect's SIGTERM, leaves its stage (Ray shut down, the
+    staged file closed, the lease released) and the flow run ends Cancelled; nothing of it is left
+    running, and `serve` goes on."""
+    from prefect.states import Cancelling
+
+    images = tmp_path / "many"
+    for copy in range(3):
+        (images / f"camera-{copy}").mkdir(parents=True)
+        for p in photos:
+            os.link(p, images / f"camera-{copy}" / p.name)
+    out = tmp_path / "out"
+    token = f"cancel-{os.getpid()}"
+    serve_log = open(tmp_path / "serve.log", "w")
+    serve = subprocess.Popen(
+        [*CLI, "serve", "--input", str(images), "--output", str(out), "--model", MODEL, "--cron", "0 0 1 1 *"],
+        env={**prefect_server, "BATCH_CLASSIFY_NUM_CPUS": "2", "BATCH_CLASSIFY_TEST_MARK": token},
+        stdout=serve_log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        env = prefect_server
+        nightly = _wait("the nightly deployment", lambda: _deployment_or_none(env, serve, tmp_path), timeout=120)
+        before = _marked_pids(token)
+        run = _client_call(env, lambda c: c.create_flow_run_from_deployment(
+            nightly.id, parameters={**nightly.parameters, "run_id": "cancelled", "batch_size": 16}))
+        staging = out / "cancelled" / "_staging"
+        _wait("the stage's first staged rows", lambda: list(staging.glob("*/_attempt.json")), timeout=240, every=0.5)
+        time.sleep(6)
+        assert _finished(env, run.id) is None, "the run ended before it could be cancelled"
+        _client_call(env, lambda c: c.set_flow_run_state(run.id, Cancelling(), force=True))
+        done = _wait("the cancelled run's final state", lambda: _finished(env, run.id), timeout=90, every=1)
+        assert done.state.is_cancelled(), (done.state, (tmp_path / "serve.log").read_text()[-3000:])
+        assert not (out / "cancelled" / "_SUCCESS").exists() and not (out / "cancelled" / "_LEASE").exists()
+        assert list(staging.glob("*/predictions/*.parquet")), sorted(p.name for p in staging.rglob("*"))
+        _wait("the run's processes to end", lambda: _marked_pids(token) <= before, timeout=20)
+        assert serve.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+    finally:
+        _stop(serve)
+        serve_log.close()
+
+
+def _deployment_or_none(env: dict, serve: subprocess.Popen, tmp_path: Path):
+    try:
+        return _client_call(env, lambda c: c.read_deployment_by_name("batch-classify/nightly"))
+    except Exception:  # noqa: BLE001 - not registered yet
+        assert serve.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+        return None
