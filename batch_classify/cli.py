@@ -25,7 +25,7 @@ from rich.table import Table
 
 from batch_classify.cli_options import environment_epilog, settings_options
 from batch_classify.cli_prefect import import_prefect, on_temporary_api, prefect_defaults
-from batch_classify.cli_summary import preview, print_summary
+from batch_classify.cli_summary import describe_model, preview, print_summary
 from batch_classify.layout import MANIFEST, RunLayout
 from batch_classify.settings import RunSettings, ServeSettings
 
@@ -146,7 +146,7 @@ def run_flow(settings) -> dict:
         _fail(_one_line(exc))
     finally:
         if ray_ahead is not None:  # no stage adopted it (the run failed before), or its shutdown is under way
-            from batch_classify.ray_logs import stop_ray_ahead
+            from batch_classify.ray_start import stop_ray_ahead
 
             stop_ray_ahead()
 
@@ -251,7 +251,7 @@ def models(
     if model is not None:
         storage = StorageOptions(anon=anon, endpoint_url=s3_endpoint_url)
         try:
-            _describe_model(get_spec(model, storage), storage)
+            describe_model(out, get_spec(model, storage), storage)
         except ModelError as exc:
             _fail(str(exc))
         return
@@ -286,37 +286,6 @@ def demo(
     settings = RunSettings(input=str(input_dir), output=str(output), model="efficientnet_lite0", labels=str(labels), **given)
     out.print(f"classifying {sum(1 for _ in input_dir.iterdir())} photographs from scikit-image with efficientnet_lite0 …")
     _run_and_summarise(settings, quiet=False)
-
-
-def _describe_model(spec, storage) -> None:
-    """Print a model's format, classes, preprocessing and, for a folder, its files and SHA-256."""
-    from batch_classify.reuse import model_identity
-
-    p = spec.preset
-    resize = f"shorter side to {p.resize_size}" if p.resize_mode == "shorter" else f"stretched to {p.resize_size}×{p.resize_size}"
-    vocabulary = spec.vocabulary()
-    shown = ", ".join(vocabulary.names[:10]) + (f", … ({vocabulary.num_classes - 10} more)" if vocabulary.num_classes > 10 else "")
-    table = Table(title=f"model {spec.name}", show_header=False)
-    table.add_column("field", style="bold")
-    table.add_column("value", overflow="fold")
-    rows = [
-        ("format", spec.format if spec.folder else f"registry ({spec.name})"),
-        ("classes", f"{vocabulary.num_classes}: {shown}"),
-        ("preprocessing", f"{resize} ({p.interpolation}), centre crop {p.crop_size}, "
-                          f"(pixel × {p.rescale:.6g} − mean {list(p.mean)}) / std {list(p.std)}"),
-    ]
-    if spec.folder is not None:
-        rows += [
-            ("preprocessing from", spec.folder.preprocessing_source),
-            ("files", ", ".join(f"{rel} ({size:,} bytes)" for rel, size, _ in spec.folder.files)),
-            ("SHA-256 of the folder", spec.folder.sha256(storage)),
-        ]
-    else:
-        rows.append(("weights", spec.default_weights_path()))
-    rows.append(("identity (incremental reuse)", model_identity(spec.name, None, storage)))
-    for k, v in rows:
-        table.add_row(k, escape(v))
-    out.print(table)
 
 
 def _validation_message(exc) -> str:

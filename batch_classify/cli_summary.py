@@ -1,9 +1,10 @@
 """What ``batch-classify run`` (and ``demo``) print when a run ends: the prediction table, the summary
-line, the output line."""
+line, the output line; and what ``batch-classify models MODEL`` prints of one model."""
 
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from batch_classify.layout import RunLayout
@@ -42,3 +43,34 @@ def preview(settings: RunSettings, n: int = 20) -> list[dict]:
 
     table = read_committed(settings.run_uri(), settings.storage_options(), columns=["path", "label", "pred_label", "confidence"])
     return table.sort_by("path").slice(0, n).to_pylist()
+
+
+def describe_model(out: Console, spec, storage) -> None:
+    """Print a model's format, classes, preprocessing and, for a folder, its files and SHA-256."""
+    from batch_classify.reuse import model_identity
+
+    p = spec.preset
+    resize = f"shorter side to {p.resize_size}" if p.resize_mode == "shorter" else f"stretched to {p.resize_size}×{p.resize_size}"
+    vocabulary = spec.vocabulary()
+    shown = ", ".join(vocabulary.names[:10]) + (f", … ({vocabulary.num_classes - 10} more)" if vocabulary.num_classes > 10 else "")
+    table = Table(title=f"model {spec.name}", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    rows = [
+        ("format", spec.format if spec.folder else f"registry ({spec.name})"),
+        ("classes", f"{vocabulary.num_classes}: {shown}"),
+        ("preprocessing", f"{resize} ({p.interpolation}), centre crop {p.crop_size}, "
+                          f"(pixel × {p.rescale:.6g} − mean {list(p.mean)}) / std {list(p.std)}"),
+    ]
+    if spec.folder is not None:
+        rows += [
+            ("preprocessing from", spec.folder.preprocessing_source),
+            ("files", ", ".join(f"{rel} ({size:,} bytes)" for rel, size, _ in spec.folder.files)),
+            ("SHA-256 of the folder", spec.folder.sha256(storage)),
+        ]
+    else:
+        rows.append(("weights", spec.default_weights_path()))
+    rows.append(("identity (incremental reuse)", model_identity(spec.name, None, storage)))
+    for k, v in rows:
+        table.add_row(k, escape(v))
+    out.print(table)

@@ -313,6 +313,20 @@ class StagingWriter:
         )
 
 
+    def close_after_stop(self) -> tuple[StagedRun | None, str]:
+        """:meth:`close` after the stage stopped early (an interrupt, a cancellation, a failure), so
+        that the run id's next attempt resumes from every row staged so far; never raises.
+
+        Returns:
+            (the staged run, "") or, where closing failed (the output may lie behind the storage that
+            stopped the stage), (None, the error's type and message).
+        """
+        try:
+            return self.close(), ""
+        except Exception as err:  # noqa: BLE001 - what stopped the stage is what the caller must report
+            return None, f"{type(err).__name__}: {err}"
+
+
 def commit(staged: StagedRun, run_uri: str, storage: StorageOptions, *, run_id: str, model: str) -> CommittedRun:
     """Promote a staged run to ``run_uri``, replacing any earlier result of the run id whole.
 

@@ -226,14 +226,14 @@ def temporary_api() -> TemporaryApi:
 def start_ray_ahead(settings: RunSettings) -> threading.Thread | None:
     """Start a local Ray ahead of the run's stage, then Ray Data's helper actors
     (:func:`start_ray_data_actors`), in a thread of their own
-    (:func:`batch_classify.ray_logs.start_ray_in_thread`): the flow starts, lists and validates
+    (:func:`batch_classify.ray_start.start_ray_in_thread`): the flow starts, lists and validates
     meanwhile; the stage waits for that start, adopts its Ray and stops it when the stage ends. None
     with ``--ray-address``. Call from the main thread.
 
     Returns:
         the thread, started; None where no Ray is started ahead.
     """
-    from batch_classify.ray_logs import start_ray_in_thread
+    from batch_classify.ray_start import start_ray_in_thread
 
     if settings.ray_address is not None:
         return None

@@ -6,6 +6,10 @@
 Each takes the run's :class:`~batch_classify.settings.RunSettings`. :func:`infer` runs the stage on a
 local Ray, or on the cluster this process is the driver of; as a Ray Job, :mod:`batch_classify.cluster`
 submits :mod:`batch_classify.stage_job`, which calls :func:`infer` there.
+
+Longer than 400 lines: the five steps, in the flow's order, with the few helpers only they use (the
+labels' mapping, the stage's start, the one-line reasons of a stopped stage); each step's work lives in
+the modules it calls.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from batch_classify.listing import NO_LABELS, Listing, list_images
 from batch_classify.model_folder import CONFIG_FILE
 from batch_classify.models import ModelError, ModelSpec, get_spec
 from batch_classify.plan import ClusterPlan, plan_cluster
-from batch_classify.ray_logs import LoggerLike, start_ray, stop_ray
+from batch_classify.ray_logs import LoggerLike
+from batch_classify.ray_start import start_ray, stop_ray
 from batch_classify.reading import EndpointUnreachable
 from batch_classify.report.build import build_report
 from batch_classify.results import (
@@ -272,11 +277,10 @@ def infer(
         stage = _run_ray_stage(settings, storage, todo, on_batch, label_classes, spec=spec, logger=logger) if todo else None
     except EndpointUnreachable as err:
         raise _stopped_unreachable(err, writer, settings) from err
-    except BaseException:  # Ctrl-C, SIGTERM, Prefect's cancellation, a crashed stage: close the open staged file,
-        try:                # so that the run id's next attempt (or the task's retry) reuses it
-            writer.close()
-        except Exception as close_err:  # noqa: BLE001 - what stopped the stage is what the caller must see
-            log.warning("could not close the staged file: %s: %s", type(close_err).__name__, close_err)
+    except BaseException:  # Ctrl-C, SIGTERM, Prefect's cancellation, a failed stage: the next attempt resumes
+        close_error = writer.close_after_stop()[1]
+        if close_error:
+            log.warning("could not close the staged file: %s", close_error)
         raise
     writer.write_list_failures(listing.list_failures)  # one failure per folder the listing could not list
     staged = writer.close()
@@ -291,11 +295,9 @@ def infer(
 def _stopped_unreachable(err: EndpointUnreachable, writer: StagingWriter, settings: RunSettings) -> EndpointUnreachable:
     """The stage stopped on unreachable storage: close the open staged file (so a resumed attempt
     reuses every prediction computed so far) and say, in one line, what to do."""
-    try:
-        staged = writer.close()
-        kept = f"the {staged.n_predicted} predictions made so far are staged under {staged.staging_uri}"
-    except Exception as close_err:  # noqa: BLE001 - the output may lie behind the same dead endpoint
-        kept = f"the staged files closed before it are kept (closing the last one failed: {type(close_err).__name__})"
+    staged, close_error = writer.close_after_stop()
+    kept = (f"the {staged.n_predicted} predictions made so far are staged under {staged.staging_uri}" if staged else
+            f"the staged files closed before it are kept (closing the last one failed: {close_error.split(':')[0]})")
     resume = "" if settings.resume else " --resume"
     return EndpointUnreachable(
         f"{err}; nothing was committed; {kept}; once it answers, run again with --run-id {settings.run_id}{resume} "

@@ -53,7 +53,7 @@ def test_the_temporary_api_is_started_once_per_process(tmp_path):
 
 RAY_AHEAD = """
 import json, ray
-from batch_classify.ray_logs import start_ray, stop_ray, stop_ray_ahead
+from batch_classify.ray_start import start_ray, stop_ray, stop_ray_ahead
 steps = []
 steps.append(start_ray(None, num_cpus=1, verbose=False, ahead=True))   # the CLI, at start-up
 steps.append(start_ray(None, num_cpus=1, verbose=False))               # the stage adopts it
@@ -77,7 +77,7 @@ def test_ray_started_ahead_is_adopted_by_the_stage_and_stopped():
 
 RAY_IN_THREAD = """
 import json, signal, time, ray
-from batch_classify.ray_logs import start_ray, start_ray_in_thread, stop_ray, stop_ray_ahead
+from batch_classify.ray_start import start_ray, start_ray_in_thread, stop_ray, stop_ray_ahead
 steps = []
 owner = start_ray_in_thread(1, verbose=False)                           # the CLI, at start-up
 steps.append(signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL)    # as ray.init sets it in the main thread
@@ -109,7 +109,7 @@ def test_ray_started_in_a_thread_lives_until_the_stage_has_stopped_it():
 
 RAY_DATA_AHEAD = """
 import json, ray, ray.data
-from batch_classify.ray_logs import start_ray, stop_ray
+from batch_classify.ray_start import start_ray, stop_ray
 from batch_classify.startup import RAY_DATA_ACTORS, start_ray_data_actors
 start_ray(None, num_cpus=1, verbose=False, ahead=True)
 start_ray_data_actors()
