@@ -32,13 +32,21 @@ _owner_release = threading.Event()
 SIGTERM_NOT_SET = "SIGTERM handler is not set"
 
 
-def start_ray(address: str | None, *, num_cpus: int | None, verbose: bool, ahead: bool = False) -> bool:
+#: ``ray.init``'s system configuration of a local Ray without its metrics (see ``RunSettings.ray_metrics``):
+#: every process of it (GCS, raylet, workers, the driver's core worker) logs "Disabled stats." and starts
+#: no metrics exporter. A cluster joined by address keeps its own configuration.
+NO_METRICS = {"enable_metrics_collection": False}
+
+
+def start_ray(address: str | None, *, num_cpus: int | None, verbose: bool, ahead: bool = False,
+              metrics: bool = False) -> bool:
     """Start or join Ray unless this process already has it, with Ray's output kept off the terminal
     unless ``verbose`` (:func:`ray_init_kwargs`, :func:`quiet_ray_core`).
 
     Args:
         address: an existing cluster (``ray://``, ``host:port``, ``auto``); None: a new local Ray.
         num_cpus: CPUs of a new local Ray (None: all).
+        metrics: Ray's own metrics in a new local Ray (:data:`NO_METRICS` where off); ignored with ``address``.
         ahead: start it for a stage that comes later (the CLI, while Prefect starts): the next call
             without ``ahead`` adopts it (returns True, so that its caller shuts it down when its stage
             ends, as if it had started it); :func:`stop_ray_ahead` stops it if no stage came.
@@ -72,7 +80,7 @@ def start_ray(address: str | None, *, num_cpus: int | None, verbose: bool, ahead
         else:
             # address="local": a new Ray for this run, even where a stale /tmp/ray/ray_current_cluster
             # names some other cluster (Ray would otherwise try to join it).
-            ray.init(address="local", num_cpus=num_cpus, **kwargs)
+            ray.init(address="local", num_cpus=num_cpus, **kwargs, **({} if metrics else {"_system_config": NO_METRICS}))
     if chosen is not None:
         import signal
 
@@ -141,7 +149,8 @@ def _wait_for_start_in_thread() -> None:
         _owner_started.wait()
 
 
-def start_ray_in_thread(num_cpus: int | None, *, verbose: bool, then: Callable[[], None] | None = None) -> threading.Thread:
+def start_ray_in_thread(num_cpus: int | None, *, verbose: bool, then: Callable[[], None] | None = None,
+                        metrics: bool = False) -> threading.Thread:
     """Start a local Ray ahead of its stage (:func:`start_ray` with ``ahead=True``), then call ``then``,
     in a daemon thread; return the thread, started. The stage's :func:`start_ray` waits for that start
     and adopts its Ray; the thread lives on until Ray is shut down (:func:`stop_ray`, :func:`stop_ray_ahead`).
@@ -180,7 +189,7 @@ def start_ray_in_thread(num_cpus: int | None, *, verbose: bool, then: Callable[[
 
         warnings.addFilter(drop)
         try:
-            start_ray(None, num_cpus=num_cpus, verbose=verbose, ahead=True)
+            start_ray(None, num_cpus=num_cpus, verbose=verbose, ahead=True, metrics=metrics)
             if then is not None:
                 then()
         except Exception as err:  # noqa: BLE001 - the stage starts Ray again and reports why not

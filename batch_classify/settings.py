@@ -244,6 +244,14 @@ class RunSettings(BaseSettings):
             "line every 10 s go to the infer task's log."
         ),
     )
+    ray_metrics: bool = Field(
+        False,
+        description=(
+            "Collect and export Ray's own metrics in a local Ray (Ray's enable_metrics_collection). Off: nothing "
+            "in this job reads them, and their C++ exporter thread crashed a run with a segmentation fault. A "
+            "cluster given with ray_address keeps its owner's setting."
+        ),
+    )
 
     @field_validator("run_id")
     @classmethod

@@ -237,7 +237,8 @@ def start_ray_ahead(settings: RunSettings) -> threading.Thread | None:
 
     if settings.ray_address is not None:
         return None
-    return start_ray_in_thread(settings.num_cpus, verbose=settings.verbose, then=start_ray_data_actors)
+    return start_ray_in_thread(settings.num_cpus, verbose=settings.verbose, then=start_ray_data_actors,
+                               metrics=settings.ray_metrics)
 
 
 #: Ray Data's own helper actors (ray 2.60): one per cluster, each created by the first stage that needs it,

@@ -318,7 +318,7 @@ def _run_ray_stage(
 ) -> StageResult:
     import ray
 
-    started = start_ray(settings.ray_address, num_cpus=settings.num_cpus, verbose=settings.verbose)
+    started = start_ray(settings.ray_address, num_cpus=settings.num_cpus, verbose=settings.verbose, metrics=settings.ray_metrics)
     try:
         plan: ClusterPlan = plan_cluster(
             ray.cluster_resources(),

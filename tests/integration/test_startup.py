@@ -206,3 +206,27 @@ def test_a_profile_naming_a_server_gets_the_run(photos, tmp_path, monkeypatch):
         assert [r["state_type"] for r in runs] == ["COMPLETED"]
     finally:
         server.stop()
+
+
+RAY_METRICS = """
+import glob, json, sys, ray
+from batch_classify.ray_start import start_ray, stop_ray
+start_ray(None, num_cpus=1, verbose=True, metrics=sys.argv[1] == "on")  # verbose: the C++ INFO lines are kept
+ray.get(ray.remote(lambda: 1).remote())
+logs = ray._private.worker.global_worker.node.get_logs_dir_path()
+stop_ray(wait=True)  # the C++ logs are flushed by then
+said = lambda pattern: any("Disabled stats." in open(f, errors="replace").read() for f in glob.glob(f"{logs}/{pattern}"))
+print(json.dumps({"driver": said("python-core-driver-*.log"), "raylet": said("raylet.out"), "gcs": said("gcs_server.out")}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("metrics", ["off", "on"])
+def test_a_local_ray_starts_without_its_metrics_unless_asked(metrics):
+    """Issue 27 item 8: a run's local Ray collects no metrics (nothing reads them; their exporter thread
+    crashed a run): its driver, raylet and GCS each log Ray's "Disabled stats."; ``ray_metrics`` on
+    keeps Ray's default."""
+    done = subprocess.run([sys.executable, "-c", RAY_METRICS, metrics], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    disabled = metrics == "off"
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"driver": disabled, "raylet": disabled, "gcs": disabled}
