@@ -143,7 +143,8 @@ def run_flow(settings) -> dict:
         err.print(interrupted_line(settings.run_id), highlight=False, soft_wrap=True)
         raise typer.Exit(exit_code(stop)) from None
     except Exception as exc:  # noqa: BLE001 - the CLI's job is the one-line reason
-        _fail(_one_line(exc))
+        said = startup.temporary_api_said(exc)
+        _fail(_one_line(exc) + (f"; {said}" if said else ""))
     finally:
         if ray_ahead is not None:  # no stage adopted it (the run failed before), or its shutdown is under way
             from batch_classify.ray_start import stop_ray_ahead

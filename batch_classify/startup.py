@@ -94,6 +94,14 @@ PORT_TAKEN = 3
 API_STARTUP_TIMEOUT = 60.0
 
 
+#: Seconds after which a temporary API that logged an error and does not answer is given up on (it
+#: answers within 1-4 s here when it can; one whose database cannot be written never does).
+GIVE_UP_AFTER_ERROR = 10.0
+#: The temporary API's log file, in ``PREFECT_HOME``: the server's errors, kept off the run's terminal
+#: (a full disk made it print about 480 lines of tracebacks there).
+TEMPORARY_API_LOG = "batch-classify-temporary-api.log"
+
+
 class TemporaryApi:
     """Prefect's temporary local API for one run, started the way Prefect starts its own
     (``prefect.server.api.server.SubprocessASGIServer``: uvicorn serving ``create_app`` on a free
@@ -108,8 +116,14 @@ class TemporaryApi:
     """
 
     def __init__(self) -> None:
+        import os
+        from pathlib import Path
+
         self.port: int | None = None
         self.process = None
+        #: The server's output: its log level is ``error``, so only what went wrong (tracebacks included).
+        self.log_path = Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser() / TEMPORARY_API_LOG
+        self._log_start = 0
 
     @property
     def api_url(self) -> str:
@@ -132,13 +146,27 @@ class TemporaryApi:
         app_dir = os.path.dirname(os.path.dirname(spec.origin))
         env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
         env.pop("PREFECT_API_URL", None)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--app-dir", app_dir, "--factory", "prefect.server.api.server:create_app",
-             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "error", "--lifespan", "on"],
-            env=env,
-            start_new_session=True,  # a terminal's Ctrl-C is for the run, which stops this server when it ends
-        )
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:  # the server's own tracebacks: a file, not the run's terminal
+            self._log_start = log.seek(0, 2)  # earlier runs' lines are theirs
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "--app-dir", app_dir, "--factory", "prefect.server.api.server:create_app",
+                 "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "error", "--lifespan", "on"],
+                env=env, stdout=log, stderr=log,
+                start_new_session=True,  # a terminal's Ctrl-C is for the run, which stops this server when it ends
+            )
         return self
+
+    def last_error(self) -> str | None:
+        """The last error line of the server's log (``sqlite3.OperationalError: database or disk is full``),
+        or None: what the CLI adds to a failure that the API answered with a server error."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(max(self._log_start, f.seek(0, 2) - 65536))
+                lines = f.read().decode(errors="replace").splitlines()
+        except OSError:
+            return None
+        return next((line.strip() for line in reversed(lines) if "Error" in line.split(":")[0]), None)
 
     def wait_ready(self, timeout: float = API_STARTUP_TIMEOUT) -> None:
         """Wait until ``/api/health`` answers 200 (a port taken meanwhile: start again on another).
@@ -150,14 +178,17 @@ class TemporaryApi:
         import urllib.error
         import urllib.request
 
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = started + timeout
         while time.monotonic() < deadline:
+            if time.monotonic() - started > GIVE_UP_AFTER_ERROR and self.last_error():
+                break  # it logged an error and still does not answer: its database cannot be written, say
             code = self.process.poll()
             if code == PORT_TAKEN:
                 self.start()
                 continue
             if code is not None:
-                raise RuntimeError(f"Prefect's temporary API exited with status {code} before it answered")
+                raise RuntimeError(f"Prefect's temporary API exited with status {code} before it answered{self._said()}")
             try:
                 with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as response:
                     if response.status == 200:
@@ -165,7 +196,12 @@ class TemporaryApi:
             except (urllib.error.URLError, OSError):
                 pass
             time.sleep(0.05)
-        raise RuntimeError(f"Prefect's temporary API on {self.api_url} did not answer within {timeout:g} s")
+        raise RuntimeError(f"Prefect's temporary API on {self.api_url} did not answer within "
+                           f"{time.monotonic() - started:.0f} s{self._said()}")
+
+    def _said(self) -> str:
+        error = self.last_error()
+        return f"; its last error: {error} (its log: {self.log_path}; a full disk or a file size limit?)" if error else ""
 
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL after 5 s, as Prefect does); safe to call twice."""
@@ -205,6 +241,17 @@ def guarded_temporary_api() -> TemporaryApi | None:
         return None
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # before the API's process starts
     return temporary_api()
+
+
+def temporary_api_said(exc: BaseException) -> str | None:
+    """For a run that failed on a server error (HTTP 5xx) of this process's temporary API: what the API's
+    log says went wrong and where that log is (``Prefect's temporary API: sqlite3.OperationalError:
+    database or disk is full (its log: …)``); else None."""
+    status = getattr(getattr(exc, "response", None), "status_code", 0)
+    if _api is None or not isinstance(status, int) or status < 500:
+        return None
+    error = _api.last_error()
+    return f"Prefect's temporary API: {error or 'a server error'} (its log: {_api.log_path})"
 
 
 def temporary_api() -> TemporaryApi:

@@ -41,7 +41,7 @@ from batch_classify.results import (
 from batch_classify.reuse import find_reusable, model_identity
 from batch_classify.settings import RunSettings
 from batch_classify.table import check_table, publish_run
-from batch_classify.storage import StorageOptions, describe_endpoint
+from batch_classify.storage import StorageFull, StorageOptions, describe_endpoint, no_space
 from batch_classify.vocabulary import AmbiguousLabel, Vocabulary
 
 log = logging.getLogger(__name__)
@@ -225,6 +225,7 @@ def infer(
         KeyboardInterrupt: Ctrl-C or SIGTERM (:class:`batch_classify.errors.Terminated`). On this and
             every other way out of the stage (Prefect's cancellation, a failed stage) the staged files
             are closed first, so that the run id's next attempt, or the task's retry, resumes from them.
+        batch_classify.storage.StorageFull: writing the staged files hit a full device or a limit.
         EndpointUnreachable: the input's storage stopped answering (the read circuit breaker of
             :func:`batch_classify.inference.run_stage`); the predictions made so far stay staged for
             a resumed attempt (not deterministic: the Prefect task retries once, resuming).
@@ -277,10 +278,15 @@ def infer(
         stage = _run_ray_stage(settings, storage, todo, on_batch, label_classes, spec=spec, logger=logger) if todo else None
     except EndpointUnreachable as err:
         raise _stopped_unreachable(err, writer, settings) from err
-    except BaseException:  # Ctrl-C, SIGTERM, Prefect's cancellation, a failed stage: the next attempt resumes
+    except BaseException as err:  # Ctrl-C, SIGTERM, Prefect's cancellation, a failed stage: the next attempt resumes
         close_error = writer.close_after_stop()[1]
         if close_error:
             log.warning("could not close the staged file: %s", close_error)
+        if isinstance(err, Exception) and (full := no_space(err)):
+            raise StorageFull(
+                f"writing the staged predictions under {writer.staging_uri} failed: {full}; nothing was committed; "
+                f"free space (or raise the limit), then run again with --run-id {settings.run_id} to resume"
+            ) from err
         raise
     writer.write_list_failures(listing.list_failures)  # one failure per folder the listing could not list
     staged = writer.close()
@@ -368,6 +374,7 @@ def persist(settings: RunSettings, staged: StagedRun) -> CommittedRun:
             the staged files stay under ``_staging/`` for inspection and nothing is committed.
         batch_classify.table.TableWriteFailed: the run is committed but its latest pointer or its table
             write failed; a retry finishes it.
+        batch_classify.storage.StorageFull: the output is full or a limit was hit; nothing is committed.
     """
     n_listed = staged.n_predicted + staged.n_failed
     if n_listed and staged.n_failed / n_listed > settings.max_failed_fraction:
@@ -377,9 +384,17 @@ def persist(settings: RunSettings, staged: StagedRun) -> CommittedRun:
             f"the failures are listed in {staged.failures_file}"
         )
     run_uri, storage = settings.run_uri(), settings.storage_options()
-    committed = committed_attempt(staged, run_uri, storage) or commit(
-        staged, run_uri, storage, run_id=settings.run_id, model=settings.model
-    )
+    try:
+        committed = committed_attempt(staged, run_uri, storage) or commit(
+            staged, run_uri, storage, run_id=settings.run_id, model=settings.model
+        )
+    except OSError as err:
+        if full := no_space(err):
+            raise StorageFull(
+                f"committing the run to {run_uri} failed: {full}; nothing was committed (no new _SUCCESS); free space "
+                f"(or raise the limit), then run again with --run-id {settings.run_id}"
+            ) from err
+        raise
     publish_run(run_uri, settings.output, settings.input, settings.table, storage)
     return committed
 

@@ -7,6 +7,7 @@ chain, which botocore reads itself.
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
 import socket
@@ -15,6 +16,8 @@ from urllib.parse import quote
 
 import fsspec
 from fsspec.core import split_protocol
+
+from batch_classify.errors import PermanentError
 
 ANON_PREFIX = "anonymous@"
 
@@ -201,3 +204,33 @@ def write_bytes(uri: str, data: bytes, options: StorageOptions) -> None:
     if parent and not is_remote_fs(fs):
         fs.makedirs(parent, exist_ok=True)
     fs.pipe_file(path, data)
+
+
+#: The errors that mean the storage is full or a limit was hit, and how a one-line message names each.
+NO_SPACE = {
+    errno.ENOSPC: "no space left on the device (ENOSPC)",
+    errno.EFBIG: "a file size limit was hit (EFBIG: ulimit -f, or the file system's largest file)",
+    errno.EDQUOT: "a disk quota was hit (EDQUOT)",
+}
+
+
+class StorageFull(PermanentError, OSError):
+    """A write failed because the storage is full or a limit was hit (:data:`NO_SPACE`): a retry in
+    seconds cannot fix it. The message names what was being written and what to do."""
+
+
+def no_space(err: BaseException | None) -> str | None:
+    """Which of :data:`NO_SPACE` ``err`` (or an error it was raised from) is, or None. pyarrow's write
+    errors carry no ``errno``, only its text (``[Errno 28] Error writing bytes to file``), read too."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError):
+            if err.errno in NO_SPACE:
+                return NO_SPACE[err.errno]
+            text = str(err).lower()
+            for code, words in NO_SPACE.items():
+                if f"errno {code}]" in text or os.strerror(code).lower() in text:
+                    return words
+        err = err.__cause__ or err.__context__
+    return None

@@ -234,3 +234,55 @@ def test_a_ray_address_where_nothing_listens_fails_within_about_a_minute(photos,
     assert last.endswith("check --ray-address (or RAY_ADDRESS) and that the cluster's head node is up"), last
     assert took < 120, took  # two tries of about 25 s, 10 s apart, plus start-up
     assert not (tmp_path / "out" / "_latest").exists()
+
+
+def test_a_file_size_limit_is_one_line_naming_what_could_not_be_written(photos, tmp_path):
+    """Under ``ulimit -f`` (600 KB) Prefect's temporary API cannot write its database: before, about 480
+    lines of its tracebacks reached the terminal and the run ended with a bare HTTP 500. Now its output
+    goes to its log file and the run stops with one line giving its last error and that log; nothing is
+    written under the output."""
+    import resource
+
+    src = arrange_in_wnid_folders(photos[:2], tmp_path / "in")
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": ""}
+    r = subprocess.run([*CLI, "run", "--input", str(src), "--output", str(tmp_path / "out"), "--model", "efficientnet_lite0", "-q"],
+                       capture_output=True, text=True, timeout=300, env=env,
+                       preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (600 * 1024, resource.RLIM_INFINITY)))
+    assert r.returncode == 1, r.stderr[-3000:]
+    (line,) = r.stderr.strip().splitlines()
+    log = tmp_path / "prefect-home" / "batch-classify-temporary-api.log"
+    assert line.startswith("error: RuntimeError: Prefect's temporary API on http://127.0.0.1:"), line
+    assert "its last error: sqlalchemy.exc.OperationalError: (sqlite3.OperationalError) disk I/O error" in line, line
+    assert line.endswith(f"(its log: {log}; a full disk or a file size limit?)"), line
+    assert not (tmp_path / "out").exists()
+
+
+NO_SPACE_PROBE = """
+import json, resource, sys
+import pyarrow as pa, pyarrow.parquet as pq
+from batch_classify.storage import no_space
+resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, resource.RLIM_INFINITY))
+seen = {}
+try:
+    pq.write_table(pa.table({"x": [bytes(1000) + str(i).encode() for i in range(1000)]}), sys.argv[1] + "/big.parquet",
+                   compression="none")
+except OSError as err:
+    seen["pyarrow"] = (str(err)[:80], no_space(err))
+try:
+    with open(sys.argv[1] + "/big.bin", "wb") as f:
+        f.write(bytes(200 * 1024))
+except OSError as err:
+    seen["open"] = (str(err)[:80], no_space(err))
+print(json.dumps(seen))
+"""
+
+
+def test_a_write_over_the_limit_is_told_apart_by_its_error_whatever_wrote_it(tmp_path):
+    """``storage.no_space`` recognises the errors that a full device or a limit gives (here EFBIG) from
+    Python's own writes and from pyarrow's, whose errors carry the number only in their text: the
+    stage and the commit then stop with ``StorageFull`` naming what they were writing."""
+    r = subprocess.run([sys.executable, "-c", NO_SPACE_PROBE, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    seen = json.loads(r.stdout)
+    reason = "a file size limit was hit (EFBIG: ulimit -f, or the file system's largest file)"
+    assert seen["pyarrow"][1] == reason and seen["open"][1] == reason, seen
