@@ -23,6 +23,7 @@ import numpy as np
 from batch_classify.engines import onnx_model, resolve_runtime
 from batch_classify.errors import PermanentError
 from batch_classify.inference import Classifier, InferenceOutcome, StageResult, decode_batch, run_stage
+from batch_classify.layout import MANIFEST
 from batch_classify.listing import NO_LABELS, Listing, list_images
 from batch_classify.model_folder import CONFIG_FILE
 from batch_classify.models import ModelError, ModelSpec, get_spec
@@ -391,7 +392,7 @@ def persist(settings: RunSettings, staged: StagedRun) -> CommittedRun:
     except OSError as err:
         if full := no_space(err):
             raise StorageFull(
-                f"committing the run to {run_uri} failed: {full}; nothing was committed (no new _SUCCESS); free space "
+                f"committing the run to {run_uri} failed: {full}; nothing was committed (no new {MANIFEST}); free space "
                 f"(or raise the limit), then run again with --run-id {settings.run_id}"
             ) from err
         raise
