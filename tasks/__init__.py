@@ -6,6 +6,8 @@ retried; storage and cluster errors are, with exponential backoff and jitter.
 
 from __future__ import annotations
 
+import contextvars
+import logging
 import time
 
 from prefect import get_run_logger, task
@@ -63,10 +65,16 @@ class Progress:
     """
 
     def __init__(self, run_id: str, *, key: str, total: int, every: float = 5.0) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
         self.run_id, self.key, self.total, self.every = run_id, key, total, every
         self._artifact = None
         self._last = 0.0
         self._bar = None
+        # Artifact updates in a thread of their own: the stage never waits for the API (down for 30 s, it
+        # held the stage's output batches for as long), and an update that fails is skipped.
+        self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="progress-artifact")
+        self._sending = None
 
     def __enter__(self) -> "Progress":
         self._artifact = create_progress_artifact(
@@ -95,14 +103,31 @@ class Progress:
             rate = f"{(done - self._first_done) / elapsed:.1f}" if elapsed > 0 else "-"
             self._bar.update(self._task, completed=done, rate=rate)
         if self._artifact is not None and (now - self._last >= self.every or done >= total):
-            update_progress_artifact(self._artifact, progress=100.0 * done / max(total, 1))
+            self._send(100.0 * done / max(total, 1))
             self._last = now
+
+    def _send(self, percent: float) -> None:
+        """Update the artifact in the background unless the last update is still under way (then skip)."""
+        if self._sending is not None and not self._sending.done():
+            return
+
+        def send() -> None:
+            try:
+                update_progress_artifact(self._artifact, progress=percent)
+            except Exception as err:  # noqa: BLE001 - a progress figure is not worth stopping the stage for
+                logging.getLogger(__name__).debug("progress artifact not updated: %s: %s", type(err).__name__, err)
+
+        # In a copy of this thread's context: Prefect's settings (the API's URL) and the task run's are context variables.
+        self._sending = self._sender.submit(contextvars.copy_context().run, send)
 
     def __exit__(self, exc_type, *exc) -> None:
         if self._bar is not None:
             self._bar.stop()
+        if self._sending is not None:
+            self._sending.result()  # in order: the 100 % below comes last
         if exc_type is None and self._artifact is not None:  # also when a Ray Job ran it (no updates from there)
             update_progress_artifact(self._artifact, progress=100.0)
+        self._sender.shutdown(wait=False)
 
 
 def transient(task, task_run, state) -> bool:
