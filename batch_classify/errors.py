@@ -14,6 +14,14 @@ that caught those still does.
 from __future__ import annotations
 
 
+def named(items, most: int, *, sep: str = ", ") -> str:
+    """The first ``most`` of ``items`` (strings) joined by ``sep``, then `` and N more`` for the rest:
+    how a one-line message names a few of many (files, classes, entries)."""
+    items = list(items)
+    more = f" and {len(items) - most} more" if len(items) > most else ""
+    return sep.join(items[:most]) + more
+
+
 class BatchClassifyError(Exception):
     """Base of every error batch-classify raises on purpose."""
 

@@ -137,15 +137,16 @@ class Listing:
     left_out: tuple[str, ...] = ()
 
 
-def _hidden_kind(relative: str) -> str | None:
-    """Why an entry at ``relative`` (a path below the input, ``/``-separated) is hidden, or None: the
-    first part that starts with ``.`` decides (:data:`HIDDEN_FOLDER` for a folder above the entry)."""
+def _hidden(relative: str) -> tuple[str, str] | None:
+    """Why an entry at ``relative`` (a path below the input, ``/``-separated) is hidden, and the hidden
+    entry itself, or None: the first part that starts with ``.`` decides (:data:`HIDDEN_FOLDER`, with
+    that folder's path, for a folder above the entry)."""
     parts = relative.split("/")
     for i, part in enumerate(parts):
         if part.startswith("."):
             if i < len(parts) - 1:
-                return HIDDEN_FOLDER
-            return APPLEDOUBLE if part.startswith("._") else HIDDEN_FILE
+                return HIDDEN_FOLDER, "/".join(parts[: i + 1])
+            return (APPLEDOUBLE if part.startswith("._") else HIDDEN_FILE), relative
     return None
 
 
@@ -221,7 +222,7 @@ def list_images(
     not_entered: list[tuple[str, str]] = []
     try:
         check_input(uri, storage)
-        own = _own_folders(fs, root, exclude)
+        own = _own_folders(root, exclude, storage)
         if remote:
             found = {p: i for p, i in fs.find(root, detail=True).items() if not any(_under(p, o) for o in own)}
         else:
@@ -262,13 +263,13 @@ def list_images(
         if kind == HIDDEN_FOLDER:  # the local walk did not enter it
             hidden_folders.add(relative)
             continue
-        hidden = _hidden_kind(relative)
-        if hidden == HIDDEN_FOLDER:  # on S3, a key under a hidden folder: the folder counts once
-            parts = relative.split("/")
-            hidden_folders.add("/".join(parts[: next(i for i, p in enumerate(parts) if p.startswith(".")) + 1]))
-            continue
+        hidden = _hidden(relative)
         if hidden is not None:
-            ignored[hidden] += 1
+            reason, entry = hidden
+            if reason == HIDDEN_FOLDER:  # on S3, a key under a hidden folder: the folder counts once
+                hidden_folders.add(entry)
+            else:
+                ignored[reason] += 1
             continue
         ext = _ext(path)
         if kind != "file":  # a FIFO, socket or device: reading it could block forever
@@ -341,11 +342,12 @@ def _under(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
-def _own_folders(fs, root: str, exclude: tuple[str, ...]) -> list[str]:
-    """The folders of ``exclude`` that lie under ``root`` (and are not ``root`` itself), as ``fs`` paths."""
+def _own_folders(root: str, exclude: tuple[str, ...], storage: StorageOptions) -> list[str]:
+    """The folders of ``exclude`` that lie under ``root`` (and are not ``root`` itself), as paths on
+    ``root``'s file system (:func:`batch_classify.storage.filesystem`)."""
     own = []
     for uri in exclude:
-        path = fs._strip_protocol(normalize_uri(uri)[0]).rstrip("/")
+        path = filesystem(uri, storage)[1].rstrip("/")
         if path != root.rstrip("/") and _under(path, root) and path not in own:
             own.append(path)
     return own

@@ -32,7 +32,7 @@ import math
 import posixpath
 from dataclasses import dataclass, field
 
-from batch_classify.errors import PermanentError
+from batch_classify.errors import PermanentError, named
 from batch_classify.listing import content_id
 from batch_classify.preprocess import ClassificationPreset
 from batch_classify.storage import StorageOptions, filesystem, is_remote_fs
@@ -198,10 +198,9 @@ def _refuse_links_out(uri: str, root: str, files: list[str]) -> None:
     out = [(rel, target) for rel in files
            if os.path.commonpath([inside, target := os.path.realpath(os.path.join(root, rel))]) != inside]
     if out:
-        shown = ", ".join(f"{rel} -> {target}" for rel, target in out[:MAX_NAMED])
-        more = f" and {len(out) - MAX_NAMED} more" if len(out) > MAX_NAMED else ""
+        shown = named((f"{rel} -> {target}" for rel, target in out), MAX_NAMED)
         raise _fail(
-            uri, "has files that are links leading outside it", f"({shown}{more}); copy the files into the folder "
+            uri, "has files that are links leading outside it", f"({shown}); copy the files into the folder "
             "(a model folder is read as a whole: what it names must be in it)"
         )
 
@@ -259,10 +258,9 @@ def _class_names(uri: str, config: dict) -> tuple[str, ...]:
         at.setdefault(name, []).append(index)
     twice = {name: indices for name, indices in at.items() if len(indices) > 1}
     if twice:
-        shown = "; ".join(f"{name!r} at {', '.join(map(str, indices))}" for name, indices in list(twice.items())[:MAX_NAMED])
-        more = f" and {len(twice) - MAX_NAMED} more" if len(twice) > MAX_NAMED else ""
+        shown = named((f"{name!r} at {', '.join(map(str, indices))}" for name, indices in twice.items()), MAX_NAMED, sep="; ")
         raise _fail(
-            uri, CONFIG_FILE, f"{key} gives one name to several classes ({shown}{more}): their labels, predictions and "
+            uri, CONFIG_FILE, f"{key} gives one name to several classes ({shown}): their labels, predictions and "
             "per-class figures could not be told apart; give each class its own name (e.g. 'crane (bird)', 'crane (machine)')"
         )
     return tuple(names)

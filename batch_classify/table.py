@@ -24,7 +24,7 @@ from datetime import datetime
 
 import pyarrow as pa
 
-from batch_classify.errors import PermanentError
+from batch_classify.errors import PermanentError, named
 from batch_classify.layout import latest_pointer
 from batch_classify.results import committed_manifest, read_committed
 from batch_classify.storage import StorageOptions, filesystem, is_remote_fs, normalize_uri
@@ -76,9 +76,8 @@ def check_table(table_uri: str, storage: StorageOptions) -> None:
     entries = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False) if p.rstrip("/") != here)
     if not entries or DELTA_LOG in entries:
         return
-    shown = ", ".join(entries[:NAMED_ENTRIES]) + (f" and {len(entries) - NAMED_ENTRIES} more" if len(entries) > NAMED_ENTRIES else "")
     raise TableFolderTaken(
-        f"--table {table_uri} holds other files ({shown}) and no Delta table ({DELTA_LOG}/); the table would be "
+        f"--table {table_uri} holds other files ({named(entries, NAMED_ENTRIES)}) and no Delta table ({DELTA_LOG}/); the table would be "
         f"written among them. Pass a new or empty folder, or an existing Delta table"
     )
 
