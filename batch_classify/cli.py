@@ -36,7 +36,7 @@ EndpointOption = Annotated[
 ]
 
 #: RunSettings fields `run` offers no option for: the environment (BATCH_CLASSIFY_*, AWS_ENDPOINT_URL) sets them.
-RUN_ENVIRONMENT_ONLY = ("sample_size", "s3_endpoint_url", "checkpoint_rows", "ray_metrics")
+RUN_ENVIRONMENT_ONLY = ("sample_size", "s3_endpoint_url", "checkpoint_rows", "ray_metrics", "lost_capacity_wait")
 #: Short option names; every other option is the field's name, --kebab-case.
 SHORT = {"input": ("--input", "-i"), "output": ("--output", "-o")}
 #: Environment variables `run` reads besides the RunSettings fields' own (listed in `run --help`).

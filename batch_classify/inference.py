@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from batch_classify.capacity import DEFAULT_WAIT, CapacityLost, CapacityWatch
 from batch_classify.device_decode import DeviceDecoder, read_batch
 from batch_classify.engines import build_engine, onnx_model
 from batch_classify.errors import ConfigError
@@ -259,6 +260,7 @@ def run_stage(
     logger: LoggerLike | None = None,
     verbose: bool = False,
     progress_every: float = PROGRESS_EVERY,
+    lost_capacity_wait: float = DEFAULT_WAIT,
 ) -> StageResult:
     """Run the Ray Data pipeline over ``records`` and hand every output batch to ``on_batch``.
 
@@ -271,6 +273,10 @@ def run_stage(
     line every ``progress_every`` seconds (:func:`batch_classify.ray_logs.stage_logging`); unless
     ``verbose``, Ray Data's console output and progress bars stay off the terminal.
 
+    While no output batch comes, the cluster's resources are looked at (:class:`batch_classify.capacity.CapacityWatch`):
+    once they no longer hold ``plan`` (a node lost) and nothing came for ``lost_capacity_wait`` seconds,
+    the stage stops (the batches handed to ``on_batch`` so far stay handed).
+
     Output batches pass through a :class:`ReadBreaker` after ``on_batch``: when
     ``UNREACHABLE_READS_TO_TRIP`` consecutive rows could not reach the storage, the stage stops
     (the batches handed to ``on_batch`` so far stay handed).
@@ -278,7 +284,9 @@ def run_stage(
     Raises:
         RuntimeError: the output does not hold every input path exactly once.
         EndpointUnreachable: the circuit breaker tripped; the message names the endpoint.
+        CapacityLost: the cluster lost what ``plan`` needs and the stage stalled (see above).
     """
+    import ray
     import ray.data
 
     start = time.perf_counter()
@@ -332,18 +340,24 @@ def run_stage(
         first_at = last_at = math.nan
         n_first = 0
         breaker = ReadBreaker(storage)
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            for p in batch["path"]:
-                if p in seen:
-                    duplicates += 1
-                seen.add(p)
-            n_failed += int(np.count_nonzero(batch["error"] != ""))
-            on_batch(batch)
-            progress.update(len(seen))
-            breaker.observe(batch)
-            last_at = time.perf_counter()
-            if math.isnan(first_at):
-                first_at, n_first = last_at, len(batch["path"])
+        watch = CapacityWatch(short_of=lambda: plan.shortfall(ray.cluster_resources()), wait=lost_capacity_wait)
+        try:
+            with watch:
+                for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                    watch.output_came()
+                    for p in batch["path"]:
+                        if p in seen:
+                            duplicates += 1
+                        seen.add(p)
+                    n_failed += int(np.count_nonzero(batch["error"] != ""))
+                    on_batch(batch)
+                    progress.update(len(seen))
+                    breaker.observe(batch)
+                    last_at = time.perf_counter()
+                    if math.isnan(first_at):
+                        first_at, n_first = last_at, len(batch["path"])
+        except CapacityLost:
+            raise CapacityLost(watch.reason) from None
         progress.finish()
     expected = {r["path"] for r in records}
     missing = expected - seen

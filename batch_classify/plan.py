@@ -7,6 +7,7 @@ measurements behind each default, can be read, tested and changed without Ray.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from batch_classify.device_decode import supports
@@ -62,6 +63,28 @@ class ClusterPlan:
     cpus_per_actor: float = 1.0
     cpus_per_decode_task: float = 1.0
     decode: str = "cpu"
+
+    def needs(self) -> dict[str, float]:
+        """The resources this plan needs at once: its model actors' reservations and one decoding task's,
+        ``{"CPU": cpus, "GPU": gpus}``."""
+        return {
+            "CPU": self.num_actors * self.cpus_per_actor + self.cpus_per_decode_task,
+            "GPU": self.num_actors * self.num_gpus_per_actor,
+        }
+
+    def shortfall(self, resources: Mapping[str, float]) -> str | None:
+        """What a cluster's ``resources`` (``ray.cluster_resources()``: its alive nodes' totals) lack to hold
+        this plan, in words; None when they hold it. A small tolerance absorbs Ray's fixed-point fractions.
+        (Totals, not node by node: a plan made for the cluster fits its nodes, and one that no longer fits
+        the totals is what a lost node leaves.)"""
+        need = self.needs()
+        if all(resources.get(kind, 0.0) + 1e-6 >= amount for kind, amount in need.items()):
+            return None
+        return (
+            f"the Ray cluster has {resources.get('CPU', 0.0):g} CPU and {resources.get('GPU', 0.0):g} GPU now; the stage's "
+            f"plan needs {need['CPU']:g} CPU and {need['GPU']:g} GPU (model actors: {self.num_actors} × "
+            f"{self.cpus_per_actor:g} CPU and {self.num_gpus_per_actor:g} GPU; decoding: {self.cpus_per_decode_task:g} CPU)"
+        )
 
 
 def plan_cluster(

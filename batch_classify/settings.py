@@ -18,6 +18,7 @@ from pydantic import AliasChoices, Field, create_model, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from batch_classify.capacity import DEFAULT_WAIT
 from batch_classify.preprocess import DEFAULT_MAX_PIXELS
 from batch_classify.results import CHECKPOINT_ROWS
 from batch_classify.storage import DEFAULT_READ_TIMEOUT, StorageOptions, absolute_uri
@@ -242,6 +243,15 @@ class RunSettings(BaseSettings):
             "Show Ray's own output on the terminal: its INFO log, its workers' output, Ray Data's progress bars "
             "and its C++ core's log lines. Off: Ray's errors only; Ray Data's warnings, its summary and a progress "
             "line every 10 s go to the infer task's log."
+        ),
+    )
+    lost_capacity_wait: float = Field(
+        DEFAULT_WAIT,
+        gt=0,
+        description=(
+            "Seconds a stage on a Ray cluster that lost what its plan needs (a node lost) waits for output "
+            "before it stops, so that the infer task's retry plans for the cluster as it is and resumes. "
+            "Default 120: Ray notices a dead node within about 30 s, and an autoscaler may bring one back."
         ),
     )
     ray_metrics: bool = Field(

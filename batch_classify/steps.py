@@ -353,6 +353,7 @@ def _run_ray_stage(
             on_batch=on_batch,
             restricted_classes=tuple(label_classes) if label_classes else None,
             read_timeout=settings.read_timeout,
+            lost_capacity_wait=settings.lost_capacity_wait,
             logger=logger,
             verbose=settings.verbose,
         )

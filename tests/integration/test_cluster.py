@@ -485,3 +485,64 @@ def test_a_token_authenticated_cluster_runs_the_job_with_its_token_and_refuses_o
     finally:
         _stop(head.processes)
         shutil.rmtree(head.temp_dir, ignore_errors=True)
+
+
+@pytest.mark.integration
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_worker_node_lost_mid_stage_loses_and_duplicates_nothing(photos, tmp_path):
+    """Issue 27 item 10: on a two-node cluster of its own, the worker node is killed (SIGKILL to its
+    ``ray start``, as a machine lost) while the Ray Job's stage runs over 1,500 photos: Ray retries its
+    tasks and restarts the model actor on the head node, or the infer task's retry resubmits the job,
+    which resumes; the run commits every image exactly once (the stage's output check).
+
+    Before: the job hung (no progress in 14 minutes): on the one CPU left, the model actor held it and
+    the decoding tasks waited for it. Now the stage stops once the plan no longer fits and nothing came
+    for ``lost_capacity_wait``, and the retry's job, planned for one CPU, resumes."""
+    import threading
+
+    from batch_classify.flows import classify
+
+    images = tmp_path / "many"
+    for copy in range(3):
+        (images / f"camera-{copy}").mkdir(parents=True)
+        for p in photos:
+            os.link(p, images / f"camera-{copy}" / p.name)
+    started = _start_cluster(["head", "worker"], num_cpus=1, env={"RAY_AUTH_MODE": "disabled"})
+    try:
+        deadline = time.monotonic() + 120
+        while len(started.alive_nodes()) < 2:
+            assert time.monotonic() < deadline, "the worker node did not join"
+            time.sleep(1)
+        settings = RunSettings(input=str(images), output=str(tmp_path / "out"), model=MODEL, run_id="node-lost",
+                               ray_address=started.address, labels="none", batch_size=16,
+                               lost_capacity_wait=10)
+        done: dict = {}
+        runner = threading.Thread(target=lambda: done.update(state=classify(settings, return_state=True)))
+        runner.start()
+        staged = tmp_path / "out" / "node-lost" / "_staging"
+        deadline = time.monotonic() + 300
+        while not list(staged.glob("*/predictions/*.parquet")) and not list(staged.glob("*/_attempt.json")):
+            assert runner.is_alive() and time.monotonic() < deadline, "the stage did not start"
+            time.sleep(0.5)
+        time.sleep(8)
+        assert runner.is_alive(), "the run ended before the node was lost"
+        os.killpg(started.processes[1].pid, signal.SIGKILL)  # the worker node, all at once
+        runner.join(timeout=600)
+        assert not runner.is_alive(), "the run did not end within 10 minutes of the node's loss"
+        from ray.job_submission import JobSubmissionClient
+
+        jobs = started.jobs("node-lost")
+        first_log = JobSubmissionClient(started.address).get_job_logs(jobs[0].submission_id)
+    finally:
+        _stop(started.processes)
+        shutil.rmtree(started.temp_dir, ignore_errors=True)
+    state = done["state"]
+    assert state.is_completed(), state.message
+    table = read_committed(str(tmp_path / "out" / "node-lost"), StorageOptions())
+    paths = table.column("path").to_pylist()
+    assert len(paths) == len(set(paths)) == 1500
+    report = state.result()
+    assert (report["n_listed"], report["n_predicted"], report["n_failed"]) == (1500, 1500, 0)
+    assert 0 < report["n_reused"] < 1500  # the second job resumed from what the first staged
+    assert [j.status for j in jobs] == ["FAILED", "SUCCEEDED"]
+    assert "CapacityLost: the Ray cluster has 1 CPU and 0 GPU now; the stage's plan needs 2 CPU" in first_log

@@ -102,7 +102,8 @@ def test_run_help_lists_every_environment_variable_the_run_reads(monkeypatch):
         for variable in variables:
             assert variable in listed, (name, variable)
             if name in RUN_ENVIRONMENT_ONLY and field.default is not None:
-                assert f"[default: {field.default}]" in listed[variable], listed[variable]
+                shown = f"{field.default:g}" if isinstance(field.default, float) else field.default  # floats as %g
+                assert f"[default: {shown}]" in listed[variable], listed[variable]
     for variable in ("AWS_ENDPOINT_URL", "RAY_ADDRESS", "TORCH_HOME", "XDG_CACHE_HOME", "PREFECT_API_URL",
                      "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", *(v for v, _ in RUN_OTHER_ENVIRONMENT)):
         assert variable in listed, variable
