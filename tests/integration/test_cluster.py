@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -192,12 +193,12 @@ def _start_cluster(nodes: list[str], *, num_cpus: int, env: dict[str, str]):
         raise
 
 
-@pytest.fixture(scope="module")
-def ray_cluster(photos):
+@contextlib.contextmanager
+def _two_nodes():
     """A head node and a worker node, one CPU each, with their own temp dir and ports (the test
-    session's own local Ray is left alone). Token authentication is off, as on a private network;
-    the nodes get the session's (fake) AWS credentials from their environment, as real nodes have
-    their own. Stopped node by node, never with ``ray stop`` (which would stop every Ray here)."""
+    session's own local Ray is left alone), once both are alive. Token authentication is off, as on a
+    private network; the nodes get the session's (fake) AWS credentials from their environment, as real
+    nodes have their own. Stopped node by node, never with ``ray stop`` (which would stop every Ray here)."""
     started = _start_cluster(["head", "worker"], num_cpus=1, env={"RAY_AUTH_MODE": "disabled"})
     try:
         deadline = time.monotonic() + 120
@@ -208,6 +209,13 @@ def ray_cluster(photos):
     finally:
         _stop(started.processes)
         shutil.rmtree(started.temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(photos):
+    """Two nodes (:func:`_two_nodes`) for the module's tests."""
+    with _two_nodes() as started:
+        yield started
 
 
 def _task_run(flow_run_id, name: str):
@@ -491,9 +499,10 @@ def test_a_token_authenticated_cluster_runs_the_job_with_its_token_and_refuses_o
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_worker_node_lost_mid_stage_loses_and_duplicates_nothing(photos, tmp_path):
     """Issue 27 item 10: on a two-node cluster of its own, the worker node is killed (SIGKILL to its
-    ``ray start``, as a machine lost) while the Ray Job's stage runs over 1,500 photos: Ray retries its
-    tasks and restarts the model actor on the head node, or the infer task's retry resubmits the job,
-    which resumes; the run commits every image exactly once (the stage's output check).
+    ``ray start``, as a machine lost) while the Ray Job's stage runs over 1,500 photos. The one CPU left
+    cannot hold the plan (an actor of 1 CPU and 1 CPU to decode): the first job stops with CapacityLost,
+    the infer task's retry submits one planned for one CPU, which resumes; the run commits every image
+    exactly once (the stage's output check).
 
     Before: the job hung (no progress in 14 minutes): on the one CPU left, the model actor held it and
     the decoding tasks waited for it. Now the stage stops once the plan no longer fits and nothing came
@@ -507,12 +516,7 @@ def test_a_worker_node_lost_mid_stage_loses_and_duplicates_nothing(photos, tmp_p
         (images / f"camera-{copy}").mkdir(parents=True)
         for p in photos:
             os.link(p, images / f"camera-{copy}" / p.name)
-    started = _start_cluster(["head", "worker"], num_cpus=1, env={"RAY_AUTH_MODE": "disabled"})
-    try:
-        deadline = time.monotonic() + 120
-        while len(started.alive_nodes()) < 2:
-            assert time.monotonic() < deadline, "the worker node did not join"
-            time.sleep(1)
+    with _two_nodes() as started:
         settings = RunSettings(input=str(images), output=str(tmp_path / "out"), model=MODEL, run_id="node-lost",
                                ray_address=started.address, labels="none", batch_size=16,
                                lost_capacity_wait=10)
@@ -533,9 +537,6 @@ def test_a_worker_node_lost_mid_stage_loses_and_duplicates_nothing(photos, tmp_p
 
         jobs = started.jobs("node-lost")
         first_log = JobSubmissionClient(started.address).get_job_logs(jobs[0].submission_id)
-    finally:
-        _stop(started.processes)
-        shutil.rmtree(started.temp_dir, ignore_errors=True)
     state = done["state"]
     assert state.is_completed(), state.message
     table = read_committed(str(tmp_path / "out" / "node-lost"), StorageOptions())
