@@ -280,9 +280,14 @@ def infer(
     except EndpointUnreachable as err:
         raise _stopped_unreachable(err, writer, settings) from err
     except BaseException as err:  # Ctrl-C, SIGTERM, Prefect's cancellation, a failed stage: the next attempt resumes
-        close_error = writer.close_after_stop()[1]
+        kept, close_error = writer.close_after_stop()
         if close_error:
             log.warning("could not close the staged file: %s", close_error)
+        else:
+            (logger or log).info(
+                "the stage stopped (%s): %d of %d images staged under %s are kept; a run with run id %s resumes from them",
+                type(err).__name__, kept.n_predicted + kept.n_failed, total, writer.staging_uri, settings.run_id,
+            )
         if isinstance(err, Exception) and (full := no_space(err)):
             raise StorageFull(
                 f"writing the staged predictions under {writer.staging_uri} failed: {full}; nothing was committed; "

@@ -1,5 +1,5 @@
 """Screenshots of the Prefect UI for a pull request's notes: the deployment's Run form (flat parameters),
-the flow runs list with a regressed run, and that run's page.
+the flow runs list with a regressed run, that run's page, and a run cancelled during its stage.
 
 Starts a real ``prefect server start`` (UI on) on loopback, serves the deployments with
 ``batch-classify serve`` over a few photos, runs the nightly deployment twice (the second with the
@@ -9,7 +9,8 @@ Chromium (``/usr/bin/chromium``, through Playwright) over the pages. Nothing is 
     python scripts/ui_screenshots.py --photos ../shared/imagenet-sample --out /tmp/shots
 
 Writes ``deployment-form.png``, ``flow-runs.png``, ``regressed-run.png``, ``report-page.png`` (the
-regressed run's report.html) and the server and serve logs under ``--out``.
+regressed run's report.html), ``cancelled-run.png`` (a run of 1,500 photos cancelled through the API, as
+the UI's Cancel button does, once its stage has staged a file) and the server and serve logs under ``--out``.
 """
 
 from __future__ import annotations
@@ -68,6 +69,35 @@ def _shifted_weights(path: Path) -> str:
             state[key] = torch.roll(value, shifts=1, dims=0)
     torch.save(state, path)
     return str(path)
+
+
+def _cancelled_run(api: str, nightly, photos: Path, work: Path):
+    """A nightly run over 1,500 photos (three hard-linked copies), cancelled as the UI's Cancel button does
+    (state Cancelling) once its stage has staged a file; returns the run once its state is final."""
+    from prefect.states import Cancelling
+
+    many = work / "many"
+    for copy in range(3):
+        (many / f"camera-{copy}").mkdir(parents=True)
+        for photo in sorted(photos.glob("*.JPEG")):
+            os.link(photo, many / f"camera-{copy}" / photo.name)
+    run = _client(api, lambda c: c.create_flow_run_from_deployment(
+        nightly.id, parameters={**nightly.parameters, "input": str(many), "labels": "none"}, name="nightly-cancelled"))
+    _wait("the cancelled run's first staged file", lambda: list((work / "out").glob("*/_staging/*/predictions/*.parquet")), 300, every=0.5)
+    _client(api, lambda c: c.set_flow_run_state(run.id, Cancelling(message="cancelled from the screenshots script")))
+
+    def final():
+        r = _client(api, lambda c: c.read_flow_run(run.id))
+        return r if r.state and r.state.is_final() else None
+
+    done = _wait("the cancelled run's end", final, 120, every=1)
+    print(f"nightly-cancelled: {done.state.type.value} {done.state.name}: {done.state.message}")
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    tasks = _client(api, lambda c: c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id]))))
+    for task in sorted(tasks, key=lambda t: t.start_time or t.created):
+        print(f"  task run {task.name}: {task.state.type.value} {task.state.name}: {task.state.message}")
+    return done
 
 
 def main() -> None:
@@ -162,6 +192,12 @@ def main() -> None:
 
                     run = _wait("the run submitted from the form", submitted, 600, every=2)
                     print(f"submitted from the form: {run.name}: {run.state.name}, parameters {sorted(run.parameters)}")
+            cancelled = _cancelled_run(api, nightly, args.photos, work)
+            page.set_viewport_size({"width": 1440, "height": 2000})  # the log, below the graph
+            page.goto(f"{ui}/runs/flow-run/{cancelled.id}", wait_until="networkidle")
+            time.sleep(3)
+            page.screenshot(path=str(args.out / "cancelled-run.png"), full_page=True)
+            print(f"wrote {args.out / 'cancelled-run.png'}")
             browser.close()
     finally:
         for proc in (serve, server):
