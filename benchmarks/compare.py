@@ -68,6 +68,8 @@ def _command(variant: str, args, input_dir: Path, out: Path, weights: str | None
         extra = ["--random-weights"] if weights else []
         return [PY, "-m", "benchmarks.seed_pipeline", str(input_dir), str(out / "seed"), "--model", args.model,
                 "--batch-size", str(SEED_BATCH[variant]), "--concurrency", "1", *extra], env
+    if variant == "daft":  # the peer (benchmarks/daft_variant.py): Daft's native runner, the same ONNX export
+        return [PY, "-m", "benchmarks.daft_variant", str(input_dir), str(out / "daft"), "--model", args.model], env
     if variant == "dataloader":
         return [PY, "-m", "benchmarks.dataloader_loop", str(input_dir), str(out / "loop.parquet"), "--model", args.model, *w], env
     if variant.startswith("ours"):
@@ -79,6 +81,14 @@ def _command(variant: str, args, input_dir: Path, out: Path, weights: str | None
             env["PYTHONPATH"] = str(Path(args.before_tree).resolve())
         return cmd, env
     raise ValueError(f"unknown variant {variant!r}")
+
+
+def _last_json(output: str) -> dict:
+    """The JSON object a variant prints on its last line (``daft``: images, seconds, top1), or {}."""
+    try:
+        return json.loads(output.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        return {}
 
 
 def _ours_report(out: Path, run_id: str) -> dict:
@@ -106,8 +116,8 @@ def main() -> None:
     parser.add_argument("--model", default="efficientnet_lite0")
     parser.add_argument("--random-weights", action="store_true", help="random weights (timing only; resnet152 has none here)")
     parser.add_argument("--variants", default="seed-32,seed-720,dataloader,ours,ours-10,model",
-                        help="of seed-32, seed-720, dataloader, ours, ours-10 (ours on 10 files: the fixed overhead), "
-                             "ours-torch, model")
+                        help="of seed-32, seed-720, dataloader, daft (the peer: benchmarks/daft_variant.py, needs "
+                             "`pip install daft`), ours, ours-10 (ours on 10 files: the fixed overhead), ours-torch, model")
     parser.add_argument("--before-tree", help="a checkout of an earlier commit: adds variant ours-before")
     parser.add_argument("--batch-size", type=int, default=CPU_BATCH_SIZE, help="model-alone batch size (the pipeline's CPU default)")
     parser.add_argument("--model-images", type=int, default=256, help="pre-decoded images the model-alone run times")
@@ -171,7 +181,8 @@ def main() -> None:
             if m.returncode:
                 raise RuntimeError(f"{variant} failed ({m.returncode}):\n{m.output[-4000:]}")
             results[variant].append(m)
-            reports[variant].append(_ours_report(out, run_id) if variant.startswith("ours") else {})
+            reports[variant].append(_ours_report(out, run_id) if variant.startswith("ours")
+                                    else _last_json(m.output) if variant == "daft" else {})
             print(f"[{rep}] {variant}: {m.seconds:.1f} s, peak {m.peak_bytes / 2**30:.2f} GiB", flush=True)
 
     scale = None
@@ -190,6 +201,17 @@ def main() -> None:
                 raise RuntimeError(f"scale run failed:\n{m.output[-4000:]}")
             scale["runs"].append({"seconds": m.seconds, "peak_bytes": m.peak_bytes, "report": _ours_report(out, "bench-scale")})
             print(f"[{rep}] scale {args.scale}: {m.seconds:.1f} s, peak {m.peak_bytes / 2**30:.2f} GiB", flush=True)
+            if "daft" in variants:  # the peer on the same files, right after
+                warm()
+                shutil.rmtree(out, ignore_errors=True)
+                out.mkdir(parents=True)
+                cmd, env = _command("daft", args, big, out, weights, "bench-scale")
+                d = run_measured(cmd, env=env, interval=args.sample_interval)
+                if d.returncode:
+                    raise RuntimeError(f"daft scale run failed:\n{d.output[-4000:]}")
+                scale.setdefault("daft_runs", []).append({"seconds": d.seconds, "peak_bytes": d.peak_bytes,
+                                                          "report": _last_json(d.output)})
+                print(f"[{rep}] daft scale {args.scale}: {d.seconds:.1f} s, peak {d.peak_bytes / 2**30:.2f} GiB", flush=True)
             if "model" in variants:  # the ceiling, measured beside the run it bounds
                 warm()
                 model_alone.append(_model_alone(args, input_dir, weights))
@@ -239,6 +261,10 @@ def _render(args, started, input_dir, results, reports, model_alone, scale, loop
         lines.append(
             f"| {variant} | {files} | {s:.1f} | {files / s:.1f} | {ratio} | {peak:.2f} | {top1} | {stage} |"
         )
+    if "daft" in results and "ours" in results:
+        daft_s, ours_s = median([m.seconds for m in results["daft"]]), median([m.seconds for m in results["ours"]])
+        lines += ["", f"`ours` against `daft`, the peer: {daft_s / ours_s:.2f}× (median wall times {ours_s:.1f} and "
+                      f"{daft_s:.1f} s; above 1, ours is faster)."]
     if "ours-10" in results:
         times = ", ".join(f"{m.seconds:.1f}" for m in results["ours-10"])
         lines += ["", f"`ours-10`, the whole process on {OVERHEAD_FILES} files (its fixed overhead), each repeat: {times} s."]
@@ -261,6 +287,11 @@ def _render(args, started, input_dir, results, reports, model_alone, scale, loop
             f"peak {r['peak_bytes'] / 2**30:.2f} GiB, top-1 {r['report'].get('top1')}" for r in runs
         )
         lines += ["", f"Scale: `ours` on {scale['images']} files, {len(runs)} run(s), whole process: {each}."]
+        if scale.get("daft_runs"):
+            daft_each = "; ".join(f"{r['seconds']:.1f} s, peak {r['peak_bytes'] / 2**30:.2f} GiB, top-1 {r['report'].get('top1')}"
+                                  for r in scale["daft_runs"])
+            ratio = median([r["seconds"] for r in scale["daft_runs"]]) / median([r["seconds"] for r in runs])
+            lines.append(f"`daft` on the same files, right after each: {daft_each}; ours is {ratio:.2f}× Daft (median wall time).")
         ceiling = _ceiling(model_alone)
         steady = median(steadies) if steadies else None
         if ceiling and steady:
