@@ -10,10 +10,10 @@ Ray Job of a stage whose worker node was killed showed no progress for 14 minute
 ``PENDING_NODE_ASSIGNMENT`` and the actor's next batch ``PENDING_ACTOR_TASK_ARGS_FETCH``.
 
 :class:`CapacityWatch` watches a stage's loop over its output batches and, while none comes, looks at
-the cluster's resources (:meth:`batch_classify.plan.ClusterPlan.shortfall`); once the plan no longer fits and no batch has come for ``wait`` seconds, it
-stops the loop with :class:`CapacityLost`. The stage stops with the batches handed on so far staged, the Ray Job fails, and
-the infer task's retry submits a new one, planned for the cluster as it is then, that resumes from the
-staged rows.
+the cluster's resources (:meth:`batch_classify.plan.ClusterPlan.shortfall`); once the plan no longer
+fits and no batch has come for ``wait`` seconds, it stops the loop with :class:`CapacityLost`. The
+batches handed on so far stay staged, the Ray Job fails, and the infer task's retry submits a new one,
+planned for the cluster as it is then, that resumes from the staged rows.
 
 No Prefect here: this module travels in a Ray Job like the rest of the library.
 """
@@ -25,7 +25,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 from batch_classify.errors import BatchClassifyError
 
@@ -40,7 +40,7 @@ LOOK_EVERY = 5.0
 #: Seconds without output, the plan no longer fitting, before the stage stops (``RunSettings.lost_capacity_wait``).
 #: Two minutes: Ray notices a dead node within about 30 s (its health checks) and an autoscaler that
 #: replaces it may take minutes more, while a retry costs a new job's start (about 15 s on the loopback
-#: cluster) and the rows of the one staged file left open.
+#: cluster); what was staged is kept either way.
 DEFAULT_WAIT = 120.0
 
 
