@@ -94,7 +94,7 @@ class CapacityWatch:
         self._done = threading.Event()
         self._target = 0
         self._fired = False
-        self._thread: threading.Thread | None = None
+        self._previous = None  # WAKE's handler before the watch, where the watch set its own (the main thread)
 
     def output_came(self) -> None:
         """Note that an output batch came (the clock of ``wait`` starts again)."""
@@ -103,11 +103,9 @@ class CapacityWatch:
     def __enter__(self) -> CapacityWatch:
         self._target = threading.get_ident()
         self._last = time.monotonic()
-        self._previous = None
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(WAKE, _nothing)
-        self._thread = threading.Thread(target=self._look, name="capacity-watch", daemon=True)
-        self._thread.start()
+        threading.Thread(target=self._look, name="capacity-watch", daemon=True).start()
         return self
 
     def __exit__(self, *exc_info) -> None:

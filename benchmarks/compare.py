@@ -83,6 +83,25 @@ def _command(variant: str, args, input_dir: Path, out: Path, weights: str | None
     raise ValueError(f"unknown variant {variant!r}")
 
 
+def _timed(variant: str, args, source: Path, out: Path, weights: str | None, run_id: str) -> tuple[Measured, dict]:
+    """One timed whole-process run of ``variant`` over ``source`` into a fresh ``out``.
+
+    Returns:
+        the measurement, and what the run reported: ``ours*`` its report.json, ``daft`` its JSON line, others {}.
+
+    Raises:
+        RuntimeError: the run failed; the message names the variant and ends with its output.
+    """
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    cmd, env = _command(variant, args, source, out, weights, run_id)
+    m = run_measured(cmd, env=env, cwd=env.get("PYTHONPATH"), interval=args.sample_interval)
+    if m.returncode:
+        raise RuntimeError(f"{variant} failed ({m.returncode}):\n{m.output[-4000:]}")
+    report = _ours_report(out, run_id) if variant.startswith("ours") else _last_json(m.output) if variant == "daft" else {}
+    return m, report
+
+
 def _last_json(output: str) -> dict:
     """The JSON object a variant prints on its last line (``daft``: images, seconds, top1), or {}."""
     try:
@@ -171,18 +190,10 @@ def main() -> None:
                 model_alone.append(_model_alone(args, input_dir, weights))
                 print(f"[{rep}] model alone: {model_alone[-1]}", flush=True)
                 continue
-            out = workdir / "out" / variant
-            shutil.rmtree(out, ignore_errors=True)
-            out.mkdir(parents=True)
-            run_id = f"bench-{rep}"
             source = small_dir if variant == "ours-10" else input_dir
-            cmd, env = _command(variant, args, source, out, weights, run_id)
-            m = run_measured(cmd, env=env, cwd=env.get("PYTHONPATH"), interval=args.sample_interval)
-            if m.returncode:
-                raise RuntimeError(f"{variant} failed ({m.returncode}):\n{m.output[-4000:]}")
+            m, report = _timed(variant, args, source, workdir / "out" / variant, weights, f"bench-{rep}")
             results[variant].append(m)
-            reports[variant].append(_ours_report(out, run_id) if variant.startswith("ours")
-                                    else _last_json(m.output) if variant == "daft" else {})
+            reports[variant].append(report)
             print(f"[{rep}] {variant}: {m.seconds:.1f} s, peak {m.peak_bytes / 2**30:.2f} GiB", flush=True)
 
     scale = None
@@ -192,25 +203,13 @@ def main() -> None:
         warm_roots.append(big)
         for rep in range(args.scale_repeats):
             warm()
-            out = workdir / "out" / "scale"
-            shutil.rmtree(out, ignore_errors=True)
-            out.mkdir(parents=True)
-            cmd, env = _command("ours", args, big, out, weights, "bench-scale")
-            m = run_measured(cmd, env=env, interval=args.sample_interval)
-            if m.returncode:
-                raise RuntimeError(f"scale run failed:\n{m.output[-4000:]}")
-            scale["runs"].append({"seconds": m.seconds, "peak_bytes": m.peak_bytes, "report": _ours_report(out, "bench-scale")})
+            m, report = _timed("ours", args, big, workdir / "out" / "scale", weights, "bench-scale")
+            scale["runs"].append({"seconds": m.seconds, "peak_bytes": m.peak_bytes, "report": report})
             print(f"[{rep}] scale {args.scale}: {m.seconds:.1f} s, peak {m.peak_bytes / 2**30:.2f} GiB", flush=True)
             if "daft" in variants:  # the peer on the same files, right after
                 warm()
-                shutil.rmtree(out, ignore_errors=True)
-                out.mkdir(parents=True)
-                cmd, env = _command("daft", args, big, out, weights, "bench-scale")
-                d = run_measured(cmd, env=env, interval=args.sample_interval)
-                if d.returncode:
-                    raise RuntimeError(f"daft scale run failed:\n{d.output[-4000:]}")
-                scale.setdefault("daft_runs", []).append({"seconds": d.seconds, "peak_bytes": d.peak_bytes,
-                                                          "report": _last_json(d.output)})
+                d, report = _timed("daft", args, big, workdir / "out" / "scale", weights, "bench-scale")
+                scale.setdefault("daft_runs", []).append({"seconds": d.seconds, "peak_bytes": d.peak_bytes, "report": report})
                 print(f"[{rep}] daft scale {args.scale}: {d.seconds:.1f} s, peak {d.peak_bytes / 2**30:.2f} GiB", flush=True)
             if "model" in variants:  # the ceiling, measured beside the run it bounds
                 warm()

@@ -6,6 +6,7 @@ names another (``tests/conftest.py``); tests that need photos skip, with the rea
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -23,4 +24,15 @@ def arrange_in_wnid_folders(photos: list[Path], root: Path) -> Path:
     for p in photos:
         (root / p.name[:9]).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(p, root / p.name[:9] / p.name)
+    return root
+
+
+def linked_copies(photos: list[Path], root: Path, copies: int = 3) -> Path:
+    """``photos`` hard-linked ``copies`` times as ``root/camera-K/<file>`` (no labels in the path): 1,500
+    files from the shared 500, enough for a stage of several seconds to stop, cancel or break in."""
+    for copy in range(copies):
+        folder = root / f"camera-{copy}"
+        folder.mkdir(parents=True)
+        for p in photos:
+            os.link(p, folder / p.name)
     return root

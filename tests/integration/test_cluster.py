@@ -20,7 +20,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from helpers.net import FAKE_AWS, free_port
-from helpers.photos import arrange_in_wnid_folders
+from helpers.photos import arrange_in_wnid_folders, linked_copies
 from helpers.prefect_api import artifacts_of, flow_run_named, flow_run_of, logs_of
 
 from batch_classify import cluster, steps
@@ -511,11 +511,7 @@ def test_a_worker_node_lost_mid_stage_loses_and_duplicates_nothing(photos, tmp_p
 
     from batch_classify.flows import classify
 
-    images = tmp_path / "many"
-    for copy in range(3):
-        (images / f"camera-{copy}").mkdir(parents=True)
-        for p in photos:
-            os.link(p, images / f"camera-{copy}" / p.name)
+    images = linked_copies(photos, tmp_path / "many")
     with _two_nodes() as started:
         settings = RunSettings(input=str(images), output=str(tmp_path / "out"), model=MODEL, run_id="node-lost",
                                ray_address=started.address, labels="none", batch_size=16,

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from helpers.net import free_port
-from helpers.photos import arrange_in_wnid_folders
+from helpers.photos import arrange_in_wnid_folders, linked_copies
 
 from batch_classify.settings import RunSettings
 
@@ -372,11 +372,7 @@ def test_a_run_cancelled_from_the_ui_stops_its_stage_and_ends_cancelled(prefect_
     running, and `serve` goes on."""
     from prefect.states import Cancelling
 
-    images = tmp_path / "many"
-    for copy in range(3):
-        (images / f"camera-{copy}").mkdir(parents=True)
-        for p in photos:
-            os.link(p, images / f"camera-{copy}" / p.name)
+    images = linked_copies(photos, tmp_path / "many")
     out = tmp_path / "out"
     token = f"cancel-{os.getpid()}"
     serve_log = open(tmp_path / "serve.log", "w")

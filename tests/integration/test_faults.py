@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from helpers.net import free_port
+from helpers.photos import linked_copies
 
 pytestmark = pytest.mark.integration
 
@@ -57,11 +58,7 @@ def test_a_prefect_api_that_restarts_for_30_s_mid_stage_costs_the_run_nothing(ph
     and the run commits and ends Completed in the API, with no traceback on the terminal."""
     from prefect.client.orchestration import PrefectClient
 
-    images = tmp_path / "many"
-    for copy in range(3):
-        (images / f"camera-{copy}").mkdir(parents=True)
-        for p in photos:
-            os.link(p, images / f"camera-{copy}" / p.name)
+    images = linked_copies(photos, tmp_path / "many")
     api = f"http://127.0.0.1:{free_port()}/api"
     server_env = {**os.environ, "PREFECT_HOME": str(tmp_path / "server-home"), "PREFECT_API_URL": api,
                   "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "false",

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.photos import linked_copies
 
 pytestmark = pytest.mark.integration
 
@@ -25,13 +26,7 @@ MARK = "BATCH_CLASSIFY_TEST_INTERRUPT_MARK"
 @pytest.fixture(scope="module")
 def many_photos(photos, tmp_path_factory) -> Path:
     """1,500 photos (the shared 500, hard-linked three times): enough for a stage of several seconds."""
-    root = tmp_path_factory.mktemp("many")
-    for copy in range(3):
-        folder = root / f"camera-{copy}"
-        folder.mkdir()
-        for p in photos:
-            os.link(p, folder / p.name)
-    return root
+    return linked_copies(photos, tmp_path_factory.mktemp("many"))
 
 
 def _marked(token: str) -> list[str]:
