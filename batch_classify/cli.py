@@ -119,8 +119,9 @@ def run_flow(settings) -> dict:
     # Started before Prefect is imported (about 1 s), so it may turn out that a Prefect profile names a
     # server after all: then it is stopped unused. The console script may have started both already.
     api = startup.guarded_temporary_api()
-    ray_ahead = startup.start_ray_ahead(settings)  # the longest: Ray's start waits on its own processes
-    model = startup.in_background(startup.prepare_model, settings)
+    here = startup.guess_stage_here(settings)  # --executor auto: is the input small enough to skip Ray?
+    ray_ahead = startup.start_ray_ahead(settings, here)  # the longest: Ray's start waits on its own processes
+    model = startup.in_background(startup.prepare_model, settings, here)
     prefect = startup.in_background(import_prefect, DEBUG)
     try:
         for thread in (prefect, model):

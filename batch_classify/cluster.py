@@ -75,7 +75,8 @@ import pyarrow.parquet as pq
 
 import batch_classify
 from batch_classify.errors import BatchClassifyError, ConfigError, PermanentError
-from batch_classify.inference import InferenceOutcome, StageResult
+from batch_classify.inference import InferenceOutcome
+from batch_classify.stage_output import StageResult
 from batch_classify.job_log import follow
 from batch_classify.plan import ClusterPlan
 from batch_classify.reach import wait_for_address

@@ -23,7 +23,6 @@ out exactly once, predicted or failed. Reading, its deadlines and the circuit br
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from batch_classify.preprocess import DEFAULT_MAX_PIXELS, ClassificationPreset, 
 from batch_classify.ray_logs import PROGRESS_EVERY, LoggerLike, stage_logging
 from batch_classify.reading import ReadBreaker, read_rows
 from batch_classify.scores import TOP_K, scores
+from batch_classify.stage_output import StageOutput, StageResult
 from batch_classify.storage import DEFAULT_READ_TIMEOUT, StorageOptions
 
 if TYPE_CHECKING:
@@ -224,26 +224,6 @@ class Classifier:
 DECODE_MEMORY_PER_IMAGE = 4 * 2**20
 
 
-@dataclass
-class StageResult:
-    """What the inference stage produced, counted.
-
-    Attributes:
-        wall_seconds: the whole stage, actor start-up included, seconds.
-        first_batch_seconds: stage start to the first output batch (start-up latency), seconds.
-        steady_images_per_second: images after the first batch over the time from the first
-            output batch to the last (NaN with fewer than two batches).
-    """
-
-    n_input: int
-    n_predicted: int
-    n_failed: int
-    wall_seconds: float
-    plan: ClusterPlan
-    first_batch_seconds: float = float("nan")
-    steady_images_per_second: float = float("nan")
-
-
 def run_stage(
     records: list[dict],
     *,
@@ -334,47 +314,17 @@ def run_stage(
             num_gpus=plan.num_gpus_per_actor,
             num_cpus=plan.cpus_per_actor,
         )
-        seen: set[str] = set()
-        duplicates = 0
-        n_failed = 0
-        first_at = last_at = math.nan
-        n_first = 0
-        breaker = ReadBreaker(storage)
+        output = StageOutput(records, on_batch, progress, ReadBreaker(storage))
         watch = CapacityWatch(short_of=lambda: plan.shortfall(ray.cluster_resources()), wait=lost_capacity_wait)
         try:
             with watch:
                 for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
                     watch.output_came()
-                    for p in batch["path"]:
-                        if p in seen:
-                            duplicates += 1
-                        seen.add(p)
-                    n_failed += int(np.count_nonzero(batch["error"] != ""))
-                    on_batch(batch)
-                    progress.update(len(seen))
-                    breaker.observe(batch)
-                    last_at = time.perf_counter()
-                    if math.isnan(first_at):
-                        first_at, n_first = last_at, len(batch["path"])
+                    output.take(batch)
         except CapacityLost:
             raise CapacityLost(watch.reason) from None
         progress.finish()
-    expected = {r["path"] for r in records}
-    missing = expected - seen
-    if missing or duplicates or seen - expected:
-        raise RuntimeError(
-            f"inference output does not match its input: {len(missing)} missing, {duplicates} duplicated, "
-            f"{len(seen - expected)} unexpected paths"
-        )
-    return StageResult(
-        n_input=len(records),
-        n_predicted=len(seen) - n_failed,
-        n_failed=n_failed,
-        wall_seconds=time.perf_counter() - start,
-        plan=plan,
-        first_batch_seconds=first_at - start,
-        steady_images_per_second=(len(seen) - n_first) / (last_at - first_at) if last_at > first_at else math.nan,
-    )
+    return output.result(plan, start)
 
 
 @dataclass(frozen=True)

@@ -190,6 +190,26 @@ def check_input(uri: str, storage: StorageOptions) -> None:
         raise ListingError(f"input {uri} could not be listed: {type(err).__name__}: {err}") from err
 
 
+def count_images(uri: str, storage: StorageOptions, *, up_to: int) -> int:
+    """About how many images lie under ``uri``, counted up to ``up_to`` and no further: files with an image
+    extension, outside hidden folders, not hidden themselves. A cheap estimate for a choice made before the
+    listing (where the stage runs: ``--executor auto``), not the listing: the output folder, links and
+    unlistable folders are not looked at. A fault while counting returns ``up_to``.
+    """
+    n = 0
+    try:
+        fs, root = filesystem(uri, storage)
+        walk = os.walk(root) if not is_remote_fs(fs) else fs.walk(root)
+        for _, folders, files in walk:
+            folders[:] = [f for f in folders if not f.startswith(".")] if isinstance(folders, list) else folders
+            n += sum(1 for f in files if not f.startswith(".") and _ext(f) in IMAGE_EXTENSIONS)
+            if n >= up_to:
+                return up_to
+    except Exception:  # noqa: BLE001 - an estimate: the listing reports the fault
+        return up_to
+    return n
+
+
 def list_images(
     uri: str, storage: StorageOptions, *, labels_uri: str | None = None, limit: int | None = None,
     exclude: tuple[str, ...] = (),

@@ -6,7 +6,9 @@ measurements behind each default, can be read, tested and changed without Ray.
 
 from __future__ import annotations
 
+import glob
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -35,6 +37,24 @@ GPU_BATCH_SIZE = 256
 #: With decoding on the GPU too (2026-12-01, BENCHMARKS.md), 4 × 256 still measured best: EfficientNet-Lite0
 #: 2,361 images/s steady against 2,020 with 8 × 256 and 1,871 with 4 × 512.
 ACTORS_PER_GPU = 4
+#: Where ``--executor auto`` runs the stage (:func:`choose_executor`): in this process below this many
+#: images to compute, with Ray from it. Measured on the 2-core development machine (BENCHMARKS.md,
+#: "Where the stage runs"), EfficientNet-Lite0, whole process: the local stage was faster at every size
+#: tried (1,000 and 10,000 files: it starts no Ray, and its steady state is higher: 225-235 images/s
+#: against Ray Data's 194 on 2 cores), so speed sets no crossover here. The bound is what a long run
+#: needs more than a few per cent: Ray retries a task whose process died (a decoder's segfault, the
+#: OOM killer) where the local stage loses its process (the next attempt resumes from the staged
+#: files), and Ray's actor pool spreads over more cores than one ONNX Runtime session scales to.
+#: 50,000 images are about 4 minutes of stage here.
+LOCAL_MAX_IMAGES = 50_000
+#: The local executor's images per batch: 64 gave the same steady state as 128 (235 images/s, float32)
+#: and half the wait for the first batch (0.59 s against 0.96; 32: 0.23 s and 4% slower), measured with
+#: ``benchmarks/local_stage.py``.
+LOCAL_BATCH_SIZE = 64
+#: Cores per decoding thread of the local executor: decoding and resizing are about a quarter of an
+#: image's core time in float32, a third in int8 (BENCHMARKS.md, "Where a steady-state image's core
+#: time goes"); on 2 cores one thread and two measured the same.
+CORES_PER_DECODE_THREAD = 3
 
 
 @dataclass(frozen=True)
@@ -52,6 +72,10 @@ class ClusterPlan:
         cpus_per_decode_task: Ray CPUs each decoding task reserves.
         decode: ``"cpu"`` (decoding tasks decode with Pillow) or ``"device"`` (reading tasks read,
             the model actors decode on their device: :mod:`batch_classify.device_decode`).
+        executor: ``"ray"`` (the Ray Data stage, :mod:`batch_classify.inference`) or ``"local"`` (one
+            model in the driver's process, :mod:`batch_classify.local_stage`; :func:`plan_local`).
+        decode_threads: the local executor's decoding threads (0 under Ray: decoding tasks instead).
+        precision: ``"float32"``, or ``"int8"`` (a quantized ONNX model: :mod:`batch_classify.quantize`).
     """
 
     device: str
@@ -63,6 +87,9 @@ class ClusterPlan:
     cpus_per_actor: float = 1.0
     cpus_per_decode_task: float = 1.0
     decode: str = "cpu"
+    executor: str = "ray"
+    decode_threads: int = 0
+    precision: str = "float32"
 
     def needs(self) -> dict[str, float]:
         """The resources this plan needs at once: its model actors' reservations and one decoding task's,
@@ -167,6 +194,63 @@ def plan_cluster(
         cpus_per_actor=actor_cpus,
         cpus_per_decode_task=decode_cpus,
     )
+
+
+def plan_local(
+    cpus: int,
+    *,
+    runtime: str = "auto",
+    batch_size: int | None = None,
+    onnx_only: bool = False,
+) -> ClusterPlan:
+    """The plan of the stage in this process (:mod:`batch_classify.local_stage`): one model on the CPUs,
+    ``cpus`` intra-op threads, one decoding thread per :data:`CORES_PER_DECODE_THREAD` cores (at least one) beside it.
+
+    Raises:
+        ConfigError: ``runtime="torch"`` for an ONNX-only model.
+    """
+    return ClusterPlan(
+        "cpu", 1, 0.0, max(1, cpus), resolve_runtime(runtime, "cpu", onnx_only=onnx_only),
+        batch_size or LOCAL_BATCH_SIZE, cpus_per_actor=float(cpus), cpus_per_decode_task=0.0,
+        executor="local", decode_threads=max(1, cpus // CORES_PER_DECODE_THREAD),
+    )
+
+
+def local_gpus() -> bool:
+    """Whether this machine shows an NVIDIA GPU to this process, without importing torch or starting Ray:
+    a ``/dev/nvidia<N>`` device node, unless ``CUDA_VISIBLE_DEVICES`` hides every GPU (``""`` or ``-1``)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return False
+    return bool(glob.glob("/dev/nvidia[0-9]*"))
+
+
+def choose_executor(executor: str, *, n_images: int, ray_address: str | None, device: str) -> str:
+    """Where the stage runs: ``"local"`` (this process, :mod:`batch_classify.local_stage`) or ``"ray"``.
+
+    Args:
+        executor: the setting: ``"local"`` or ``"ray"`` as given; ``"auto"``: Ray with a cluster
+            (``ray_address``), with GPUs (``device="cuda"``, or ``"auto"`` on a machine that shows one:
+            :func:`local_gpus`) or from :data:`LOCAL_MAX_IMAGES` images to compute on; this process below.
+        n_images: images the stage has to compute (reused ones not counted).
+
+    Raises:
+        ConfigError: ``"local"`` with ``ray_address`` (a cluster runs the stage as its own), or with
+            ``device="cuda"`` (the local executor runs on the CPUs).
+    """
+    if executor == "local":
+        if ray_address is not None:
+            raise ConfigError("--executor local runs the stage in this process, but a Ray cluster is given "
+                              f"({ray_address}); drop --ray-address, or use --executor auto")
+        if device == "cuda":
+            raise ConfigError("--executor local runs the model on the CPUs; use --device auto or cpu, "
+                              "or --executor auto to run on the GPUs with Ray")
+        return "local"
+    if executor == "ray":
+        return "ray"
+    if ray_address is not None or device == "cuda" or (device == "auto" and local_gpus()):
+        return "ray"
+    return "local" if n_images < LOCAL_MAX_IMAGES else "ray"
 
 
 def _plan_decode(decode: str, runtime: str, preset: ClassificationPreset | None) -> str:

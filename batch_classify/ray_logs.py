@@ -182,13 +182,15 @@ class StageProgress:
         logger: where the lines go (INFO).
         total: images the stage classifies.
         every: seconds between two lines.
+        label: the lines' first words: ``"ray data"`` for the Ray Data stage, ``"local stage"`` for the
+            stage in the driver's process (:mod:`batch_classify.local_stage`).
 
     Lines read ``ray data progress: 640 of 1000 images, 41.2 images/s`` (images/s since the stage
     started, actor start-up included).
     """
 
-    def __init__(self, logger: LoggerLike, *, total: int, every: float = PROGRESS_EVERY) -> None:
-        self.logger, self.total, self.every = logger, total, every
+    def __init__(self, logger: LoggerLike, *, total: int, every: float = PROGRESS_EVERY, label: str = "ray data") -> None:
+        self.logger, self.total, self.every, self.label = logger, total, every, label
         self.done = 0
         self._start = self._last = time.monotonic()
 
@@ -207,7 +209,7 @@ class StageProgress:
     def _line(self, now: float) -> None:
         elapsed = now - self._start
         rate = f"{self.done / elapsed:.1f}" if elapsed > 0 else "-"
-        self.logger.info("ray data progress: %d of %d images, %s images/s", self.done, self.total, rate)
+        self.logger.info("%s progress: %d of %d images, %s images/s", self.label, self.done, self.total, rate)
 
 
 @contextlib.contextmanager

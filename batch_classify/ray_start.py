@@ -154,6 +154,8 @@ def stop_ray_ahead() -> None:
     that no stage adopted (the run failed before its stage), once its start has ended. A stage's own
     :func:`stop_ray` in progress goes on; the interpreter waits for it at exit."""
     global _ahead
+    if _owner is None and not _ahead:  # none was started ahead: Ray need not even be imported
+        return
     import ray
 
     _wait_for_start_in_thread()
@@ -169,9 +171,10 @@ def _wait_for_start_in_thread() -> None:
 
 
 def start_ray_in_thread(num_cpus: int | None, *, verbose: bool, then: Callable[[], None] | None = None,
-                        metrics: bool = False) -> threading.Thread:
+                        metrics: bool = False, unless: Callable[[], bool] | None = None) -> threading.Thread:
     """Start a local Ray ahead of its stage (:func:`start_ray` with ``ahead=True``), then call ``then``,
-    in a daemon thread; return the thread, started. The stage's :func:`start_ray` waits for that start
+    in a daemon thread; return the thread, started. ``unless`` is called first, in that thread: when it
+    returns True, no Ray is started (the stage starts one if it needs one). The stage's :func:`start_ray` waits for that start
     and adopts its Ray; the thread lives on until Ray is shut down (:func:`stop_ray`, :func:`stop_ray_ahead`).
 
     Why a thread that lives: ``ray.init`` starts Ray's GCS, raylet and daemons with ``PR_SET_PDEATHSIG``
@@ -208,6 +211,8 @@ def start_ray_in_thread(num_cpus: int | None, *, verbose: bool, then: Callable[[
 
         warnings.addFilter(drop)
         try:
+            if unless is not None and unless():
+                return
             start_ray(None, num_cpus=num_cpus, verbose=verbose, ahead=True, metrics=metrics)
             if then is not None:
                 then()

@@ -14,7 +14,7 @@ import secrets
 from typing import Literal
 from datetime import datetime, timezone
 
-from pydantic import AliasChoices, Field, create_model, field_validator
+from pydantic import AliasChoices, Field, create_model, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -31,6 +31,11 @@ Runtime = Literal["auto", "torch", "onnx"]
 #: Where JPEGs are decoded: ``auto`` (on the model actor's GPU when it has one and runs PyTorch),
 #: ``cpu`` (Pillow, in decoding tasks) or ``gpu`` (nvJPEG in the model actor; needs a GPU).
 Decode = Literal["auto", "cpu", "gpu"]
+#: Where the inference stage runs: ``auto`` (this process for a short run on a machine without a GPU
+#: and no ``ray_address``, Ray otherwise: ``plan.choose_executor``), ``local`` (this process) or ``ray``.
+Executor = Literal["auto", "local", "ray"]
+#: The stage's model precision: ``float32`` or ``int8`` (ONNX Runtime on the CPUs; ``batch_classify.quantize``).
+Precision = Literal["float32", "int8"]
 #: Default model: the seed tutorial's ResNet-152.
 DEFAULT_MODEL = "resnet152"
 #: Longest run id, characters. A run id names a folder (NAME_MAX is 255 bytes on Linux file systems)
@@ -155,7 +160,15 @@ class RunSettings(BaseSettings):
         validation_alias=AliasChoices("ray_address", "BATCH_CLASSIFY_RAY_ADDRESS", "RAY_ADDRESS"),
         description="Existing Ray cluster; default: start a local Ray.",
     )
-    num_cpus: int | None = Field(None, gt=0, description="CPUs for a local Ray (default: all).")
+    executor: Executor = Field(
+        "auto",
+        description=(
+            "Where the inference stage runs: local (in this process, one model on the CPUs, no Ray to start) "
+            "or ray (Ray Data's actor pool); auto: local when no Ray cluster is given, no GPU shows and fewer "
+            "images are to be computed than the measured threshold (README, 'Where the stage runs'), else ray."
+        ),
+    )
+    num_cpus: int | None = Field(None, gt=0, description="CPUs for a local Ray or the local executor (default: all).")
     num_actors: int | None = Field(
         None, gt=0, description="Model actors in the pool (default: 4 per GPU, sharing it, else one per 4 CPUs, at least 1)."
     )
@@ -165,6 +178,22 @@ class RunSettings(BaseSettings):
         description="Inference runtime; auto: PyTorch on a GPU, ONNX Runtime on the CPU.",
     )
     compile: bool = Field(False, description="torch.compile the model (PyTorch runtime only; slow first batches).")
+    precision: Precision = Field(
+        "float32",
+        description=(
+            "The model's precision: int8 quantizes the ONNX export (static, calibrated on photos, checked against "
+            "float32: the run stops where int8 changes the top-1 class of more than 5% of the check photos); "
+            "ONNX Runtime on the CPUs only. EfficientNet-Lite0: 1.7x the model alone, top-1 0.4 points lower "
+            "(README, 'Precision')."
+        ),
+    )
+    calibration: str | None = Field(
+        None,
+        description=(
+            "Photos to calibrate --precision int8 on (a folder or s3:// prefix like the input); default: the input "
+            "itself (then the int8 model, and with it the model identity --incremental compares, follows the input)."
+        ),
+    )
     cache_dir: str = Field(
         default_factory=lambda: default_cache_dir(),
         description=(
@@ -263,6 +292,17 @@ class RunSettings(BaseSettings):
         ),
     )
 
+    @model_validator(mode="after")
+    def _consistent(self) -> "RunSettings":
+        if self.executor == "local" and self.ray_address is not None:
+            raise ValueError(f"--executor local runs the stage in this process, but a Ray cluster is given ({self.ray_address}, "
+                             "--ray-address or RAY_ADDRESS); drop one of the two")
+        if self.precision == "int8" and (self.runtime == "torch" or self.device == "cuda"):
+            given = "--runtime torch" if self.runtime == "torch" else "--device cuda"
+            raise ValueError(f"--precision int8 runs under ONNX Runtime on the CPUs, not with {given}; "
+                             "drop one of the two")
+        return self
+
     @field_validator("run_id")
     @classmethod
     def _safe_run_id(cls, value: str) -> str:
@@ -275,7 +315,7 @@ class RunSettings(BaseSettings):
             raise ValueError(f"run id of {len(value)} characters is longer than {MAX_RUN_ID}; use a shorter --run-id")
         return value
 
-    @field_validator("input", "output", "table")
+    @field_validator("input", "output", "table", "calibration")
     @classmethod
     def _not_empty_or_root(cls, value: str | None, info) -> str | None:
         return None if value is None else check_uri(value, info.field_name)

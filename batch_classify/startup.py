@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
+from concurrent.futures import Future
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -65,7 +66,7 @@ def import_ray_data() -> None:
         import ray.data  # noqa: F401
 
 
-def prepare_model(settings: RunSettings) -> None:
+def prepare_model(settings: RunSettings, here: Future | None = None) -> None:
     """Import what the run's steps import and load ``settings.model`` into this process's caches, as
     the validation step would: the spec, its classes, and, for the ONNX Runtime path, the ONNX export
     (from ``settings.cache_dir`` when cached there; exported, checked and cached otherwise:
@@ -82,7 +83,8 @@ def prepare_model(settings: RunSettings) -> None:
     spec.vocabulary()
     if resolve_runtime(settings.runtime, "cpu", onnx_only=spec.onnx_only) == "onnx":
         onnx_model(settings.model, settings.weights, storage, cache_dir=settings.cache_dir)
-    import_ray_data()  # the stage's
+    if here is None or not here.result():  # Ray Data's stage, most likely (:func:`stage_runs_here`)
+        import_ray_data()
 
     for name in RUN_MODULES:
         importlib.import_module(name)
@@ -270,7 +272,22 @@ def temporary_api() -> TemporaryApi:
     return _api
 
 
-def start_ray_ahead(settings: RunSettings) -> threading.Thread | None:
+def guess_stage_here(settings: RunSettings) -> Future:
+    """:func:`stage_runs_here`, computed in a thread: a future of its bool (False where it failed), for
+    :func:`start_ray_ahead` and :func:`prepare_model` to share."""
+    future: Future = Future()
+
+    def guess() -> None:
+        try:
+            future.set_result(stage_runs_here(settings))
+        except BaseException:  # noqa: BLE001 - a guess: Ray then starts ahead as before
+            future.set_result(False)
+
+    threading.Thread(target=guess, name="executor-guess", daemon=True).start()
+    return future
+
+
+def start_ray_ahead(settings: RunSettings, here: Future | None = None) -> threading.Thread | None:
     """Start a local Ray ahead of the run's stage, then Ray Data's helper actors
     (:func:`start_ray_data_actors`), in a thread of their own
     (:func:`batch_classify.ray_start.start_ray_in_thread`): the flow starts, lists and validates
@@ -282,10 +299,26 @@ def start_ray_ahead(settings: RunSettings) -> threading.Thread | None:
     """
     from batch_classify.ray_start import start_ray_in_thread
 
-    if settings.ray_address is not None:
+    if settings.ray_address is not None or settings.executor == "local":
         return None
     return start_ray_in_thread(settings.num_cpus, verbose=settings.verbose, then=start_ray_data_actors,
-                               metrics=settings.ray_metrics)
+                               metrics=settings.ray_metrics,
+                               unless=here.result if here is not None else lambda: stage_runs_here(settings))
+
+
+def stage_runs_here(settings: RunSettings) -> bool:
+    """Whether ``--executor auto`` will most likely run the stage in this process
+    (:func:`batch_classify.plan.choose_executor`), judged before the listing from a count of the input's
+    images up to the threshold (:func:`batch_classify.listing.count_images`, ``--limit`` applied). A wrong
+    guess costs time, never a result: the inference step chooses again from the images it has to compute."""
+    from batch_classify.listing import count_images
+    from batch_classify.plan import LOCAL_MAX_IMAGES, choose_executor
+
+    if settings.executor != "auto":
+        return settings.executor == "local"
+    up_to = min(LOCAL_MAX_IMAGES, settings.limit or LOCAL_MAX_IMAGES)
+    n = count_images(settings.input, settings.storage_options(), up_to=up_to)
+    return choose_executor("auto", n_images=n, ray_address=settings.ray_address, device=settings.device) == "local"
 
 
 #: Ray Data's own helper actors (ray 2.60): one per cluster, each created by the first stage that needs it,

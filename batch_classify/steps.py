@@ -3,7 +3,8 @@
 
 ``batch_classify.tasks`` wraps each in the Prefect task of the same name (``list-dataset``,
 ``validate``, ``infer``, ``persist``, ``report``: retries, tags, artifacts); ``flows`` orders them.
-Each takes the run's :class:`~batch_classify.settings.RunSettings`. :func:`infer` runs the stage on a
+Each takes the run's :class:`~batch_classify.settings.RunSettings`. :func:`infer` runs the stage in this
+process (:mod:`batch_classify.local_stage`, where :func:`batch_classify.plan.choose_executor` says so), on a
 local Ray, or on the cluster this process is the driver of; as a Ray Job, :mod:`batch_classify.cluster`
 submits :mod:`batch_classify.stage_job`, which calls :func:`infer` there.
 
@@ -14,22 +15,26 @@ the modules it calls.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from batch_classify.engines import onnx_model, resolve_runtime
-from batch_classify.errors import PermanentError
-from batch_classify.inference import Classifier, InferenceOutcome, StageResult, decode_batch, run_stage
+from batch_classify.errors import ConfigError, PermanentError
+from batch_classify.inference import Classifier, InferenceOutcome, decode_batch, run_stage
 from batch_classify.layout import MANIFEST
 from batch_classify.listing import NO_LABELS, Listing, list_images
 from batch_classify.model_folder import CONFIG_FILE
 from batch_classify.models import ModelError, ModelSpec, get_spec
-from batch_classify.plan import ClusterPlan, plan_cluster
+from batch_classify.local_stage import run_local_stage
+from batch_classify.plan import ClusterPlan, choose_executor, plan_cluster, plan_local
+from batch_classify.quantize import Int8Model, int8_model
 from batch_classify.ray_logs import LoggerLike
-from batch_classify.ray_start import start_ray, stop_ray
+from batch_classify.ray_start import start_ray, stop_ray, stop_ray_ahead
 from batch_classify.reading import EndpointUnreachable
 from batch_classify.report.build import build_report
 from batch_classify.results import (
@@ -41,6 +46,7 @@ from batch_classify.results import (
 )
 from batch_classify.reuse import find_reusable, model_identity
 from batch_classify.settings import RunSettings
+from batch_classify.stage_output import StageResult
 from batch_classify.table import check_table, publish_run
 from batch_classify.storage import StorageFull, StorageOptions, describe_endpoint, no_space
 from batch_classify.vocabulary import AmbiguousLabel, Vocabulary
@@ -210,7 +216,8 @@ def infer(
     latest committed run on the same input (``settings.incremental``), where the image's content
     identity and the model identity are unchanged (see :mod:`batch_classify.reuse`).
 
-    This runs the stage from this process (local Ray, or a cluster it joins as the driver). For an
+    This runs the stage from this process (in it, on a local Ray, or on a cluster it joins as the driver:
+    :func:`batch_classify.plan.choose_executor`). For an
     ``http(s)://`` ``settings.ray_address`` (the Jobs API), :func:`batch_classify.cluster.run_inference_job`
     runs this same function inside the cluster as a Ray Job; the Prefect task picks one of the two.
 
@@ -234,6 +241,9 @@ def infer(
     storage = settings.storage_options()
     spec = get_spec(settings.model, storage)
     model_id = model_identity(settings.model, settings.weights, storage)
+    int8 = _int8_model(settings, listing, storage, spec) if settings.precision == "int8" else None
+    if int8 is not None:  # int8 predictions are another model's: --incremental never mixes them with float32 ones
+        model_id = f"{model_id}+int8:{int8.digest}"
     label_classes = sorted(set(label_map.values())) or None
     reusable = find_reusable(
         listing.records,
@@ -276,7 +286,8 @@ def infer(
         progress(len(reused), total)
 
     try:
-        stage = _run_ray_stage(settings, storage, todo, on_batch, label_classes, spec=spec, logger=logger) if todo else None
+        stage = _run_stage(settings, storage, todo, on_batch, label_classes, spec=spec, logger=logger,
+                           int8=int8) if todo else None
     except EndpointUnreachable as err:
         raise _stopped_unreachable(err, writer, settings) from err
     except BaseException as err:  # Ctrl-C, SIGTERM, Prefect's cancellation, a failed stage: the next attempt resumes
@@ -318,6 +329,86 @@ def _stopped_unreachable(err: EndpointUnreachable, writer: StagingWriter, settin
     )
 
 
+def _run_stage(
+    settings: RunSettings,
+    storage: StorageOptions,
+    todo: list[dict],
+    on_batch: Callable[[dict], None],
+    label_classes: list[int] | None,
+    *,
+    spec: ModelSpec,
+    logger: LoggerLike | None = None,
+    int8: Int8Model | None = None,
+) -> StageResult:
+    """The stage where :func:`batch_classify.plan.choose_executor` puts it: in this process, or Ray Data's.
+    ``int8``: the quantized model (``--precision int8``), run instead of the float32 export."""
+    executor = choose_executor(settings.executor, n_images=len(todo), ray_address=settings.ray_address, device=settings.device)
+    if executor == "ray":
+        return _run_ray_stage(settings, storage, todo, on_batch, label_classes, spec=spec, logger=logger, int8=int8)
+    stop_ray_ahead()  # a Ray started ahead for a larger run (--executor auto guessed from the input): not needed
+    plan = plan_local(settings.num_cpus or os.cpu_count() or 1, runtime=settings.runtime, batch_size=settings.batch_size,
+                      onnx_only=spec.onnx_only)
+    return run_local_stage(todo, **_stage_arguments(settings, storage, plan, int8, label_classes, on_batch, logger))
+
+
+def _stage_arguments(settings: RunSettings, storage: StorageOptions, plan: ClusterPlan, int8: Int8Model | None,
+                     label_classes: list[int] | None, on_batch: Callable[[dict], None], logger: LoggerLike | None) -> dict:
+    """What both stages take from the run (logs the plan they run)."""
+    plan = _with_precision(plan, int8)
+    log.info("inference plan: %s", plan)
+    return {
+        "onnx_blob": _stage_blob(settings, storage, plan, int8),
+        "model_name": settings.model,
+        "weights": settings.weights,
+        "storage": storage,
+        "plan": plan,
+        "compile": settings.compile,
+        "max_pixels": settings.max_image_pixels,
+        "on_batch": on_batch,
+        "restricted_classes": tuple(label_classes) if label_classes else None,
+        "read_timeout": settings.read_timeout,
+        "logger": logger,
+    }
+
+
+def _int8_model(settings: RunSettings, listing: Listing, storage: StorageOptions, spec: ModelSpec) -> Int8Model:
+    """The int8 model of ``--precision int8``, calibrated on ``settings.calibration``'s photos, else the input's.
+
+    Raises:
+        Int8Rejected: see :func:`batch_classify.quantize.int8_model`.
+        ListingError: ``settings.calibration`` holds no image.
+    """
+    if settings.calibration:
+        paths = [r.path for r in list_images(settings.calibration, storage, labels_uri=NO_LABELS).records]
+    else:
+        paths = [r.path for r in listing.records]
+    blob = onnx_model(settings.model, settings.weights, storage, cache_dir=settings.cache_dir)
+    return int8_model(blob, paths=paths, preset=spec.preset, storage=storage, cache_dir=settings.cache_dir)
+
+
+def _with_precision(plan: ClusterPlan, int8: Int8Model | None) -> ClusterPlan:
+    """``plan`` running ``int8`` where one is given.
+
+    Raises:
+        ConfigError: an int8 model on a plan that runs PyTorch (a GPU).
+    """
+    if int8 is None:
+        return plan
+    if plan.runtime != "onnx":
+        raise ConfigError(f"--precision int8 runs under ONNX Runtime on the CPUs, but the stage's plan runs {plan.runtime} "
+                          f"on {plan.device}; use --device cpu, or --precision float32")
+    return dataclasses.replace(plan, precision="int8")
+
+
+def _stage_blob(settings: RunSettings, storage: StorageOptions, plan: ClusterPlan, int8: Int8Model | None) -> bytes | None:
+    """The ONNX model the stage runs: ``int8``'s, else the float32 export for ONNX Runtime, else None (PyTorch)."""
+    if int8 is not None:
+        return int8.blob
+    if plan.runtime == "onnx":
+        return onnx_model(settings.model, settings.weights, storage, cache_dir=settings.cache_dir)
+    return None
+
+
 def _run_ray_stage(
     settings: RunSettings,
     storage: StorageOptions,
@@ -327,6 +418,7 @@ def _run_ray_stage(
     *,
     spec: ModelSpec,
     logger: LoggerLike | None = None,
+    int8: Int8Model | None = None,
 ) -> StageResult:
     import ray
 
@@ -342,26 +434,8 @@ def _run_ray_stage(
             decode=settings.decode,
             preset=spec.preset,
         )
-        log.info("inference plan: %s", plan)
-        blob = None
-        if plan.runtime == "onnx":
-            blob = onnx_model(settings.model, settings.weights, storage, cache_dir=settings.cache_dir)
-        return run_stage(
-            todo,
-            onnx_blob=blob,
-            model_name=settings.model,
-            weights=settings.weights,
-            storage=storage,
-            plan=plan,
-            compile=settings.compile,
-            max_pixels=settings.max_image_pixels,
-            on_batch=on_batch,
-            restricted_classes=tuple(label_classes) if label_classes else None,
-            read_timeout=settings.read_timeout,
-            lost_capacity_wait=settings.lost_capacity_wait,
-            logger=logger,
-            verbose=settings.verbose,
-        )
+        return run_stage(todo, **_stage_arguments(settings, storage, plan, int8, label_classes, on_batch, logger),
+                         lost_capacity_wait=settings.lost_capacity_wait, verbose=settings.verbose)
     finally:
         if started:  # in the background: the commit and the report do not wait for Ray's processes to end
             stop_ray(wait=False)

@@ -49,6 +49,14 @@ ROOT = Path(__file__).resolve().parents[1]
 #: reference of the "× seed" column; ``seed-720`` as the tutorial writes it (a GPU setting that only
 #: slows it on a CPU).
 SEED_BATCH = {"seed-32": 32, "seed-720": 720}
+#: The options each ``ours-*`` variant adds to ``batch-classify run`` (``ours``: none, the defaults;
+#: ``ours-server``: none, but a Prefect server is running, :func:`_server`).
+VARIANT_OPTIONS = {
+    "ours-torch": ["--runtime", "torch"],
+    "ours-int8": ["--precision", "int8"],
+    "ours-ray": ["--executor", "ray"],
+    "ours-local": ["--executor", "local"],
+}
 #: Files of the ``ours-10`` variant: the whole process on a run this small is its fixed overhead.
 OVERHEAD_FILES = 10
 
@@ -75,12 +83,33 @@ def _command(variant: str, args, input_dir: Path, out: Path, weights: str | None
     if variant.startswith("ours"):
         cmd = [PY, "-m", "batch_classify", "run", "-i", str(input_dir), "-o", str(out / "ours"), "--model", args.model,
                "--run-id", run_id, "-q", *w]
-        if variant == "ours-torch":
-            cmd += ["--runtime", "torch"]
+        cmd += VARIANT_OPTIONS.get(variant, [])
+        if variant == "ours-server":  # a Prefect server that outlives the run, as a nightly deployment has
+            env["PREFECT_API_URL"] = args.server_url
         if variant == "ours-before":  # run from that tree so that its packages come first on sys.path
             env["PYTHONPATH"] = str(Path(args.before_tree).resolve())
         return cmd, env
     raise ValueError(f"unknown variant {variant!r}")
+
+
+def _server(workdir: Path):
+    """A Prefect API for the ``ours-server`` variant, started once, ready, and stopped at exit: what a
+    nightly deployment reports to (the product's :class:`batch_classify.startup.TemporaryApi`, kept)."""
+    import atexit
+
+    from batch_classify.startup import TemporaryApi
+
+    os.environ["PREFECT_HOME"] = str(workdir / "prefect-home")  # the same database as the other variants'
+    server = TemporaryApi().start()
+    server.wait_ready()
+    atexit.register(server.stop)
+    return server
+
+
+def _warm_int8(args, source: Path, workdir: Path, weights: str | None) -> None:
+    """One untimed ``ours-int8`` run over ``source``: the int8 model calibrated on it is cached for the timed runs."""
+    m, _ = _timed("ours-int8", args, source, workdir / "out" / "warm-up-int8", weights, "warm-up-int8")
+    print(f"int8 warm-up over {source.name} (untimed: quantizes and caches): {m.seconds:.1f} s", flush=True)
 
 
 def _timed(variant: str, args, source: Path, out: Path, weights: str | None, run_id: str) -> tuple[Measured, dict]:
@@ -136,7 +165,10 @@ def main() -> None:
     parser.add_argument("--random-weights", action="store_true", help="random weights (timing only; resnet152 has none here)")
     parser.add_argument("--variants", default="seed-32,seed-720,dataloader,ours,ours-10,model",
                         help="of seed-32, seed-720, dataloader, daft (the peer: benchmarks/daft_variant.py, needs "
-                             "`pip install daft`), ours, ours-10 (ours on 10 files: the fixed overhead), ours-torch, model")
+                             "`pip install daft`), ours, ours-10 (ours on 10 files: the fixed overhead), ours-torch, "
+                             "ours-int8, ours-ray, ours-local, ours-server (ours with a Prefect server running), model")
+    parser.add_argument("--scale-variants", default="ours,daft",
+                        help="the variants run on --scale files, in turn (of the whole-process variants above)")
     parser.add_argument("--before-tree", help="a checkout of an earlier commit: adds variant ours-before")
     parser.add_argument("--batch-size", type=int, default=CPU_BATCH_SIZE, help="model-alone batch size (the pipeline's CPU default)")
     parser.add_argument("--model-images", type=int, default=256, help="pre-decoded images the model-alone run times")
@@ -168,6 +200,9 @@ def main() -> None:
     imports = [import_seconds()]
     print(f"core speed: {LOOP_ADDITIONS:,} Python additions in {loops[0]:.2f} s; "
           f"a fresh `{IMPORT_PROBE}` in {imports[0]:.2f} s", flush=True)
+    scale_variants = [v for v in args.scale_variants.split(",") if v] if args.scale else []
+    server = _server(workdir) if "ours-server" in variants + scale_variants else None
+    args.server_url = server.api_url if server else None
     if any(v.startswith("ours") for v in whole):  # untimed: creates Prefect's database and the ONNX export cache
         out = workdir / "out" / "warm-up"
         shutil.rmtree(out, ignore_errors=True)
@@ -175,6 +210,8 @@ def main() -> None:
         cmd, env = _command("ours", args, small_dir, out, weights, "warm-up")
         m = run_measured(cmd, env=env)
         print(f"warm-up (untimed): {m.seconds:.1f} s", flush=True)
+    if "ours-int8" in whole:  # untimed: the int8 model calibrated on this input, cached as a nightly run's after its first
+        _warm_int8(args, input_dir, workdir, weights)
     warm_roots = [input_dir, small_dir, workdir / "prefect-home", Path(default_cache_dir())]
     if args.before_tree:
         warm_roots.append(Path(args.before_tree))
@@ -199,18 +236,17 @@ def main() -> None:
     scale = None
     if args.scale:
         big = prepare_input(workdir, args.scale)
-        scale = {"images": args.scale, "runs": []}
+        scale = {"images": args.scale}
         warm_roots.append(big)
+        if "ours-int8" in scale_variants:
+            _warm_int8(args, big, workdir, weights)
         for rep in range(args.scale_repeats):
-            warm()
-            m, report = _timed("ours", args, big, workdir / "out" / "scale", weights, "bench-scale")
-            scale["runs"].append({"seconds": m.seconds, "peak_bytes": m.peak_bytes, "report": report})
-            print(f"[{rep}] scale {args.scale}: {m.seconds:.1f} s, peak {m.peak_bytes / 2**30:.2f} GiB", flush=True)
-            if "daft" in variants:  # the peer on the same files, right after
+            for variant in scale_variants:  # in turn, as the runs above
                 warm()
-                d, report = _timed("daft", args, big, workdir / "out" / "scale", weights, "bench-scale")
-                scale.setdefault("daft_runs", []).append({"seconds": d.seconds, "peak_bytes": d.peak_bytes, "report": report})
-                print(f"[{rep}] daft scale {args.scale}: {d.seconds:.1f} s, peak {d.peak_bytes / 2**30:.2f} GiB", flush=True)
+                m, report = _timed(variant, args, big, workdir / "out" / "scale", weights, "bench-scale")
+                scale.setdefault("variants", {}).setdefault(variant, []).append(
+                    {"seconds": m.seconds, "peak_bytes": m.peak_bytes, "report": report})
+                print(f"[{rep}] {variant} scale {args.scale}: {m.seconds:.1f} s, peak {m.peak_bytes / 2**30:.2f} GiB", flush=True)
             if "model" in variants:  # the ceiling, measured beside the run it bounds
                 warm()
                 model_alone.append(_model_alone(args, input_dir, weights))
@@ -260,10 +296,12 @@ def _render(args, started, input_dir, results, reports, model_alone, scale, loop
         lines.append(
             f"| {variant} | {files} | {s:.1f} | {files / s:.1f} | {ratio} | {peak:.2f} | {top1} | {stage} |"
         )
-    if "daft" in results and "ours" in results:
-        daft_s, ours_s = median([m.seconds for m in results["daft"]]), median([m.seconds for m in results["ours"]])
-        lines += ["", f"`ours` against `daft`, the peer: {daft_s / ours_s:.2f}× (median wall times {ours_s:.1f} and "
-                      f"{daft_s:.1f} s; above 1, ours is faster)."]
+    if "daft" in results:
+        daft_s = median([m.seconds for m in results["daft"]])
+        for variant in (v for v in results if v.startswith("ours") and v != "ours-10"):
+            ours_s = median([m.seconds for m in results[variant]])
+            lines += ["", f"`{variant}` against `daft`, the peer: {daft_s / ours_s:.2f}× (median wall times {ours_s:.1f} and "
+                          f"{daft_s:.1f} s; above 1, ours is faster)."]
     if "ours-10" in results:
         times = ", ".join(f"{m.seconds:.1f}" for m in results["ours-10"])
         lines += ["", f"`ours-10`, the whole process on {OVERHEAD_FILES} files (its fixed overhead), each repeat: {times} s."]
@@ -278,19 +316,21 @@ def _render(args, started, input_dir, results, reports, model_alone, scale, loop
                 ratio = "" if steady != steady else f"; `{variant}` stage steady state {steady:.0f} = {steady / rate:.2f} of it"
                 lines.append(f"- {runtime}: {rate:.1f}{ratio}")
     if scale:
-        runs = scale["runs"]
-        steadies = [r["report"].get("stage_steady_images_per_second") for r in runs]
+        by_variant = scale.get("variants", {})
+        lines += ["", f"Scale: {scale['images']} files, the variants in turn, whole process:", "",
+                  "| variant | wall s (median) | each run | peak memory GiB | top-1 | stage images/s (steady) | × daft |",
+                  "|---|---|---|---|---|---|---|"]
+        daft_s = median([r["seconds"] for r in by_variant.get("daft", [])])
+        for variant, runs in by_variant.items():
+            s = median([r["seconds"] for r in runs])
+            top1 = runs[0]["report"].get("top1")
+            steady = runs[0]["report"].get("stage_steady_images_per_second")
+            each = ", ".join(f"{r['seconds']:.1f}" for r in runs)
+            lines.append(f"| {variant} | {s:.1f} | {each} | "
+                         f"{max(r['peak_bytes'] for r in runs) / 2**30:.2f} | {'–' if top1 is None else f'{top1:.3f}'} | "
+                         f"{steady or '–'} | {'–' if daft_s != daft_s or variant == 'daft' else f'{daft_s / s:.2f}'} |")
+        steadies = [r["report"].get("stage_steady_images_per_second") for r in by_variant.get("ours", [])]
         steadies = [x for x in steadies if x]
-        each = "; ".join(
-            f"{r['seconds']:.1f} s, steady {r['report'].get('stage_steady_images_per_second')} images/s, "
-            f"peak {r['peak_bytes'] / 2**30:.2f} GiB, top-1 {r['report'].get('top1')}" for r in runs
-        )
-        lines += ["", f"Scale: `ours` on {scale['images']} files, {len(runs)} run(s), whole process: {each}."]
-        if scale.get("daft_runs"):
-            daft_each = "; ".join(f"{r['seconds']:.1f} s, peak {r['peak_bytes'] / 2**30:.2f} GiB, top-1 {r['report'].get('top1')}"
-                                  for r in scale["daft_runs"])
-            ratio = median([r["seconds"] for r in scale["daft_runs"]]) / median([r["seconds"] for r in runs])
-            lines.append(f"`daft` on the same files, right after each: {daft_each}; ours is {ratio:.2f}× Daft (median wall time).")
         ceiling = _ceiling(model_alone)
         steady = median(steadies) if steadies else None
         if ceiling and steady:

@@ -12,6 +12,8 @@
 # d. decode parity (benchmarks/decode_parity.py): nvJPEG crops against Pillow's on the carried
 #    photos, classified by EfficientNet-Lite0 with its real weights (.devdata/efficientnet_lite0-fp16.pth
 #    when carried), and nvJPEG decode + resize + crop images/s;
+# f. (issue 28 item 5, run first) benchmarks/gpu_reconcile.py per model: NVML busy in the steady state,
+#    the model alone at the stage's batch size, the actors' time by part, a profiler trace, Ray Data's stats;
 # e. GPU utilisation and memory sampled every 250 ms (nvidia-smi) during each stage run: mean
 #    utilisation and peak memory per plan in the summary. A plan's 5th field picks the decoding:
 #    torch-cuda:256:4:1:cpu (Pillow in CPU tasks) or :device (nvJPEG in the model actors).
@@ -215,6 +217,15 @@ main() {
     run_part prepare 120 prepare
     local input_alone=$WORK/input-$N_ALONE input_stage=$WORK/input-$N_STAGE m sampler
     sample_gpu & sampler=$!
+    # f. issue 28 item 5, first: the GPU busy share from NVML in the steady state, the model alone at the
+    #    stage's batch size and dtype, each actor's time by part, one profiler trace, Ray Data's stats
+    for m in $MODELS; do
+        [ "${GPU_CHECK_RECONCILE:-1}" = 1 ] || continue
+        run_part "reconcile-$m" 180 "$PY" -m benchmarks.gpu_reconcile "$input_stage" --model "$m" --weights "$(weights_for "$m")" \
+            --device "$DEVICE" --batch-size "$([ "$DRY" = 1 ] && echo 16 || echo 256)" --actors "$([ "$DRY" = 1 ] && echo 1 || echo 4)" \
+            --alone-images "$N_ALONE" --out "$OUT/reconcile"
+        stop_ray
+    done
     # d. decode parity and nvJPEG's speed
     run_part parity 120 bash -c 'set -o pipefail; "$0" -m benchmarks.decode_parity "$1" --device "$2" \
         $( [ -f "$3" ] && echo --weights "$3" ) --speed-input "$4" --speed-images "$5" | tee "$6.out" && tail -n 1 "$6.out" > "$6"' \

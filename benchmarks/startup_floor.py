@@ -4,9 +4,9 @@ On the 2-core development machine a run over 10 files keeps both cores busy from
 (issue 15). Its wall time cannot then fall below (busy CPU-seconds) / (cores), however its start-up is
 overlapped; only less work makes it shorter. This benchmark runs, taking turns:
 
-- ``ours``: ``batch-classify run … -q`` as a user runs it, on a local Ray;
-- ``without-ray``: the same command with the inference stage in the CLI's own process
-  (:mod:`benchmarks.without_ray`): a what-if, not a product path;
+- ``ours-ray``: ``batch-classify run … -q --executor ray``, the stage on a local Ray;
+- ``ours-local``: ``--executor local``, the stage in the CLI's own process (what ``auto`` picks for 10
+  files; until issue 28 this was a what-if, ``benchmarks/without_ray.py``);
 
 and records for each run its wall time and the whole machine's busy, idle and stolen CPU-seconds from
 ``/proc/stat`` (every process, no sampler running). With ``--breakdown``, one more run of each, untimed,
@@ -46,7 +46,7 @@ from benchmarks.compare import OVERHEAD_FILES
 from benchmarks.compare import _command as compare_command
 from batch_classify.settings import default_cache_dir
 
-VARIANTS = ("ours", "without-ray")
+VARIANTS = ("ours-ray", "ours-local")
 #: Kinds of a run's processes, by a text in the process's name, then in its command line (first match);
 #: the run's own process is "CLI" and its unmatched descendants "other". Ray names its workers
 #: ``ray::<what they run>``; the raylet's command line names the worker script, hence names first.
@@ -62,12 +62,8 @@ KINDS = (
 
 
 def _command(variant: str, args: argparse.Namespace, input_dir: Path, out: Path, run_id: str) -> tuple[list[str], dict]:
-    """``benchmarks.compare``'s ``ours`` command and environment (one kept Prefect home under ``--workdir``);
-    for ``without-ray``, the same arguments to :mod:`benchmarks.without_ray`."""
-    cmd, env = compare_command("ours", args, input_dir, out, None, run_id)
-    if variant == "without-ray":
-        cmd[cmd.index("batch_classify")] = "benchmarks.without_ray"
-    return cmd, env
+    """``benchmarks.compare``'s command and environment for ``variant`` (one kept Prefect home under ``--workdir``)."""
+    return compare_command(variant, args, input_dir, out, None, run_id)
 
 
 def _cpu_ticks() -> dict[str, int]:

@@ -216,7 +216,9 @@ def infer(settings: RunSettings, listing: Listing, label_map: dict[str, int]) ->
     else:
         print(
             f"inference: {s.n_predicted} predicted, {s.n_failed} failed in {s.wall_seconds:.1f} s "
-            f"({s.n_input / s.wall_seconds:.1f} images/s) on {s.plan.num_actors} {s.plan.device} actor(s)"
+            f"({s.n_input / s.wall_seconds:.1f} images/s) "
+            + ("in this process" if s.plan.executor == "local" else f"on {s.plan.num_actors} {s.plan.device} actor(s)")
+            + (", int8" if s.plan.precision == "int8" else "")
         )
     return outcome
 

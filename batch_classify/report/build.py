@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batch_classify.inference import StageResult
+from batch_classify.stage_output import StageResult
 from batch_classify.scores import TOP_K
 from batch_classify.layout import RunLayout
 from batch_classify.listing import Listing
@@ -52,17 +52,19 @@ def _stage_fields(stage: StageResult | None) -> dict:
     """The report's ``stage_*`` and plan fields; null when nothing was computed."""
     if stage is None:
         keys = ("stage_seconds", "stage_images_per_second", "stage_first_batch_seconds",
-                "stage_steady_images_per_second", "device", "num_actors", "batch_size", "runtime")
+                "stage_steady_images_per_second", "executor", "device", "num_actors", "batch_size", "runtime", "precision")
         return dict.fromkeys(keys)
     return {
         "stage_seconds": round(stage.wall_seconds, 3),
         "stage_images_per_second": round(stage.n_input / stage.wall_seconds, 3) if stage.wall_seconds > 0 else math.nan,
         "stage_first_batch_seconds": _rounded(stage.first_batch_seconds),
         "stage_steady_images_per_second": _rounded(stage.steady_images_per_second),
+        "executor": stage.plan.executor,
         "device": stage.plan.device,
         "num_actors": stage.plan.num_actors,
         "batch_size": stage.plan.batch_size,
         "runtime": stage.plan.runtime,
+        "precision": stage.plan.precision,
     }
 
 

@@ -42,3 +42,15 @@ def under(path: str, root: str | None) -> str:
 def when(iso: str | None) -> str:
     """An ISO 8601 time as the report prints it, to the minute: ``2026-12-07 06:52``; ``""`` for None."""
     return str(iso or "")[:16].replace("T", " ")
+
+
+def device(report: dict) -> str:
+    """Where a report's stage ran, as the report prints it: ``cpu × 1 actors`` (Ray Data's actor pool),
+    ``cpu, in the run's process`` (``--executor local``), with ``, int8`` for ``--precision int8``; ``n/a``
+    where nothing was computed (every image reused)."""
+    if not report.get("device"):
+        return NA
+    where = ("in the run's process" if report.get("executor") == "local"
+             else f"× {report.get('num_actors') or '?'} actors")
+    sep = ", " if report.get("executor") == "local" else " "
+    return f"{report['device']}{sep}{where}" + (", int8" if report.get("precision") == "int8" else "")

@@ -26,7 +26,7 @@ from batch_classify.report.figures import (
 )
 from batch_classify.report.change_figures import class_shares_png
 from batch_classify.report.compare import compared_line
-from batch_classify.report.format import NA, num, pct, points
+from batch_classify.report.format import NA, device, num, pct, points
 from batch_classify.report.gallery import MAX_GALLERY, confident_mistakes, gallery_with_reasons
 from batch_classify.report.html_sections import history_section, png_figure as _png, review_section, verdict_section
 from batch_classify.report.metrics import DEFAULT_BINS, calibration, calibration_from_fields, prediction_distribution
@@ -92,7 +92,6 @@ def _template():
 def _summary(report: dict, ece: float | None) -> list[tuple[str, str, str]]:
     """The summary's rows: (name, value, style), style ``"code"``, ``"big"`` or ``""``; a fact this run has
     no value for (an unlabelled run's top-1) is left out."""
-    device = f"{report['device']} × {report.get('num_actors') or '?'} actors" if report.get("device") else NA
     facts = [
         ("model", report.get("model", "n/a"), "code"),
         ("input", report.get("input", "n/a"), "code"),
@@ -133,7 +132,7 @@ def _summary(report: dict, ece: float | None) -> list[tuple[str, str, str]]:
     facts += [
         ("wall time", num(report.get("wall_seconds"), "{:.1f} s"), ""),
         ("throughput", num(report.get("images_per_second"), "{:.1f} images/s"), ""),
-        ("device", device, ""),
+        ("device", device(report), ""),
     ]
     return [(name, value, style) for name, value, style in facts if value != NA and not str(value).startswith(f"{NA} ")]
 

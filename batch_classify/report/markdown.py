@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from batch_classify.report.compare import compared_line
-from batch_classify.report.format import NA, missing, num, pct, points, under, when
+from batch_classify.report.format import NA, device, missing, num, pct, points, under, when
 from batch_classify.report.samples import MIN_CALIBRATION_IMAGES, MIN_IMAGES, few, small_sample_notes
 from batch_classify.report.trend import entry_status, this_run_entry
 from batch_classify.report.verdict import key_figures, verdict
@@ -54,7 +54,6 @@ def _details(report: dict) -> list[str]:
     ece = pct(report.get("ece"))
     if report.get("ece") is not None and (report.get("n_labelled") or 0) < MIN_CALIBRATION_IMAGES:
         ece += f" (over {report.get('n_labelled')} images: a small sample)"
-    device = "" if not report.get("device") else f"{report['device']} × {report.get('num_actors') or '?'} actors"
     rows = [
         ("model", f"`{report['model']}`"),
         ("input", f"`{report['input']}`"),
@@ -72,7 +71,7 @@ def _details(report: dict) -> list[str]:
         ("calibration error (ECE, 15 bins)", ece),
         ("wall time", num(report.get("wall_seconds"), "{:.1f} s")),
         ("throughput", num(report.get("images_per_second"), "{:.1f} images/s")),
-        ("device", device or NA),
+        ("device", device(report)),
     ]
     return ["## This run", "", *_rows(rows)]
 

@@ -52,7 +52,8 @@ def _decodable(photo: Image.Image) -> dict[str, bytes]:
     }
 
 
-def test_forty_good_photos_and_every_bad_kind(photos, tmp_path):
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_forty_good_photos_and_every_bad_kind(photos, tmp_path, executor):
     src = arrange_in_wnid_folders(photos[:40], tmp_path / "in")
     photo = Image.open(photos[0]).convert("RGB")
     awkward = _decodable(photo)
@@ -73,7 +74,7 @@ def test_forty_good_photos_and_every_bad_kind(photos, tmp_path):
 
     settings = RunSettings(
         input=str(src), output=str(tmp_path / "out"), model="efficientnet_lite0", run_id="bad-night",
-        max_image_pixels=10_000_000, max_failed_fraction=0.1,
+        max_image_pixels=10_000_000, max_failed_fraction=0.1, executor=executor,
     )
     state = classify(settings, return_state=True)
     assert state.is_completed(), state.message
@@ -90,6 +91,7 @@ def test_forty_good_photos_and_every_bad_kind(photos, tmp_path):
     report = json.loads((tmp_path / "out" / "bad-night" / "report.json").read_text())
     assert report["n_listed"] == report["n_predicted"] + report["n_failed"] == 40 + len(awkward) + 1 + len(broken)
     assert report["n_failed"] == len(broken)
+    assert report["executor"] == executor
 
 
 def test_sixteen_bit_pixels_are_scaled_not_clipped():

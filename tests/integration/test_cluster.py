@@ -24,7 +24,8 @@ from helpers.photos import arrange_in_wnid_folders, linked_copies
 from helpers.prefect_api import artifacts_of, flow_run_named, flow_run_of, logs_of
 
 from batch_classify import cluster, steps
-from batch_classify.inference import InferenceOutcome, StageResult
+from batch_classify.inference import InferenceOutcome
+from batch_classify.stage_output import StageResult
 from batch_classify.plan import ClusterPlan
 from batch_classify.listing import ImageRecord, Listing
 from batch_classify.results import StagedRun, read_committed

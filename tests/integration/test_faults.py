@@ -75,8 +75,9 @@ def test_a_prefect_api_that_restarts_for_30_s_mid_stage_costs_the_run_nothing(ph
                  "BATCH_CLASSIFY_NUM_CPUS": "2"},
             stdout=subprocess.DEVNULL, stderr=open(log, "w"), start_new_session=True,
         )
-        _wait("the stage", lambda: "Starting execution of Dataset" in log.read_text() or run.poll() is not None, timeout=240)
-        time.sleep(3)
+        staged = tmp_path / "out" / "through-a-restart"
+        _wait("the stage", lambda: list(staged.glob("_staging/*/predictions/*.parquet")) or run.poll() is not None, timeout=240)
+        time.sleep(2)
         assert run.poll() is None, log.read_text()[-3000:]
         _stop(server)
         time.sleep(30)

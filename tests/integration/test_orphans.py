@@ -72,7 +72,8 @@ def _kill_all(procs: dict) -> None:
 @linux_only
 @pytest.mark.slow
 @pytest.mark.integration
-def test_kill_9_of_the_cli_takes_prefect_and_ray_with_it(photos, tmp_path):
+@pytest.mark.parametrize("executor", ["ray", "local"])
+def test_kill_9_of_the_cli_takes_prefect_and_ray_with_it(photos, tmp_path, executor):
     src = arrange_in_wnid_folders(photos[:40], tmp_path / "in")
     ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths have a length limit
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": "", "COLUMNS": "200",
@@ -83,12 +84,13 @@ def test_kill_9_of_the_cli_takes_prefect_and_ray_with_it(photos, tmp_path):
     with open(log, "w") as sink:
         proc = subprocess.Popen(
             [*cli, "run", "--input", str(src), "--output", str(tmp_path / "out"), "--model", "efficientnet_lite0",
-             "--run-id", "orphans", "--batch-size", "4", "--num-cpus", "2", "--quiet"],
+             "--run-id", "orphans", "--batch-size", "4", "--num-cpus", "2", "--quiet", "--executor", executor],
             stdout=sink, stderr=subprocess.STDOUT, env=env,
         )
     recorded: dict = {}
     try:
-        wanted = ("uvicorn", "raylet", "gcs_server", "ray::DashboardAgent", "ray::RuntimeEnvAgent")
+        wanted = ("uvicorn", "raylet", "gcs_server", "ray::DashboardAgent", "ray::RuntimeEnvAgent") if executor == "ray" else (
+            "uvicorn", "batch_classify.watchdog")
         end = time.monotonic() + 300
         while True:
             _descendants(proc.pid, recorded)

@@ -30,7 +30,8 @@ def test_ray_data_summary_and_progress_reach_the_flow_run_log(photos, tmp_path):
     from batch_classify.flows import classify
 
     src = arrange_in_wnid_folders(photos[:12], tmp_path / "in")
-    settings = RunSettings(input=str(src), output=str(tmp_path / "out"), model=MODEL, run_id="logs-1", batch_size=4)
+    settings = RunSettings(input=str(src), output=str(tmp_path / "out"), model=MODEL, run_id="logs-1", batch_size=4,
+                           executor="ray")
     state = classify(settings, return_state=True)
     assert state.is_completed(), state.message
     logs = logs_of(state.state_details.flow_run_id)
@@ -134,7 +135,7 @@ def _cli(*args, tmp_path):
 @pytest.mark.slow
 def test_ray_stays_off_the_terminal_unless_verbose(photos, tmp_path):
     src = arrange_in_wnid_folders(photos[:6], tmp_path / "in")
-    common = ["run", "--input", str(src), "--output", str(tmp_path / "out"), "--model", MODEL, "--batch-size", "2",
+    common = ["run", "--input", str(src), "--output", str(tmp_path / "out"), "--model", MODEL, "--batch-size", "2", "--executor", "ray",
               "--num-cpus", "2", "-q"]
 
     quiet = _cli(*common, "--run-id", "quiet", tmp_path=tmp_path)

@@ -334,3 +334,12 @@ def test_lowest_confidence_and_changed_predictions():
     rows, n = changed_predictions(now, before)
     assert n == 2 and [(r["path"], r["before"], r["after"]) for r in rows] == [("b", "cat", "dog"), ("c", "owl", "fox")]
     assert rows[0]["confidence_before"] == 0.7 and changed_predictions(now, before, limit=1) == (rows[:1], 2)
+
+
+def test_the_report_says_where_the_stage_ran():
+    from batch_classify.report.format import device
+
+    assert device({"device": "cpu", "num_actors": 1, "executor": "ray"}) == "cpu × 1 actors"
+    assert device({"device": "cuda", "num_actors": 4}) == "cuda × 4 actors"  # a report from before issue 28
+    assert device({"device": "cpu", "num_actors": 1, "executor": "local", "precision": "int8"}) == "cpu, in the run's process, int8"
+    assert device({"device": None}) == "n/a"
