@@ -78,7 +78,7 @@ class ListFailure:
     error: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ImageRecord:
     """One listed image.
 
@@ -275,7 +275,8 @@ def list_images(
     if not_entered:
         ignored[ALREADY_LISTED] = len(not_entered)
     hidden_folders: set[str] = set()
-    for path, info in found.items():
+    while found:  # emptied as it is read: at a million files its entries weighed as much as the records
+        path, info = found.popitem()
         kind = info.get("type", "file")
         if kind == "directory":
             continue
@@ -317,18 +318,20 @@ def list_images(
         images = images[:limit]
 
     root_uri = as_uri(root).rstrip("/")
-    folders_of = {p: p[len(root_uri) + 1 :].split("/")[:-1] for p, _, _ in images}
-    partitions = {p: _partitions(p, folders) for p, folders in folders_of.items()}
+
+    def folders_of(path: str) -> list[str]:
+        return path[len(root_uri) + 1 :].split("/")[:-1]
+
     if labels_uri and labels_uri.strip().lower() == NO_LABELS:
         source = NO_LABELS
 
-        def label_of(path: str) -> str | None:
+        def label_of(path: str, folders: list[str]) -> str | None:
             return None
     elif labels_uri:
         source = "manifest"
         manifest = read_manifest(labels_uri, storage)
-        found = {p: manifest.get(p) or manifest.get(p[len(root_uri) + 1 :]) for p, _, _ in listed}
-        manifest_matched = sum(label is not None for label in found.values())
+        labelled = {p: manifest.get(p) or manifest.get(p[len(root_uri) + 1 :]) for p, _, _ in listed}
+        manifest_matched = sum(label is not None for label in labelled.values())
         if manifest and not manifest_matched:
             example = next(iter(manifest))
             raise ListingError(
@@ -336,18 +339,21 @@ def list_images(
                 f"(e.g. {example!r}); paths are the full URI as listed ({images[0][0]!r}) or relative to the input"
             )
 
-        def label_of(path: str) -> str | None:
-            return found[path]
+        def label_of(path: str, folders: list[str]) -> str | None:
+            return labelled[path]
     else:
         source = "folders"
 
-        def label_of(path: str) -> str | None:
+        def label_of(path: str, folders: list[str]) -> str | None:
             # the nearest folder above the file that is not a partition folder
-            return next((f for f in reversed(folders_of[path]) if not PARTITION_RE.match(f)), None)
+            return next((f for f in reversed(folders) if not PARTITION_RE.match(f)), None)
 
-    records = tuple(
-        ImageRecord(path=p, label=label_of(p), size=s, content_id=c, partitions=partitions[p]) for p, s, c in images
-    )
+    def record(path: str, size: int, content: str) -> ImageRecord:
+        folders = folders_of(path)
+        return ImageRecord(path=path, label=label_of(path, folders), size=size, content_id=content,
+                           partitions=_partitions(path, folders))
+
+    records = tuple(record(p, s, c) for p, s, c in images)
     keys = tuple(dict.fromkeys(k for r in records for k, _ in r.partitions))
     return Listing(
         input=uri, records=records, n_ignored=sum(ignored.values()), ignored_extensions=dict(ignored),
