@@ -151,15 +151,22 @@ def _cached_export(spec: ModelSpec, weights: str | None, storage: StorageOptions
     except OSError:
         pass
     blob = _exported(spec, weights, storage)
+    cache_files(folder, {blob_path.name: blob, sum_path.name: hashlib.sha256(blob).hexdigest().encode()}, "the ONNX export")
+    return blob
+
+
+def cache_files(folder: Path, files: dict[str, bytes], what: str) -> None:
+    """Write ``files`` (name → bytes) into the cache ``folder``, each atomically (a concurrent run reads the
+    old file or the new one); a folder that cannot be written (a read-only home) is a warning naming
+    ``what``, and the run goes on without the cache."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        for path, data in ((blob_path, blob), (sum_path, hashlib.sha256(blob).hexdigest().encode())):
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        for name, data in files.items():
+            tmp = folder / f".{name}.{os.getpid()}.tmp"
             tmp.write_bytes(data)
-            tmp.replace(path)  # atomic: a concurrent run reads the old file or the new one
-    except OSError as err:  # a read-only home: run without the cache
-        log.warning("could not cache the ONNX export under %s: %s", folder, err)
-    return blob
+            tmp.replace(folder / name)
+    except OSError as err:
+        log.warning("could not cache %s under %s: %s", what, folder, err)
 
 
 #: ONNX opset of the export; part of the cache key.

@@ -201,7 +201,7 @@ def count_images(uri: str, storage: StorageOptions, *, up_to: int) -> int:
         fs, root = filesystem(uri, storage)
         walk = os.walk(root) if not is_remote_fs(fs) else fs.walk(root)
         for _, folders, files in walk:
-            folders[:] = [f for f in folders if not f.startswith(".")] if isinstance(folders, list) else folders
+            folders[:] = [f for f in folders if not f.startswith(".")]  # os.walk and fsspec's walk: not entered
             n += sum(1 for f in files if not f.startswith(".") and _ext(f) in IMAGE_EXTENSIONS)
             if n >= up_to:
                 return up_to

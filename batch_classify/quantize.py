@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import tempfile
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from batch_classify.engines import cache_files
 from batch_classify.errors import PermanentError
 from batch_classify.inference import decode_batch
 from batch_classify.preprocess import ClassificationPreset
@@ -46,8 +46,6 @@ CHECK_IMAGES = 100
 MIN_AGREEMENT = 0.95
 #: Names the recipe in the cache key: change it when the recipe changes.
 RECIPE = "qdq-u8s8-perchannel-minmax-stem-head-fp32-v1"
-#: Precisions of the stage's model (``RunSettings.precision``).
-PRECISIONS = ("float32", "int8")
 
 
 class Int8Rejected(PermanentError, RuntimeError):
@@ -103,6 +101,7 @@ def int8_model(
         Int8Rejected: the check failed (the message gives the agreement and says to use float32), or no
             photo of ``paths`` could be decoded.
     """
+    name = _uint8_input(float_blob)
     picked = spread(paths, CALIBRATION_IMAGES + CHECK_IMAGES)
     calibration = _decoded(picked[0::2] if len(picked) > CALIBRATION_IMAGES else picked, preset, storage)
     check = _decoded(picked[1::2], preset, storage) if len(picked) > CALIBRATION_IMAGES else calibration
@@ -117,7 +116,7 @@ def int8_model(
     cached = _read_cache(folder, key) if folder else None
     if cached is not None:
         return cached
-    blob = _quantized(float_blob, calibration)
+    blob = _quantized(float_blob, name, calibration)
     agreement = _agreement(float_blob, blob, check, num_threads)
     model = Int8Model(blob, hashlib.sha256(blob).hexdigest()[:16], agreement, len(check), len(calibration))
     log.info("int8 model: the top-1 class of float32 kept on %.1f%% of %d photos (calibrated on %d)",
@@ -141,19 +140,16 @@ def _decoded(paths: list[str], preset: ClassificationPreset, storage: StorageOpt
     return out["image"][out["error"] == ""]
 
 
-def _quantized(float_blob: bytes, images: np.ndarray) -> bytes:
-    """:data:`RECIPE` applied to ``float_blob``, calibrated on ``images`` (uint8 [N, crop, crop, 3])."""
+def _quantized(float_blob: bytes, name: str, images: np.ndarray) -> bytes:
+    """:data:`RECIPE` applied to ``float_blob``, calibrated on ``images`` (uint8 [N, crop, crop, 3]) fed to
+    its input ``name``."""
     import onnx
-    import onnxruntime as ort
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    name = ort.InferenceSession(float_blob, providers=["CPUExecutionProvider"]).get_inputs()[0].name
-    ready = _model_input(images, float_blob)
-
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.batches = iter([{name: ready[i : i + 16]} for i in range(0, len(ready), 16)])
+            self.batches = iter([{name: images[i : i + 16]} for i in range(0, len(images), 16)])
 
         def get_next(self):
             return next(self.batches, None)
@@ -169,16 +165,21 @@ def _quantized(float_blob: bytes, images: np.ndarray) -> bytes:
         return int8.read_bytes()
 
 
-def _model_input(images: np.ndarray, blob: bytes) -> np.ndarray:
-    """The export takes uint8 [N, H, W, 3] (normalisation inside); an ONNX folder's model float32 [N, 3, H, W]
-    normalised pixels, which calibration cannot feed from photos without the folder's preset: refused here."""
+def _uint8_input(blob: bytes) -> str:
+    """The name of the model's input, which must take uint8 pixels [N, H, W, 3] (the export of a PyTorch model,
+    normalisation inside). An ONNX folder's model takes normalised float32 [N, 3, H, W] that photos cannot feed
+    calibration without the folder's preset.
+
+    Raises:
+        Int8Rejected: the input is not uint8.
+    """
     import onnxruntime as ort
 
-    kind = ort.InferenceSession(blob, providers=["CPUExecutionProvider"]).get_inputs()[0].type
-    if kind != "tensor(uint8)":
+    first = ort.InferenceSession(blob, providers=["CPUExecutionProvider"]).get_inputs()[0]
+    if first.type != "tensor(uint8)":
         raise Int8Rejected("--precision int8 quantizes the exports of PyTorch models (uint8 input); this ONNX model "
-                           f"takes {kind}: run it with --precision float32")
-    return images
+                           f"takes {first.type}: run it with --precision float32")
+    return first.name
 
 
 def _agreement(float_blob: bytes, int8_blob: bytes, images: np.ndarray, num_threads: int | None) -> float:
@@ -212,11 +213,4 @@ def _read_cache(folder: Path, key: str) -> Int8Model | None:
 def _write_cache(folder: Path, key: str, model: Int8Model) -> None:
     meta = {"sha256": hashlib.sha256(model.blob).hexdigest(), "agreement": model.agreement, "n_checked": model.n_checked,
             "n_calibrated": model.n_calibrated, "recipe": RECIPE}
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        for path, data in ((folder / f"{key}.int8.onnx", model.blob), (folder / f"{key}.int8.json", json.dumps(meta).encode())):
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmp.write_bytes(data)
-            tmp.replace(path)  # atomic: a concurrent run reads the old file or the new one
-    except OSError as err:  # a read-only home: run without the cache
-        log.warning("could not cache the int8 model under %s: %s", folder, err)
+    cache_files(folder, {f"{key}.int8.onnx": model.blob, f"{key}.int8.json": json.dumps(meta).encode()}, "the int8 model")
