@@ -1,23 +1,20 @@
-"""The gallery of the most confident mistakes: which mistakes (:func:`confident_mistakes`), their
-thumbnails read from the images' URIs (:func:`load_thumbnails`), and the picture
-(:func:`mistakes_gallery_png`). A thumbnail that cannot be read never fails the report.
+"""The page's thumbnails: which mistakes the "Most confident mistakes" section shows
+(:func:`confident_mistakes`), and the thumbnails of any images, read from their URIs
+(:func:`load_thumbnails`) and encoded for the page's tiles (:func:`thumbnail_jpegs`). A thumbnail that
+cannot be read never fails the report.
 """
 
 from __future__ import annotations
 
-import math
-import textwrap
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
 
-from batch_classify.report.figures import axis_label, new_figure, to_png
-from batch_classify.report.format import pct
 from batch_classify.storage import StorageOptions, filesystem
 
-#: Most tiles in the mistakes gallery (8 rows of 6): keeps the picture under 2,200 pixels high.
+#: Most tiles in the mistakes gallery: 48, 8 rows of 6 tiles on a laptop's 1,360-pixel-wide page.
 MAX_GALLERY = 48
 
 
@@ -107,63 +104,3 @@ def thumbnail_jpegs(uris: Sequence[str], storage: StorageOptions, *, size: int =
         tile.save(buf, format="JPEG", quality=quality)
         out.append(buf.getvalue())
     return out
-
-
-def gallery_with_reasons(mistakes: Sequence[dict], storage: StorageOptions, names: Sequence[str], *, columns: int = 6,
-                         thumb_px: int = 192) -> tuple[bytes, list[str | None]]:
-    """:func:`mistakes_gallery_png` and, per mistake, why its thumbnail is missing (None where it is shown)."""
-    mistakes = list(mistakes)[:MAX_GALLERY]
-    if not mistakes:
-        raise ValueError("no mistakes to show")
-    tiles = load_thumbnails([m["path"] for m in mistakes], storage, size=thumb_px)
-    cols = min(columns, len(mistakes))
-    nrows = math.ceil(len(mistakes) / cols)
-    fig = new_figure(2.2 * cols, 0.5 + 2.65 * nrows)
-    axes = np.atleast_1d(fig.subplots(nrows, cols)).reshape(-1)
-    for ax in axes:
-        ax.set_axis_off()
-    reasons: list[str | None] = []
-    for k, (m, tile, ax) in enumerate(zip(mistakes, tiles, axes), start=1):
-        true_name = names[m["label_index"]] if 0 <= m["label_index"] < len(names) else str(m["label"])
-        pred_name = m["pred_label"] or (names[m["pred_index"]] if 0 <= m["pred_index"] < len(names) else "")
-        ax.set_title(
-            f"#{k}  {pct(float(m['confidence']))}\ntrue: {axis_label(true_name, 22)}\npred: {axis_label(pred_name, 22)}",
-            fontsize=8, loc="left",
-        )
-        if isinstance(tile, str):
-            reasons.append(tile)
-            ax.set_axis_on()
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.set_facecolor("#eeeeee")
-            ax.set_xlim(0, 1)
-            ax.set_ylim(0, 1)
-            text = "\n".join(textwrap.wrap(tile, 26)[:6])
-            ax.text(0.5, 0.5, axis_label(text, 170), ha="center", va="center", fontsize=6.5, color="#8b0000",
-                    transform=ax.transAxes)
-        else:
-            reasons.append(None)
-            ax.imshow(np.asarray(tile), interpolation="antialiased")
-    return to_png(fig), reasons
-
-
-def mistakes_gallery_png(
-    mistakes: Sequence[dict], storage: StorageOptions, names: Sequence[str], *, columns: int = 6, thumb_px: int = 192
-) -> bytes:
-    """A gallery of mistakes as a PNG: thumbnails with the confidence, true and predicted class.
-
-    Args:
-        mistakes: rows as :func:`confident_mistakes` returns them, shown in order (at most
-            :data:`MAX_GALLERY`; the figure is 2.2 inches per column, 2.65 per row).
-        storage: how to reach the images (the run's :class:`StorageOptions`).
-        names: display name of every class index.
-
-    An image that cannot be read or decoded becomes a grey tile stating the reason. The picture has
-    no title: the page prints it above (:mod:`batch_classify.report.html`), as text that wraps; drawn
-    in the picture it was wider than a gallery of one or two tiles and cut at both edges.
-
-    Raises:
-        ValueError: ``mistakes`` is empty.
-    """
-    return gallery_with_reasons(mistakes, storage, names, columns=columns, thumb_px=thumb_px)[0]
-

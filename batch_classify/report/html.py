@@ -1,7 +1,7 @@
 """``report.html``: the morning report for people, one self-contained page per run.
 
-:func:`render_html` puts the pictures (:mod:`batch_classify.report.figures`,
-:mod:`batch_classify.report.gallery`), with the summary, the comparison and the per-class table,
+:func:`render_html` puts the pictures (:mod:`batch_classify.report.figures`) and the thumbnails
+(:mod:`batch_classify.report.gallery`), with the summary, the comparison and the per-class table,
 into one page that needs nothing else: ``data:`` URIs, inline CSS, no script, and a Content-Security-
 Policy forbidding any load. The page is the Jinja2 template ``templates/page.html.j2`` (its CSS
 ``templates/page.css``), autoescaped; this module gives it the report's facts, formatted
@@ -27,8 +27,10 @@ from batch_classify.report.figures import (
 from batch_classify.report.change_figures import class_shares_png
 from batch_classify.report.compare import compared_line
 from batch_classify.report.format import NA, device, num, pct, points
-from batch_classify.report.gallery import MAX_GALLERY, confident_mistakes, gallery_with_reasons
-from batch_classify.report.html_sections import history_section, png_figure as _png, review_section, verdict_section
+from batch_classify.report.gallery import MAX_GALLERY, confident_mistakes
+from batch_classify.report.html_sections import (
+    class_names, history_section, mistake_tiles, png_figure as _png, review_section, verdict_section,
+)
 from batch_classify.report.metrics import DEFAULT_BINS, calibration, calibration_from_fields, prediction_distribution
 from batch_classify.report.samples import MIN_CALIBRATION_IMAGES, MIN_IMAGES, few
 from batch_classify.storage import StorageOptions, write_bytes
@@ -204,16 +206,9 @@ def _labelled(report: dict, predictions: pa.Table, storage: StorageOptions, name
               ece, max_mistakes: int) -> dict:
     """The sections of a run with labels: the accuracy pictures, the confusions and the mistakes."""
     mistakes = confident_mistakes(predictions, min(max_mistakes, MAX_GALLERY))
-    gallery, rows = None, []
-    if mistakes:
-        png, reasons = gallery_with_reasons(mistakes, storage, names)
-        gallery = _png(png)
-        for m, reason in zip(mistakes, reasons):
-            rows.append({
-                "path": m["path"], "label": m["label"], "pred_label": m["pred_label"],
-                "true_name": names[m["label_index"]] if 0 <= m["label_index"] < len(names) else "",
-                "confidence": pct(float(m["confidence"])), "reason": reason,
-            })
+    gallery = mistake_tiles(mistakes, storage, report.get("input"), names)
+    rows = [{"path": m["path"], "label": m["label"], "pred_label": m["pred_label"], "true_name": class_names(m, names)[0],
+             "confidence": pct(float(m["confidence"])), "reason": tile["reason"]} for m, tile in zip(mistakes, gallery)]
     return {
         "n_labelled": report["n_labelled"] if "n_labelled" in report else int(labelled.sum()),
         "n_classes": report["n_label_classes"] if "n_label_classes" in report else len(np.unique(y[labelled])),
@@ -224,7 +219,7 @@ def _labelled(report: dict, predictions: pa.Table, storage: StorageOptions, name
         "confidence_png": _png(confidence_png(conf[labelled], p[labelled] == y[labelled], scored=cal)),
         "bins": DEFAULT_BINS,
         "ece": pct(ece),
-        "gallery_png": gallery,
+        "gallery": gallery,
         "mistakes": rows,
     }
 

@@ -1,6 +1,7 @@
 """The page's sections on what to read first and what moved since earlier runs: the verdict with the
 key figures and the notes on small samples (:func:`verdict_section`), the images to look at as
-thumbnail tiles (:func:`review_section`), the history's trend and table (:func:`history_section`);
+thumbnail tiles (:func:`review_section`), the most confident mistakes as tiles (:func:`mistake_tiles`),
+the history's trend and table (:func:`history_section`);
 and how a picture enters the page (:func:`png_figure`). Each returns the facts the template
 ``templates/page.html.j2`` prints, formatted (:mod:`batch_classify.report.format`).
 """
@@ -58,6 +59,28 @@ def _tiles(rows: list[dict], storage: StorageOptions, input_uri: str | None, cap
             "lines": caption(row),
         })
     return tiles
+
+
+def class_names(mistake: dict, names) -> tuple[str, str]:
+    """A mistake's true and predicted class names (:func:`batch_classify.report.gallery.confident_mistakes`'
+    rows), from ``names`` (every class index's display name); the label or the empty string where an
+    index is outside them."""
+    true_name = names[mistake["label_index"]] if 0 <= mistake["label_index"] < len(names) else str(mistake["label"])
+    pred_name = mistake["pred_label"] or (names[mistake["pred_index"]] if 0 <= mistake["pred_index"] < len(names) else "")
+    return true_name, pred_name
+
+
+def mistake_tiles(mistakes: list[dict], storage: StorageOptions, input_uri: str | None, names) -> list[dict]:
+    """The "Most confident mistakes" gallery: one tile per mistake, in order, captioned with its number
+    (the list below the gallery uses the same), the confidence of the wrong prediction and both class
+    names. Tiles, not a drawn picture: 48 thumbnails drawn by matplotlib took 1.2 of the report's 2.2 s
+    on the 2-core development machine (cProfile of ``rerender_report``, 1,000 photos, 2026-12-07), and
+    the page's text wraps where a picture's is cut."""
+    def caption(m: dict) -> list[str]:
+        true_name, pred_name = class_names(m, names)
+        return [f"#{m['number']} · {pct(float(m['confidence']))}", f"true: {true_name}", f"pred: {pred_name}"]
+
+    return _tiles([{**m, "number": k} for k, m in enumerate(mistakes, start=1)], storage, input_uri, caption)
 
 
 def review_section(report: dict, storage: StorageOptions) -> dict | None:

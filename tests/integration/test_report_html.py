@@ -30,7 +30,8 @@ from batch_classify.report.figures import (
     per_class_accuracy_png,
     prediction_distribution_png,
 )
-from batch_classify.report.gallery import confident_mistakes, load_thumbnails, mistakes_gallery_png
+from batch_classify.report.gallery import confident_mistakes, load_thumbnails
+from batch_classify.report.html_sections import mistake_tiles
 from batch_classify.report.html import render_html, write_report_html
 from batch_classify.report.metrics import calibration, calibration_fields
 from batch_classify.results import PREDICTION_SCHEMA, StagingWriter, commit, read_committed
@@ -121,27 +122,22 @@ def _report(table: pa.Table, vocabulary: Vocabulary | None = None, **extra) -> d
     }
 
 
-def _images(page: str) -> list[bytes]:
-    """Every <img> of the page, decoded from its data URI (fails on any other src)."""
+def _images(page: str, kind: str = "png") -> list[bytes]:
+    """The page's pictures (``kind`` png: the figures) or thumbnails (jpeg: the tiles), decoded from their
+    data URIs; fails on any <img> whose src is neither."""
     srcs = re.findall(r"<img\b[^>]*\bsrc=\"([^\"]*)\"", page)
     assert len(srcs) == len(re.findall(r"<img\b", page))
     out = []
     for src in srcs:
-        assert src.startswith("data:image/png;base64,"), src[:60]
-        out.append(base64.b64decode(src.split(",", 1)[1], validate=True))
+        assert src.startswith(("data:image/png;base64,", "data:image/jpeg;base64,")), src[:60]
+        if src.startswith(f"data:image/{kind};"):
+            out.append(base64.b64decode(src.split(",", 1)[1], validate=True))
     return out
 
 
 def _jpeg(path: Path, size=(96, 64), color=(200, 30, 30)) -> Path:
     Image.new("RGB", size, color).save(path, "JPEG")
     return path
-
-
-def _edges(png: bytes, px: int = 2) -> dict[str, int]:
-    """The darkest channel value in each ``px``-wide strip along a picture's edges: 255 where the strip is
-    blank white, less where something drawn runs off the picture (and is cut there)."""
-    a = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
-    return {"top": int(a[:px].min()), "bottom": int(a[-px:].min()), "left": int(a[:, :px].min()), "right": int(a[:, -px:].min())}
 
 
 def _mistakes_section(page: str) -> tuple[str, list[str], list[list[str]]]:
@@ -322,22 +318,12 @@ def test_gallery_shows_placeholders_for_unreadable_images(tmp_path):
     ])
     mistakes = confident_mistakes(table, 10)
     assert [(m["path"], m["pred_index"]) for m in mistakes] == [(paths[0], 1), (paths[1], 2)]
-    w, h = _png_size(mistakes_gallery_png(mistakes, StorageOptions(), imagenet().names))
-    assert w >= 300 and h >= 200
-    with pytest.raises(ValueError):
-        mistakes_gallery_png([], StorageOptions(), imagenet().names)
-
-
-def test_nothing_in_the_mistakes_gallery_is_cut_at_its_edges(tmp_path):
-    """The gallery is 2.2 inches per tile; with one or two mistakes its title (a figure title then)
-    was wider than the picture and cut at both edges. Whatever the number of tiles, nothing drawn
-    reaches the picture's edges; the title is the page's text (next test)."""
-    photo = str(_jpeg(tmp_path / "a.jpg", size=(64, 96)))
-    rows = [{"path": photo, "label": "n01440764", "label_index": 0, "pred_index": 1 + k, "confidence": 0.9 - k / 100}
-            for k in range(7)]
-    for n in (1, 2, 7):  # one tile, two tiles (the title was cut), two rows
-        png = mistakes_gallery_png(confident_mistakes(_table(rows[:n]), 48), StorageOptions(), imagenet().names)
-        assert min(_edges(png).values()) >= 250, (n, _edges(png))
+    shown, gone = mistake_tiles(mistakes, StorageOptions(), str(tmp_path), imagenet().names)
+    assert shown["reason"] is None and Image.open(io.BytesIO(base64.b64decode(shown["src"].split(",", 1)[1]))).size == (160, 160)
+    assert gone["src"] is None and gone["reason"].startswith("cannot read: FileNotFoundError")
+    assert shown["lines"] == ["#1 · 90.0%", "true: tench", "pred: goldfish"] and shown["path_parts"] == ["a.jpg"]
+    assert gone["lines"] == ["#2 · 80.0%", "true: tench", "pred: great white shark"]
+    assert mistake_tiles([], StorageOptions(), None, imagenet().names) == []
 
 
 def test_the_mistakes_section_titles_its_gallery_and_lists_every_mistake(tmp_path):
@@ -354,7 +340,8 @@ def test_the_mistakes_section_titles_its_gallery_and_lists_every_mistake(tmp_pat
     assert "<tr><td>input</td><td><code>s3://photos/nightly/2026-11-30/</code></td></tr>" in page  # as given
     section, header, rows = _mistakes_section(page)
     assert '<p class="gallery-title">The 2 most confident mistakes (confidence of the wrong prediction)</p>' in section
-    assert min(_edges(_images(section)[0]).values()) >= 250
+    assert len(_images(section, "jpeg")) == 1 and section.count('<figure class="tile"') == 2  # one thumbnail, one reason
+    assert "<br>#1 · 90.0%<br>true: tench<br>pred: goldfish</figcaption>" in section
     assert header == ["#", "image", "label", "true class", "predicted", "confidence"]
     assert [len(r) for r in rows] == [6, 6] and all(cell.strip() for row in rows for cell in row), rows
     assert [r[0] for r in rows] == ["1", "2"] and [r[4] for r in rows] == ["goldfish", "great white shark"]
@@ -389,9 +376,10 @@ def test_page_is_self_contained_and_escapes_data(tmp_path):
     assert not re.search(r"(src|href)\s*=\s*[\"']?\s*(https?:)?//", page, re.I)
     assert "http://" not in page and "https://" not in page and "<link" not in page
     assert re.findall(r"\b(?:src|href)=\"([^\"]*)\"", page) and all(
-        s.startswith("data:image/png;base64,") for s in re.findall(r"\b(?:src|href)=\"([^\"]*)\"", page))
+        s.startswith(("data:image/png;base64,", "data:image/jpeg;base64,")) for s in re.findall(r"\b(?:src|href)=\"([^\"]*)\"", page))
     pictures = _images(page)
-    assert len(pictures) == 5  # confusion matrix, per-class accuracy, confidence, mistakes, predicted classes
+    assert len(pictures) == 4  # confusion matrix, per-class accuracy, confidence, predicted classes
+    assert len(_images(page, "jpeg")) == 1  # the mistakes' tiles: the one that exists
     for png in pictures:
         assert min(_png_size(png)) > 100
     assert "Content-Security-Policy" in page
@@ -423,11 +411,11 @@ def test_page_without_labels_without_predictions_and_with_one_class(tmp_path):
     one = _table([{"path": photo, "label": "n01440764", "label_index": 0, "pred_index": p, "confidence": c}
                   for p, c in [(0, 0.9), (0, 0.8), (3, 0.7)]])
     page = render_html(_report(one), one, StorageOptions())
-    assert len(_images(page)) == 5 and "66.7%" in page  # one class, 2 of 3 right
+    assert len(_images(page)) == 4 and len(_images(page, "jpeg")) == 1 and "66.7%" in page  # one class, 2 of 3 right
 
     right = _table([{"path": photo, "label": "n01440764", "label_index": 0, "pred_index": 0, "confidence": 0.9}])
     page = render_html(_report(right), right, StorageOptions())
-    assert "No mistakes among the 1 labelled images" in page and len(_images(page)) == 4
+    assert "No mistakes among the 1 labelled images" in page and len(_images(page)) == 4 and not _images(page, "jpeg")
 
 
 def test_page_of_an_unlabelled_run_of_a_model_with_its_own_classes(tmp_path):
@@ -479,7 +467,7 @@ def test_page_of_a_labelled_run_of_a_model_with_its_own_classes(tmp_path):
     report = _report(table, vocabulary)
     uri = write_report_html(str(tmp_path / "out" / "r1"), report, StorageOptions(), predictions=table, vocabulary=vocabulary)
     page = Path(uri).read_text(encoding="utf-8")
-    assert len(_images(page)) == 5 and "75.0%" in page
+    assert len(_images(page)) == 4 and len(_images(page, "jpeg")) == 1 and "75.0%" in page
     assert "wnid" not in page and "<code>None</code>" not in page
     assert "goldfish" not in page and "tench" not in page  # the names are the model's, not ImageNet's
     assert "<td>cat</td><td>dog</td><td>1</td>" in page.replace('<td class="n">', "<td>")  # the confusion, no wnid
@@ -511,7 +499,9 @@ def test_write_report_html_reads_the_committed_run(where, tmp_path, request):
     uri = write_report_html(run_uri, report, storage)
     assert uri == f"{run_uri}/report.html"
     page = read_bytes(uri, storage).decode("utf-8")
-    assert "goldfish" in page and html.escape(photo_uri) in page and len(_images(page)) == 5
+    assert "goldfish" in page and html.escape(photo_uri) in page and len(_images(page)) == 4
+    [thumbnail] = _images(page, "jpeg")  # read from where the image is
+    assert np.asarray(Image.open(io.BytesIO(thumbnail)))[80, 80].tolist() == pytest.approx([20, 160, 40], abs=12)
     assert "cannot read" not in page and "cannot decode" not in page  # the thumbnail came from storage
     with pytest.raises(FileNotFoundError):
         write_report_html(run_uri.replace("/r1", "/never-committed"), report, storage)
@@ -581,7 +571,8 @@ def test_report_page_renders_in_headless_chromium(photos, tmp_path):
     page_uri = write_report_html(run_uri, report, StorageOptions())
     html_text = Path(page_uri).read_text(encoding="utf-8")
     assert "cannot read: FileNotFoundError" in html_text and mistakes[0]["pred_label"] in html_text
-    assert [min(_png_size(png)) > 300 for png in _images(html_text)] == [True] * 5
+    assert [min(_png_size(png)) > 300 for png in _images(html_text)] == [True] * 4
+    assert len(_images(html_text, "jpeg")) == len(mistakes) - 1  # every mistake's tile but the gone photo's
 
     console, errors, requests = [], [], []
     shot = tmp_path / "report.png"
@@ -605,7 +596,7 @@ def test_report_page_renders_in_headless_chromium(photos, tmp_path):
 
     assert [m for m in console if m[0] == "error"] == [] and errors == []
     assert all(u.startswith(("file://", "data:")) for u in requests), requests
-    assert len(images) == 5 and all(i["ok"] and i["opaque"] == 1 for i in images), images
+    assert len(images) == 4 + len(mistakes) - 1 and all(i["ok"] and i["opaque"] == 1 for i in images), images
     assert title == "Classification report: run 20261127T020000Z-abc123"
     assert {"Summary", "Compared with the previous committed run", "Confusion matrix", "Per-class accuracy",
             "Confidence and calibration", "Most confident mistakes", "Predicted classes"} <= set(headings)
@@ -615,7 +606,6 @@ def test_report_page_renders_in_headless_chromium(photos, tmp_path):
         assert title and title["text"] == f"The {len(mistakes)} most confident mistakes (confidence of the wrong prediction)"
         assert 0 <= title["left"] and title["right"] <= layout["viewport"], layout
         assert title["scrollWidth"] <= title["clientWidth"], layout
-    assert min(_edges(_images(html_text)[3]).values()) >= 250  # nothing in the gallery picture is cut at its edges
     # The list of mistakes has no empty column; the missing photo's row says why it has no thumbnail.
     header, *rows = layouts[0]["rows"]
     assert header == ["#", "image", "label", "true class", "predicted", "confidence"]
@@ -751,8 +741,12 @@ def test_pages_of_real_labelled_and_unlabelled_runs_with_a_history_render_in_hea
         thumbnails = [i for i in seen["images"] if i["w"] == 160]
         n_changed = min(12, report["comparison"]["n_changed"])
         gone_here = sum(1 for r in report["lowest_confidence"] + report["changed"][:12] if not Path(r["path"]).exists())
-        assert len(thumbnails) == 12 + n_changed - gone_here, kind  # every other tile's thumbnail loaded
-        assert seen["tiles"] == [12, n_changed] and (gone_here > 0) == (kind == "unlabelled"), kind
+        # The labelled page's mistakes are tiles too, after the images to look at.
+        n_mistakes = len(confident_mistakes(read_committed(report["run_uri"], StorageOptions()), 48))
+        assert (n_mistakes > 0) == (kind == "labelled"), kind
+        assert len(thumbnails) == 12 + n_changed + n_mistakes - gone_here, kind  # every other tile's thumbnail loaded
+        assert seen["tiles"] == [12, n_changed] + ([n_mistakes] if n_mistakes else []), kind
+        assert (gone_here > 0) == (kind == "unlabelled"), kind
         assert seen["first"].startswith("verdict "), kind  # the verdict right under the title
         assert seen["clipped"] == [] and seen["clipped_narrow"] == [] and seen["scroll_narrow"] <= 420, (kind, seen)
         if os.environ.get("BATCH_CLASSIFY_SCREENSHOT_DIR"):
