@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from batch_classify.capacity import DEFAULT_WAIT, CapacityLost, CapacityWatch
+from batch_classify.columns import empty_outputs, with_best
 from batch_classify.device_decode import DeviceDecoder, read_batch
 from batch_classify.engines import build_engine, onnx_model
 from batch_classify.errors import ConfigError
@@ -39,7 +40,7 @@ from batch_classify.plan import ClusterPlan
 from batch_classify.preprocess import DEFAULT_MAX_PIXELS, ClassificationPreset, DecodeError
 from batch_classify.ray_logs import PROGRESS_EVERY, LoggerLike, stage_logging
 from batch_classify.reading import ReadBreaker, read_rows
-from batch_classify.scores import TOP_K, scores
+from batch_classify.scores import scores
 from batch_classify.stage_output import StageOutput, StageResult
 from batch_classify.storage import DEFAULT_READ_TIMEOUT, StorageOptions
 
@@ -163,8 +164,8 @@ class Classifier:
 
         Returns:
             ``path``, ``label``, ``stage``, ``error`` as given (``stage="decode"`` where this actor's
-            decoding failed, ``"infer"`` on a model failure),
-            ``pred_index`` int64 [N], ``confidence`` float32 [N], ``top5_index`` int64 [N, 5]
+            decoding failed, ``"infer"`` on a model failure), the model outputs
+            (:data:`batch_classify.columns.MODEL_OUTPUTS`): ``pred_index`` int64 [N], ``confidence`` float32 [N], ``top5_index`` int64 [N, 5]
             (fewer classes than 5: -1 in the missing places), ``top5_prob`` float32 [N, 5],
             ``entropy`` float32 [N] (of the softmax over all classes, nats), ``restricted_index``
             int64 [N] (-1 without ``restricted_classes``); -1 / 0 where the row failed;
@@ -180,10 +181,7 @@ class Classifier:
             stage, error, images = decoded.stage, decoded.error, decoded.images
         else:
             images = batch["image"]
-        top_idx = np.full((n, TOP_K), -1, dtype=np.int64)
-        top_prob = np.zeros((n, TOP_K), dtype=np.float32)
-        restricted = np.full(n, -1, dtype=np.int64)
-        entropy = np.zeros(n, dtype=np.float32)
+        outputs = empty_outputs(n)  # the scored columns, at their fill where a row fails
         ok = np.flatnonzero(error == "")
         if len(ok):
             try:
@@ -196,12 +194,11 @@ class Classifier:
                 logits = self._logits(picked)
                 if logits.ndim != 2 or logits.shape[1] != self.spec.num_classes:
                     raise RuntimeError(f"model returned logits of shape {tuple(logits.shape)}")
-                small = scores(logits, self.restricted)  # float32 [len(ok), 2k + 1 (+1)]
-                k = min(TOP_K, self.spec.num_classes)
-                top_prob[ok, :k], top_idx[ok, :k] = small[:, :k], small[:, k : 2 * k].astype(np.int64)
-                entropy[ok] = small[:, 2 * k]
-                if self.restricted is not None:
-                    restricted[ok] = small[:, 2 * k + 1].astype(np.int64)
+                for name, values in scores(logits, self.restricted).items():
+                    if values.ndim == 2:  # a top-k list: k = min(TOP_K, classes) of TOP_K places
+                        outputs[name][ok, : values.shape[1]] = values
+                    else:
+                        outputs[name][ok] = values
             except Exception as err:  # noqa: BLE001 - recorded per row, the batch is not lost
                 stage[ok], error[ok] = "infer", f"{type(err).__name__}: {err}"
         return {
@@ -209,12 +206,7 @@ class Classifier:
             "label": batch["label"],
             "stage": stage,
             "error": error,
-            "pred_index": top_idx[:, 0].copy(),
-            "confidence": top_prob[:, 0].copy(),
-            "top5_index": top_idx,
-            "top5_prob": top_prob,
-            "entropy": entropy,
-            "restricted_index": restricted,
+            **with_best(outputs),
             "unreachable": np.asarray(batch.get("unreachable", np.zeros(n, dtype=bool)), dtype=bool),
         }
 

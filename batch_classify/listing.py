@@ -26,6 +26,7 @@ import stat
 from collections import Counter
 from dataclasses import dataclass, field
 
+from batch_classify.columns import PREDICTIONS
 from batch_classify.errors import PermanentError
 from batch_classify.storage import StorageOptions, filesystem, is_remote_fs, normalize_uri, read_bytes
 
@@ -48,12 +49,8 @@ HIDDEN_FOLDER = "(hidden folder, not entered)"
 NO_LABELS = "none"
 #: A Hive-style partition folder: ``key=value``, the key a column name (Hive, Spark, pyarrow write these).
 PARTITION_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
-#: Names a partition key may not take: the columns of ``results.PREDICTION_SCHEMA`` (which imports
-#: this module; tests/integration/test_listing.py checks the two agree).
-RESERVED_COLUMNS = frozenset({
-    "path", "label", "label_index", "pred_index", "pred_label", "confidence", "top5_index", "top5_prob",
-    "model", "run_id", "content_id", "computed_run_id", "restricted_index", "entropy",
-})
+#: Names a partition key may not take: the predictions' columns (:data:`batch_classify.columns.PREDICTIONS`).
+RESERVED_COLUMNS = frozenset(c.name for c in PREDICTIONS)
 
 
 log = logging.getLogger(__name__)

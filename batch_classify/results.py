@@ -32,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from batch_classify.columns import FAILURE_SCHEMA, PREDICTION_SCHEMA, TOP_K, output_arrays
 from batch_classify.errors import PermanentError
 from batch_classify.layout import MANIFEST, STAGED_FAILURES, STAGING, RunLayout
 from batch_classify.lease import held
@@ -39,40 +40,12 @@ from batch_classify.listing import ImageRecord, ListFailure
 from batch_classify.storage import StorageOptions, filesystem, join, write_bytes
 from batch_classify.vocabulary import Vocabulary
 
-#: Schema of ``predictions/*.parquet``. ``label`` is the ground truth the run scored against (null in an
-#: unlabelled run); ``label_index`` the model's class index of ``label`` (null without one); ``pred_label``
-#: the model's name of ``pred_index`` (ImageNet's, or the model folder's ``id2label``); ``top5_index`` the
-#: best classes, best first (fewer for a model with fewer classes); ``content_id`` the image's identity when
-#: listed (see ``listing.content_id``); ``computed_run_id`` the run that computed the row (``run_id`` itself,
-#: or an earlier run whose prediction was reused); ``restricted_index`` the argmax over the classes present in
-#: the labels only (null without labels); ``entropy`` the entropy of the softmax over all classes, nats (null
-#: in rows written before it existed). Hive-style partition folders of the input add one string column per
-#: key after these (:func:`prediction_schema`).
-PREDICTION_SCHEMA = pa.schema(
-    [
-        ("path", pa.string()),
-        ("label", pa.string()),
-        ("label_index", pa.int64()),
-        ("pred_index", pa.int64()),
-        ("pred_label", pa.string()),
-        ("confidence", pa.float32()),
-        ("top5_index", pa.list_(pa.int64())),
-        ("top5_prob", pa.list_(pa.float32())),
-        ("model", pa.string()),
-        ("run_id", pa.string()),
-        ("content_id", pa.string()),
-        ("computed_run_id", pa.string()),
-        ("restricted_index", pa.int64()),
-        ("entropy", pa.float32()),
-    ]
-)
-
 
 def prediction_schema(partition_keys: tuple[str, ...] = ()) -> pa.Schema:
-    """:data:`PREDICTION_SCHEMA` plus one string column per partition key, in order."""
+    """:data:`PREDICTION_SCHEMA` (:mod:`batch_classify.columns`) plus one string column per partition
+    key, in order."""
     return pa.schema([*PREDICTION_SCHEMA, *(pa.field(k, pa.string()) for k in partition_keys)])
-#: Schema of the failures file (``failures/part-<attempt>.parquet``); ``stage`` is one of list, read, decode, infer, write.
-FAILURE_SCHEMA = pa.schema([("path", pa.string()), ("stage", pa.string()), ("error", pa.string())])
+
 
 SUCCESS = MANIFEST
 #: Rows per staged Parquet file. Each file is closed (complete, readable) once it holds this many
@@ -103,14 +76,6 @@ class CommittedRun:
     failures_file: str
     n_predicted: int
     n_failed: int
-
-
-def _nullable_index(values: np.ndarray | None, rows: np.ndarray) -> pa.Array:
-    """int64 column of ``values[rows]`` with -1 (or no column at all) as null."""
-    if values is None:
-        return pa.nulls(len(rows), pa.int64())
-    picked = np.asarray(values)[rows].astype(np.int64)
-    return pa.array(picked, pa.int64(), mask=picked < 0)
 
 
 def conform(table: pa.Table, schema: pa.Schema | None = None) -> pa.Table:
@@ -206,24 +171,15 @@ class StagingWriter:
         if not len(ok):
             return
         paths = [str(batch["path"][i]) for i in ok]
-        pred = batch["pred_index"][ok].astype(np.int64)
-        top5 = batch["top5_index"][ok].astype(np.int64)
-        top5_prob = batch["top5_prob"][ok].astype(np.float32)
-        k = min(top5.shape[1], self.vocabulary.num_classes)  # a model with fewer than 5 classes
-        entropy = batch.get("entropy")
+        pred = np.asarray(batch["pred_index"])[ok].astype(np.int64)
+        k = min(TOP_K, self.vocabulary.num_classes)  # a model with fewer than 5 classes
         columns = {
             "path": pa.array(paths, pa.string()),
-            "pred_index": pa.array(pred, pa.int64()),
             "pred_label": pa.array([self.vocabulary.names[i] for i in pred], pa.string()),
-            "confidence": pa.array(batch["confidence"][ok].astype(np.float32), pa.float32()),
-            "top5_index": pa.array(list(top5[:, :k]), pa.list_(pa.int64())),
-            "top5_prob": pa.array(list(top5_prob[:, :k]), pa.list_(pa.float32())),
             "model": pa.array([self.model] * len(ok), pa.string()),
             "run_id": pa.array([self.run_id] * len(ok), pa.string()),
             "computed_run_id": pa.array([self.run_id] * len(ok), pa.string()),
-            "restricted_index": _nullable_index(batch.get("restricted_index"), ok),
-            "entropy": pa.array(np.asarray(entropy)[ok].astype(np.float32), pa.float32())
-            if entropy is not None else pa.nulls(len(ok), pa.float32()),
+            **output_arrays(batch, ok, k),
         }
         if self.records is None:
             labels = [None if batch["label"][i] is None else str(batch["label"][i]) for i in ok]

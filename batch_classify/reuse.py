@@ -25,11 +25,11 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from batch_classify.columns import PREDICTION_SCHEMA
 from batch_classify.listing import ImageRecord
 from batch_classify.models import get_spec, weights_digest
 from batch_classify.layout import JOBS, RunLayout
 from batch_classify.results import (
-    PREDICTION_SCHEMA,
     CorruptRun,
     committed_manifest,
     conform,

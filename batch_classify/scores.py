@@ -1,43 +1,44 @@
-"""Per-image scores from logits: top-k of the softmax, its entropy, the restricted argmax.
+"""Per-image scores from logits: top-k of the softmax, its entropy, the restricted argmax; each a
+scored column of :data:`batch_classify.columns.PREDICTIONS`, computed here by its name.
 
-Computed where the logits are, into one small float32 array per batch:
+Computed where the logits are:
 
 * logits on the host (ONNX Runtime, the CPU actors): numpy, so that a CPU actor never imports
   torch (``import torch`` costs about 1.7 s of one core per actor process, measured on the 2-core
   development machine: ``python -X importtime -c "import torch"``);
 * a torch tensor (the PyTorch engine, on a GPU or the CPU): torch, on its device, and only the
-  [N, 2k + 2] result crosses to the host.
+  packed [N, 2k + 2] float32 result crosses to the host (:func:`batch_classify.columns.pack`).
 
-Both return the same layout, so the actor reads them one way.
+Both return the same named arrays.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-#: Classes kept per image (top-5 accuracy is the field's second number).
-TOP_K = 5
+from batch_classify.columns import TOP_K, pack, unpack
 
 
-def scores(logits, restricted: np.ndarray | None = None) -> np.ndarray:
+def scores(logits, restricted: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Softmax top-k, entropy and restricted argmax of ``logits``.
 
     Args:
         logits: float [N, C], a numpy array or a torch tensor (on any device).
-        restricted: int64 [R] class indices: also the argmax of the logits over these only
-            (the Imagenette-style evaluation); None: no such column.
+        restricted: int64 [R] class indices: the argmax of the logits over these only (the
+            Imagenette-style evaluation); None: ``restricted_index`` is -1.
 
     Returns:
-        float32 [N, 2k + 1] (+1 with ``restricted``), k = min(TOP_K, C): the k probabilities in
-        descending order, their k class indices (exact in float32, below 2**24), the entropy of
-        the softmax over all C classes (nats), then the restricted argmax (a class index).
+        the scored columns (:data:`batch_classify.columns.SCORED`), with k = min(TOP_K, C):
+        ``top5_index`` int64 [N, k] and ``top5_prob`` float32 [N, k], largest first (equal
+        probabilities: the lower class index first); ``restricted_index`` int64 [N];
+        ``entropy`` float32 [N], of the softmax over all C classes, nats.
     """
     if isinstance(logits, np.ndarray):
         return _scores_numpy(logits, restricted)
     return _scores_torch(logits, restricted)
 
 
-def _scores_numpy(logits: np.ndarray, restricted: np.ndarray | None) -> np.ndarray:
+def _scores_numpy(logits: np.ndarray, restricted: np.ndarray | None) -> dict[str, np.ndarray]:
     x = np.asarray(logits, dtype=np.float32)
     shifted = x - x.max(axis=1, keepdims=True)
     e = np.exp(shifted)
@@ -46,24 +47,30 @@ def _scores_numpy(logits: np.ndarray, restricted: np.ndarray | None) -> np.ndarr
     k = min(TOP_K, x.shape[1])
     # Largest first; among equal probabilities the lower class index first (a stable sort).
     idx = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-    top = np.take_along_axis(probs, idx, axis=1)
-    # entropy = -sum p log p, with log p = shifted - log(total) (no log of a zero probability)
-    entropy = -(probs * (shifted - np.log(total))).sum(axis=1, keepdims=True)
-    columns = [top, idx.astype(np.float32), entropy]
-    if restricted is not None:
-        columns.append(restricted[x[:, restricted].argmax(axis=1)].astype(np.float32)[:, None])
-    return np.concatenate(columns, axis=1).astype(np.float32, copy=False)
+    parts = {
+        "top5_index": idx,
+        "top5_prob": np.take_along_axis(probs, idx, axis=1),
+        # entropy = -sum p log p, with log p = shifted - log(total) (no log of a zero probability)
+        "entropy": -(probs * (shifted - np.log(total))).sum(axis=1),
+        "restricted_index": np.full(len(x), -1, np.int64) if restricted is None
+        else restricted[x[:, restricted].argmax(axis=1)],
+    }
+    # Through the packed layout, as the torch path: one set of dtypes and shapes for both.
+    return unpack(pack({n: v.astype(np.float32) for n, v in parts.items()}, k, np.concatenate), k)
 
 
-def _scores_torch(logits, restricted: np.ndarray | None) -> np.ndarray:
+def _scores_torch(logits, restricted: np.ndarray | None) -> dict[str, np.ndarray]:
     import torch
 
     logits = logits.float()
     probs = torch.softmax(logits, dim=1)
     k = min(TOP_K, probs.shape[1])
     p, i = probs.topk(k, dim=1)
-    columns = [p, i.float(), torch.special.entr(probs).sum(dim=1, keepdim=True)]
-    if restricted is not None:
+    if restricted is None:
+        best = torch.full((len(logits),), -1.0, device=logits.device)
+    else:
         allowed = torch.from_numpy(restricted).to(logits.device)
-        columns.append(allowed[logits[:, allowed].argmax(dim=1)].float().unsqueeze(1))
-    return torch.cat(columns, dim=1).cpu().numpy()  # one transfer of the small result
+        best = allowed[logits[:, allowed].argmax(dim=1)].float()
+    parts = {"top5_index": i.float(), "top5_prob": p, "entropy": torch.special.entr(probs).sum(dim=1),
+             "restricted_index": best}
+    return unpack(pack(parts, k, torch.cat).cpu().numpy(), k)  # one transfer of the small result

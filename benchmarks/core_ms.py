@@ -86,8 +86,8 @@ def main() -> None:
             for k, (b, s) in enumerate(zip(batches, rows, strict=True)):
                 table = pa.table({
                     "path": paths[k * args.batch_size: k * args.batch_size + len(b)],
-                    "top5_prob": pa.array(list(s[:, :5])), "top5_index": pa.array(list(s[:, 5:10].astype(np.int64))),
-                    "entropy": s[:, 10],
+                    "top5_prob": pa.array(list(s["top5_prob"])), "top5_index": pa.array(list(s["top5_index"])),
+                    "entropy": s["entropy"],
                 })
                 pq.write_table(table, f"{folder}/part-{k:05d}.parquet")
             per_pass["write"].append(time.perf_counter() - start)

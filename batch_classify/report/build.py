@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from batch_classify.stage_output import StageResult
-from batch_classify.scores import TOP_K
+from batch_classify.columns import TOP_K
 from batch_classify.layout import RunLayout
 from batch_classify.listing import Listing
 from batch_classify.models import get_spec

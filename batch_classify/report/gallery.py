@@ -22,7 +22,7 @@ def confident_mistakes(predictions: pa.Table, n: int) -> list[dict]:
     """The ``n`` most confident wrong predictions among the labelled rows, most confident first.
 
     Args:
-        predictions: rows of :data:`batch_classify.results.PREDICTION_SCHEMA` (at least ``path``,
+        predictions: rows of :data:`batch_classify.columns.PREDICTION_SCHEMA` (at least ``path``,
             ``label``, ``label_index``, ``pred_index``, ``pred_label``, ``confidence``).
 
     Returns:

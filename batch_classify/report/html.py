@@ -258,7 +258,7 @@ def render_html(
 
     Args:
         report: the run's report (``report.json``'s fields).
-        predictions: the committed predictions (:data:`batch_classify.results.PREDICTION_SCHEMA`).
+        predictions: the committed predictions (:data:`batch_classify.columns.PREDICTION_SCHEMA`).
         storage: how to reach the images for the thumbnails.
         vocabulary: the model's classes, for the class names of the pictures; None: ImageNet-1k
             (:func:`batch_classify.vocabulary.imagenet`).

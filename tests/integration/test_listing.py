@@ -158,14 +158,6 @@ def test_a_fifo_named_like_an_image_is_ignored_and_counted_never_read(tmp_path):
     assert listing.n_ignored == 1 and listing.ignored_extensions == {"(not a regular file)": 1}
 
 
-def test_reserved_partition_keys_are_the_prediction_columns():
-    """The listing cannot import the results schema (results imports the listing): one fact, checked here."""
-    from batch_classify.listing import RESERVED_COLUMNS
-    from batch_classify.results import PREDICTION_SCHEMA
-
-    assert RESERVED_COLUMNS == set(PREDICTION_SCHEMA.names)
-
-
 HIDDEN = ["x/.hidden_photo.jpg", "x/._IMG.jpg", ".DS_Store", "._top.jpg", ".hiddendir/p.jpg", ".hiddendir/q.jpg",
           "x/.git/objects/o.png", "x/.git/HEAD"]
 

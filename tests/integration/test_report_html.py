@@ -34,7 +34,8 @@ from batch_classify.report.gallery import confident_mistakes, load_thumbnails
 from batch_classify.report.html_sections import mistake_tiles
 from batch_classify.report.html import render_html, write_report_html
 from batch_classify.report.metrics import calibration, calibration_fields
-from batch_classify.results import PREDICTION_SCHEMA, StagingWriter, commit, read_committed
+from batch_classify.columns import PREDICTION_SCHEMA
+from batch_classify.results import StagingWriter, commit, read_committed
 from batch_classify.storage import StorageOptions, read_bytes
 from batch_classify.vocabulary import Vocabulary, from_names, imagenet
 from helpers.photos import arrange_in_wnid_folders

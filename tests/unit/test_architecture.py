@@ -332,3 +332,24 @@ def test_only_the_table_module_imports_deltalake_and_only_when_writing():
     tree = ast.parse(_modules()["batch_classify.table"].read_text())
     top_level = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
     assert not [n for n in top_level if "deltalake" in ast.unparse(n)], "import deltalake inside the writing function"
+
+
+def test_the_predictions_columns_are_declared_only_in_columns():
+    """Issue 29: one module owns the predictions' and failures' schemas and the model's outputs. It is a
+    leaf (nothing of the package below it), and no other module builds a schema from its column names: a
+    ``pa.schema([...])`` or ``pa.field(...)`` naming a column the model or the run fills (the listing's
+    ``path``, ``label`` and ``content_id`` are the listing's too: the Ray Job's listing file has them)."""
+    from batch_classify.columns import PREDICTIONS
+
+    graph = _graph()
+    assert not {m for m in graph["batch_classify.columns"] if m.startswith("batch_classify")}
+    names = {c.name for c in PREDICTIONS if c.source != "listing"}
+    spelled = {}
+    for name, path in _modules().items():
+        if name == "batch_classify.columns":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("schema", "field")
+                    and any(isinstance(c, ast.Constant) and c.value in names for c in ast.walk(node))):
+                spelled.setdefault(name, []).append(node.lineno)
+    assert not spelled, spelled

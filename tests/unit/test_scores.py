@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from batch_classify.scores import TOP_K, scores
+from batch_classify.columns import SCORED, TOP_K
+from batch_classify.scores import scores
 
 
 def _logits(rows: int = 64, classes: int = 1000) -> np.ndarray:
@@ -26,12 +27,14 @@ def test_numpy_and_torch_scores_agree(classes):
     a = scores(logits, restricted)
     b = scores(torch.from_numpy(logits), restricted)
     k = min(TOP_K, classes)
-    assert a.shape == b.shape == (64, 2 * k + 2) and a.dtype == np.float32
-    np.testing.assert_array_equal(a[:, k : 2 * k], b[:, k : 2 * k])  # the same classes, the same order
-    np.testing.assert_allclose(a[:, :k], b[:, :k], rtol=1e-5, atol=1e-7)  # probabilities
-    np.testing.assert_allclose(a[:, 2 * k], b[:, 2 * k], rtol=1e-4, atol=1e-6)  # entropy
-    np.testing.assert_array_equal(a[:, -1], b[:, -1])  # restricted argmax
-    assert set(np.unique(a[:, -1])) <= {0.0, 2.0}
+    assert list(a) == list(b) == [c.name for c in SCORED]
+    assert a["top5_index"].shape == a["top5_prob"].shape == (64, k) and a["entropy"].shape == (64,)
+    assert {n: v.dtype for n, v in a.items()} == {n: v.dtype for n, v in b.items()} == {c.name: c.dtype for c in SCORED}
+    np.testing.assert_array_equal(a["top5_index"], b["top5_index"])  # the same classes, the same order
+    np.testing.assert_allclose(a["top5_prob"], b["top5_prob"], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(a["entropy"], b["entropy"], rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(a["restricted_index"], b["restricted_index"])  # restricted argmax
+    assert set(np.unique(a["restricted_index"])) <= {0, 2}
 
 
 def test_numpy_scores_are_the_softmax_of_the_logits():
@@ -39,14 +42,14 @@ def test_numpy_scores_are_the_softmax_of_the_logits():
     p = np.exp(logits.astype(np.float64))
     p /= p.sum(axis=1, keepdims=True)
     got = scores(logits)
-    assert got.shape == (4, 2 * TOP_K + 1)
     expected_idx = np.argsort(-p, axis=1)[:, :TOP_K]
-    np.testing.assert_array_equal(got[:, TOP_K : 2 * TOP_K], expected_idx)
-    np.testing.assert_allclose(got[:, :TOP_K], np.take_along_axis(p, expected_idx, axis=1), rtol=1e-5)
-    np.testing.assert_allclose(got[:, 2 * TOP_K], -(p * np.log(p)).sum(axis=1), rtol=1e-4)
+    np.testing.assert_array_equal(got["top5_index"], expected_idx)
+    np.testing.assert_allclose(got["top5_prob"], np.take_along_axis(p, expected_idx, axis=1), rtol=1e-5)
+    np.testing.assert_allclose(got["entropy"], -(p * np.log(p)).sum(axis=1), rtol=1e-4)
+    assert (got["restricted_index"] == -1).all()  # no restricted classes
     # A logit far below the others: its probability underflows to 0, the entropy stays finite.
     extreme = np.array([[0.0, -1e4, 1.0]], dtype=np.float32)
-    assert np.isfinite(scores(extreme)).all()
+    assert all(np.isfinite(v).all() for v in scores(extreme).values())
 
 
 ACTOR = """
