@@ -1,3 +1,3 @@
-from batch_classify.launch import entry
+from batch_classify.cli.launch import entry
 
 entry()

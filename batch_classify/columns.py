@@ -2,13 +2,13 @@
 columns (:data:`FAILURE_SCHEMA`) and, among the predictions, the per-image outputs of the model.
 
 Everything else derives from here: the Parquet schemas (``results.PREDICTION_SCHEMA``), what the
-scores from the logits hold (:func:`batch_classify.scores.scores` computes each scored column by
+scores from the logits hold (:func:`batch_classify.stage.scores.scores` computes each scored column by
 name), what the model actor returns (:func:`empty_outputs`, :func:`with_best`), how the staging
 writer turns an output batch into Arrow columns (:func:`output_arrays`), and the names a Hive
 partition key may not take (``listing.RESERVED_COLUMNS``).
 
 Adding a prediction column: declare it in :data:`PREDICTIONS`; a scored one is then computed in
-:mod:`batch_classify.scores` (both its numpy and its torch function); describe it in README's table
+:mod:`batch_classify.stage.scores` (both its numpy and its torch function); describe it in README's table
 of the output. Nothing else changes.
 
 A plain leaf: numpy and pyarrow only, nothing of this package.
@@ -44,7 +44,7 @@ class Column:
         fill: a model output's value where the row failed (and in the places of a ``top_k`` list that a
             model with fewer than ``TOP_K`` classes lacks).
         nullable: a model output whose ``fill`` is written as null (a class index), else written as is.
-        scored: a model output that :func:`batch_classify.scores.scores` computes from the logits; the
+        scored: a model output that :func:`batch_classify.stage.scores.scores` computes from the logits; the
             others are read off a scored one (``best_of``).
         best_of: for an unscored model output, the ``top_k`` output whose first (best) value it is.
     """
@@ -95,7 +95,7 @@ PREDICTIONS: tuple[Column, ...] = (
 PREDICTION_SCHEMA = pa.schema([(c.name, c.type) for c in PREDICTIONS])
 #: The model's per-image outputs, in :data:`PREDICTIONS`' order.
 MODEL_OUTPUTS: tuple[Column, ...] = tuple(c for c in PREDICTIONS if c.source == "model")
-#: Those :func:`batch_classify.scores.scores` computes from the logits, in the order it packs them.
+#: Those :func:`batch_classify.stage.scores.scores` computes from the logits, in the order it packs them.
 SCORED: tuple[Column, ...] = tuple(c for c in MODEL_OUTPUTS if c.scored)
 
 #: Schema of the failures file (``failures/part-<attempt>.parquet``); ``stage`` is one of list, read,

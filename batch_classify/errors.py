@@ -43,7 +43,7 @@ class RunRegressed(PermanentError):
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM in a ``batch-classify run`` (:func:`batch_classify.interrupts.stop_on_signals`), raised in
+    """SIGTERM in a ``batch-classify run`` (:func:`batch_classify.cli.interrupts.stop_on_signals`), raised in
     the main thread as an interrupt, so that Prefect records the flow run as interrupted and every
     ``finally`` (Ray's shutdown, the lease's release) runs, as for Ctrl-C."""
 

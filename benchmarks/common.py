@@ -121,7 +121,7 @@ def random_weights(workdir: Path, model: str) -> str:
     if not path.exists():
         import torch
 
-        from batch_classify.models import get_spec
+        from batch_classify.models.registry import get_spec
 
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(0)

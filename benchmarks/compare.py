@@ -38,7 +38,7 @@ from benchmarks.common import (
     run_measured,
     warm_file_cache,
 )
-from batch_classify.plan import CPU_BATCH_SIZE
+from batch_classify.stage.plan import CPU_BATCH_SIZE
 from batch_classify.settings import default_cache_dir
 
 PY = sys.executable
@@ -94,10 +94,10 @@ def _command(variant: str, args, input_dir: Path, out: Path, weights: str | None
 
 def _server(workdir: Path):
     """A Prefect API for the ``ours-server`` variant, started once, ready, and stopped at exit: what a
-    nightly deployment reports to (the product's :class:`batch_classify.startup.TemporaryApi`, kept)."""
+    nightly deployment reports to (the product's :class:`batch_classify.cli.startup.TemporaryApi`, kept)."""
     import atexit
 
-    from batch_classify.startup import TemporaryApi
+    from batch_classify.cli.startup import TemporaryApi
 
     os.environ["PREFECT_HOME"] = str(workdir / "prefect-home")  # the same database as the other variants'
     server = TemporaryApi().start()

@@ -51,9 +51,9 @@ def main() -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from batch_classify.engines import onnx_model
-    from batch_classify.models import get_spec
-    from batch_classify.scores import scores
+    from batch_classify.stage.engines import onnx_model
+    from batch_classify.models.registry import get_spec
+    from batch_classify.stage.scores import scores
     from batch_classify.settings import default_cache_dir
     from batch_classify.storage import StorageOptions, read_bytes
 

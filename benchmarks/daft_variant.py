@@ -39,8 +39,8 @@ def main() -> None:
     from daft import DataType, col
     from daft.functions import decode_image, download
 
-    from batch_classify.engines import onnx_model
-    from batch_classify.models import get_spec
+    from batch_classify.stage.engines import onnx_model
+    from batch_classify.models.registry import get_spec
     from batch_classify.settings import default_cache_dir
     from batch_classify.storage import StorageOptions
 
@@ -80,7 +80,7 @@ def main() -> None:
     import pyarrow.parquet as pq
 
     table = pq.read_table(args.output)
-    from batch_classify.vocabulary import imagenet
+    from batch_classify.models.vocabulary import imagenet
 
     index = {wnid: i for i, wnid in enumerate(imagenet().wnids)}
     wnids = [Path(p).parent.name for p in table.column("path").to_pylist()]

@@ -34,7 +34,7 @@ def main() -> None:
     from torch.utils.data import DataLoader, Dataset
     from torchvision import transforms
 
-    from batch_classify.models import get_spec, load_model
+    from batch_classify.models.registry import get_spec, load_model
     from batch_classify.storage import StorageOptions
 
     spec = get_spec(args.model)

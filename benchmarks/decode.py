@@ -16,7 +16,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from batch_classify.models import LITE0_PRESET
+from batch_classify.models.registry import LITE0_PRESET
 from benchmarks.common import SHARED
 
 

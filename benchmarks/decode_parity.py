@@ -39,11 +39,11 @@ def main() -> None:
 
     import torch
 
-    from batch_classify.device_decode import DeviceDecoder, read_batch
-    from batch_classify.engines import build_engine
-    from batch_classify.models import get_spec
+    from batch_classify.stage.device_decode import DeviceDecoder, read_batch
+    from batch_classify.stage.engines import build_engine
+    from batch_classify.models.registry import get_spec
     from batch_classify.storage import StorageOptions
-    from batch_classify.vocabulary import imagenet
+    from batch_classify.models.vocabulary import imagenet
 
     opts = StorageOptions()
     spec = get_spec(args.model)

@@ -27,11 +27,11 @@ PER_FOLDER = 1000
 
 CHILD = r"""
 import json, resource, sys, time
-from batch_classify import steps
-from batch_classify.models import get_spec
-from batch_classify.results import StagingWriter
+from batch_classify.run import steps
+from batch_classify.models.registry import get_spec
+from batch_classify.run.results import StagingWriter
 from batch_classify.settings import RunSettings
-from batch_classify.stage_output import path_hashes
+from batch_classify.stage.output import path_hashes
 
 def rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -178,7 +178,7 @@ def main() -> None:
     if args.lite0_weights:  # float16 halves the file; load_state_dict converts it back to float32
         import torch
 
-        from batch_classify.models import get_spec
+        from batch_classify.models.registry import get_spec
         from batch_classify.storage import StorageOptions, read_bytes
 
         spec = get_spec("efficientnet_lite0")

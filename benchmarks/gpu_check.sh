@@ -210,7 +210,7 @@ main() {
     echo "gpu_check $(date -u +%FT%TZ) dry=$DRY models=[$MODELS] stage images=$N_STAGE plans=[$PLANS] budget=${BUDGET}s"
     run_part install 120 install_wheels
     run_part info 60 info
-    run_part imports 60 "$PY" -c "import batch_classify.inference, batch_classify.device_decode, benchmarks.stage; print('imports ok')"
+    run_part imports 60 "$PY" -c "import batch_classify.stage.inference, batch_classify.stage.device_decode, benchmarks.stage; print('imports ok')"
     case "$FAILED" in *imports*) echo "=== the library does not import here; stopping (${SECONDS}s)"; return 1 ;; esac
     mkdir -p "$WORK"
     rm -f "$WORK"/alone-*.json "$WORK"/stage-*.json "$WORK"/onnx-*.json "$WORK"/parity.json "$WORK"/compile-*.json  # no stale figures

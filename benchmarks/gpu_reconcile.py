@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from batch_classify.inference import Classifier
+from batch_classify.stage.inference import Classifier
 
 #: Where the actors write their timings and the trace (set by main, read in each actor's process).
 OUT_ENV = "GPU_RECONCILE_OUT"
@@ -168,7 +168,7 @@ def model_alone(model: str, weights: str | None, device: str, batch: int, crop: 
     """The product's engine alone at the stage's batch size: from a uint8 tensor on the device, and from host memory."""
     import torch
 
-    from batch_classify.engines import build_engine
+    from batch_classify.stage.engines import build_engine
     from batch_classify.storage import StorageOptions
 
     engine = build_engine(model, weights, StorageOptions(), runtime="torch", device=device)
@@ -207,10 +207,10 @@ def main() -> None:
     import ray
     from ray.data import DataContext
 
-    import batch_classify.inference as inference
-    from batch_classify.models import get_spec
-    from batch_classify.plan import ClusterPlan, plan_cluster
-    from batch_classify.ray_start import start_ray
+    import batch_classify.stage.inference as inference
+    from batch_classify.models.registry import get_spec
+    from batch_classify.stage.plan import ClusterPlan, plan_cluster
+    from batch_classify.stage.ray_start import start_ray
     from batch_classify.storage import StorageOptions
 
     out = Path(args.out)

@@ -39,11 +39,11 @@ def main() -> None:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from batch_classify.engines import onnx_model
-    from batch_classify.models import get_spec
+    from batch_classify.stage.engines import onnx_model
+    from batch_classify.models.registry import get_spec
     from batch_classify.settings import default_cache_dir
     from batch_classify.storage import StorageOptions
-    from batch_classify.vocabulary import imagenet
+    from batch_classify.models.vocabulary import imagenet
 
     storage = StorageOptions()
     preset = get_spec(args.model).preset

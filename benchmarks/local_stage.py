@@ -1,4 +1,4 @@
-"""The local executor's stage alone (:func:`batch_classify.local_stage.run_local_stage`), in this process, over
+"""The local executor's stage alone (:func:`batch_classify.stage.local.run_local_stage`), in this process, over
 ``--images`` files (copies of the shared photos), for each configuration given: precision, model threads,
 decoding threads, batch size. What chose ``plan.LOCAL_BATCH_SIZE`` and ``plan.CORES_PER_DECODE_THREAD``.
 
@@ -25,11 +25,11 @@ def main() -> None:
     parser.add_argument("--workdir", default="/tmp/batch-classify-bench")
     args = parser.parse_args()
 
-    from batch_classify.engines import onnx_model
-    from batch_classify.local_stage import run_local_stage
-    from batch_classify.models import get_spec
-    from batch_classify.plan import plan_local
-    from batch_classify.quantize import int8_model
+    from batch_classify.stage.engines import onnx_model
+    from batch_classify.stage.local import run_local_stage
+    from batch_classify.models.registry import get_spec
+    from batch_classify.stage.plan import plan_local
+    from batch_classify.stage.quantize import int8_model
     from batch_classify.settings import default_cache_dir
     from batch_classify.storage import StorageOptions
     from benchmarks.common import prepare_input

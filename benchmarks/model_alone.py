@@ -1,7 +1,7 @@
 """The model alone on pre-decoded uint8 tensors: the most this machine can classify per second.
 
 Decodes ``--images`` photos once with the model's preset, then times the same engine the
-model actors use (``batch_classify.engines``) over them at the pipeline's batch size, with
+model actors use (``batch_classify.stage.engines``) over them at the pipeline's batch size, with
 every core given to the model. Prints one JSON object: images/s per runtime (median of
 ``--repeats`` passes after one warm-up pass; the runtimes take turns, pass by pass).
 
@@ -37,7 +37,7 @@ def _variant(name: str, args, threads: int):
     """The engine for ``name``: ``onnx`` or ``torch`` as shipped, or one of them with one choice undone."""
     import torch
 
-    from batch_classify.engines import OnnxEngine, build_engine, onnx_model
+    from batch_classify.stage.engines import OnnxEngine, build_engine, onnx_model
     from batch_classify.storage import StorageOptions
 
     base = name.split("-")[0]
@@ -99,7 +99,7 @@ def main() -> None:
 
         args.weights = random_weights(Path(args.workdir), args.model)
 
-    from batch_classify.models import get_spec
+    from batch_classify.models.registry import get_spec
 
     spec = get_spec(args.model)
     paths = sorted(Path(args.input).rglob("*.JPEG"))[: args.images]

@@ -34,7 +34,7 @@ def main() -> None:
     import torch
     from torchvision import transforms
 
-    from batch_classify.models import get_spec, load_model
+    from batch_classify.models.registry import get_spec, load_model
     from batch_classify.storage import StorageOptions
 
     spec = get_spec(args.model)
@@ -62,7 +62,7 @@ def main() -> None:
                 self.model = spec.build().eval()
             else:
                 self.model = load_model(spec, None, StorageOptions())
-            from batch_classify.vocabulary import imagenet
+            from batch_classify.models.vocabulary import imagenet
 
             self.names = imagenet().names
 

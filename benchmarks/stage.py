@@ -24,7 +24,7 @@ from pathlib import Path
 
 def parse_plan(text: str):
     """``runtime:batch_size:actors:threads[:decode]`` → ``ClusterPlan`` (runtime ``torch-cuda``: GPU actors)."""
-    from batch_classify.plan import ClusterPlan
+    from batch_classify.stage.plan import ClusterPlan
 
     runtime, batch, actors, threads, *rest = text.split(":")
     decode = rest[0] if rest else "cpu"
@@ -52,8 +52,8 @@ def main() -> None:
 
     import ray
 
-    from batch_classify.engines import onnx_model
-    from batch_classify.inference import run_stage
+    from batch_classify.stage.engines import onnx_model
+    from batch_classify.stage.inference import run_stage
     from batch_classify.storage import StorageOptions
 
     if args.random_weights and not args.weights:

@@ -52,7 +52,7 @@ VARIANTS = ("ours-ray", "ours-local")
 #: ``ray::<what they run>``; the raylet's command line names the worker script, hence names first.
 KINDS = (
     ("Prefect temporary API", ("uvicorn",)),
-    ("watchdog", ("batch_classify.watchdog",)),
+    ("watchdog", ("batch_classify.cli.watchdog",)),
     ("Ray daemons", ("gcs_server", "raylet", "ray::DashboardAgent", "ray::RuntimeEnv", "dashboard.py", "log_monitor.py",
                      "monitor.py")),
     ("Ray model actor", ("ray::MapWorker",)),

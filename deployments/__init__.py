@@ -19,7 +19,7 @@ from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.events import DeploymentEventTrigger
 from prefect.schedules import Cron
 
-from batch_classify.events import DATASET_UPDATED, RESOURCE_PREFIX, URI_LABEL
+from batch_classify.run.events import DATASET_UPDATED, RESOURCE_PREFIX, URI_LABEL
 from batch_classify.settings import ServeSettings
 from batch_classify.flows import classify_images
 

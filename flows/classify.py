@@ -28,10 +28,9 @@ except ImportError:  # pydantic 2.12, 2.13
     from pydantic.experimental.missing_sentinel import MISSING
 from pydantic.fields import FieldInfo
 
-from batch_classify.cli_options import without_none
 from batch_classify.errors import RunRegressed
 from batch_classify.report.verdict import REGRESSED
-from batch_classify.settings import RunSettings, new_run_id
+from batch_classify.settings import RunSettings, new_run_id, without_none
 from batch_classify.tasks import (
     infer,
     list_dataset,

@@ -61,7 +61,7 @@ def _shifted_weights(path: Path) -> str:
     """Lite0's weights with the classifier rows rolled by one class (every prediction moves to the next class)."""
     import torch
 
-    from batch_classify.models import get_spec
+    from batch_classify.models.registry import get_spec
 
     state = torch.load(get_spec("efficientnet_lite0").default_weights_path(), map_location="cpu", weights_only=True)
     for key, value in state.items():

@@ -1,4 +1,4 @@
-"""Thin Prefect tasks over :mod:`batch_classify.steps`: retries, tags, artifacts.
+"""Thin Prefect tasks over :mod:`batch_classify.run.steps`: retries, tags, artifacts.
 
 Deterministic errors (bad input, unknown labels, a missing model) are not
 retried; storage and cluster errors are, with exponential backoff and jitter.
@@ -22,18 +22,17 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import deployment, flow_run
 from prefect.tasks import exponential_backoff
 
-from batch_classify import cluster, steps
+from batch_classify.run import cluster, steps
 from batch_classify.errors import PermanentError
-from batch_classify.inference import InferenceOutcome
-from batch_classify.events import run_regressed
-from batch_classify.layout import REPORT_HTML, RunLayout, input_slug, slug
-from batch_classify.lease import RunLease
-from batch_classify.core_notes import stderr_is_terminal
+from batch_classify.run.events import run_regressed
+from batch_classify.run.layout import REPORT_HTML, RunLayout, input_slug, slug
+from batch_classify.run.lease import RunLease
+from batch_classify.stage.core_notes import stderr_is_terminal
 from batch_classify.listing import Listing
 from batch_classify.report.verdict import REGRESSED, key_figures
 from batch_classify.report.format import pct
 from batch_classify.report.markdown import render_markdown
-from batch_classify.results import CommittedRun, StagedRun
+from batch_classify.run.results import CommittedRun, InferenceOutcome, StagedRun
 from batch_classify.settings import RunSettings
 from batch_classify.storage import browser_url
 
@@ -47,7 +46,7 @@ NO_DEPLOYMENT = "local"
 
 def artifact_key(kind: str, settings: RunSettings) -> str:
     """``batch-classify-<kind>-<deployment>-<input slug>``: one key, so one history in the Prefect UI,
-    per deployment (``local`` outside one) and input (:func:`batch_classify.layout.input_slug`), so
+    per deployment (``local`` outside one) and input (:func:`batch_classify.run.layout.input_slug`), so
     that a test run on three images never shows up in the nightly dataset's series.
 
     Artifact keys hold lower-case letters, digits and dashes only (Prefect's rule)."""
@@ -149,7 +148,7 @@ _storage_retries = dict(
 
 def run_lease(settings: RunSettings) -> RunLease:
     """The lease of ``OUTPUT/RUN_ID`` (a context manager), owned by this flow run: a second writer of
-    the run id is refused at once with a line naming this one (see :mod:`batch_classify.lease`)."""
+    the run id is refused at once with a line naming this one (see :mod:`batch_classify.run.lease`)."""
     name = flow_run.get_name()
     return RunLease(settings.run_uri(), settings.storage_options(), owner=f"flow run {name}" if name else "")
 
@@ -195,7 +194,7 @@ def validate(settings: RunSettings, listing: Listing) -> steps.Validation:
 def infer(settings: RunSettings, listing: Listing, label_map: dict[str, int]) -> InferenceOutcome:
     """The Ray Data stage: decode, preprocess, model actor pool; output staged as Parquet. On local
     Ray (or a cluster this process joins as its driver); with an ``http(s)://`` ray address, inside
-    the cluster as a Ray Job (:func:`batch_classify.cluster.run_inference_job`)."""
+    the cluster as a Ray Job (:func:`batch_classify.run.cluster.run_inference_job`)."""
     with Progress(settings.run_id, key=artifact_key(PROGRESS_KEY, settings), total=len(listing.records)) as progress:
         if cluster.uses_jobs_api(settings.ray_address):
             outcome = cluster.run_inference_job(
@@ -279,7 +278,7 @@ def regressed_message(report: dict) -> str:
 
 
 def mark_regressed(report: dict) -> None:
-    """Make a regressed run stand out: emit :data:`batch_classify.events.RUN_REGRESSED` (an Automation
+    """Make a regressed run stand out: emit :data:`batch_classify.run.events.RUN_REGRESSED` (an Automation
     can notify on it; README "Alerts") and tag the flow run ``regressed`` (the runs list shows the tag
     beside the state named "Regressed")."""
     from prefect.client.orchestration import get_client

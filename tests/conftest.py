@@ -64,7 +64,7 @@ def ray_local():
     (after any earlier run's shutdown in the background has ended)."""
     import ray
 
-    from batch_classify.ray_start import start_ray
+    from batch_classify.stage.ray_start import start_ray
 
     start_ray(None, num_cpus=2, verbose=False)
     yield ray

@@ -10,5 +10,5 @@ Modules, each fact computed once (in ``build``) and passed as one report dict to
 * ``build``: step 5 of a run and ``batch-classify report``: score once, write ``report.json``,
   ``report.md`` and ``report.html``.
 
-Plain library code: no Prefect (it travels in Ray Jobs with :mod:`batch_classify.steps`).
+Plain library code: no Prefect (it travels in Ray Jobs with :mod:`batch_classify.run.steps`).
 """

@@ -17,11 +17,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batch_classify.stage_output import StageResult
+from batch_classify.stage.output import StageResult
 from batch_classify.columns import TOP_K
-from batch_classify.layout import RunLayout
+from batch_classify.run.layout import RunLayout
 from batch_classify.listing import Listing
-from batch_classify.models import get_spec
+from batch_classify.models.registry import get_spec
 from batch_classify.report.compare import compare
 from batch_classify.report.history import run_history
 from batch_classify.report.html import write_report_html
@@ -30,10 +30,10 @@ from batch_classify.report.metrics import accuracy, calibration_fields, label_fr
 from batch_classify.report.review import changed_predictions, lowest_confidence
 from batch_classify.report.samples import small_sample_notes
 from batch_classify.report.verdict import verdict
-from batch_classify.results import SUCCESS, CommittedRun, CorruptRun, committed_manifest, read_committed, read_failures
+from batch_classify.run.results import SUCCESS, CommittedRun, CorruptRun, committed_manifest, read_committed, read_failures
 from batch_classify.settings import RunSettings
 from batch_classify.storage import StorageOptions, read_bytes, write_bytes
-from batch_classify.vocabulary import Vocabulary
+from batch_classify.models.vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)
 

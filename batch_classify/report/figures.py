@@ -11,7 +11,7 @@
   without labels, the confidence histogram alone.
 
 The gallery of mistakes is :mod:`batch_classify.report.gallery`. Class names come from the run's
-:class:`~batch_classify.vocabulary.Vocabulary`.
+:class:`~batch_classify.models.vocabulary.Vocabulary`.
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ def _read_thumbnail(fs, path: str, size: int):
     """A thumbnail (PIL RGB image, letterboxed to ``size`` × ``size`` on white) or the reason it failed."""
     from PIL import Image
 
-    from batch_classify.preprocess import ClassificationPreset, DecodeError
+    from batch_classify.models.preprocess import ClassificationPreset, DecodeError
 
     try:
         data = fs.cat_file(path)

@@ -2,7 +2,7 @@
 figures, for the report's trend (``report.json``'s ``history``, the page's trend picture, the
 Prefect artifact's table).
 
-The runs are found as the baseline is (:func:`batch_classify.reuse.committed_runs`: same output, same
+The runs are found as the baseline is (:func:`batch_classify.run.reuse.committed_runs`: same output, same
 input by :func:`batch_classify.storage.dataset_key`, same model name, a full listing, committed before
 this run); their counts come from their ``_SUCCESS`` manifests and their scores from their own
 ``report.json`` (what each run reported the night it ran). A run with ``--table`` is committed in its
@@ -15,9 +15,9 @@ import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from batch_classify.layout import RunLayout
+from batch_classify.run.layout import RunLayout
 from batch_classify.report.trend import history_entry
-from batch_classify.reuse import committed_runs
+from batch_classify.run.reuse import committed_runs
 from batch_classify.storage import StorageOptions, read_bytes
 
 log = logging.getLogger(__name__)

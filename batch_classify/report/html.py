@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pyarrow as pa
 
-from batch_classify.layout import RunLayout
+from batch_classify.run.layout import RunLayout
 from batch_classify.report.figures import (
     MAX_DISTRIBUTION_BARS, MAX_MATRIX_CLASSES, confidence_png, confusion_matrix_png, per_class_accuracy_png,
     prediction_distribution_png,
@@ -34,7 +34,7 @@ from batch_classify.report.html_sections import (
 from batch_classify.report.metrics import DEFAULT_BINS, calibration, calibration_from_fields, prediction_distribution
 from batch_classify.report.samples import MIN_CALIBRATION_IMAGES, MIN_IMAGES, few
 from batch_classify.storage import StorageOptions, write_bytes
-from batch_classify.vocabulary import Vocabulary
+from batch_classify.models.vocabulary import Vocabulary
 
 #: The page may load nothing: only its own inline styles and ``data:`` images.
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -68,7 +68,7 @@ def _template():
     """The page's template (:data:`TEMPLATE`), loaded once per process.
 
     Jinja2 is imported here, not at module level: a Ray Job imports this module (through
-    :mod:`batch_classify.steps`) but never renders a page.
+    :mod:`batch_classify.run.steps`) but never renders a page.
 
     Raises:
         ValueError: the package was installed without its ``templates`` folder (Jinja2's PackageLoader).
@@ -261,7 +261,7 @@ def render_html(
         predictions: the committed predictions (:data:`batch_classify.columns.PREDICTION_SCHEMA`).
         storage: how to reach the images for the thumbnails.
         vocabulary: the model's classes, for the class names of the pictures; None: ImageNet-1k
-            (:func:`batch_classify.vocabulary.imagenet`).
+            (:func:`batch_classify.models.vocabulary.imagenet`).
         max_mistakes: tiles in the mistakes gallery (at most :data:`MAX_GALLERY`).
 
     Returns:
@@ -272,7 +272,7 @@ def render_html(
             ``page.css``; see :func:`_template`).
     """
     if vocabulary is None:
-        from batch_classify.vocabulary import imagenet
+        from batch_classify.models.vocabulary import imagenet
 
         vocabulary = imagenet()
     names = vocabulary.names
@@ -329,7 +329,7 @@ def write_report_html(
     Returns:
         the URI of ``report.html``.
     """
-    from batch_classify.results import read_committed
+    from batch_classify.run.results import read_committed
 
     if predictions is None:
         predictions = read_committed(run_uri, storage)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from batch_classify.vocabulary import Vocabulary
+from batch_classify.models.vocabulary import Vocabulary
 
 #: Equal-width bins of the label-free confidence histogram: 20 bins of 0.05, the bins of
 #: :func:`batch_classify.report.figures.confidence_png`.

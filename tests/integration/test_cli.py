@@ -39,7 +39,7 @@ def test_run_writes_contract_files(photos, tmp_path):
 def test_a_second_writer_of_a_run_id_is_refused_naming_the_holder(photos, tmp_path):
     """Issue 12, case 4: while another writer holds OUTPUT/RUN_ID, a run with the same --output and
     --run-id stops before it stages anything, in one line naming the holder; the holder's files stay."""
-    from batch_classify.lease import RunLease
+    from batch_classify.run.lease import RunLease
     from batch_classify.storage import StorageOptions
 
     src = arrange_in_wnid_folders(photos[:4], tmp_path / "in")

@@ -23,15 +23,14 @@ from helpers.net import FAKE_AWS, free_port
 from helpers.photos import arrange_in_wnid_folders, linked_copies
 from helpers.prefect_api import artifacts_of, flow_run_named, flow_run_of, logs_of
 
-from batch_classify import cluster, steps
-from batch_classify.inference import InferenceOutcome
-from batch_classify.stage_output import StageResult
-from batch_classify.plan import ClusterPlan
+from batch_classify.run import cluster, steps
+from batch_classify.stage.output import StageResult
+from batch_classify.stage.plan import ClusterPlan
 from batch_classify.listing import ImageRecord, Listing
-from batch_classify.results import StagedRun, read_committed
+from batch_classify.run.results import InferenceOutcome, StagedRun, read_committed
 from batch_classify.settings import RunSettings
 from batch_classify.storage import StorageOptions
-from batch_classify.vocabulary import imagenet
+from batch_classify.models.vocabulary import imagenet
 
 MODEL = "efficientnet_lite0"
 VENV_BIN = Path(sys.executable).parent
@@ -279,7 +278,7 @@ def test_flow_submits_the_stage_as_a_ray_job_that_runs_on_both_nodes(ray_cluster
 
     # the job carries the settings (in its runtime environment, not a JSON blob in its entrypoint), not
     # credentials: none in its entrypoint, runtime env, metadata or log
-    assert info.entrypoint == f"python -m batch_classify.stage_job --request {tmp_path}/out/cl-flow/_staging/_jobs/{ray_job.submission_id}"
+    assert info.entrypoint == f"python -m batch_classify.run.stage_job --request {tmp_path}/out/cl-flow/_staging/_jobs/{ray_job.submission_id}"
     shipped_settings = info.runtime_env["env_vars"][cluster.SETTINGS_VARIABLE]
     assert RunSettings.model_validate_json(shipped_settings) == settings.model_copy(update={"ray_address": "auto"})
     assert ray_cluster.address not in info.model_dump_json()  # a Jobs API address may hold credentials
@@ -351,9 +350,9 @@ def test_resubmitted_job_resumes_from_what_the_earlier_job_staged(ray_cluster, p
 
 WATCHER = """
 import sys
-from batch_classify import cluster, steps
+from batch_classify.run import cluster, steps
 from batch_classify.settings import RunSettings
-from batch_classify.vocabulary import imagenet
+from batch_classify.models.vocabulary import imagenet
 settings = RunSettings.model_validate_json(sys.argv[1])
 listing = steps.list_dataset(settings)
 cluster.run_inference_job(settings, listing, imagenet().map_labels({r.label for r in listing.records}))
@@ -410,7 +409,7 @@ def test_watcher_streams_the_log_instead_of_downloading_it_on_every_poll(ray_clu
 
     from ray.job_submission import JobStatus, JobSubmissionClient
 
-    from batch_classify.job_log import follow
+    from batch_classify.run.job_log import follow
 
     class CountingClient(JobSubmissionClient):
         downloads = 0

@@ -339,7 +339,7 @@ def test_regressed_automation_from_the_repository_notifies_a_webhook(prefect_ser
                                  "n_current": 8, "n_previous": 8, "n_compared": 8, "regressed": True}}
         script = (
             "import json, sys\nfrom prefect.events import emit_event\nfrom prefect.events.worker import EventsWorker\n"
-            "from batch_classify.events import run_regressed\n"
+            "from batch_classify.run.events import run_regressed\n"
             "emit_event(**run_regressed(json.loads(sys.argv[1])))\nEventsWorker.drain_all()\n"
         )
         r = subprocess.run([sys.executable, "-c", script, json.dumps(report)], env=env, capture_output=True, text=True, timeout=120)

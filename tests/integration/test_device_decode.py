@@ -1,4 +1,4 @@
-"""Decoding on the model actor's device (batch_classify.device_decode), exercised on the CPU.
+"""Decoding on the model actor's device (batch_classify.stage.device_decode), exercised on the CPU.
 
 ``torchvision.io.decode_jpeg`` runs on the CPU as well as on CUDA (libjpeg-turbo there, nvJPEG
 here), so the code path the GPU actors take (bytes in the batch, decode + resize + crop in the
@@ -14,15 +14,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from batch_classify.device_decode import DeviceDecoder, read_batch, route, supports
-from batch_classify.engines import build_engine
+from batch_classify.stage.device_decode import DeviceDecoder, read_batch, route, supports
+from batch_classify.stage.engines import build_engine
 from batch_classify.errors import ConfigError
-from batch_classify.inference import Classifier, decode_batch, run_stage
-from batch_classify.models import get_spec
-from batch_classify.plan import ClusterPlan, plan_cluster
-from batch_classify.preprocess import ClassificationPreset
+from batch_classify.stage.inference import Classifier, decode_batch, run_stage
+from batch_classify.models.registry import get_spec
+from batch_classify.stage.plan import ClusterPlan, plan_cluster
+from batch_classify.models.preprocess import ClassificationPreset
 from batch_classify.storage import StorageOptions
-from batch_classify.vocabulary import imagenet
+from batch_classify.models.vocabulary import imagenet
 
 OPTS = StorageOptions()
 LITE0 = "efficientnet_lite0"

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from batch_classify import engines
-from batch_classify.engines import OnnxEngine, TorchEngine, build_engine, onnx_model, resolve_runtime, uint8_model
-from batch_classify.inference import Classifier, run_stage
-from batch_classify.plan import CPU_BATCH_SIZE, GPU_BATCH_SIZE, plan_cluster
-from batch_classify.models import ModelError, get_spec, load_model
+from batch_classify.stage import engines
+from batch_classify.stage.engines import OnnxEngine, TorchEngine, build_engine, onnx_model, resolve_runtime, uint8_model
+from batch_classify.stage.inference import Classifier, run_stage
+from batch_classify.stage.plan import CPU_BATCH_SIZE, GPU_BATCH_SIZE, plan_cluster
+from batch_classify.models.registry import ModelError, get_spec, load_model
 from batch_classify.storage import StorageOptions
-from batch_classify.vocabulary import imagenet
+from batch_classify.models.vocabulary import imagenet
 
 OPTS = StorageOptions()
 LITE0 = "efficientnet_lite0"

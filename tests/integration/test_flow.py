@@ -11,10 +11,10 @@ import pytest
 from timm.data import ImageNetInfo
 
 from helpers.photos import arrange_in_wnid_folders
-from batch_classify.layout import input_slug
+from batch_classify.run.layout import input_slug
 from helpers.prefect_api import artifacts_of, task_runs_of, task_states
 
-from batch_classify.results import read_committed, read_failures
+from batch_classify.run.results import read_committed, read_failures
 from batch_classify.settings import RunSettings
 from batch_classify.storage import StorageOptions
 from batch_classify.flows import classify

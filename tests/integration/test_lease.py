@@ -9,11 +9,11 @@ import time
 
 import pytest
 
-from batch_classify.layout import LEASE
-from batch_classify.lease import LeaseHeld, LeaseLost, RunLease
-from batch_classify.results import StagingWriter, commit, read_committed
+from batch_classify.run.layout import LEASE
+from batch_classify.run.lease import LeaseHeld, LeaseLost, RunLease
+from batch_classify.run.results import StagingWriter, commit, read_committed
 from batch_classify.storage import StorageOptions, filesystem
-from batch_classify.vocabulary import imagenet
+from batch_classify.models.vocabulary import imagenet
 
 from helpers.batches import actor_batch
 
@@ -177,7 +177,7 @@ def test_a_killed_writer_on_this_host_is_taken_over_at_once(tmp_path):
 
     run_uri = str(tmp_path / "out" / "r")
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom batch_classify.lease import RunLease\n"
+        [sys.executable, "-c", "import sys, time\nfrom batch_classify.run.lease import RunLease\n"
          "from batch_classify.storage import StorageOptions\n"
          f"RunLease({run_uri!r}, StorageOptions(), owner='doomed').__enter__(); print('held', flush=True); time.sleep(600)"],
         stdout=subprocess.PIPE, text=True,

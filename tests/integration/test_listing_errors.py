@@ -167,7 +167,7 @@ def test_a_broken_symlink_is_a_list_failure_not_an_ignored_file(tmp_path):
 
 def test_list_failures_travel_with_a_ray_job_request(tmp_path):
     """The Jobs path (cluster.write_request → stage_job's read_request) keeps them, so the job writes them."""
-    from batch_classify import cluster
+    from batch_classify.run import cluster
     from batch_classify.listing import ImageRecord, ListFailure, Listing
 
     listing = Listing(
@@ -187,9 +187,9 @@ def test_an_unreadable_folder_is_a_failure_of_the_run_and_counts_against_the_bud
     """Through the job's steps: listed as nobody, inferred on real Ray, persisted with two budgets."""
     import json
 
-    from batch_classify import steps
-    from batch_classify.models import get_spec
-    from batch_classify.results import read_failures
+    from batch_classify.run import steps
+    from batch_classify.models.registry import get_spec
+    from batch_classify.run.results import read_failures
     from batch_classify.settings import RunSettings
 
     src = arrange_in_wnid_folders(photos[:6], open_tmp / "in")

@@ -9,10 +9,10 @@ import time
 import numpy as np
 import pytest
 
-from batch_classify.inference import run_stage
-from batch_classify.local_stage import run_local_stage
-from batch_classify.plan import plan_cluster, plan_local
-from batch_classify.reading import EndpointUnreachable
+from batch_classify.stage.inference import run_stage
+from batch_classify.stage.local import run_local_stage
+from batch_classify.stage.plan import plan_cluster, plan_local
+from batch_classify.stage.reading import EndpointUnreachable
 from batch_classify.storage import StorageOptions
 
 LITE0 = "efficientnet_lite0"

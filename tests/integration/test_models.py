@@ -4,7 +4,7 @@ import shutil
 import pytest
 import torch
 
-from batch_classify.models import ModelError, get_spec, list_models, load_model
+from batch_classify.models.registry import ModelError, get_spec, list_models, load_model
 from batch_classify.storage import StorageOptions
 
 OPTS = StorageOptions()

@@ -1,5 +1,5 @@
 """Killing the CLI takes its children with it: Prefect's temporary API server and Ray's daemons,
-agents and workers exit too (batch_classify/watchdog.py). Real processes, real signals."""
+agents and workers exit too (batch_classify/cli/watchdog.py). Real processes, real signals."""
 
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ def test_kill_9_of_the_cli_takes_prefect_and_ray_with_it(photos, tmp_path, execu
     recorded: dict = {}
     try:
         wanted = ("uvicorn", "raylet", "gcs_server", "ray::DashboardAgent", "ray::RuntimeEnvAgent") if executor == "ray" else (
-            "uvicorn", "batch_classify.watchdog")
+            "uvicorn", "batch_classify.cli.watchdog")
         end = time.monotonic() + 300
         while True:
             _descendants(proc.pid, recorded)
@@ -128,8 +128,7 @@ def test_kill_9_of_the_cli_takes_prefect_and_ray_with_it(photos, tmp_path, execu
 #: child of its own (as Ray's raylet has agents and workers), prints the pids, and exits or sleeps.
 PARENT = textwrap.dedent("""
     import subprocess, sys, time
-    from batch_classify import watchdog
-
+    from batch_classify.cli import watchdog
     w = watchdog.start()
     child = subprocess.Popen(
         [sys.executable, "-c", "import subprocess, sys, time\\n"
@@ -238,8 +237,7 @@ def test_a_normal_exit_stops_what_is_left_quietly_and_leaves_no_watchdog(tmp_pat
 
 
 def test_other_platforms_start_nothing(monkeypatch):
-    from batch_classify import watchdog
-
+    from batch_classify.cli import watchdog
     monkeypatch.setattr(watchdog, "_started", None)
     monkeypatch.setattr(sys, "platform", "darwin")
     assert watchdog.start() is None

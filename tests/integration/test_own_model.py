@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from helpers import model_folders as mf
-from batch_classify.results import read_committed
+from batch_classify.run.results import read_committed
 from batch_classify.settings import RunSettings
 from batch_classify.storage import StorageOptions
 from batch_classify.flows import classify
@@ -110,9 +110,9 @@ def test_own_timm_and_transformers_folders(fmt, folders, dataset, picked, tmp_pa
 
 def test_tiny_transformers_model_has_the_folders_shapes_and_names(tmp_path, picked):
     """A native transformers architecture (randomly initialised ResNet, for shapes and names only)."""
-    from batch_classify.engines import build_engine
-    from batch_classify.inference import Classifier, decode_batch
-    from batch_classify.models import get_spec
+    from batch_classify.stage.engines import build_engine
+    from batch_classify.stage.inference import Classifier, decode_batch
+    from batch_classify.models.registry import get_spec
 
     names = ["scratch", "dent", "crack", "ok"]
     folder = mf.write_tiny_transformers_folder(tmp_path / "tiny", names)
@@ -161,7 +161,7 @@ def test_incremental_reuse_keys_on_every_file_of_the_folder(folders, dataset, tm
 
 
 def test_models_command_describes_a_folder(folders):
-    from batch_classify.model_folder import read_folder
+    from batch_classify.models.folder import read_folder
 
     env = {**os.environ, "COLUMNS": "250"}
     r = subprocess.run([sys.executable, "-m", "batch_classify", "models", str(folders["timm"])],
@@ -176,8 +176,8 @@ def test_models_command_describes_a_folder(folders):
 
 
 def test_onnx_input_size_that_the_preprocessing_does_not_give_is_refused(folders, tmp_path):
-    from batch_classify.engines import build_engine
-    from batch_classify.models import ModelError
+    from batch_classify.stage.engines import build_engine
+    from batch_classify.models.registry import ModelError
 
     bad = Path(shutil.copytree(folders["onnx"], tmp_path / "bad-size"))
     processor = json.loads((bad / "preprocessor_config.json").read_text())

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from helpers.photos import arrange_in_wnid_folders
 
-from batch_classify import quantize
-from batch_classify.engines import onnx_model
+from batch_classify.stage import quantize
+from batch_classify.stage.engines import onnx_model
 from batch_classify.flows import classify
-from batch_classify.inference import decode_batch
-from batch_classify.layout import MANIFEST
-from batch_classify.models import get_spec
-from batch_classify.results import read_committed
+from batch_classify.stage.inference import decode_batch
+from batch_classify.run.layout import MANIFEST
+from batch_classify.models.registry import get_spec
+from batch_classify.run.results import read_committed
 from batch_classify.settings import RunSettings
 from batch_classify.storage import StorageOptions
 

@@ -51,9 +51,9 @@ def test_ray_data_warnings_go_to_the_given_logger_and_progress_every_few_seconds
     """The stage alone, with a plain logging.Logger: a warning on one of Ray Data's loggers while the
     stage runs reaches the logger (at its level), and so do the progress lines (every batch here:
     ``progress_every=0``); afterwards Ray Data's logger is as it was."""
-    from batch_classify.inference import run_stage
-    from batch_classify.plan import plan_cluster
-    from batch_classify.ray_logs import RAY_DATA_LOGGER
+    from batch_classify.stage.inference import run_stage
+    from batch_classify.stage.plan import plan_cluster
+    from batch_classify.stage.ray_logs import RAY_DATA_LOGGER
     from batch_classify.storage import StorageOptions
 
     class Keep(logging.Handler):
@@ -96,7 +96,7 @@ def test_ray_data_warnings_go_to_the_given_logger_and_progress_every_few_seconds
 
 FILTERED = r"""
 import os, sys, time
-from batch_classify.core_notes import stderr_is_terminal, without_core_notes
+from batch_classify.stage.core_notes import stderr_is_terminal, without_core_notes
 before = stderr_is_terminal()
 with without_core_notes():
     print("python line", file=sys.stderr, flush=True)

@@ -12,7 +12,7 @@ import pytest
 #: object refs (as a finished Ray Data pipeline leaves them) and allocates (which runs the collector).
 PROGRAM = """
 import ray
-import batch_classify.ray_start as ray_start
+import batch_classify.stage.ray_start as ray_start
 
 ray_start.start_ray(None, num_cpus=1, verbose=False)
 

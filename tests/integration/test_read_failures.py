@@ -19,9 +19,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from batch_classify import steps
+from batch_classify.run import steps
 from batch_classify.listing import ImageRecord, Listing
-from batch_classify.results import read_committed, read_failures
+from batch_classify.run.results import read_committed, read_failures
 from batch_classify.settings import RunSettings
 from batch_classify.storage import StorageOptions
 
@@ -130,9 +130,9 @@ def test_connection_failures_are_unreachable_and_per_file_failures_are_not(s3_en
     """Missing keys and a corrupt JPEG on a live endpoint are per-image failures that never trip the
     breaker; reads of a port where nothing listens are connection failures, and they trip it, naming
     the endpoint."""
-    from batch_classify.inference import decode_batch
-    from batch_classify.reading import UNREACHABLE_READS_TO_TRIP, EndpointUnreachable, ReadBreaker
-    from batch_classify.models import get_spec
+    from batch_classify.stage.inference import decode_batch
+    from batch_classify.stage.reading import UNREACHABLE_READS_TO_TRIP, EndpointUnreachable, ReadBreaker
+    from batch_classify.models.registry import get_spec
 
     _upload(s3_endpoint, "per-file", {"good.JPEG": photos[0]})
     import boto3

@@ -11,10 +11,10 @@ import pytest
 import torch
 from helpers.photos import arrange_in_wnid_folders
 
-from batch_classify.models import get_spec
+from batch_classify.models.registry import get_spec
 from batch_classify.settings import RunSettings
 from batch_classify.flows import classify
-from batch_classify.layout import input_slug
+from batch_classify.run.layout import input_slug
 from helpers.prefect_api import artifacts_of, events_named, flow_run_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness", "ray_local")]

@@ -35,9 +35,9 @@ from batch_classify.report.html_sections import mistake_tiles
 from batch_classify.report.html import render_html, write_report_html
 from batch_classify.report.metrics import calibration, calibration_fields
 from batch_classify.columns import PREDICTION_SCHEMA
-from batch_classify.results import StagingWriter, commit, read_committed
+from batch_classify.run.results import StagingWriter, commit, read_committed
 from batch_classify.storage import StorageOptions, read_bytes
-from batch_classify.vocabulary import Vocabulary, from_names, imagenet
+from batch_classify.models.vocabulary import Vocabulary, from_names, imagenet
 from helpers.photos import arrange_in_wnid_folders
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -519,7 +519,7 @@ def _chromium_or_skip():
 
 def _classified_run(photos: list[Path], root: Path) -> tuple[str, dict]:
     """40 real photos in wnid folders, classified by EfficientNet-Lite0 (ONNX Runtime), committed."""
-    from batch_classify.inference import Classifier, decode_batch
+    from batch_classify.stage.inference import Classifier, decode_batch
 
     storage = StorageOptions()
     input_dir = arrange_in_wnid_folders(photos[::12][:40], root / "input")
@@ -647,7 +647,7 @@ CLIPPED = """() => {
 
 @pytest.fixture(scope="module")
 def lite0():
-    from batch_classify.inference import Classifier
+    from batch_classify.stage.inference import Classifier
 
     return Classifier(model_name="efficientnet_lite0", weights=None, storage=StorageOptions(), runtime="onnx")
 
@@ -655,7 +655,7 @@ def lite0():
 def _real_run(lite0, input_dir: Path, out: Path, run_id: str, *, labelled: bool, review_images: int = 12) -> dict:
     """Classify every JPEG under ``input_dir`` with EfficientNet-Lite0 (ONNX Runtime), commit the run under
     ``out`` and build its report as a run does (history, comparison, images to look at, page)."""
-    from batch_classify.inference import decode_batch
+    from batch_classify.stage.inference import decode_batch
     from batch_classify.report.build import score_and_write
 
     storage, vocabulary = StorageOptions(), imagenet()

@@ -7,10 +7,10 @@ import posixpath
 
 import pytest
 
-from batch_classify.lease import RunLease
-from batch_classify.results import StagingWriter, commit, read_committed, read_failures
+from batch_classify.run.lease import RunLease
+from batch_classify.run.results import StagingWriter, commit, read_committed, read_failures
 from batch_classify.storage import StorageOptions, filesystem
-from batch_classify.vocabulary import imagenet
+from batch_classify.models.vocabulary import imagenet
 
 from helpers.batches import actor_batch
 

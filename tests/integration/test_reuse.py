@@ -16,8 +16,8 @@ import pytest
 from helpers.photos import arrange_in_wnid_folders
 
 from batch_classify.listing import list_images
-from batch_classify.results import read_committed
-from batch_classify.reuse import model_identity
+from batch_classify.run.results import read_committed
+from batch_classify.run.reuse import model_identity
 from batch_classify.settings import RunSettings
 from batch_classify.storage import StorageOptions
 from batch_classify.flows import classify
@@ -83,7 +83,7 @@ def test_other_weights_are_not_reused(photos, tmp_path):
     """Reuse is keyed by the weights' content: a copy of the same file reuses, changed weights do not."""
     import torch
 
-    from batch_classify.models import get_spec
+    from batch_classify.models.registry import get_spec
 
     src = arrange_in_wnid_folders(photos[:6], tmp_path / "in")
     out = str(tmp_path / "out")

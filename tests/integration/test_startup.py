@@ -1,4 +1,4 @@
-"""Start-up side by side (batch_classify.startup): Prefect's temporary API started without importing the
+"""Start-up side by side (batch_classify.cli.startup): Prefect's temporary API started without importing the
 server's code, a Ray started ahead of its stage and adopted by it, and the CLI's quick exit."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from batch_classify.startup import TemporaryApi
+from batch_classify.cli.startup import TemporaryApi
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +32,7 @@ def test_temporary_api_answers_and_stops(tmp_path, monkeypatch):
 
 TEMPORARY_API_ONCE = """
 import json
-from batch_classify.startup import temporary_api
+from batch_classify.cli.startup import temporary_api
 first = temporary_api()          # the console script, before the command line is imported
 second = temporary_api()         # cli.run_flow: the same server, not a second one
 pid = first.process.pid
@@ -53,7 +53,7 @@ def test_the_temporary_api_is_started_once_per_process(tmp_path):
 
 RAY_AHEAD = """
 import json, ray
-from batch_classify.ray_start import start_ray, stop_ray, stop_ray_ahead
+from batch_classify.stage.ray_start import start_ray, stop_ray, stop_ray_ahead
 steps = []
 steps.append(start_ray(None, num_cpus=1, verbose=False, ahead=True))   # the CLI, at start-up
 steps.append(start_ray(None, num_cpus=1, verbose=False))               # the stage adopts it
@@ -77,7 +77,7 @@ def test_ray_started_ahead_is_adopted_by_the_stage_and_stopped():
 
 RAY_IN_THREAD = """
 import json, signal, time, ray
-from batch_classify.ray_start import start_ray, start_ray_in_thread, stop_ray, stop_ray_ahead
+from batch_classify.stage.ray_start import start_ray, start_ray_in_thread, stop_ray, stop_ray_ahead
 steps = []
 owner = start_ray_in_thread(1, verbose=False)                           # the CLI, at start-up
 steps.append(signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL)    # as ray.init sets it in the main thread
@@ -109,8 +109,8 @@ def test_ray_started_in_a_thread_lives_until_the_stage_has_stopped_it():
 
 RAY_DATA_AHEAD = """
 import json, ray, ray.data
-from batch_classify.ray_start import start_ray, stop_ray
-from batch_classify.startup import RAY_DATA_ACTORS, start_ray_data_actors
+from batch_classify.stage.ray_start import start_ray, stop_ray
+from batch_classify.cli.startup import RAY_DATA_ACTORS, start_ray_data_actors
 start_ray(None, num_cpus=1, verbose=False, ahead=True)
 start_ray_data_actors()
 named = lambda: sorted((a["namespace"], a["name"]) for a in ray.util.list_named_actors(all_namespaces=True))
@@ -210,7 +210,7 @@ def test_a_profile_naming_a_server_gets_the_run(photos, tmp_path, monkeypatch):
 
 RAY_METRICS = """
 import glob, json, sys, ray
-from batch_classify.ray_start import start_ray, stop_ray
+from batch_classify.stage.ray_start import start_ray, stop_ray
 start_ray(None, num_cpus=1, verbose=True, metrics=sys.argv[1] == "on")  # verbose: the C++ INFO lines are kept
 ray.get(ray.remote(lambda: 1).remote())
 logs = ray._private.worker.global_worker.node.get_logs_dir_path()

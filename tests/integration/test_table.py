@@ -9,11 +9,11 @@ from deltalake import DeltaTable
 
 from helpers.photos import arrange_in_wnid_folders
 
-from batch_classify import steps
-from batch_classify.results import committed_manifest
+from batch_classify.run import steps
+from batch_classify.run.results import committed_manifest
 from batch_classify.settings import RunSettings
 from batch_classify.storage import StorageOptions
-from batch_classify.table import TableFolderTaken, delta_storage_options, latest_record, read_latest, update_latest
+from batch_classify.run.table import TableFolderTaken, delta_storage_options, latest_record, read_latest, update_latest
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("ray_local")]
 

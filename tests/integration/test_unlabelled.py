@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from helpers.photos import arrange_in_wnid_folders
 
-from batch_classify.results import read_committed
+from batch_classify.run.results import read_committed
 from batch_classify.settings import RunSettings
 from batch_classify.storage import StorageOptions
 from batch_classify.flows import classify

@@ -110,8 +110,8 @@ def test_the_walk_sees_a_lazy_import_loop(tmp_path, monkeypatch):
     graph = {"a": {"b"}, "b": {"a"}, "c": set()}
     assert _cycle(graph) in (["a", "b", "a"], ["b", "a", "b"])
     source = tmp_path / "m.py"
-    source.write_text("def f():\n    from batch_classify import steps\n    import prefect\n")
-    assert _imports(source, "batch_classify.m", {"batch_classify.steps", "batch_classify"}) == {"batch_classify.steps", "prefect"}
+    source.write_text("def f():\n    from batch_classify.run import steps\n    import prefect\n")
+    assert _imports(source, "batch_classify.m", {"batch_classify.run.steps", "batch_classify"}) == {"batch_classify.run.steps", "prefect"}
 
 
 def test_no_import_cycle_among_the_products_modules():
@@ -122,12 +122,12 @@ def test_no_import_cycle_among_the_products_modules():
 
 
 def test_what_travels_in_a_ray_job_reaches_no_prefect():
-    """The Ray Job's entry point (``batch_classify.stage_job``) and everything it imports, directly or
+    """The Ray Job's entry point (``batch_classify.run.stage_job``) and everything it imports, directly or
     not, stay free of Prefect and of the Prefect layers (``batch_classify.tasks``, ``.flows``, ``.deployments``)."""
     graph = _graph()
     assert {"batch_classify.flows.classify", "batch_classify.tasks", "batch_classify.deployments"} <= set(graph)
-    reached = _reach(graph, "batch_classify.stage_job")
-    assert "batch_classify.steps" in reached and "batch_classify.inference" in reached
+    reached = _reach(graph, "batch_classify.run.stage_job")
+    assert "batch_classify.run.steps" in reached and "batch_classify.stage.inference" in reached
     assert not _prefect_side(reached), sorted(_prefect_side(reached))
 
 
@@ -138,7 +138,7 @@ def test_the_library_imports_prefect_only_in_the_command_line():
         name for name, deps in graph.items()
         if name.startswith("batch_classify") and not _prefect_side({name}) and _prefect_side(deps)
     )
-    assert users == ["batch_classify.cli", "batch_classify.cli_prefect"]
+    assert users == ["batch_classify.cli.main", "batch_classify.cli.prefect_setup"]
     assert _prefect_side(graph["batch_classify.tasks"]) and _prefect_side(graph["batch_classify.flows.classify"])
 
 
@@ -168,7 +168,7 @@ def test_the_ray_jobs_package_copy_holds_no_prefect(tmp_path, layout):
     """What ``cluster._package_copy`` ships as a Ray Job's working_dir: the library, none of its Prefect
     layers, from a source checkout and from an installed package (where they sit inside it). The only
     modules of the copy that name Prefect are the command line's (lazily; the job never imports them)."""
-    from batch_classify.cluster import _package_copy
+    from batch_classify.run.cluster import _package_copy
 
     source = None
     if layout == "installed":  # the wheel's layout: site-packages/batch_classify/{flows,tasks,deployments}
@@ -179,12 +179,13 @@ def test_the_ray_jobs_package_copy_holds_no_prefect(tmp_path, layout):
         # the check can fail: this layout does hold Prefect imports
         assert any(_python_files_importing(source, source.parent).values())
     copy = _package_copy(tmp_path / "job", source) / "batch_classify"
-    assert (copy / "stage_job.py").is_file() and (copy / "steps.py").is_file() and (copy / "demo_labels.csv").is_file()
+    assert (copy / "run" / "stage_job.py").is_file() and (copy / "run" / "steps.py").is_file()
+    assert (copy / "demo_labels.csv").is_file()
     assert (copy / "report" / "templates" / TEMPLATE).is_file()  # steps imports report.html; it renders from it
     assert not [p for p in copy.iterdir() if p.name in batch_classify.PREFECT_LAYERS]
     imports = _python_files_importing(copy, copy.parent)
-    assert "batch_classify.stage_job" in imports
-    assert {k: v for k, v in imports.items() if v} == {"batch_classify.cli": {"prefect"}, "batch_classify.cli_prefect": {"prefect"}}
+    assert "batch_classify.run.stage_job" in imports
+    assert {k: v for k, v in imports.items() if v} == {"batch_classify.cli.main": {"prefect"}, "batch_classify.cli.prefect_setup": {"prefect"}}
 
 
 def test_the_wheel_holds_one_top_level_package(tmp_path):
@@ -205,7 +206,7 @@ def test_the_wheel_holds_one_top_level_package(tmp_path):
     [wheel] = tmp_path.glob("batch_classify-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert {n.split("/")[0] for n in names} == {"batch_classify", f"{wheel.name.split('-py')[0]}.dist-info"}
-    for module in ("flows/classify.py", "tasks/__init__.py", "deployments/__init__.py", "stage_job.py", "demo_labels.csv"):
+    for module in ("flows/classify.py", "tasks/__init__.py", "deployments/__init__.py", "run/stage_job.py", "demo_labels.csv"):
         assert f"batch_classify/{module}" in names, module
     # The page's templates are package data (pyproject.toml's package-data): without them report.html cannot render.
     templates = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "batch_classify/report/templates").iterdir())
@@ -220,7 +221,7 @@ def test_the_report_package_sits_below_the_steps_and_its_numbers_draw_nothing():
     graph = _graph()
     package = sorted(name for name in graph if name.startswith("batch_classify.report."))
     assert {"batch_classify.report.metrics", "batch_classify.report.build", "batch_classify.report.html"} <= set(package)
-    assert not [name for name in package if "batch_classify.steps" in _reach(graph, name)]
+    assert not [name for name in package if "batch_classify.run.steps" in _reach(graph, name)]
     drawing = {"batch_classify.report.figures", "batch_classify.report.gallery", "batch_classify.report.html",
                "batch_classify.report.build", "batch_classify.storage", "matplotlib", "PIL"}
     for name in ("metrics", "compare", "format", "markdown"):
@@ -245,9 +246,9 @@ def test_long_modules_say_why_they_are_not_split():
 
 #: Ray's logging switches (``ray.init``'s keywords, the C++ core's variable, Ray Data's logger) and the
 #: Jobs API's log calls: only ``ray_logs`` and ``job_log`` use them (issue 14, "Logs").
-RAY_LOG_OWNERS = {"batch_classify.ray_logs": ("log_to_driver", "logging_level", "configure_logging",
+RAY_LOG_OWNERS = {"batch_classify.stage.ray_logs": ("log_to_driver", "logging_level", "configure_logging",
                                               "RAY_BACKEND_LOG_LEVEL", "ray.data"),
-                  "batch_classify.job_log": ("get_job_logs", "tail_job_logs")}
+                  "batch_classify.run.job_log": ("get_job_logs", "tail_job_logs")}
 
 
 def _ray_log_switches(path: Path) -> list[str]:
@@ -278,7 +279,7 @@ def test_only_ray_logs_tunes_rays_logging_and_only_job_log_reads_a_jobs_log(tmp_
         assert found and found <= set(names), (owner, found)
 
 
-#: The names inside a run folder (``batch_classify.layout``): no other module spells them.
+#: The names inside a run folder (``batch_classify.run.layout``): no other module spells them.
 RUN_FOLDER_NAMES = ("_SUCCESS", "_staging", "_jobs", "_LEASE", "_attempt.json", "failures.parquet",
                     "report.json", "report.md", "report.html", ".pending")
 
@@ -300,7 +301,7 @@ def test_only_the_run_layout_spells_the_run_folders_names(tmp_path):
     probe = tmp_path / "m.py"
     probe.write_text('"""docstring: _SUCCESS is fine here."""\nx = "a/_staging/b"\n')
     assert _spelled_run_names(probe) == ["m.py:2: _staging"]  # the check can fail
-    spelled = [hit for name, path in _modules().items() if name.startswith("batch_classify") and name != "batch_classify.layout"
+    spelled = [hit for name, path in _modules().items() if name.startswith("batch_classify") and name != "batch_classify.run.layout"
                for hit in _spelled_run_names(path)]
     assert not spelled, spelled
 
@@ -309,27 +310,27 @@ def test_the_local_stage_and_the_ray_job_submission_do_not_import_each_other():
     """``job`` runs the stage on a local (or joined) Ray; ``cluster`` submits it as a Ray Job, whose
     entry point (``stage_job``) calls ``job`` and reads its request with ``cluster``. Neither of the two imports the other (issue 13)."""
     graph = _graph()
-    assert "batch_classify.cluster" not in _reach(graph, "batch_classify.steps")
-    assert "batch_classify.steps" not in _reach(graph, "batch_classify.cluster")
-    assert {"batch_classify.steps", "batch_classify.cluster"} <= graph["batch_classify.stage_job"]
+    assert "batch_classify.run.cluster" not in _reach(graph, "batch_classify.run.steps")
+    assert "batch_classify.run.steps" not in _reach(graph, "batch_classify.run.cluster")
+    assert {"batch_classify.run.steps", "batch_classify.run.cluster"} <= graph["batch_classify.run.stage_job"]
 
 
 def test_only_the_demo_imports_scikit_image():
     """scikit-image is the `demo` extra (issue 14): nothing a run imports may need it."""
     graph = _graph()
-    assert sorted(name for name, deps in graph.items() if "skimage" in deps) == ["batch_classify.demo"]
-    assert "batch_classify.demo" not in _reach(graph, "batch_classify.flows.classify")
+    assert sorted(name for name, deps in graph.items() if "skimage" in deps) == ["batch_classify.cli.demo"]
+    assert "batch_classify.cli.demo" not in _reach(graph, "batch_classify.flows.classify")
 
 
 def test_only_the_table_module_imports_deltalake_and_only_when_writing():
-    """``deltalake`` (the ``--table`` writer) is imported by ``batch_classify.table`` alone, inside the
+    """``deltalake`` (the ``--table`` writer) is imported by ``batch_classify.run.table`` alone, inside the
     function that writes: the Ray Job's code imports ``steps`` → ``table`` but never writes a table, so a
     cluster without ``deltalake`` still runs the stage."""
     graph = _graph()
     users = sorted(name for name, deps in graph.items() if "deltalake" in deps)
-    assert users == ["batch_classify.table"]
-    assert "batch_classify.table" in _reach(graph, "batch_classify.stage_job")
-    tree = ast.parse(_modules()["batch_classify.table"].read_text())
+    assert users == ["batch_classify.run.table"]
+    assert "batch_classify.run.table" in _reach(graph, "batch_classify.run.stage_job")
+    tree = ast.parse(_modules()["batch_classify.run.table"].read_text())
     top_level = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
     assert not [n for n in top_level if "deltalake" in ast.unparse(n)], "import deltalake inside the writing function"
 
@@ -353,3 +354,58 @@ def test_the_predictions_columns_are_declared_only_in_columns():
                     and any(isinstance(c, ast.Constant) and c.value in names for c in ast.walk(node))):
                 spelled.setdefault(name, []).append(node.lineno)
     assert not spelled, spelled
+
+
+#: The sub-packages of ``batch_classify`` and what each may import of the package besides itself
+#: (issue 29; ARCHITECTURE.md's table). The leaves (``LEAVES``) import only leaves; ``settings`` also reads
+#: the defaults it does not own from their owners (``SETTINGS_OWNERS``).
+LEAVES = {"batch_classify", "batch_classify.errors", "batch_classify.storage", "batch_classify.columns",
+          "batch_classify.listing", "batch_classify.settings"}
+SETTINGS_OWNERS = {"batch_classify.stage.capacity", "batch_classify.models.preprocess"}
+MAY_IMPORT = {
+    "batch_classify.models": set(),
+    "batch_classify.stage": {"batch_classify.models"},
+    "batch_classify.report": {"batch_classify.models", "batch_classify.stage", "batch_classify.run"},
+    "batch_classify.run": {"batch_classify.models", "batch_classify.stage", "batch_classify.report"},
+    "batch_classify.cli": {"batch_classify.models", "batch_classify.stage", "batch_classify.run", "batch_classify.report",
+                           "batch_classify.flows", "batch_classify.deployments"},
+}
+
+
+def _subpackage(module: str) -> str | None:
+    return next((p for p in (*MAY_IMPORT, *LAYERS) if module == p or module.startswith(p + ".")), None)
+
+
+def test_each_subpackage_imports_only_the_layers_below_it():
+    """Nothing under ``stage/`` imports ``run/``, ``report/`` or ``cli/`` (it travels in a Ray Job); ``models/``
+    imports only the leaves; nothing but the command line (and the Prefect layers above it) imports ``cli/``;
+    the leaves import leaves. ``report`` and ``run`` import each other's modules (a run's step writes the
+    report; the report reads the run's files), never in a cycle of modules (the cycle test)."""
+    crossings = []
+    for module, imported in _graph().items():
+        if not module.startswith("batch_classify"):
+            continue
+        own = _subpackage(module)
+        for target in imported:
+            if not target.startswith("batch_classify") or target in LEAVES:
+                if module in LEAVES and target.startswith("batch_classify") and target not in LEAVES:
+                    crossings.append((module, target))
+                continue
+            theirs = _subpackage(target)
+            if module in LEAVES:
+                if not (module == "batch_classify.settings" and target in SETTINGS_OWNERS):
+                    crossings.append((module, target))
+            elif own in MAY_IMPORT and theirs != own and theirs not in MAY_IMPORT[own]:
+                crossings.append((module, target))
+            elif own is None and module not in LEAVES and module != "batch_classify.__main__":
+                crossings.append((module, "(a module outside every sub-package)"))
+    assert not crossings, sorted(crossings)
+
+
+def test_the_subpackage_rule_sees_a_crossing(tmp_path, monkeypatch):
+    """The rule above can fail: a stage module importing the run's steps is a crossing."""
+    graph = _graph()
+    graph["batch_classify.stage.plan"] = graph["batch_classify.stage.plan"] | {"batch_classify.run.steps"}
+    monkeypatch.setitem(globals(), "_graph", lambda: graph)
+    with pytest.raises(AssertionError, match="batch_classify.stage.plan"):
+        test_each_subpackage_imports_only_the_layers_below_it()

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from batch_classify.capacity import WAKE, CapacityLost, CapacityWatch
+from batch_classify.stage.capacity import WAKE, CapacityLost, CapacityWatch
 from batch_classify.errors import PermanentError
-from batch_classify.plan import ClusterPlan, plan_cluster
+from batch_classify.stage.plan import ClusterPlan, plan_cluster
 
 
 def test_a_plan_needs_its_actors_and_one_decoding_task():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from batch_classify.cli_logging import hide_tracebacks
+from batch_classify.cli.logs import hide_tracebacks
 
 
 class _Kept(logging.Handler):

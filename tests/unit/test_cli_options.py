@@ -8,8 +8,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from batch_classify.cli import RUN_ENVIRONMENT_ONLY, app
-from batch_classify.cli_options import settings_options
+from batch_classify.cli.main import RUN_ENVIRONMENT_ONLY, app
+from batch_classify.cli.options import settings_options
 from batch_classify.settings import SERVE_RUN_FIELDS, RunSettings, ServeSettings
 
 runner = CliRunner()
@@ -90,7 +90,7 @@ def test_run_help_lists_every_environment_variable_the_run_reads(monkeypatch):
     the environment-only fields show their default."""
     from pydantic_settings import EnvSettingsSource
 
-    from batch_classify.cli import RUN_OTHER_ENVIRONMENT
+    from batch_classify.cli.main import RUN_OTHER_ENVIRONMENT
 
     result = runner.invoke(app, ["run", "--help"], terminal_width=200)
     assert result.exit_code == 0, result.output
@@ -127,7 +127,7 @@ def test_run_help_lists_every_environment_variable_the_run_reads(monkeypatch):
     ],
 )
 def test_the_console_script_starts_the_temporary_api_early_for_a_run_only(monkeypatch, argv, api_url, expected):
-    from batch_classify.launch import runs_flow
+    from batch_classify.cli.launch import runs_flow
 
     if api_url is None:
         monkeypatch.delenv("PREFECT_API_URL", raising=False)
@@ -146,7 +146,7 @@ def test_the_console_script_starts_the_temporary_api_early_for_a_run_only(monkey
     ],
 )
 def test_the_console_script_finds_the_input_before_parsing(monkeypatch, argv, variable, expected):
-    from batch_classify.launch import given_input
+    from batch_classify.cli.launch import given_input
 
     if variable is None:
         monkeypatch.delenv("BATCH_CLASSIFY_INPUT", raising=False)
@@ -156,7 +156,7 @@ def test_the_console_script_finds_the_input_before_parsing(monkeypatch, argv, va
 
 
 def test_a_local_input_that_is_not_there_is_named_in_one_line(tmp_path):
-    from batch_classify.launch import input_missing, is_local
+    from batch_classify.cli.launch import input_missing, is_local
 
     assert is_local("./in") and is_local("file:///in") and not is_local("s3://b/in")
     assert input_missing(str(tmp_path)) is None

@@ -23,7 +23,7 @@ def test_scikit_image_is_the_demo_extra_not_a_dependency():
 def test_demo_without_scikit_image_is_one_line(tmp_path):
     """scikit-image made unimportable the way an absent package is (sys.modules entry None)."""
     code = ("import sys; sys.modules['skimage'] = None; sys.argv[0] = 'batch-classify'; "
-            "from batch_classify.cli import app; app()")
+            "from batch_classify.cli.main import app; app()")
     r = subprocess.run([sys.executable, "-c", code, "demo", "--output", str(tmp_path / "out")],
                        capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
     assert r.returncode == 1, r.stderr

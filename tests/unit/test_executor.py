@@ -8,8 +8,8 @@ import pytest
 
 from batch_classify.errors import ConfigError
 from batch_classify.listing import count_images
-from batch_classify.plan import CORES_PER_DECODE_THREAD, LOCAL_BATCH_SIZE, LOCAL_MAX_IMAGES, choose_executor, plan_local
-from batch_classify.quantize import spread
+from batch_classify.stage.plan import CORES_PER_DECODE_THREAD, LOCAL_BATCH_SIZE, LOCAL_MAX_IMAGES, choose_executor, plan_local
+from batch_classify.stage.quantize import spread
 from batch_classify.settings import RunSettings
 from batch_classify.storage import StorageOptions
 
@@ -32,7 +32,7 @@ def test_auto_runs_on_ray_with_a_cluster_or_a_gpu(no_gpu):
 
 
 def test_auto_sees_a_gpu_by_its_device_node(monkeypatch):
-    import batch_classify.plan as plan
+    import batch_classify.stage.plan as plan
 
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.setattr(plan.glob, "glob", lambda pattern: ["/dev/nvidia0"] if pattern == "/dev/nvidia[0-9]*" else [])

@@ -6,9 +6,9 @@ import logging
 
 import pytest
 
-from batch_classify import engines
-from batch_classify.engines import export_key, onnx_model
-from batch_classify.models import get_spec, load_weights
+from batch_classify.stage import engines
+from batch_classify.stage.engines import export_key, onnx_model
+from batch_classify.models.registry import get_spec, load_weights
 from batch_classify.settings import RunSettings
 from batch_classify.storage import StorageOptions
 
@@ -36,7 +36,7 @@ def test_second_call_loads_the_cached_export_instead_of_exporting(tmp_path, capl
 
     (tmp_path / "onnx" / f"{key}.onnx").write_bytes(first[:1000])  # a torn file
     onnx_model.cache_clear()
-    with caplog.at_level(logging.WARNING, logger="batch_classify.engines"):
+    with caplog.at_level(logging.WARNING, logger="batch_classify.stage.engines"):
         assert onnx_model(LITE0, None, OPTS, cache_dir=str(tmp_path)) == first
     assert engines._exported.cache_info().misses == 1 and "does not match its checksum" in caplog.text
     assert (tmp_path / "onnx" / f"{key}.onnx").read_bytes() == first  # replaced
@@ -58,7 +58,7 @@ def test_other_weights_get_another_key(tmp_path):
 def test_unwritable_cache_still_returns_the_export(tmp_path, caplog):
     blocked = tmp_path / "file-not-folder"
     blocked.write_text("x")
-    with caplog.at_level(logging.WARNING, logger="batch_classify.engines"):
+    with caplog.at_level(logging.WARNING, logger="batch_classify.stage.engines"):
         blob = onnx_model(LITE0, None, OPTS, cache_dir=str(blocked))
     assert blob[:2] and "could not cache the ONNX export" in caplog.text
 

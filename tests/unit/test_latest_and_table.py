@@ -10,12 +10,12 @@ from datetime import datetime, timedelta
 import pytest
 from deltalake import DeltaTable
 
-from batch_classify import steps
-from batch_classify.layout import latest_pointer
-from batch_classify.results import StagingWriter, committed_manifest
+from batch_classify.run import steps
+from batch_classify.run.layout import latest_pointer
+from batch_classify.run.results import StagingWriter, committed_manifest
 from batch_classify.settings import RunSettings, ServeSettings
 from batch_classify.storage import StorageOptions
-from batch_classify.table import (
+from batch_classify.run.table import (
     LATEST_FIELDS,
     TableWriteFailed,
     delta_storage_options,
@@ -23,7 +23,7 @@ from batch_classify.table import (
     read_latest,
     update_latest,
 )
-from batch_classify.vocabulary import imagenet
+from batch_classify.models.vocabulary import imagenet
 
 from helpers.batches import actor_batch
 
@@ -180,7 +180,7 @@ def _two_nights(tmp_path) -> str:
 
 def test_the_readmes_pointer_query_reads_the_latest_run(tmp_path):
     """README "Querying predictions", without a table: the pointer, then ``read_committed``."""
-    from batch_classify.results import read_committed
+    from batch_classify.run.results import read_committed
 
     _two_nights(tmp_path)
     latest = read_latest(str(tmp_path / "out"), str(tmp_path / "in"), LOCAL)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from batch_classify.layout import JOBS, RunLayout
+from batch_classify.run.layout import JOBS, RunLayout
 
 
 @pytest.mark.parametrize("output", ["/data/out", "/data/out/", "s3://bucket/out", "s3://anonymous@bucket/out/"])

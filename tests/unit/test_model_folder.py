@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from batch_classify.model_folder import ModelError, is_folder_reference, read_folder
-from batch_classify.models import get_spec
+from batch_classify.models.folder import ModelError, is_folder_reference, read_folder
+from batch_classify.models.registry import get_spec
 from batch_classify.storage import StorageOptions
 
 OPTS = StorageOptions()
@@ -147,7 +147,7 @@ def test_missing_folder_and_unknown_name(tmp_path):
 
 
 def test_a_corrupt_onnx_file_is_one_line_naming_the_folder(tmp_path):
-    from batch_classify.engines import build_engine
+    from batch_classify.stage.engines import build_engine
 
     root = _folder(tmp_path / "m")  # model.onnx holds text, not a model
     with pytest.raises(ModelError, match=rf"model folder {root}: model\.onnx could not be loaded by ONNX Runtime"):
@@ -186,7 +186,7 @@ def test_files_linked_from_outside_the_folder_are_refused_and_links_inside_are_f
 def test_one_name_for_two_classes_is_refused_with_the_names():
     """``id2label`` with "crane" at 1 and 3 (as Hugging Face's ImageNet-1k configs have at 134 and 517):
     labels, predictions and per-class figures could not be told apart, so the folder is refused."""
-    from batch_classify.model_folder import _class_names
+    from batch_classify.models.folder import _class_names
 
     with pytest.raises(ModelError) as caught:
         _class_names("m", {"id2label": {"0": "cat", "1": "crane", "2": "dog", "3": "crane"}})

@@ -45,7 +45,7 @@ def _inputs(n: int = 2) -> torch.Tensor:
 
 
 def test_source_weights_are_the_registry_lite0():
-    from batch_classify.models import get_spec, load_model
+    from batch_classify.models.registry import get_spec, load_model
     from batch_classify.storage import StorageOptions
 
     ours = mf.lite0_imagenet().state_dict()

@@ -5,9 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
-from batch_classify.models import LITE0_PRESET, get_spec
-from batch_classify.engines import uint8_model
-from batch_classify.preprocess import ClassificationPreset, DecodeError
+from batch_classify.models.registry import LITE0_PRESET, get_spec
+from batch_classify.stage.engines import uint8_model
+from batch_classify.models.preprocess import ClassificationPreset, DecodeError
 
 
 def _png(img: Image.Image, fmt="PNG", **kw) -> bytes:
@@ -117,7 +117,7 @@ def _png_header(width: int, height: int) -> bytes:
 def test_pixel_limit_message_names_the_documented_limit_even_where_pillow_refuses_first():
     """Above twice Pillow's ``MAX_IMAGE_PIXELS`` Pillow refuses at ``open`` with its own doubled figure
     (178,956,970); the failure names the limit in effect (89,478,485 by default, or the one given)."""
-    from batch_classify.preprocess import DEFAULT_MAX_PIXELS, DecodeError
+    from batch_classify.models.preprocess import DEFAULT_MAX_PIXELS, DecodeError
 
     data = _png_header(20_000, 10_000)  # 200,000,000 pixels
     with pytest.raises(DecodeError) as caught:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from batch_classify.reach import AddressUnreachable, host_and_port, wait_for_address
+from batch_classify.stage.reach import AddressUnreachable, host_and_port, wait_for_address
 
 
 def test_each_form_of_address_names_its_host_and_port():

@@ -6,7 +6,7 @@ import pytest
 from batch_classify.report.compare import compare
 from batch_classify.report.markdown import render_markdown
 from batch_classify.report.metrics import accuracy, label_free, prediction_distribution
-from batch_classify.vocabulary import from_names, imagenet
+from batch_classify.models.vocabulary import from_names, imagenet
 
 
 def test_known_confusion():

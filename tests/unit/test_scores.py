@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from batch_classify.columns import SCORED, TOP_K
-from batch_classify.scores import scores
+from batch_classify.stage.scores import scores
 
 
 def _logits(rows: int = 64, classes: int = 1000) -> np.ndarray:
@@ -56,7 +56,7 @@ ACTOR = """
 import json, sys
 import numpy as np
 blob = open(sys.argv[1], "rb").read()
-from batch_classify.inference import Classifier, decode_batch
+from batch_classify.stage.inference import Classifier, decode_batch
 from batch_classify.storage import StorageOptions
 paths = sys.argv[2:]
 c = Classifier(model_name="efficientnet_lite0", weights=None, storage=StorageOptions(), runtime="onnx",
@@ -69,8 +69,8 @@ print(json.dumps({"torch": "torch" in sys.modules, "pred": out["pred_index"].tol
 
 
 def test_cpu_actor_classifies_without_importing_torch(photos, tmp_path):
-    from batch_classify.engines import onnx_model
-    from batch_classify.inference import Classifier, decode_batch
+    from batch_classify.stage.engines import onnx_model
+    from batch_classify.stage.inference import Classifier, decode_batch
     from batch_classify.storage import StorageOptions
 
     blob = onnx_model("efficientnet_lite0", None, StorageOptions())

@@ -1,4 +1,4 @@
-"""The stage's exactly-once check (:class:`batch_classify.stage_output.StageOutput`), which both executors run:
+"""The stage's exactly-once check (:class:`batch_classify.stage.output.StageOutput`), which both executors run:
 every input path out once, counted by 8-byte hashes instead of a set of the paths (issue 28 item 3)."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ import logging
 import numpy as np
 import pytest
 
-from batch_classify.plan import plan_local
-from batch_classify.ray_logs import StageProgress
-from batch_classify.reading import ReadBreaker
-from batch_classify.stage_output import StageOutput, path_hashes
+from batch_classify.stage.plan import plan_local
+from batch_classify.stage.ray_logs import StageProgress
+from batch_classify.stage.reading import ReadBreaker
+from batch_classify.stage.output import StageOutput, path_hashes
 from batch_classify.storage import StorageOptions
 
 

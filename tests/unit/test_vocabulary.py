@@ -1,6 +1,6 @@
 import pytest
 
-from batch_classify.vocabulary import AmbiguousLabel, LabelError, imagenet
+from batch_classify.models.vocabulary import AmbiguousLabel, LabelError, imagenet
 
 
 def test_wnids_sorted_and_indexed():
@@ -73,7 +73,7 @@ def test_class_names_read_without_torchvision_are_torchvisions():
     from torchvision.models import ResNet50_Weights
 
     assert imagenet().names == tuple(ResNet50_Weights.IMAGENET1K_V2.meta["categories"])
-    code = ("import sys; from batch_classify.vocabulary import imagenet; imagenet(); "
+    code = ("import sys; from batch_classify.models.vocabulary import imagenet; imagenet(); "
             "print(sorted(m for m in ('torch', 'torchvision', 'timm') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
