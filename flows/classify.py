@@ -29,14 +29,14 @@ except ImportError:  # pydantic 2.12, 2.13
 from pydantic.fields import FieldInfo
 
 from batch_classify.errors import RunRegressed
-from batch_classify.report.verdict import REGRESSED
+from batch_classify.report.policy import Outcome, RegressionPolicy
+from batch_classify.run.layout import RunLayout
 from batch_classify.settings import RunSettings, new_run_id, without_none
 from batch_classify.tasks import (
     infer,
     list_dataset,
     mark_regressed,
     persist,
-    regressed_message,
     report,
     run_lease,
     validate,
@@ -186,21 +186,21 @@ def classify_images(**parameters: Any) -> dict:
             settings, listing, committed, outcome, wall_seconds=time.perf_counter() - start,
             unlabelled_reason=validation.unlabelled_reason,
         )
-    if result["verdict"]["status"] == REGRESSED:
-        return regressed_state(result, fail=settings.fail_on_regression)
+    outcome = RegressionPolicy.from_settings(settings).outcome(result, RunLayout.parse(result["run_uri"]).report_html)
+    if outcome.regressed:
+        return regressed_state(result, outcome)
     return result
 
 
-def regressed_state(result: dict, *, fail: bool):
-    """The final state of a regressed flow run, once its predictions and report are committed: tag
-    and event first (:func:`batch_classify.tasks.mark_regressed`), then a Failed state named
-    "Regressed" (``fail``; its data a :class:`~batch_classify.errors.RunRegressed`) or a Completed one
-    holding the report, with :func:`batch_classify.tasks.regressed_message` as message."""
+def regressed_state(result: dict, outcome: Outcome):
+    """The final state of a regressed flow run, once its predictions and report are committed: tag and
+    event first (:func:`batch_classify.tasks.mark_regressed`), then the state the regression policy's
+    ``outcome`` names: Failed-type (its data a :class:`~batch_classify.errors.RunRegressed`) or
+    Completed holding the report."""
     mark_regressed(result)
-    message = regressed_message(result)
-    if fail:
-        return Failed(name="Regressed", message=message, data=RunRegressed(message))
-    return Completed(name="Regressed", message=message, data=result)
+    if outcome.failed:
+        return Failed(name=outcome.state_name, message=outcome.message, data=RunRegressed(outcome.message))
+    return Completed(name=outcome.state_name, message=outcome.message, data=result)
 
 
 # The flow is this function with the generated signature; the module name `classify_images` is the flow

@@ -29,7 +29,8 @@ from batch_classify.run.layout import REPORT_HTML, RunLayout, input_slug, slug
 from batch_classify.run.lease import RunLease
 from batch_classify.stage.core_notes import stderr_is_terminal
 from batch_classify.listing import Listing
-from batch_classify.report.verdict import REGRESSED, key_figures
+from batch_classify.report.policy import RegressionPolicy
+from batch_classify.report.verdict import key_figures
 from batch_classify.report.format import pct
 from batch_classify.report.markdown import render_markdown
 from batch_classify.run.results import CommittedRun, InferenceOutcome, StagedRun
@@ -271,12 +272,6 @@ def _cell(key: str, value):
     return pct(value) if key in ("precision", "recall") else value
 
 
-def regressed_message(report: dict) -> str:
-    """The message of a regressed flow run's state and of its log's warning: the verdict's line and
-    where the report is."""
-    return f"{report['verdict']['line']} Report: {RunLayout.parse(report['run_uri']).report_html}"
-
-
 def mark_regressed(report: dict) -> None:
     """Make a regressed run stand out: emit :data:`batch_classify.run.events.RUN_REGRESSED` (an Automation
     can notify on it; README "Alerts") and tag the flow run ``regressed`` (the runs list shows the tag
@@ -322,6 +317,7 @@ def report(
         )
     figures = "; ".join(f"{name} {value}" for name, value in key_figures(report))
     print(f"{figures}; report at {RunLayout.parse(committed.run_uri).report_html}")
-    if report["verdict"]["status"] == REGRESSED:
-        get_run_logger().warning("%s", regressed_message(report))
+    outcome = RegressionPolicy.from_settings(settings).outcome(report, RunLayout.parse(committed.run_uri).report_html)
+    if outcome.regressed:
+        get_run_logger().warning("%s", outcome.message)
     return report

@@ -8,7 +8,7 @@ Errors a user can cause print as one ``error:`` line on stderr, exit code 1; the
 traceback (Prefect's console handler included: ``cli_logging``) unless ``batch-classify --debug``
 is given. The flow run's log in the Prefect API keeps the traceback either way. A run that regressed
 (``fail_on_regression``, the default) prints its summary and one ``regressed:`` line, exit code
-:data:`EXIT_REGRESSED`: everything is committed, but a script must not take it for a good night.
+:data:`batch_classify.report.policy.EXIT_REGRESSED`: everything is committed, but a script must not take it for a good night.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from rich.table import Table
 from batch_classify.cli.options import environment_epilog, settings_options
 from batch_classify.cli.prefect_setup import import_prefect, on_temporary_api, prefect_defaults
 from batch_classify.cli.summary import describe_model, preview, print_summary
+from batch_classify.report.policy import THRESHOLDS
 from batch_classify.run.layout import MANIFEST, RunLayout
 from batch_classify.settings import RunSettings, ServeSettings
 
@@ -58,9 +59,6 @@ err = Console(stderr=True)
 out = Console()
 #: Set by `batch-classify --debug`: tracebacks reach the terminal.
 DEBUG = False
-#: Exit code of `run` (and `demo`) when the run regressed against its baseline and
-#: ``fail_on_regression`` is on: its predictions and report are committed. 1 is an error, 2 a usage error.
-EXIT_REGRESSED = 3
 
 
 def _print_version(value: bool) -> None:
@@ -173,8 +171,10 @@ def run(
 
 def _run_and_summarise(settings: RunSettings, *, quiet: bool) -> None:
     """Run the flow and print its summary; a regressed run (Failed-type, ``fail_on_regression``) prints
-    its summary from the committed report, then one ``regressed:`` line, and exits :data:`EXIT_REGRESSED`."""
+    its summary from the committed report, then one ``regressed:`` line, and exits
+    :data:`batch_classify.report.policy.EXIT_REGRESSED`."""
     from batch_classify.errors import RunRegressed
+    from batch_classify.report.policy import EXIT_REGRESSED
 
     try:
         report = run_flow(settings)
@@ -207,7 +207,7 @@ def _check_input(settings: RunSettings) -> None:
 
 
 @app.command()
-@settings_options(RunSettings, ("max_top1_drop", "max_drift", "low_confidence", "review_images"))
+@settings_options(RunSettings, (*THRESHOLDS, "low_confidence", "review_images"))
 def report(
     given: dict,
     run_uri: Annotated[str, typer.Argument(help="A committed run: OUTPUT/RUN_ID (local or s3://).")],

@@ -30,6 +30,7 @@ import hashlib
 import json
 import math
 import posixpath
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from batch_classify.errors import PermanentError, named
@@ -42,8 +43,6 @@ class ModelError(PermanentError, ValueError):
     """Unknown model, a model folder that is incomplete or inconsistent, or weights that cannot be found or loaded."""
 
 
-#: Model folder formats, by the weights file that decides them.
-FORMATS = ("onnx", "timm", "transformers")
 ONNX_FILE = "model.onnx"
 SAFETENSORS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -86,7 +85,12 @@ class ModelFolder:
 
     @property
     def weights_uri(self) -> str:
-        return f"{self.uri}/{ONNX_FILE if self.format == 'onnx' else SAFETENSORS_FILE}"
+        return f"{self.uri}/{FORMATS[self.format].weights_file}"
+
+    @property
+    def onnx_only(self) -> bool:
+        """Whether the folder's model runs under ONNX Runtime only (its format has no ``load``)."""
+        return FORMATS[self.format].load is None
 
     def sha256(self, storage: StorageOptions) -> str:
         """SHA-256 (hex) over every file of the folder: each file's path and its own SHA-256, in path
@@ -153,13 +157,8 @@ def read_folder(uri: str, storage: StorageOptions) -> ModelFolder:
     config = _read_json(fs, root, uri, CONFIG_FILE, required=True)
     preprocessor = _read_json(fs, root, uri, PREPROCESSOR_FILE, required=False)
 
-    if weights[0] == ONNX_FILE:
-        fmt = "onnx"
-    elif config.get("architectures") or config.get("model_type"):  # before timm's key: transformers'
-        fmt = "transformers"                                          # TimmWrapper configs carry both
-    elif "architecture" in config:
-        fmt = "timm"
-    else:
+    fmt = next((f for f in FORMATS.values() if f.weights_file == weights[0] and f.detect(config)), None)
+    if fmt is None:
         raise _fail(
             uri, CONFIG_FILE, "names no architecture for model.safetensors: timm's hub export writes "
             "'architecture', transformers' save_pretrained writes 'architectures' and 'model_type'"
@@ -174,12 +173,9 @@ def read_folder(uri: str, storage: StorageOptions) -> ModelFolder:
             uri, "has no preprocessing:", f"add {PREPROCESSOR_FILE} (transformers' image processor settings: size, "
             "resample, crop_size, rescale_factor, image_mean, image_std) or timm's pretrained_cfg in config.json"
         )
-    if fmt == "timm":
-        _check_timm_architecture(uri, str(config["architecture"]))
-    elif fmt == "transformers":
-        _check_transformers_architecture(uri, config)
+    fmt.check(uri, config)
     return ModelFolder(
-        uri=uri, format=fmt, class_names=class_names, preset=preset, config=config, files=files,
+        uri=uri, format=fmt.name, class_names=class_names, preset=preset, config=config, files=files,
         preprocessing_source=source,
     )
 
@@ -367,7 +363,8 @@ def _from_timm_cfg(uri: str, cfg: dict) -> ClassificationPreset:
     )
 
 
-def _check_timm_architecture(uri: str, architecture: str) -> None:
+def _check_timm_architecture(uri: str, config: dict) -> None:
+    architecture = str(config["architecture"])
     import timm
 
     if not timm.is_model(architecture):
@@ -404,8 +401,14 @@ def load_module(folder: ModelFolder, storage: StorageOptions):
         ModelError: the weights file cannot be read or does not fit the architecture (missing or
             unexpected tensors: a head left randomly initialised would invent predictions).
     """
-    if folder.format == "transformers":
-        return _transformers_module(folder, storage)
+    load = FORMATS[folder.format].load
+    if load is None:
+        raise _fail(folder.uri, "is an ONNX model:", "it runs under ONNX Runtime only (--runtime onnx)")
+    return load(folder, storage)
+
+
+def _timm_load(folder: ModelFolder, storage: StorageOptions):
+    """timm's module from ``config.json``'s ``architecture``, with the folder's safetensors."""
     from safetensors.torch import load as load_safetensors
 
     fs, root = filesystem(folder.uri, storage)
@@ -474,3 +477,39 @@ def _transformers_module(folder: ModelFolder, storage: StorageOptions):
         )
     _check_keys(folder, info.get("missing_keys", ()), info.get("unexpected_keys", ()))
     return LogitsOnly(model.eval()).eval()
+
+
+@dataclass(frozen=True)
+class FolderFormat:
+    """One model-folder format: how to tell it, check it and load it (timm's registry-and-factory
+    shape, for the file layouts the Hugging Face ecosystem writes).
+
+    Attributes:
+        name: the format's name (``ModelFolder.format``, ``ModelSpec.format``, ``batch-classify models``).
+        weights_file: the file that holds its weights.
+        detect: given ``config.json``, whether a folder with ``weights_file`` is of this format (the
+            table is tried in order: the first that matches).
+        check: ``(uri, config)``: refuses an architecture the installed library does not know, with
+            :class:`ModelError` (one line naming the file); called by :func:`read_folder`.
+        load: ``(folder, storage)``: the torch module, weights loaded, eval mode, float32 [N, 3, H, W] →
+            logits float32 [N, K]; None: the format runs under ONNX Runtime only.
+    """
+
+    name: str
+    weights_file: str
+    detect: Callable[[dict], bool]
+    check: Callable[[str, dict], None]
+    load: Callable[[ModelFolder, StorageOptions], object] | None
+
+
+#: The model-folder formats, tried in this order. Adding a format: a record here (and its functions in
+#: this module); ``read_folder``, ``load_module``, ``ModelFolder.weights_uri`` and ``onnx_only``, and so the
+#: engines and the plan, read it from here.
+FORMATS: dict[str, FolderFormat] = {f.name: f for f in (
+    FolderFormat("onnx", ONNX_FILE, detect=lambda config: True, check=lambda uri, config: None, load=None),
+    # before timm: TimmWrapper configs of transformers carry timm's 'architecture' key too
+    FolderFormat("transformers", SAFETENSORS_FILE, detect=lambda config: bool(config.get("architectures") or config.get("model_type")),
+                 check=_check_transformers_architecture, load=_transformers_module),
+    FolderFormat("timm", SAFETENSORS_FILE, detect=lambda config: "architecture" in config,
+                 check=_check_timm_architecture, load=_timm_load),
+)}

@@ -58,8 +58,9 @@ class ModelSpec:
 
     @property
     def onnx_only(self) -> bool:
-        """Whether the model exists as ONNX only (runs under ONNX Runtime, never PyTorch)."""
-        return self.format == "onnx"
+        """Whether the model exists as ONNX only (runs under ONNX Runtime, never PyTorch): its folder's
+        format says so (:data:`batch_classify.models.folder.FORMATS`); registry models never are."""
+        return self.folder is not None and self.folder.onnx_only
 
     def vocabulary(self) -> Vocabulary:
         """The classes in logit order: ImageNet-1k for registry models, the folder's names otherwise."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
@@ -26,6 +27,7 @@ from batch_classify.report.compare import compare
 from batch_classify.report.history import run_history
 from batch_classify.report.html import write_report_html
 from batch_classify.report.markdown import render_markdown
+from batch_classify.report.policy import RegressionPolicy
 from batch_classify.report.metrics import accuracy, calibration_fields, label_free, restricted_accuracy
 from batch_classify.report.review import changed_predictions, lowest_confidence
 from batch_classify.report.samples import small_sample_notes
@@ -126,7 +128,7 @@ def build_report(
     }
     return score_and_write(
         report, storage, vocabulary=get_spec(settings.model, storage).vocabulary(),
-        max_top1_drop=settings.max_top1_drop, max_drift=settings.max_drift, low_confidence=settings.low_confidence,
+        policy=RegressionPolicy.from_settings(settings), low_confidence=settings.low_confidence,
         review_images=settings.review_images,
     )
 
@@ -136,8 +138,7 @@ def score_and_write(
     storage: StorageOptions,
     *,
     vocabulary: Vocabulary,
-    max_top1_drop: float,
-    max_drift: float | None,
+    policy: RegressionPolicy,
     low_confidence: float,
     review_images: int,
 ) -> dict:
@@ -148,6 +149,7 @@ def score_and_write(
 
     Args:
         vocabulary: the run's model's classes.
+        policy: when the comparison is a regression (:class:`~batch_classify.report.policy.RegressionPolicy`).
         review_images: the least confident predictions listed (``lowest_confidence``), and the most
             images whose top-1 changed that the page shows.
 
@@ -175,7 +177,7 @@ def score_and_write(
         before=committed_manifest(run_uri, storage).get("committed_at"), storage=storage,
     )
     report["comparison"], report["changed"] = _compare_with_previous(
-        report, table, vocabulary, storage, max_top1_drop=max_top1_drop, max_drift=max_drift, low_confidence=low_confidence
+        report, table, vocabulary, storage, policy=policy, low_confidence=low_confidence
     )
     report["small_samples"] = small_sample_notes(report)
     report["verdict"] = verdict(report)
@@ -241,8 +243,7 @@ def _compare_with_previous(
     vocabulary: Vocabulary,
     storage: StorageOptions,
     *,
-    max_top1_drop: float,
-    max_drift: float | None,
+    policy: RegressionPolicy,
     low_confidence: float,
 ) -> tuple[dict | None, list[dict]]:
     """The comparison with the baseline, the newest run of ``report["history"]`` (the latest run
@@ -282,25 +283,31 @@ def _compare_with_previous(
         _pred_names(current_shared),
         _pred_names(previous_shared),
         previous_run_uri=previous,
-        max_top1_drop=max_top1_drop,
-        max_drift=max_drift,
+        policy=policy,
     )
     return {"previous_run_uri": result.pop("previous_run_uri"), "previous_run_id": RunLayout.parse(previous).run_id,
             "previous_model": result.pop("previous_model"), **counts, **result}, changed
+
+
+def default_policy(**given: float | None) -> RegressionPolicy:
+    """The regression policy of :class:`RunSettings`' defaults, with the thresholds ``given`` (not None) in
+    their place: a committed run's report re-rendered without the run's settings."""
+    defaults = SimpleNamespace(**{name: field.default for name, field in RunSettings.model_fields.items()})
+    return RegressionPolicy.from_settings(defaults, **given)
 
 
 def rerender_report(
     run_uri: str,
     storage: StorageOptions,
     *,
-    max_top1_drop: float | None = None,
-    max_drift: float | None = None,
     low_confidence: float | None = None,
     review_images: int | None = None,
+    **thresholds: float | None,
 ) -> dict:
     """Score a committed run again and rewrite its report files (``batch-classify report``).
 
-    The thresholds default to :class:`RunSettings`' defaults.
+    ``thresholds`` are the regression policy's (:data:`batch_classify.report.policy.THRESHOLDS`); each,
+    like ``low_confidence`` and ``review_images``, defaults to :class:`RunSettings`' default.
 
     Facts only the run itself knew (wall time, listing, stage timings, why it was unlabelled) are
     kept from its ``report.json``; without one they are left out. Scores and the comparison with
@@ -340,7 +347,6 @@ def rerender_report(
     vocabulary = get_spec(report["model"], storage).vocabulary()
     default = lambda name, given: RunSettings.model_fields[name].default if given is None else given  # noqa: E731
     return score_and_write(
-        report, storage, vocabulary=vocabulary, max_top1_drop=default("max_top1_drop", max_top1_drop),
-        max_drift=default("max_drift", max_drift), low_confidence=default("low_confidence", low_confidence),
-        review_images=default("review_images", review_images),
+        report, storage, vocabulary=vocabulary, policy=default_policy(**thresholds),
+        low_confidence=default("low_confidence", low_confidence), review_images=default("review_images", review_images),
     )

@@ -1,11 +1,9 @@
-"""This run against the previous committed run on the same dataset, and the regression policy.
+"""This run against the previous committed run on the same dataset.
 
 :func:`compare` measures the changes (accuracy when both runs have labels, prediction drift and
-share changes always); :func:`regression_reasons` is the one place that decides whether they are a
-regression: the report's verdict says so and the flow ends its run in a state named "Regressed"
-(Failed-type unless ``fail_on_regression`` is off), all from the ``regressed`` and ``reasons`` this
-module writes. Reasons name the settings as ``max_drift = 0.2``, which reads right on the command line
-(``--max-drift``), in a deployment's parameters and in ``BATCH_CLASSIFY_MAX_DRIFT`` alike.
+share changes always) and asks the run's :class:`~batch_classify.report.policy.RegressionPolicy`
+whether they are a regression: the report's verdict says so, and the flow ends the run as the policy's
+outcome says, all from the ``regressed`` and ``reasons`` this module writes.
 """
 
 from __future__ import annotations
@@ -14,39 +12,13 @@ import math
 
 import numpy as np
 
-from batch_classify.report.format import points
 from batch_classify.report.metrics import name_counts
+from batch_classify.report.policy import RegressionPolicy
 
 #: Rows of :func:`compare`'s ``share_changes`` each way: the largest gains, then the largest losses.
 SHARE_CHANGES_EACH_WAY = 5
 #: Classes in :func:`compare`'s ``class_shares`` (the side-by-side distributions of the page).
 CLASS_SHARES = 15
-
-
-def regression_reasons(top1_delta: float | None, drift_tvd: float | None, *, max_top1_drop: float,
-                       max_drift: float | None) -> list[str]:
-    """The regression policy: one sentence per gate that fired; empty when the run did not regress.
-
-    A labelled comparison is gated on accuracy: a top-1 drop larger than ``max_top1_drop``.
-    Prediction drift is the proxy when labels are absent, so the drift gate (``drift_tvd >
-    max_drift``) applies only when top-1 cannot be compared (``top1_delta`` None): a labelled run
-    whose accuracy improves must not be flagged because its predictions moved.
-
-    Args:
-        top1_delta: this run's top-1 minus the previous run's, a fraction; None when either has no labels.
-        drift_tvd: the total variation distance of the predicted classes, in [0, 1]; None when unknown.
-        max_top1_drop: a fraction (0.02 = 2 points), from ``RunSettings.max_top1_drop``.
-        max_drift: a distance in [0, 1], from ``RunSettings.max_drift``; None turns that gate off.
-    """
-    if top1_delta is not None:
-        if top1_delta < -max_top1_drop:
-            return [
-                f"top-1 dropped by {points(-top1_delta, sign='')}, over max_top1_drop = {max_top1_drop:g} "
-                f"({points(max_top1_drop, sign='')})"
-            ]
-    elif max_drift is not None and drift_tvd is not None and drift_tvd > max_drift:
-        return [f"prediction drift (TVD) {drift_tvd:.3f}, over max_drift = {max_drift:g}"]
-    return []
 
 
 def compared_line(cmp: dict) -> str:
@@ -110,8 +82,7 @@ def compare(
     previous_pred: np.ndarray,
     *,
     previous_run_uri: str,
-    max_top1_drop: float,
-    max_drift: float | None,
+    policy: RegressionPolicy,
 ) -> dict:
     """How this run differs from the previous committed run on the same dataset.
 
@@ -119,7 +90,7 @@ def compare(
     compared by class display name, per-class recall by wnid where both entries have one, else by
     name (a name that several classes of the previous run share is left unmatched).
 
-    Gates: :func:`regression_reasons` (top-1 when both runs have labels, prediction drift otherwise).
+    Gates: :meth:`RegressionPolicy.reasons` (top-1 when both runs have labels, prediction drift otherwise).
 
     Args:
         current, previous: the two runs' reports (``top1``, ``top5``, ``per_class``, ``model``,
@@ -128,9 +99,7 @@ def compare(
         current_pred, previous_pred: object [N], [M]: the predicted class name (``pred_label``)
             of every predicted image of each run.
         previous_run_uri: the previous run's URI, reported as given.
-        max_top1_drop: a fraction (0.02 = 2 points): a top-1 drop larger than this is a regression.
-        max_drift: a total variation distance in [0, 1] above which an unlabelled comparison is a
-            regression; None turns that gate off.
+        policy: the run's thresholds (``max_top1_drop``, ``max_drift``).
 
     Returns:
         ``previous_run_uri``, ``previous_model``, ``top1_delta``, ``top5_delta`` (fractions; None
@@ -168,21 +137,18 @@ def compare(
     else:
         tvd, share_changes, class_shares = None, [], []
 
-    top1_delta = delta("top1")
-    reasons = regression_reasons(top1_delta, tvd, max_top1_drop=max_top1_drop, max_drift=max_drift)
-    return {
+    measured = {
         "previous_run_uri": previous_run_uri,
         "previous_model": previous.get("model"),
-        "top1_delta": top1_delta,
+        "top1_delta": delta("top1"),
         "top5_delta": delta("top5"),
         "per_class_delta": _match_per_class(current.get("per_class") or [], previous.get("per_class") or []),
         "drift_tvd": tvd,
         "share_changes": share_changes,
         "class_shares": class_shares,
         "mean_confidence_delta": delta("mean_confidence"),
-        "threshold": max_top1_drop,
-        "drift_threshold": max_drift,
-        "reasons": reasons,
-        "regressed": bool(reasons),
+        "threshold": policy.max_top1_drop,
+        "drift_threshold": policy.max_drift,
     }
-
+    reasons = policy.reasons(measured)
+    return measured | {"reasons": reasons, "regressed": bool(reasons)}

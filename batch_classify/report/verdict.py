@@ -3,7 +3,7 @@ compare with) and the few figures that matter for this kind of run.
 
 ``report.md``, the Prefect report artifact and ``report.html`` all open with :func:`verdict`'s line
 and :func:`key_figures`; ``report.json`` keeps the verdict as ``verdict`` (``status`` and ``line``).
-The decision itself is the comparison's (:func:`batch_classify.report.compare.regression_reasons`);
+The decision itself is the regression policy's (:meth:`batch_classify.report.policy.RegressionPolicy.reasons`);
 this module only words it.
 """
 

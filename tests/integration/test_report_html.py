@@ -21,6 +21,7 @@ import pytest
 from PIL import Image
 
 from batch_classify.report import metrics
+from batch_classify.report.policy import RegressionPolicy
 from batch_classify.report.compare import compare
 from batch_classify.report.figures import (
     MAX_MATRIX_CLASSES,
@@ -432,7 +433,7 @@ def test_page_of_an_unlabelled_run_of_a_model_with_its_own_classes(tmp_path):
 
     def page_with(max_drift):
         comparison = compare(report, previous, current_names, previous_names, previous_run_uri="/out/r0",
-                                        max_top1_drop=0.02, max_drift=max_drift)
+                                        policy=RegressionPolicy(0.02, max_drift))
         return comparison, render_html({**report, "comparison": comparison}, table, StorageOptions(), vocabulary=vocabulary)
 
     comparison, page = page_with(0.1)
@@ -672,7 +673,7 @@ def _real_run(lite0, input_dir: Path, out: Path, run_id: str, *, labelled: bool,
             "labels": "folders" if labelled else "none", "n_listed": len(files), "n_predicted": len(files), "n_failed": 0,
             "n_ignored": 0, "n_reused": 0, "wall_seconds": 10.0, "images_per_second": len(files) / 10.0,
             "device": "cpu", "num_actors": 1}
-    return score_and_write(base, storage, vocabulary=vocabulary, max_top1_drop=0.02, max_drift=0.1, low_confidence=0.5,
+    return score_and_write(base, storage, vocabulary=vocabulary, policy=RegressionPolicy(0.02, 0.1), low_confidence=0.5,
                            review_images=review_images)
 
 

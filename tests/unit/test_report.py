@@ -3,6 +3,7 @@ import math
 import numpy as np
 import pytest
 
+from batch_classify.report.policy import RegressionPolicy
 from batch_classify.report.compare import compare
 from batch_classify.report.markdown import render_markdown
 from batch_classify.report.metrics import accuracy, label_free, prediction_distribution
@@ -124,7 +125,7 @@ def test_unlabelled_runs_are_gated_on_drift():
     now = _names(("cat", 6), ("dog", 4))  # cat 0.6, dog 0.4
     before = _names(("cat", 3), ("dog", 3), ("fox", 4))  # cat 0.3, dog 0.3, fox 0.4
     # TVD = 0.5 * (0.3 + 0.1 + 0.4) = 0.4
-    over = compare(current, previous, now, before, previous_run_uri="out/r0", max_top1_drop=0.02, max_drift=0.3)
+    over = compare(current, previous, now, before, previous_run_uri="out/r0", policy=RegressionPolicy(0.02, 0.3))
     assert over["top1_delta"] is None and over["drift_tvd"] == pytest.approx(0.4)
     assert over["regressed"] is True and over["reasons"] == ["prediction drift (TVD) 0.400, over max_drift = 0.3"]
     assert over["drift_threshold"] == 0.3 and over["threshold"] == 0.02
@@ -134,25 +135,24 @@ def test_unlabelled_runs_are_gated_on_drift():
         ("cat", 0.3, 0.6), ("dog", 0.3, 0.4), ("fox", 0.4, 0.0)]  # gains first, then losses
     assert [c["delta"] for c in over["share_changes"]] == pytest.approx([0.3, 0.1, -0.4])
 
-    under = compare(current, previous, now, before, previous_run_uri="out/r0", max_top1_drop=0.02, max_drift=0.5)
+    under = compare(current, previous, now, before, previous_run_uri="out/r0", policy=RegressionPolicy(0.02, 0.5))
     assert under["regressed"] is False and under["reasons"] == []
-    off = compare(current, previous, now, before, previous_run_uri="out/r0", max_top1_drop=0.02, max_drift=None)
+    off = compare(current, previous, now, before, previous_run_uri="out/r0", policy=RegressionPolicy(0.02, None))
     assert off["regressed"] is False and off["drift_threshold"] is None and off["drift_tvd"] == pytest.approx(0.4)
 
     # One side labelled is not enough to compare top-1: the drift gate applies.
-    half = compare({**current, "top1": 0.9}, previous, now, before, previous_run_uri="out/r0", max_top1_drop=0.02,
-                   max_drift=0.3)
+    half = compare({**current, "top1": 0.9}, previous, now, before, previous_run_uri="out/r0", policy=RegressionPolicy(0.02, 0.3))
     assert half["top1_delta"] is None and half["regressed"] is True
 
 
 def test_labelled_runs_are_gated_on_accuracy_not_drift():
     now, before = _names(("cat", 5)), _names(("dog", 5))  # disjoint: TVD 1
     better = compare({"top1": 0.9, "top5": 1.0, "per_class": []}, {"top1": 0.5, "top5": 1.0, "per_class": []}, now, before,
-                     previous_run_uri="p", max_top1_drop=0.02, max_drift=0.1)
+                     previous_run_uri="p", policy=RegressionPolicy(0.02, 0.1))
     assert better["drift_tvd"] == 1.0 and better["top1_delta"] == pytest.approx(0.4)
     assert better["regressed"] is False and better["reasons"] == []
     worse = compare({"top1": 0.5, "top5": 0.75, "per_class": []}, {"top1": 0.75, "top5": 1.0, "per_class": []}, now,
-                    now, previous_run_uri="p", max_top1_drop=0.02, max_drift=0.1)
+                    now, previous_run_uri="p", policy=RegressionPolicy(0.02, 0.1))
     assert worse["regressed"] is True and worse["drift_tvd"] == 0.0 and worse["share_changes"] == []
     assert worse["reasons"] == ["top-1 dropped by 25.0 points, over max_top1_drop = 0.02 (2.0 points)"]
     assert worse["top5_delta"] == pytest.approx(-0.25)
@@ -164,20 +164,19 @@ def test_runs_of_models_with_different_classes_compare_by_name():
     a, b = from_names(["cat", "dog", "fox"]), from_names(["fox", "cat"])  # "cat" is index 0 in one, 1 in the other
     now = np.asarray(a.names, dtype=object)[[0, 0, 1]]  # cat 2/3, dog 1/3
     before = np.asarray(b.names, dtype=object)[[1, 1, 0]]  # cat 2/3, fox 1/3
-    got = compare(UNLABELLED, UNLABELLED, now, before, previous_run_uri="p", max_top1_drop=0.02, max_drift=0.5)
+    got = compare(UNLABELLED, UNLABELLED, now, before, previous_run_uri="p", policy=RegressionPolicy(0.02, 0.5))
     assert got["drift_tvd"] == pytest.approx(1 / 3) and got["regressed"] is False
     assert [c["name"] for c in got["share_changes"]] == ["dog", "fox"]  # equal moves: by name; cat did not move
 
     # Nothing predicted on one side: no drift, no share changes, no gate.
-    empty = compare(UNLABELLED, UNLABELLED, now, np.array([], dtype=object), previous_run_uri="p", max_top1_drop=0.02,
-                    max_drift=0.0)
+    empty = compare(UNLABELLED, UNLABELLED, now, np.array([], dtype=object), previous_run_uri="p", policy=RegressionPolicy(0.02, 0.0))
     assert empty["drift_tvd"] is None and empty["share_changes"] == [] and empty["regressed"] is False
 
 
 def test_share_changes_name_the_largest_gains_and_losses_ties_by_name():
     now = np.array(list("lkjihgfedcba") + ["y"] * 4, dtype=object)  # twelve names at 1/16, y at 4/16
     before = np.array(["z"] * 12 + ["x"] * 3 + ["y"], dtype=object)  # z at 12/16, x 3/16, y 1/16
-    got = compare(UNLABELLED, UNLABELLED, now, before, previous_run_uri="p", max_top1_drop=0.02, max_drift=None)
+    got = compare(UNLABELLED, UNLABELLED, now, before, previous_run_uri="p", policy=RegressionPolicy(0.02, None))
     moves = [(c["name"], round(16 * c["delta"])) for c in got["share_changes"]]
     assert moves == [("y", 3), ("a", 1), ("b", 1), ("c", 1), ("d", 1), ("z", -12), ("x", -3)]
     assert got["drift_tvd"] == pytest.approx(15 / 16)
@@ -193,8 +192,7 @@ def test_per_class_delta_matches_by_wnid_else_by_name():
     older = from_names(["cat", "dog", "emu"])
     y0, p0 = np.array([0, 0, 0, 1, 1, 2]), np.array([0, 1, 1, 1, 1, 2])
     previous = accuracy(y0, p0, np.tile(p0[:, None], 5), older)  # cat 1/3, dog 1, emu 1
-    got = compare(current, previous, np.array(["dog"]), np.array(["dog"]), previous_run_uri="p", max_top1_drop=0.02,
-                  max_drift=None)
+    got = compare(current, previous, np.array(["dog"]), np.array(["dog"]), previous_run_uri="p", policy=RegressionPolicy(0.02, None))
     rows = [(r["name"], r["wnid"], r["recall_before"], r["recall_after"]) for r in got["per_class_delta"]]
     assert rows == [("dog", None, 1.0, 0.5), ("cat", None, pytest.approx(1 / 3), 1.0)]  # largest drop first
     assert got["per_class_delta"][0]["delta"] == -0.5
@@ -205,21 +203,17 @@ def test_per_class_delta_matches_by_wnid_else_by_name():
     crane, bird = names.index("crane"), names.index("crane bird")
     inet = accuracy(np.array([bird, crane]), np.array([bird, bird]), np.tile(np.array([[bird]]), (2, 5)), imagenet())
     inet_before = accuracy(np.array([crane]), np.array([crane]), np.tile(np.array([[crane]]), (1, 5)), imagenet())
-    got = compare(inet, inet_before, np.array(["crane"]), np.array(["crane"]), previous_run_uri="p", max_top1_drop=0.02,
-                  max_drift=None)
+    got = compare(inet, inet_before, np.array(["crane"]), np.array(["crane"]), previous_run_uri="p", policy=RegressionPolicy(0.02, None))
     assert [(r["wnid"], r["recall_before"], r["recall_after"]) for r in got["per_class_delta"]] == [("n03126707", 1.0, 0.0)]
     other = {"per_class": [{**inet_before["per_class"][0], "wnid": "n99999999"}]}  # same name, another wnid
-    got = compare(inet, other, np.array(["crane"]), np.array(["crane"]), previous_run_uri="p", max_top1_drop=0.02,
-                  max_drift=None)
+    got = compare(inet, other, np.array(["crane"]), np.array(["crane"]), previous_run_uri="p", policy=RegressionPolicy(0.02, None))
     assert got["per_class_delta"] == []
-    got = compare(current, inet_before, np.array(["crane"]), np.array(["crane"]), previous_run_uri="p", max_top1_drop=0.02,
-                  max_drift=None)
+    got = compare(current, inet_before, np.array(["crane"]), np.array(["crane"]), previous_run_uri="p", policy=RegressionPolicy(0.02, None))
     assert [(r["name"], r["wnid"], r["delta"]) for r in got["per_class_delta"]] == [("crane", None, 0.0)]
     # A name that several classes of the previous run share is ambiguous: not matched, not guessed.
     twice = from_names(["crane", "crane"])
     both = accuracy(np.array([0, 1]), np.array([0, 1]), np.array([[0, 1, 0, 0, 0], [1, 0, 0, 0, 0]]), twice)
-    got = compare(current, both, np.array(["crane"]), np.array(["crane"]), previous_run_uri="p", max_top1_drop=0.02,
-                  max_drift=None)
+    got = compare(current, both, np.array(["crane"]), np.array(["crane"]), previous_run_uri="p", policy=RegressionPolicy(0.02, None))
     assert [r["name"] for r in got["per_class_delta"]] == []
 
 
@@ -243,7 +237,7 @@ def test_markdown_of_an_unlabelled_run_of_a_model_with_its_own_classes():
     )
     previous = {**UNLABELLED, "model": "old", "mean_confidence": 0.9}
     report["comparison"] = compare(report, previous, names, np.array(["fox"] * 10, dtype=object),
-                                   previous_run_uri="s3://b/out/r1", max_top1_drop=0.02, max_drift=0.25)
+                                   previous_run_uri="s3://b/out/r1", policy=RegressionPolicy(0.02, 0.25))
     md = render_markdown(report)
     lines = md.splitlines()
     # The verdict first, in the settings' own names; then the figures of an unlabelled run; no row without a value.
