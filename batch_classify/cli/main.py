@@ -5,7 +5,7 @@ then ``BATCH_CLASSIFY_*`` environment variables, then defaults) and hands it to
 the Prefect flow.
 
 Errors a user can cause print as one ``error:`` line on stderr, exit code 1; the terminal shows no
-traceback (Prefect's console handler included: ``cli_logging``) unless ``batch-classify --debug``
+traceback (Prefect's console handler included: ``cli.logs``) unless ``batch-classify --debug``
 is given. The flow run's log in the Prefect API keeps the traceback either way. A run that regressed
 (``fail_on_regression``, the default) prints its summary and one ``regressed:`` line, exit code
 :data:`batch_classify.report.policy.EXIT_REGRESSED`: everything is committed, but a script must not take it for a good night.
