@@ -316,8 +316,9 @@ def report(
             description=f"Per-class precision and recall, run {settings.run_id}",
         )
     figures = "; ".join(f"{name} {value}" for name, value in key_figures(report))
-    print(f"{figures}; report at {RunLayout.parse(committed.run_uri).report_html}")
-    outcome = RegressionPolicy.from_settings(settings).outcome(report, RunLayout.parse(committed.run_uri).report_html)
-    if outcome.regressed:
-        get_run_logger().warning("%s", outcome.message)
+    page = RunLayout.parse(committed.run_uri).report_html
+    print(f"{figures}; report at {page}")
+    ending = RegressionPolicy.from_settings(settings).outcome(report, page)
+    if ending.regressed:
+        get_run_logger().warning("%s", ending.message)
     return report

@@ -169,15 +169,14 @@ class StagingWriter:
         if not len(ok):
             return
         paths = [str(batch["path"][i]) for i in ok]
-        pred = np.asarray(batch["pred_index"])[ok].astype(np.int64)
-        k = min(TOP_K, self.vocabulary.num_classes)  # a model with fewer than 5 classes
+        outputs = output_arrays(batch, ok, min(TOP_K, self.vocabulary.num_classes))  # fewer than 5 classes: k of them
         columns = {
             "path": pa.array(paths, pa.string()),
-            "pred_label": pa.array([self.vocabulary.names[i] for i in pred], pa.string()),
+            "pred_label": pa.array([self.vocabulary.names[i] for i in outputs["pred_index"].to_numpy()], pa.string()),
             "model": pa.array([self.model] * len(ok), pa.string()),
             "run_id": pa.array([self.run_id] * len(ok), pa.string()),
             "computed_run_id": pa.array([self.run_id] * len(ok), pa.string()),
-            **output_arrays(batch, ok, k),
+            **outputs,
         }
         if self.records is None:
             labels = [None if batch["label"][i] is None else str(batch["label"][i]) for i in ok]

@@ -161,8 +161,9 @@ class Classifier:
         Returns:
             ``path``, ``label``, ``stage``, ``error`` as given (``stage="decode"`` where this actor's
             decoding failed, ``"infer"`` on a model failure), the model outputs
-            (:data:`batch_classify.columns.MODEL_OUTPUTS`): ``pred_index`` int64 [N], ``confidence`` float32 [N], ``top5_index`` int64 [N, 5]
-            (fewer classes than 5: -1 in the missing places), ``top5_prob`` float32 [N, 5],
+            (:data:`batch_classify.columns.MODEL_OUTPUTS`): ``pred_index`` int64 [N], ``confidence``
+            float32 [N], ``top5_index`` int64 [N, 5] (fewer classes than 5: -1 in the missing places),
+            ``top5_prob`` float32 [N, 5],
             ``entropy`` float32 [N] (of the softmax over all classes, nats), ``restricted_index``
             int64 [N] (-1 without ``restricted_classes``); -1 / 0 where the row failed;
             ``unreachable`` as given (all False when absent).
