@@ -62,7 +62,7 @@ def main() -> None:
     paths = [str(p) for p in sorted(SHARED.glob("*.JPEG"))[: args.images]]
     options = ort.SessionOptions()
     options.intra_op_num_threads = args.threads
-    session = ort.InferenceSession(onnx_model(args.model, None, storage, cache_dir=default_cache_dir()), options,
+    session = ort.InferenceSession(onnx_model(get_spec(args.model), None, storage, cache_dir=default_cache_dir()), options,
                                    providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     per_pass: dict[str, list[float]] = {k: [] for k in ("read", "decode", "resize_crop", "model", "scores", "write")}

@@ -46,7 +46,7 @@ def main() -> None:
 
     spec = get_spec(args.model)
     preset = spec.preset
-    blob = onnx_model(args.model, None, StorageOptions(), cache_dir=default_cache_dir())
+    blob = onnx_model(spec, None, StorageOptions(), cache_dir=default_cache_dir())
 
     @daft.cls(max_concurrency=1)
     class Classifier:

@@ -54,7 +54,7 @@ def main() -> None:
     out = decoder(read["data"], read["on_device"], read["stage"], read["error"])
     device_crops = out.images.cpu().numpy()
     cpu_crops = np.stack([spec.preset(p.read_bytes()) for p in photos])
-    engine = build_engine(args.model, args.weights, opts, runtime="torch", device=args.device)
+    engine = build_engine(spec, args.weights, opts, runtime="torch", device=args.device)
     dev_top1 = np.concatenate([engine(device_crops[i : i + 128]).argmax(1) for i in range(0, len(photos), 128)])
     cpu_top1 = np.concatenate([engine(cpu_crops[i : i + 128]).argmax(1) for i in range(0, len(photos), 128)])
     index = {w: i for i, w in enumerate(imagenet().wnids)}

@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from batch_classify.stage.inference import Classifier
+from batch_classify.models.registry import get_spec
 
 #: Where the actors write their timings and the trace (set by main, read in each actor's process).
 OUT_ENV = "GPU_RECONCILE_OUT"
@@ -171,7 +172,7 @@ def model_alone(model: str, weights: str | None, device: str, batch: int, crop: 
     from batch_classify.stage.engines import build_engine
     from batch_classify.storage import StorageOptions
 
-    engine = build_engine(model, weights, StorageOptions(), runtime="torch", device=device)
+    engine = build_engine(get_spec(model), weights, StorageOptions(), runtime="torch", device=device)
     host = np.random.default_rng(0).integers(0, 255, (batch, crop, crop, 3), dtype=np.uint8)
     on_device = torch.from_numpy(host).to(device)
     rates = {}
@@ -243,7 +244,7 @@ def main() -> None:
     outputs: list[float] = []
     with Busy(args.device, args.every) as busy:
         t0 = time.time()
-        result = inference.run_stage(records, model_name=args.model, weights=args.weights, storage=StorageOptions(),
+        result = inference.run_stage(records, spec=get_spec(args.model), weights=args.weights, storage=StorageOptions(),
                                      plan=plan, on_batch=lambda b: outputs.append(time.time()), logger=logger)
         t1 = time.time()
     ray.shutdown()

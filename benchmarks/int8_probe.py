@@ -51,7 +51,7 @@ def main() -> None:
     images = np.stack([preset(p.read_bytes()) for p in photos])  # uint8 [N, crop, crop, 3]
     index = {w: i for i, w in enumerate(imagenet().wnids)}
     truth = np.array([index[p.name.split("_", 1)[0]] for p in photos])
-    blob = onnx_model(args.model, None, storage, cache_dir=default_cache_dir())
+    blob = onnx_model(get_spec(args.model), None, storage, cache_dir=default_cache_dir())
 
     class Reader(CalibrationDataReader):
         def __init__(self, name: str) -> None:

@@ -38,7 +38,7 @@ def main() -> None:
     root = prepare_input(Path(args.workdir), args.images)
     paths = sorted(str(p) for p in root.rglob("*.JPEG"))
     records = [{"path": p, "label": None} for p in paths]
-    blob = onnx_model(args.model, None, storage, cache_dir=default_cache_dir())
+    blob = onnx_model(get_spec(args.model), None, storage, cache_dir=default_cache_dir())
     blobs = {"float32": blob}
     if any(c.startswith("int8") for c in args.configs):
         blobs["int8"] = int8_model(blob, paths=paths, preset=get_spec(args.model).preset, storage=storage,
@@ -49,7 +49,7 @@ def main() -> None:
         precision, threads, decoders, batch = config.split(":")
         plan = dataclasses.replace(plan_local(int(threads)), decode_threads=int(decoders), batch_size=int(batch))
         started = time.perf_counter()
-        result = run_local_stage(records, model_name=args.model, weights=None, storage=storage, plan=plan,
+        result = run_local_stage(records, spec=get_spec(args.model), weights=None, storage=storage, plan=plan,
                                  on_batch=lambda batch: None, onnx_blob=blobs[precision])
         print(f"| {precision} | {threads} | {decoders} | {batch} | {time.perf_counter() - started:.2f} | "
               f"{result.first_batch_seconds:.2f} | {result.steady_images_per_second:.0f} |", flush=True)

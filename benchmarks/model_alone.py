@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from batch_classify.models.registry import get_spec
 
 
 def _variant(name: str, args, threads: int):
@@ -42,7 +43,7 @@ def _variant(name: str, args, threads: int):
 
     base = name.split("-")[0]
     if name.startswith("torch-cuda"):
-        engine = build_engine(args.model, args.weights, StorageOptions(), runtime="torch", device="cuda",
+        engine = build_engine(get_spec(args.model), args.weights, StorageOptions(), runtime="torch", device="cuda",
                               num_threads=threads)
         if name == "torch-cuda-fp32":
             engine.autocast = False
@@ -63,8 +64,8 @@ def _variant(name: str, args, threads: int):
             raise SystemExit(f"unknown runtime variant {name!r}")
         return engine
     if name == "onnx-spin":
-        return OnnxEngine(onnx_model(args.model, args.weights, StorageOptions()), num_threads=threads, spin=True)
-    engine = build_engine(args.model, args.weights, StorageOptions(), runtime=base, num_threads=threads)
+        return OnnxEngine(onnx_model(get_spec(args.model), args.weights, StorageOptions()), num_threads=threads, spin=True)
+    engine = build_engine(get_spec(args.model), args.weights, StorageOptions(), runtime=base, num_threads=threads)
     if name.endswith("-whole"):
         engine.micro_batch = 1 << 30
     elif name == "torch-channels-last":

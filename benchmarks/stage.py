@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import time
+from batch_classify.models.registry import get_spec
 from pathlib import Path
 
 
@@ -66,14 +67,14 @@ def main() -> None:
     if any(p.device == "cuda" for p in parsed.values()) and not ray.cluster_resources().get("GPU"):
         raise SystemExit(f"a torch-cuda plan was asked for, but Ray sees no GPU: {ray.cluster_resources()}")
     storage = StorageOptions()
-    blob = onnx_model(args.model, args.weights, storage) if any(p.runtime == "onnx" for p in parsed.values()) else None
+    blob = onnx_model(get_spec(args.model), args.weights, storage) if any(p.runtime == "onnx" for p in parsed.values()) else None
     plans = [args.plans[0], *[p for p in args.plans for _ in range(args.repeats)]]
     timed = []
     for i, text in enumerate(plans):
         plan = parsed[text]
         started_at = time.time()
         r = run_stage(
-            records, model_name=args.model, weights=args.weights, storage=storage, plan=plan, on_batch=lambda b: None,
+            records, spec=get_spec(args.model), weights=args.weights, storage=storage, plan=plan, on_batch=lambda b: None,
             onnx_blob=blob if plan.runtime == "onnx" else None,
         )
         label = "warm-up" if i == 0 else text

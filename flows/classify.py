@@ -180,10 +180,10 @@ def classify_images(**parameters: Any) -> dict:
     with run_lease(settings):  # one writer per run id, from before staging to the report
         listing = list_dataset(settings)
         validation = validate(settings, listing)
-        outcome = infer(settings, listing, validation.label_map)
+        outcome = infer(settings, listing, validation.label_map, validation.spec)
         committed = persist(settings, outcome.staged)
         result = report(
-            settings, listing, committed, outcome, wall_seconds=time.perf_counter() - start,
+            settings, listing, committed, outcome, validation.spec, wall_seconds=time.perf_counter() - start,
             unlabelled_reason=validation.unlabelled_reason,
         )
     outcome = RegressionPolicy.from_settings(settings).outcome(result, RunLayout.parse(result["run_uri"]).report_html)

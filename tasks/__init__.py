@@ -29,6 +29,7 @@ from batch_classify.run.layout import REPORT_HTML, RunLayout, input_slug, slug
 from batch_classify.run.lease import RunLease
 from batch_classify.stage.core_notes import stderr_is_terminal
 from batch_classify.listing import Listing
+from batch_classify.models.registry import ModelSpec
 from batch_classify.report.policy import RegressionPolicy
 from batch_classify.report.verdict import key_figures
 from batch_classify.report.format import pct
@@ -192,10 +193,11 @@ def validate(settings: RunSettings, listing: Listing) -> steps.Validation:
 # limit lookup, and on the embedded SQLite server that lookup is often refused as "database is
 # locked" and retried after 2 s (measured: 1-3 such waits per run with five tagged tasks).
 @task(name="infer", tags=["ray"], cache_policy=NO_CACHE, retries=1, retry_delay_seconds=10, retry_condition_fn=transient)
-def infer(settings: RunSettings, listing: Listing, label_map: dict[str, int]) -> InferenceOutcome:
+def infer(settings: RunSettings, listing: Listing, label_map: dict[str, int], spec: ModelSpec) -> InferenceOutcome:
     """The Ray Data stage: decode, preprocess, model actor pool; output staged as Parquet. On local
-    Ray (or a cluster this process joins as its driver); with an ``http(s)://`` ray address, inside
-    the cluster as a Ray Job (:func:`batch_classify.run.cluster.run_inference_job`)."""
+    Ray (or a cluster this process joins as its driver) with ``spec``, the model the validation
+    resolved; with an ``http(s)://`` ray address, inside the cluster as a Ray Job
+    (:func:`batch_classify.run.cluster.run_inference_job`, whose entry resolves the model there)."""
     with Progress(settings.run_id, key=artifact_key(PROGRESS_KEY, settings), total=len(listing.records)) as progress:
         if cluster.uses_jobs_api(settings.ray_address):
             outcome = cluster.run_inference_job(
@@ -207,7 +209,7 @@ def infer(settings: RunSettings, listing: Listing, label_map: dict[str, int]) ->
             )
         else:
             # Ray Data's warnings, summary and a progress line every 10 s go into this task run's log.
-            outcome = steps.infer(settings, listing, label_map, progress=progress.update, logger=get_run_logger())
+            outcome = steps.infer(settings, listing, label_map, spec, progress=progress.update, logger=get_run_logger())
     s = outcome.stage
     if outcome.staged.n_reused:
         print(f"reused {outcome.staged.n_reused} predictions from {', '.join(outcome.reused_from)}")
@@ -293,12 +295,14 @@ def report(
     listing: Listing,
     committed: CommittedRun,
     outcome: InferenceOutcome,
+    spec: ModelSpec,
     wall_seconds: float,
     unlabelled_reason: str | None = None,
 ) -> dict:
     """Score the run; write report.json/report.md and the Prefect artifacts."""
     report = steps.report(
-        settings, listing, committed, outcome, wall_seconds=wall_seconds, unlabelled_reason=unlabelled_reason
+        settings, listing, committed, outcome, vocabulary=spec.vocabulary(), wall_seconds=wall_seconds,
+        unlabelled_reason=unlabelled_reason,
     )
     output_artifact(settings, committed.run_uri)
     create_markdown_artifact(

@@ -82,7 +82,7 @@ def prepare_model(settings: RunSettings, here: Future | None = None) -> None:
     spec = get_spec(settings.model, storage)
     spec.vocabulary()
     if resolve_runtime(settings.runtime, "cpu", onnx_only=spec.onnx_only) == "onnx":
-        onnx_model(settings.model, settings.weights, storage, cache_dir=settings.cache_dir)
+        onnx_model(spec, settings.weights, storage, cache_dir=settings.cache_dir)
     if here is None or not here.result():  # Ray Data's stage, most likely (:func:`stage_runs_here`)
         import_ray_data()
 

@@ -70,7 +70,7 @@ def describe_model(out: Console, spec, storage) -> None:
         ]
     else:
         rows.append(("weights", spec.default_weights_path()))
-    rows.append(("identity (incremental reuse)", model_identity(spec.name, None, storage)))
+    rows.append(("identity (incremental reuse)", model_identity(spec, None, storage)))
     for k, v in rows:
         table.add_row(k, escape(v))
     out.print(table)

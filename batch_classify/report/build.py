@@ -76,6 +76,7 @@ def build_report(
     listing: Listing,
     committed: CommittedRun,
     *,
+    vocabulary: Vocabulary,
     n_reused: int,
     reused_from: tuple[str, ...],
     stage: StageResult | None,
@@ -89,6 +90,7 @@ def build_report(
         storage: how to reach the output (the run's ``StorageOptions``).
         listing: step 1's listing (counts, label source, partitions, manifest figures).
         committed: step 4's commit.
+        vocabulary: the model's classes in logit order (the run's resolved model's).
         n_reused: predictions reused from earlier runs or attempts (``StagedRun.n_reused``).
         reused_from: the run URIs and staging attempts they came from.
         stage: the Ray stage's counts and timings; None when every image was reused.
@@ -100,7 +102,6 @@ def build_report(
 
     Raises:
         FileNotFoundError: the run is not committed.
-        ModelError: the model's classes cannot be read.
     """
     n_listed = len(listing.records)
     report = {
@@ -127,7 +128,7 @@ def build_report(
         **_stage_fields(stage),
     }
     return score_and_write(
-        report, storage, vocabulary=get_spec(settings.model, storage).vocabulary(),
+        report, storage, vocabulary=vocabulary,
         policy=RegressionPolicy.from_settings(settings), low_confidence=settings.low_confidence,
         review_images=settings.review_images,
     )

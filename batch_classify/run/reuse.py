@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from batch_classify.columns import PREDICTION_SCHEMA
 from batch_classify.listing import ImageRecord
-from batch_classify.models.registry import get_spec, weights_digest
+from batch_classify.models.registry import ModelSpec, weights_digest
 from batch_classify.run.layout import JOBS, RunLayout
 from batch_classify.run.results import (
     CorruptRun,
@@ -40,7 +40,7 @@ from batch_classify.storage import StorageOptions, dataset_key, filesystem
 log = logging.getLogger(__name__)
 
 
-def model_identity(model: str, weights: str | None, storage: StorageOptions) -> str:
+def model_identity(spec: ModelSpec, weights: str | None, storage: StorageOptions) -> str:
     """``<model>@sha256:<16 hex>``: the model name and the first 64 bits of its weights file's SHA-256.
 
     Reads the whole weights file (230 MB for ResNet-152: about 0.3 s). Where the weights file
@@ -49,13 +49,12 @@ def model_identity(model: str, weights: str | None, storage: StorageOptions) -> 
     file of the folder (:meth:`batch_classify.models.folder.ModelFolder.sha256`): a copy of the
     folder matches, a change to any of its files does not.
     """
-    spec = get_spec(model, storage)
     digest = weights_digest(spec, weights, storage)
     if spec.folder is not None:
         return f"{spec.format}-folder@sha256:{digest[:16]}"
     if digest is None:
-        return f"{model}@missing:{weights or spec.default_weights_path()}"
-    return f"{model}@sha256:{digest[:16]}"
+        return f"{spec.name}@missing:{weights or spec.default_weights_path()}"
+    return f"{spec.name}@sha256:{digest[:16]}"
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import os
 import sys
 
 import batch_classify
+from batch_classify.models.registry import get_spec
 from batch_classify.run import cluster, steps
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m {cluster.ENTRYPOINT_MODULE}", description=__doc__.splitlines()[0])
@@ -45,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = False  # bars are noise in a streamed log
-    outcome = steps.infer(settings, listing, label_map, logger=log)  # Ray Data's summary in the job's log
+    spec = get_spec(settings.model, storage)  # this job's entry: the model resolved once, in the cluster
+    outcome = steps.infer(settings, listing, label_map, spec, logger=log)  # Ray Data's summary in the job's log
     cluster.write_result(args.request, outcome, storage)
     s = outcome.staged
     log.info("stage job for run %s: staged %d predicted (%d reused), %d failed", settings.run_id,

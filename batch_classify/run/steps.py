@@ -85,6 +85,9 @@ class Validation:
     """Step 2's findings.
 
     Attributes:
+        spec: the model, resolved here once for the run (:func:`batch_classify.models.registry.get_spec`):
+            the later steps take it as it is, so a model folder is read once and every step uses the
+            same folder.
         label_map: every distinct label → the model's class index; empty in an unlabelled run.
         sample_paths: images classified in the sample.
         sample_predictions: class names predicted for them (None where the image failed).
@@ -93,6 +96,7 @@ class Validation:
             None for a labelled run.
     """
 
+    spec: ModelSpec
     label_map: dict[str, int]
     sample_paths: tuple[str, ...]
     sample_predictions: tuple[str | None, ...]
@@ -131,8 +135,9 @@ def map_labels(listing: Listing, vocabulary: Vocabulary) -> tuple[dict[str, int]
 
 
 def validate(settings: RunSettings, listing: Listing) -> Validation:
-    """Step 2: check the model, decide whether the run is labelled and map the labels (see
-    :func:`map_labels`), then decode and classify a small sample in this process.
+    """Step 2: resolve the model (the one place a run does: :attr:`Validation.spec`), decide whether
+    the run is labelled and map the labels (see :func:`map_labels`), then decode and classify a small
+    sample in this process.
 
     Raises:
         LabelError: labels that do not map onto the model's classes (all of them named).
@@ -175,9 +180,9 @@ def validate(settings: RunSettings, listing: Listing) -> Validation:
     try:
         blob = None
         if resolve_runtime(settings.runtime, "cpu", onnx_only=spec.onnx_only) == "onnx":
-            blob = onnx_model(spec.name, settings.weights, storage, cache_dir=settings.cache_dir)
+            blob = onnx_model(spec, settings.weights, storage, cache_dir=settings.cache_dir)
         classifier = Classifier(
-            model_name=spec.name, weights=settings.weights, storage=storage, runtime=settings.runtime, onnx_blob=blob
+            spec=spec, weights=settings.weights, storage=storage, runtime=settings.runtime, onnx_blob=blob
         )
         logits = classifier.logits(batch["image"][ok])
     except ModelError:
@@ -195,6 +200,7 @@ def validate(settings: RunSettings, listing: Listing) -> Validation:
     for j, i in enumerate(ok):
         preds[i] = vocabulary.names[int(logits[j].argmax())]
     return Validation(
+        spec=spec,
         label_map=label_map,
         sample_paths=tuple(r.path for r in sample),
         sample_predictions=tuple(preds),
@@ -207,6 +213,7 @@ def infer(
     settings: RunSettings,
     listing: Listing,
     label_map: dict[str, int],
+    spec: ModelSpec,
     progress: Callable[[int, int], None] | None = None,
     logger: LoggerLike | None = None,
 ) -> InferenceOutcome:
@@ -222,6 +229,7 @@ def infer(
     ``http(s)://`` ``settings.ray_address`` (the Jobs API), :func:`batch_classify.run.cluster.run_inference_job`
     runs this same function inside the cluster as a Ray Job; the Prefect task picks one of the two.
 
+    ``spec`` is the model as :func:`validate` resolved it (:attr:`Validation.spec`).
     ``progress(done, total)`` is called after each output batch (images predicted or failed so
     far, reused ones included; all listed images), on local Ray and a cluster driver only.
     ``logger`` (a :class:`logging.Logger` or adapter; default: :mod:`batch_classify.stage.inference`'s)
@@ -240,8 +248,7 @@ def infer(
             a resumed attempt (not deterministic: the Prefect task retries once, resuming).
     """
     storage = settings.storage_options()
-    spec = get_spec(settings.model, storage)
-    model_id = model_identity(settings.model, settings.weights, storage)
+    model_id = model_identity(spec, settings.weights, storage)
     int8 = _int8_model(settings, listing, storage, spec) if settings.precision == "int8" else None
     if int8 is not None:  # int8 predictions are another model's: --incremental never mixes them with float32 ones
         model_id = f"{model_id}+int8:{int8.digest}"
@@ -349,17 +356,17 @@ def _run_stage(
     stop_ray_ahead()  # a Ray started ahead for a larger run (--executor auto guessed from the input): not needed
     plan = plan_local(settings.num_cpus or os.cpu_count() or 1, runtime=settings.runtime, batch_size=settings.batch_size,
                       onnx_only=spec.onnx_only)
-    return run_local_stage(todo, **_stage_arguments(settings, storage, plan, int8, label_classes, on_batch, logger))
+    return run_local_stage(todo, **_stage_arguments(settings, storage, spec, plan, int8, label_classes, on_batch, logger))
 
 
-def _stage_arguments(settings: RunSettings, storage: StorageOptions, plan: ClusterPlan, int8: Int8Model | None,
+def _stage_arguments(settings: RunSettings, storage: StorageOptions, spec: ModelSpec, plan: ClusterPlan, int8: Int8Model | None,
                      label_classes: list[int] | None, on_batch: Callable[[dict], None], logger: LoggerLike | None) -> dict:
     """What both stages take from the run (logs the plan they run)."""
     plan = _with_precision(plan, int8)
     log.info("inference plan: %s", plan)
     return {
-        "onnx_blob": _stage_blob(settings, storage, plan, int8),
-        "model_name": settings.model,
+        "onnx_blob": _stage_blob(settings, storage, spec, plan, int8),
+        "spec": spec,
         "weights": settings.weights,
         "storage": storage,
         "plan": plan,
@@ -383,7 +390,7 @@ def _int8_model(settings: RunSettings, listing: Listing, storage: StorageOptions
         paths = [r.path for r in list_images(settings.calibration, storage, labels_uri=NO_LABELS).records]
     else:
         paths = [r.path for r in listing.records]
-    blob = onnx_model(settings.model, settings.weights, storage, cache_dir=settings.cache_dir)
+    blob = onnx_model(spec, settings.weights, storage, cache_dir=settings.cache_dir)
     return int8_model(blob, paths=paths, preset=spec.preset, storage=storage, cache_dir=settings.cache_dir)
 
 
@@ -401,12 +408,13 @@ def _with_precision(plan: ClusterPlan, int8: Int8Model | None) -> ClusterPlan:
     return dataclasses.replace(plan, precision="int8")
 
 
-def _stage_blob(settings: RunSettings, storage: StorageOptions, plan: ClusterPlan, int8: Int8Model | None) -> bytes | None:
+def _stage_blob(settings: RunSettings, storage: StorageOptions, spec: ModelSpec, plan: ClusterPlan,
+                int8: Int8Model | None) -> bytes | None:
     """The ONNX model the stage runs: ``int8``'s, else the float32 export for ONNX Runtime, else None (PyTorch)."""
     if int8 is not None:
         return int8.blob
     if plan.runtime == "onnx":
-        return onnx_model(settings.model, settings.weights, storage, cache_dir=settings.cache_dir)
+        return onnx_model(spec, settings.weights, storage, cache_dir=settings.cache_dir)
     return None
 
 
@@ -435,7 +443,7 @@ def _run_ray_stage(
             decode=settings.decode,
             preset=spec.preset,
         )
-        return run_stage(todo, **_stage_arguments(settings, storage, plan, int8, label_classes, on_batch, logger),
+        return run_stage(todo, **_stage_arguments(settings, storage, spec, plan, int8, label_classes, on_batch, logger),
                          lost_capacity_wait=settings.lost_capacity_wait, verbose=settings.verbose)
     finally:
         if started:  # in the background: the commit and the report do not wait for Ray's processes to end
@@ -487,6 +495,7 @@ def report(
     committed: CommittedRun,
     outcome: InferenceOutcome,
     *,
+    vocabulary: Vocabulary,
     wall_seconds: float,
     unlabelled_reason: str | None = None,
 ) -> dict:
@@ -495,6 +504,7 @@ def report(
     (:func:`batch_classify.report.build.build_report`).
 
     Args:
+        vocabulary: the model's classes (:meth:`Validation.spec`'s ``vocabulary()``).
         wall_seconds: the run's wall time so far, seconds (listing to commit).
         unlabelled_reason: why the run has no labels (:attr:`Validation.unlabelled_reason`).
 
@@ -502,7 +512,7 @@ def report(
         the report (also in ``report.json``); see the README for its fields.
     """
     return build_report(
-        settings, settings.storage_options(), listing, committed, n_reused=outcome.staged.n_reused,
+        settings, settings.storage_options(), listing, committed, vocabulary=vocabulary, n_reused=outcome.staged.n_reused,
         reused_from=outcome.reused_from, stage=outcome.stage, wall_seconds=wall_seconds,
         unlabelled_reason=unlabelled_reason,
     )

@@ -42,7 +42,7 @@ from typing import get_args
 import numpy as np
 
 from batch_classify.errors import ConfigError
-from batch_classify.models.registry import ModelError, ModelSpec, get_spec, load_model, weights_digest
+from batch_classify.models.registry import ModelError, ModelSpec, load_model, weights_digest
 from batch_classify.models.preprocess import ClassificationPreset
 from batch_classify.settings import Runtime
 from batch_classify.storage import StorageOptions, read_bytes
@@ -107,8 +107,8 @@ def uint8_model(model, mean, std, rescale: float = 1 / 255):
     return UInt8Classifier().eval()
 
 
-def onnx_model(model_name: str, weights: str | None, storage: StorageOptions, *, cache_dir: str | None = None) -> bytes:
-    """The model as an ONNX file in memory.
+def onnx_model(spec: ModelSpec, weights: str | None, storage: StorageOptions, *, cache_dir: str | None = None) -> bytes:
+    """The model ``spec`` (as the run resolved it) as an ONNX file in memory.
 
     A PyTorch model (registry, timm or transformers folder) is exported with its normalisation
     included: input ``images`` uint8 [N, crop, crop, 3], output ``logits`` float32 [N, num_classes]
@@ -128,7 +128,6 @@ def onnx_model(model_name: str, weights: str | None, storage: StorageOptions, *,
             disagrees with PyTorch on a fixed input (argmax differs or logits differ by more
             than ``PARITY_TOLERANCE`` of their range).
     """
-    spec = get_spec(model_name, storage)
     if spec.onnx_only:
         return read_bytes(spec.weights_file, storage)
     if not cache_dir:
@@ -425,7 +424,7 @@ class TorchEngine:
 
 
 def build_engine(
-    model_name: str,
+    spec: ModelSpec,
     weights: str | None,
     storage: StorageOptions,
     *,
@@ -438,14 +437,14 @@ def build_engine(
     """The engine for one actor (or the validation step).
 
     Args:
+        spec: the model, as the run resolved it (:func:`batch_classify.models.registry.get_spec`).
         onnx_blob: an export made elsewhere (the driver), so actors do not export again.
 
     Raises:
         ModelError, ValueError: see :func:`onnx_model`, :func:`resolve_runtime`.
     """
-    spec = get_spec(model_name, storage)
     if resolve_runtime(runtime, device, onnx_only=spec.onnx_only) == "onnx":
-        blob = onnx_blob or onnx_model(model_name, weights, storage)
+        blob = onnx_blob or onnx_model(spec, weights, storage)
         if spec.onnx_only:  # on a GPU the whole batch goes in one call, as TorchEngine does
             micro = CPU_MICRO_BATCH if device == "cpu" else GPU_CALL_SIZE
             try:

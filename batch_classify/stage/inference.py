@@ -33,7 +33,7 @@ from batch_classify.columns import empty_outputs, with_best
 from batch_classify.stage.device_decode import DeviceDecoder, read_batch
 from batch_classify.stage.engines import build_engine, onnx_model
 from batch_classify.errors import ConfigError
-from batch_classify.models.registry import ModelSpec, get_spec
+from batch_classify.models.registry import ModelSpec
 from batch_classify.stage.plan import ClusterPlan
 from batch_classify.models.preprocess import DEFAULT_MAX_PIXELS, ClassificationPreset, DecodeError
 from batch_classify.stage.ray_logs import PROGRESS_EVERY, LoggerLike, stage_logging
@@ -50,8 +50,7 @@ def decode_batch(
     batch: dict[str, np.ndarray],
     *,
     storage: StorageOptions,
-    model_name: str | None = None,
-    preset: ClassificationPreset | None = None,
+    preset: ClassificationPreset,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     read_timeout: float = DEFAULT_READ_TIMEOUT,
 ) -> dict[str, np.ndarray]:
@@ -59,8 +58,7 @@ def decode_batch(
 
     Args:
         batch: ``path`` (object [N]) and ``label`` (object [N]).
-        model_name: registry name or model folder, for its preprocessing (``preset`` given: unused).
-        preset: the preprocessing; default: ``model_name``'s, resolved here (a folder is read each call).
+        preset: the model's preprocessing (:attr:`batch_classify.models.registry.ModelSpec.preset`).
         max_pixels: images with more pixels are recorded as decode failures, undecoded.
         read_timeout: seconds each image's read may take (see :func:`read_many`).
 
@@ -69,7 +67,6 @@ def decode_batch(
         ``stage`` and ``error`` object [N] (``""`` where the image is fine), ``unreachable`` bool [N]
         (the read failed to connect or timed out: what :class:`ReadBreaker` counts).
     """
-    preset = preset or get_spec(model_name, storage).preset
     paths = [str(p) for p in batch["path"]]
     n, c = len(paths), preset.crop_size
     images = np.zeros((n, c, c, 3), dtype=np.uint8)
@@ -93,7 +90,7 @@ class Classifier:
     """A model actor: builds its engine once in ``__init__``, classifies batches in ``__call__``.
 
     Args:
-        model_name: registry name.
+        spec: the model, as the run resolved it (:func:`batch_classify.models.registry.get_spec`).
         weights: weights URI or None for the default location.
         storage: how to reach the weights.
         device: ``"cpu"`` or ``"cuda"``.
@@ -116,7 +113,7 @@ class Classifier:
     def __init__(
         self,
         *,
-        model_name: str,
+        spec: ModelSpec,
         weights: str | None,
         storage: StorageOptions,
         device: str = "cpu",
@@ -128,10 +125,10 @@ class Classifier:
         decode: str = "cpu",
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> None:
-        self.spec: ModelSpec = get_spec(model_name, storage)
+        self.spec = spec
         self.restricted = np.asarray(sorted(restricted_classes), dtype=np.int64) if restricted_classes else None
         self.engine = build_engine(
-            model_name,
+            spec,
             weights,
             storage,
             runtime=runtime,
@@ -216,7 +213,7 @@ DECODE_MEMORY_PER_IMAGE = 4 * 2**20
 def run_stage(
     records: list[dict],
     *,
-    model_name: str,
+    spec: ModelSpec,
     weights: str | None,
     storage: StorageOptions,
     plan: ClusterPlan,
@@ -233,7 +230,8 @@ def run_stage(
 ) -> StageResult:
     """Run the Ray Data pipeline over ``records`` and hand every output batch to ``on_batch``.
 
-    Ray must be initialised by the caller. ``records`` are dicts with ``path`` and ``label``.
+    Ray must be initialised by the caller. ``records`` are dicts with ``path`` and ``label``. ``spec``:
+    the model as the run resolved it, sent to the actors as it is (a model folder is not read again).
     ``onnx_blob``: the driver's export for ``plan.runtime == "onnx"`` (exported here when None).
     ``restricted_classes``: see :class:`Classifier`. ``read_timeout``: seconds per image read
     (see :func:`read_many`).
@@ -260,9 +258,9 @@ def run_stage(
 
     start = time.perf_counter()
     batch_size = plan.batch_size
-    preset = get_spec(model_name, storage).preset  # resolved once here: decoding tasks need not read a folder
+    preset = spec.preset
     if plan.runtime == "onnx" and onnx_blob is None:
-        onnx_blob = onnx_model(model_name, weights, storage)
+        onnx_blob = onnx_model(spec, weights, storage)
     with stage_logging(logger or log, total=len(records), verbose=verbose, every=progress_every) as progress:
         ds = ray.data.from_items(records, override_num_blocks=max(1, min(len(records) // batch_size, 200)))
         if plan.decode == "device":  # the tasks read and check headers; the model actors decode
@@ -287,7 +285,7 @@ def run_stage(
             batch_size=batch_size,
             batch_format="numpy",
             fn_constructor_kwargs={
-                "model_name": model_name,
+                "spec": spec,
                 "weights": weights,
                 "storage": storage,
                 "device": plan.device,

@@ -30,7 +30,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 
 from batch_classify.stage.inference import Classifier, decode_batch
-from batch_classify.models.registry import get_spec
+from batch_classify.models.registry import ModelSpec
 from batch_classify.stage.plan import ClusterPlan
 from batch_classify.models.preprocess import DEFAULT_MAX_PIXELS
 from batch_classify.stage.ray_logs import PROGRESS_EVERY, LoggerLike, StageProgress
@@ -48,7 +48,7 @@ AHEAD_PER_THREAD = 2
 def run_local_stage(
     records: list[dict],
     *,
-    model_name: str,
+    spec: ModelSpec,
     weights: str | None,
     storage: StorageOptions,
     plan: ClusterPlan,
@@ -79,7 +79,7 @@ def run_local_stage(
         ModelError, ConfigError: the model could not be built.
     """
     start = time.perf_counter()
-    preset = get_spec(model_name, storage).preset
+    preset = spec.preset
     progress = StageProgress(logger or log, total=len(records), every=progress_every, label="local stage")
     output = StageOutput(records, on_batch, progress, ReadBreaker(storage))
     size = plan.batch_size
@@ -105,7 +105,7 @@ def run_local_stage(
                 break
         # Built while the first batches decode (the session's start: 0.2-0.5 s for Lite0 here).
         classifier = Classifier(
-            model_name=model_name, weights=weights, storage=storage, device=plan.device, num_threads=plan.threads_per_actor,
+            spec=spec, weights=weights, storage=storage, device=plan.device, num_threads=plan.threads_per_actor,
             runtime=plan.runtime, compile=compile, onnx_blob=onnx_blob, restricted_classes=restricted_classes,
             max_pixels=max_pixels,
         )

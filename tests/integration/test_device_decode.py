@@ -114,7 +114,7 @@ def test_device_decoding_gives_the_cpu_paths_top1_on_the_shared_photos(photos):
     device = DeviceDecoder(preset, device="cpu")(read["data"], read["on_device"], read["stage"], read["error"])
     assert (device.n_device, device.n_cpu) == (500, 0) and not any(device.error)
     cpu = np.stack([preset(p.read_bytes()) for p in photos])
-    engine = build_engine(LITE0, None, OPTS, runtime="onnx")
+    engine = build_engine(get_spec(LITE0), None, OPTS, runtime="onnx")
     dev_top1, cpu_top1 = engine(device.images.numpy()).argmax(1), engine(cpu).argmax(1)
     index = {w: i for i, w in enumerate(imagenet().wnids)}
     labels = np.array([index[p.name[:9]] for p in photos])
@@ -127,7 +127,7 @@ def test_classifier_decodes_and_computes_top5_where_the_logits_are(photos):
     """The actor path: bytes in, the same top-5 as classifying Pillow's crops (torch engine, CPU)."""
     chosen = photos[:12]
     spec = get_spec(LITE0)
-    actor = Classifier(model_name=LITE0, weights=None, storage=OPTS, runtime="torch", decode="device",
+    actor = Classifier(spec=get_spec(LITE0), weights=None, storage=OPTS, runtime="torch", decode="device",
                        restricted_classes=(0, 2, 4, 6))
     got = actor(read_batch(_batch(chosen), storage=OPTS))
     crops = np.stack([spec.preset(p.read_bytes()) for p in chosen])
@@ -146,7 +146,7 @@ def test_classifier_decodes_and_computes_top5_where_the_logits_are(photos):
     assert np.allclose(ref["entropy"], -(probs * np.log(probs)).sum(1), atol=1e-4)
     assert np.array_equal(ref["restricted_index"], np.array([0, 2, 4, 6])[logits[:, [0, 2, 4, 6]].argmax(1)])
     with pytest.raises(ConfigError, match="PyTorch runtime"):
-        Classifier(model_name=LITE0, weights=None, storage=OPTS, runtime="onnx", decode="device")
+        Classifier(spec=get_spec(LITE0), weights=None, storage=OPTS, runtime="onnx", decode="device")
 
 
 def test_plan_decodes_on_the_gpu_when_it_can():
@@ -177,7 +177,7 @@ def test_stage_with_device_decoding_gives_every_file_once(ray_local, photos, odd
     for decode in ("device", "cpu"):
         out = []
         plan = ClusterPlan("cpu", 1, 0.0, 2, "torch", 16, decode=decode)
-        r = run_stage(records, model_name=LITE0, weights=None, storage=OPTS, plan=plan, on_batch=out.append,
+        r = run_stage(records, spec=get_spec(LITE0), weights=None, storage=OPTS, plan=plan, on_batch=out.append,
                       max_pixels=1_000_000)
         results[decode] = {p: (int(i), s) for b in out for p, i, s in zip(b["path"], b["pred_index"], b["stage"], strict=True)}
         assert (r.n_input, r.n_failed) == (len(chosen), 4)

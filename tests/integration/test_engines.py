@@ -69,8 +69,8 @@ def decoded(photos):
 def test_onnx_agrees_with_pytorch_on_every_photo(decoded):
     """Same top-1 class on all 500 photos, logits within 1e-3; top-1 stays at the measured 0.890."""
     images, labels = decoded
-    ort_logits = build_engine(LITE0, None, OPTS, runtime="onnx")(images)
-    torch_logits = build_engine(LITE0, None, OPTS, runtime="torch")(images)
+    ort_logits = build_engine(get_spec(LITE0), None, OPTS, runtime="onnx")(images)
+    torch_logits = build_engine(get_spec(LITE0), None, OPTS, runtime="torch")(images)
     assert ort_logits.shape == torch_logits.shape == (500, 1000) and ort_logits.dtype == np.float32
     assert np.abs(ort_logits - torch_logits).max() < 1e-3
     assert np.array_equal(ort_logits.argmax(1), torch_logits.argmax(1))
@@ -81,7 +81,7 @@ def test_onnx_agrees_with_pytorch_on_every_photo(decoded):
 def test_micro_batches_match_single_calls(decoded):
     """A batch of 11 (not a multiple of the micro-batch) gives the logits of 11 one-image calls."""
     images = decoded[0][:11]
-    for engine in (OnnxEngine(onnx_model(LITE0, None, OPTS), micro_batch=4), build_engine(LITE0, None, OPTS, runtime="torch")):
+    for engine in (OnnxEngine(onnx_model(get_spec(LITE0), None, OPTS), micro_batch=4), build_engine(get_spec(LITE0), None, OPTS, runtime="torch")):
         whole = engine(images)
         single = np.concatenate([engine(images[i : i + 1]) for i in range(len(images))])
         assert whole.shape == (11, 1000)
@@ -94,7 +94,7 @@ def test_onnx_export_disagreeing_with_pytorch_is_refused(monkeypatch):
     monkeypatch.setattr(engines, "PARITY_TOLERANCE", -1.0)  # any difference at all now counts as disagreement
     try:
         with pytest.raises(ModelError, match="disagrees with PyTorch.*--runtime torch"):
-            onnx_model(LITE0, None, OPTS)
+            onnx_model(get_spec(LITE0), None, OPTS)
     finally:
         onnx_model.cache_clear()
 
@@ -116,7 +116,7 @@ def test_stage_runtimes_give_the_same_predictions(ray_local, photos, runtime, ac
     out = []
     result = run_stage(
         [{"path": str(p), "label": None} for p in chosen],
-        model_name=LITE0,
+        spec=get_spec(LITE0),
         weights=None,
         storage=OPTS,
         plan=plan,
@@ -126,7 +126,7 @@ def test_stage_runtimes_give_the_same_predictions(ray_local, photos, runtime, ac
     assert result.first_batch_seconds > 0 and result.steady_images_per_second > 0
     got = {p: int(i) for b in out for p, i in zip(b["path"], b["pred_index"], strict=True)}
     preset = get_spec(LITE0).preset
-    direct = Classifier(model_name=LITE0, weights=None, storage=OPTS, runtime="torch").logits(
+    direct = Classifier(spec=get_spec(LITE0), weights=None, storage=OPTS, runtime="torch").logits(
         np.stack([preset(p.read_bytes()) for p in chosen])
     )
     assert got == {str(p): int(i) for p, i in zip(chosen, direct.argmax(1), strict=True)}
@@ -156,7 +156,7 @@ def test_killed_model_actor_is_replaced_and_every_image_comes_out_once(ray_local
     out: list[dict] = []
     result = run_stage(
         [{"path": str(p), "label": None} for p in chosen],
-        model_name=LITE0,
+        spec=get_spec(LITE0),
         weights=None,
         storage=OPTS,
         plan=plan_cluster({"CPU": 2}, batch_size=8),

@@ -204,9 +204,10 @@ def test_an_unreadable_folder_is_a_failure_of_the_run_and_counts_against_the_bud
     assert len(listing.records) == 8  # 6 photos and the 2 behind the link; the 2 in secret/ unknown
 
     storage = RunSettings(input=str(src), output=str(tmp_path / "out"), model="efficientnet_lite0").storage_options()
-    label_map, _ = steps.map_labels(listing, get_spec("efficientnet_lite0", storage).vocabulary())
+    spec = get_spec("efficientnet_lite0", storage)
+    label_map, _ = steps.map_labels(listing, spec.vocabulary())
     settings = RunSettings(input=str(src), output=str(tmp_path / "out"), model="efficientnet_lite0", run_id="unreadable")
-    outcome = steps.infer(settings, listing, label_map)
+    outcome = steps.infer(settings, listing, label_map, spec)
     assert (outcome.staged.n_predicted, outcome.staged.n_failed) == (8, 1)
 
     with pytest.raises(steps.FailureBudgetExceeded, match=r"^1 of 9 images failed \(11.1%\), over the --max-failed-fraction of 5.0%"):
@@ -217,7 +218,7 @@ def test_an_unreadable_folder_is_a_failure_of_the_run_and_counts_against_the_bud
     committed = steps.persist(generous, outcome.staged)
     failures = read_failures(committed.run_uri, StorageOptions()).to_pylist()
     assert failures == [{"path": str(secret), "stage": "list", "error": "PermissionError: Permission denied"}]
-    report = steps.report(generous, listing, committed, outcome, wall_seconds=1.0)
+    report = steps.report(generous, listing, committed, outcome, vocabulary=spec.vocabulary(), wall_seconds=1.0)
     assert (report["n_listed"], report["n_predicted"], report["n_failed"], report["n_list_failed"]) == (8, 8, 1, 1)
     assert json.loads((tmp_path / "out" / "unreadable" / "report.json").read_text())["n_list_failed"] == 1
     assert "| failed | 1 (1 of them folders that could not be listed) |" in (

@@ -14,6 +14,7 @@ from batch_classify.stage.local import run_local_stage
 from batch_classify.stage.plan import plan_cluster, plan_local
 from batch_classify.stage.reading import EndpointUnreachable
 from batch_classify.storage import StorageOptions
+from batch_classify.models.registry import get_spec
 
 LITE0 = "efficientnet_lite0"
 OPTS = StorageOptions()
@@ -41,9 +42,9 @@ def _rows(batches: list[dict]) -> dict[str, tuple]:
 def test_the_local_and_the_ray_stage_give_the_same_rows(ray_local, photos, tmp_path):
     records = _records(photos, tmp_path)
     local, ray = [], []
-    got = run_local_stage(records, model_name=LITE0, weights=None, storage=OPTS, plan=plan_local(2, batch_size=16),
+    got = run_local_stage(records, spec=get_spec(LITE0), weights=None, storage=OPTS, plan=plan_local(2, batch_size=16),
                           on_batch=local.append)
-    want = run_stage(records, model_name=LITE0, weights=None, storage=OPTS, plan=plan_cluster({"CPU": 2}, batch_size=16),
+    want = run_stage(records, spec=get_spec(LITE0), weights=None, storage=OPTS, plan=plan_cluster({"CPU": 2}, batch_size=16),
                      on_batch=ray.append)
     assert (got.n_input, got.n_predicted, got.n_failed) == (want.n_input, want.n_predicted, want.n_failed) == (49, 45, 4)
     assert got.plan.executor == "local" and want.plan.executor == "ray"
@@ -68,7 +69,7 @@ def test_a_stop_mid_stage_keeps_what_was_handed_on_and_leaves_no_thread_working(
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_local_stage(records, model_name=LITE0, weights=None, storage=OPTS, plan=plan_local(2, batch_size=16),
+        run_local_stage(records, spec=get_spec(LITE0), weights=None, storage=OPTS, plan=plan_local(2, batch_size=16),
                         on_batch=stop_after_two)
     assert [len(b["path"]) for b in handed] == [16, 16]
     deadline = time.monotonic() + 10
@@ -85,6 +86,6 @@ def test_the_read_breaker_stops_the_local_stage_naming_the_endpoint():
     records = [{"path": f"s3://photos/missing/{i}.jpg", "label": None} for i in range(64)]
     handed: list[dict] = []
     with pytest.raises(EndpointUnreachable, match=r"127\.0\.0\.1"):
-        run_local_stage(records, model_name=LITE0, weights=None, storage=dead, plan=plan_local(2, batch_size=16),
+        run_local_stage(records, spec=get_spec(LITE0), weights=None, storage=dead, plan=plan_local(2, batch_size=16),
                         on_batch=handed.append, read_timeout=5)
     assert handed and all(np.asarray(b["unreachable"]).all() for b in handed)

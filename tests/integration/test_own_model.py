@@ -20,6 +20,7 @@ from batch_classify.run.results import read_committed
 from batch_classify.settings import RunSettings
 from batch_classify.storage import StorageOptions
 from batch_classify.flows import classify
+from batch_classify.models.registry import get_spec
 from helpers.prefect_api import task_states
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness", "ray_local")]
@@ -122,10 +123,10 @@ def test_tiny_transformers_model_has_the_folders_shapes_and_names(tmp_path, pick
                           "label": np.array([None] * 6, dtype=object)}, preset=spec.preset, storage=StorageOptions())
     reference = mf.reference_transformers(folder, picked[0][:6], with_logits=True)[1]
     for runtime in ("onnx", "torch"):
-        logits = build_engine(str(folder), None, StorageOptions(), runtime=runtime)(batch["image"])
+        logits = build_engine(get_spec(str(folder)), None, StorageOptions(), runtime=runtime)(batch["image"])
         assert logits.shape == (6, 4) and logits.dtype == np.float32
         np.testing.assert_allclose(logits, reference, atol=0.05)  # same model, its own preprocessing re-done here
-    out = Classifier(model_name=str(folder), weights=None, storage=StorageOptions())(batch)
+    out = Classifier(spec=get_spec(str(folder)), weights=None, storage=StorageOptions())(batch)
     assert out["top5_index"].shape == (6, 5) and (out["top5_index"][:, 4] == -1).all()  # 4 classes: the fifth is empty
     assert np.allclose(out["top5_prob"][:, :4].sum(axis=1), 1.0, atol=1e-5)
 
@@ -183,4 +184,4 @@ def test_onnx_input_size_that_the_preprocessing_does_not_give_is_refused(folders
     processor = json.loads((bad / "preprocessor_config.json").read_text())
     (bad / "preprocessor_config.json").write_text(json.dumps({**processor, "crop_size": {"height": 192, "width": 192}}))
     with pytest.raises(ModelError, match=r"takes pixel_values of shape \['batch_size', 3, 224, 224\]; the preprocessing gives \[N, 3, 192, 192\]"):
-        build_engine(str(bad), None, StorageOptions())
+        build_engine(get_spec(str(bad)), None, StorageOptions())

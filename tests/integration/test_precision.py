@@ -27,7 +27,7 @@ def int8_setup(photos, tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
     storage = StorageOptions()
     paths = [str(p) for p in photos[::5]]  # 100 photos over the 500
-    blob = onnx_model(MODEL, None, storage, cache_dir=str(cache))
+    blob = onnx_model(get_spec(MODEL), None, storage, cache_dir=str(cache))
     model = quantize.int8_model(blob, paths=paths, preset=get_spec(MODEL).preset, storage=storage, cache_dir=str(cache))
     return cache, blob, model, paths
 

@@ -12,6 +12,7 @@ import pytest
 from helpers.photos import arrange_in_wnid_folders
 from helpers.prefect_api import logs_of
 
+from batch_classify.models.registry import get_spec
 from batch_classify.settings import RunSettings
 
 pytestmark = pytest.mark.integration
@@ -80,7 +81,7 @@ def test_ray_data_warnings_go_to_the_given_logger_and_progress_every_few_seconds
         logging.getLogger("ray.data._internal.execution.resource_manager").warning("object store is 95% full")
 
     try:
-        result = run_stage(records, model_name=MODEL, weights=None, storage=StorageOptions(), plan=plan,
+        result = run_stage(records, spec=get_spec(MODEL), weights=None, storage=StorageOptions(), plan=plan,
                            on_batch=on_batch, logger=logger, progress_every=0.0)
     finally:
         logger.removeHandler(kept)

@@ -192,7 +192,7 @@ def dead_mid_stage(s3_endpoint, photos, tmp_path_factory, ray_local, prefect_har
 
     error = None
     try:
-        steps.infer(settings, listing, validation.label_map, progress=progress)
+        steps.infer(settings, listing, validation.label_map, validation.spec, progress=progress)
     except Exception as err:  # noqa: BLE001 - the test says which it must be
         error = err
     stopped_at = time.monotonic()
@@ -301,7 +301,7 @@ def test_local_read_that_blocks_fails_after_the_read_timeout(photos, tmp_path, m
         validation = steps.validate(settings, listing)
         assert set(validation.sample_failures) == {str(fifo)}
         assert "read timeout of 1 s" in validation.sample_failures[str(fifo)]
-        outcome = steps.infer(settings, listing, {})
+        outcome = steps.infer(settings, listing, {}, validation.spec)
     finally:  # release every reader still blocked on the FIFO (the abandoned threads end)
         for _ in range(4):
             try:

@@ -39,6 +39,7 @@ from batch_classify.columns import PREDICTION_SCHEMA
 from batch_classify.run.results import StagingWriter, commit, read_committed
 from batch_classify.storage import StorageOptions, read_bytes
 from batch_classify.models.vocabulary import Vocabulary, from_names, imagenet
+from batch_classify.models.registry import get_spec
 from helpers.photos import arrange_in_wnid_folders
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -527,8 +528,8 @@ def _classified_run(photos: list[Path], root: Path) -> tuple[str, dict]:
     files = sorted(input_dir.rglob("*.JPEG"))
     batch = {"path": np.array([str(f) for f in files], dtype=object),
              "label": np.array([f.parent.name for f in files], dtype=object)}
-    out = Classifier(model_name="efficientnet_lite0", weights=None, storage=storage, runtime="onnx")(
-        decode_batch(batch, model_name="efficientnet_lite0", storage=storage))
+    out = Classifier(spec=get_spec("efficientnet_lite0"), weights=None, storage=storage, runtime="onnx")(
+        decode_batch(batch, preset=get_spec("efficientnet_lite0").preset, storage=storage))
     vocabulary = imagenet()
     run_uri = str(root / "output" / "20261127T020000Z-abc123")
     writer = StagingWriter(run_uri, run_id="20261127T020000Z-abc123", model="efficientnet_lite0", vocabulary=vocabulary,
@@ -650,7 +651,7 @@ CLIPPED = """() => {
 def lite0():
     from batch_classify.stage.inference import Classifier
 
-    return Classifier(model_name="efficientnet_lite0", weights=None, storage=StorageOptions(), runtime="onnx")
+    return Classifier(spec=get_spec("efficientnet_lite0"), weights=None, storage=StorageOptions(), runtime="onnx")
 
 
 def _real_run(lite0, input_dir: Path, out: Path, run_id: str, *, labelled: bool, review_images: int = 12) -> dict:
@@ -667,7 +668,7 @@ def _real_run(lite0, input_dir: Path, out: Path, run_id: str, *, labelled: bool,
     label_map = vocabulary.map_labels(set(batch["label"])) if labelled else {}
     writer = StagingWriter(run_uri, run_id=run_id, model="efficientnet_lite0", vocabulary=vocabulary, label_map=label_map,
                            storage=storage, meta={"input": str(input_dir)})
-    writer.write(lite0(decode_batch(batch, model_name="efficientnet_lite0", storage=storage)))
+    writer.write(lite0(decode_batch(batch, preset=get_spec("efficientnet_lite0").preset, storage=storage)))
     commit(writer.close(), run_uri, storage, run_id=run_id, model="efficientnet_lite0")
     base = {"run_id": run_id, "model": "efficientnet_lite0", "input": str(input_dir), "run_uri": run_uri,
             "labels": "folders" if labelled else "none", "n_listed": len(files), "n_predicted": len(files), "n_failed": 0,

@@ -95,8 +95,8 @@ def test_other_weights_are_not_reused(photos, tmp_path):
     state[key] = state[key] * 1.01
     changed = tmp_path / "changed.pth"
     torch.save(state, changed)
-    assert model_identity(MODEL, str(copy), StorageOptions()) == model_identity(MODEL, None, StorageOptions())
-    assert model_identity(MODEL, str(changed), StorageOptions()) != model_identity(MODEL, None, StorageOptions())
+    assert model_identity(get_spec(MODEL), str(copy), StorageOptions()) == model_identity(get_spec(MODEL), None, StorageOptions())
+    assert model_identity(get_spec(MODEL), str(changed), StorageOptions()) != model_identity(get_spec(MODEL), None, StorageOptions())
 
     _run(RunSettings(input=str(src), output=out, model=MODEL, run_id="a"))
     same = _run(RunSettings(input=str(src), output=out, model=MODEL, weights=str(copy), run_id="b", incremental=True))

@@ -49,7 +49,7 @@ def _run(settings: RunSettings):
     """The flow's steps in its order (without Prefect): list, validate, infer, persist."""
     listing = steps.list_dataset(settings)
     validation = steps.validate(settings, listing)
-    outcome = steps.infer(settings, listing, validation.label_map)
+    outcome = steps.infer(settings, listing, validation.label_map, validation.spec)
     return steps.persist(settings, outcome.staged)
 
 

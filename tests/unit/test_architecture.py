@@ -356,6 +356,30 @@ def test_the_predictions_columns_are_declared_only_in_columns():
     assert not spelled, spelled
 
 
+#: Where a run's model is resolved (issue 29 item 3): the entry points, each once. The validation step is
+#: the flow's (its ``Validation.spec`` is what the later steps take); ``stage_job`` is the Ray Job's;
+#: ``cli.startup`` warms the caches ahead of the flow; ``cli.main`` describes a model (``batch-classify
+#: models``); ``report.build``'s ``rerender_report`` draws a committed run's report again.
+MODEL_ENTRIES = {"batch_classify.run.steps": 1, "batch_classify.run.stage_job": 1, "batch_classify.cli.startup": 1,
+                 "batch_classify.cli.main": 2, "batch_classify.report.build": 1}
+
+
+def _get_spec_calls(path: Path) -> int:
+    return sum(1 for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Call)
+               and getattr(node.func, "id", getattr(node.func, "attr", None)) == "get_spec")
+
+
+def test_the_model_is_resolved_only_at_the_entry_points(tmp_path):
+    """Issue 29 item 3: every layer below an entry point takes the ``ModelSpec`` it was given (a model
+    folder on S3 is read once per run, and every step sees the same folder); none looks it up again."""
+    probe = tmp_path / "m.py"
+    probe.write_text("from x import get_spec\nspec = get_spec('a')\nother = registry.get_spec('b')\n")
+    assert _get_spec_calls(probe) == 2  # the check can fail
+    calls = {name: n for name, path in _modules().items() if name.startswith("batch_classify")
+             and name != "batch_classify.models.registry" and (n := _get_spec_calls(path))}
+    assert calls == MODEL_ENTRIES
+
+
 #: The sub-packages of ``batch_classify`` and what each may import of the package besides itself
 #: (issue 29; ARCHITECTURE.md's table). The leaves (``LEAVES``) import only leaves; ``settings`` also reads
 #: the defaults it does not own from their owners (``SETTINGS_OWNERS``).

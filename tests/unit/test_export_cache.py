@@ -24,20 +24,20 @@ def _fresh_process_caches():
 
 
 def test_second_call_loads_the_cached_export_instead_of_exporting(tmp_path, caplog):
-    first = onnx_model(LITE0, None, OPTS, cache_dir=str(tmp_path))
+    first = onnx_model(get_spec(LITE0), None, OPTS, cache_dir=str(tmp_path))
     assert engines._exported.cache_info().misses == 1
     cached = sorted(p.name for p in (tmp_path / "onnx").iterdir())
     key = export_key(get_spec(LITE0), None, OPTS)
     assert cached == [f"{key}.onnx", f"{key}.sha256"] and key.startswith("efficientnet_lite0-")
 
     onnx_model.cache_clear()  # as a new process would start
-    assert onnx_model(LITE0, None, OPTS, cache_dir=str(tmp_path)) == first
+    assert onnx_model(get_spec(LITE0), None, OPTS, cache_dir=str(tmp_path)) == first
     assert engines._exported.cache_info().misses == 0  # read from disk, not exported
 
     (tmp_path / "onnx" / f"{key}.onnx").write_bytes(first[:1000])  # a torn file
     onnx_model.cache_clear()
     with caplog.at_level(logging.WARNING, logger="batch_classify.stage.engines"):
-        assert onnx_model(LITE0, None, OPTS, cache_dir=str(tmp_path)) == first
+        assert onnx_model(get_spec(LITE0), None, OPTS, cache_dir=str(tmp_path)) == first
     assert engines._exported.cache_info().misses == 1 and "does not match its checksum" in caplog.text
     assert (tmp_path / "onnx" / f"{key}.onnx").read_bytes() == first  # replaced
 
@@ -59,7 +59,7 @@ def test_unwritable_cache_still_returns_the_export(tmp_path, caplog):
     blocked = tmp_path / "file-not-folder"
     blocked.write_text("x")
     with caplog.at_level(logging.WARNING, logger="batch_classify.stage.engines"):
-        blob = onnx_model(LITE0, None, OPTS, cache_dir=str(blocked))
+        blob = onnx_model(get_spec(LITE0), None, OPTS, cache_dir=str(blocked))
     assert blob[:2] and "could not cache the ONNX export" in caplog.text
 
 

@@ -151,7 +151,7 @@ def test_a_corrupt_onnx_file_is_one_line_naming_the_folder(tmp_path):
 
     root = _folder(tmp_path / "m")  # model.onnx holds text, not a model
     with pytest.raises(ModelError, match=rf"model folder {root}: model\.onnx could not be loaded by ONNX Runtime"):
-        build_engine(str(root), None, OPTS, runtime="auto")
+        build_engine(get_spec(str(root)), None, OPTS, runtime="auto")
 
 
 def test_files_linked_from_outside_the_folder_are_refused_and_links_inside_are_fine(tmp_path):

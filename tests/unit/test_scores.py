@@ -58,8 +58,9 @@ import numpy as np
 blob = open(sys.argv[1], "rb").read()
 from batch_classify.stage.inference import Classifier, decode_batch
 from batch_classify.storage import StorageOptions
+from batch_classify.models.registry import get_spec
 paths = sys.argv[2:]
-c = Classifier(model_name="efficientnet_lite0", weights=None, storage=StorageOptions(), runtime="onnx",
+c = Classifier(spec=get_spec("efficientnet_lite0"), weights=None, storage=StorageOptions(), runtime="onnx",
                onnx_blob=blob, num_threads=1)
 batch = decode_batch({"path": np.array(paths, dtype=object), "label": np.array([None] * len(paths), dtype=object)},
                      preset=c.spec.preset, storage=StorageOptions())
@@ -69,11 +70,12 @@ print(json.dumps({"torch": "torch" in sys.modules, "pred": out["pred_index"].tol
 
 
 def test_cpu_actor_classifies_without_importing_torch(photos, tmp_path):
+    from batch_classify.models.registry import get_spec
     from batch_classify.stage.engines import onnx_model
     from batch_classify.stage.inference import Classifier, decode_batch
     from batch_classify.storage import StorageOptions
 
-    blob = onnx_model("efficientnet_lite0", None, StorageOptions())
+    blob = onnx_model(get_spec("efficientnet_lite0"), None, StorageOptions())
     (tmp_path / "m.onnx").write_bytes(blob)
     paths = [str(p) for p in photos[:8]]
     done = subprocess.run([sys.executable, "-c", ACTOR, str(tmp_path / "m.onnx"), *paths],
@@ -83,7 +85,7 @@ def test_cpu_actor_classifies_without_importing_torch(photos, tmp_path):
     assert got["torch"] is False
     assert got["error"] == [""] * 8
     # The same classes as the PyTorch runtime on the same crops (scores computed with torch there).
-    here = Classifier(model_name="efficientnet_lite0", weights=None, storage=StorageOptions(), runtime="torch")
+    here = Classifier(spec=get_spec("efficientnet_lite0"), weights=None, storage=StorageOptions(), runtime="torch")
     batch = decode_batch({"path": np.array(paths, dtype=object), "label": np.array([None] * 8, dtype=object)},
                          preset=here.spec.preset, storage=StorageOptions())
     assert here(batch)["pred_index"].tolist() == got["pred"]
