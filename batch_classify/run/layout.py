@@ -11,6 +11,9 @@ Layout of a run folder (``<attempt>`` is the staging attempt's id, 32 hex; ``<ta
     OUTPUT/RUN_ID/_LEASE, _LEASE.lock                    # the one writer's lease, its local lock (batch_classify.run.lease)
     OUTPUT/RUN_ID/_staging/<attempt>/_attempt.json       # what computed the attempt's rows (model identity, input)
     OUTPUT/RUN_ID/_staging/<attempt>/predictions/part-00000.parquet
+    OUTPUT/RUN_ID/_staging/<attempt>/predictions/part-w<id>.parquet   # written by a Ray Data worker
+    OUTPUT/RUN_ID/_staging/<attempt>/failures/part-<id>.parquet       # a worker's failed rows, merged at close
+    OUTPUT/RUN_ID/_staging/<attempt>/input/page-00000.parquet         # the Ray stage's input (paths, listed facts)
     OUTPUT/RUN_ID/_staging/<attempt>/failures.parquet    # written when the attempt's writer closes
     OUTPUT/RUN_ID/_staging/_jobs/<submission id>/        # a Ray Job's request and result (batch_classify.run.cluster)
     OUTPUT/_latest/<input slug>.json                     # the latest committed run of an input (not a run folder)
@@ -45,6 +48,8 @@ LEASE_LOCK = f"{LEASE}.lock"
 #: Folders of the committed prediction and failure files (also the predictions' folder in an attempt).
 PREDICTIONS = "predictions"
 FAILURES = "failures"
+#: In an attempt's folder: the pages of the Ray stage's input.
+STAGE_INPUT = "input"
 #: In an attempt's folder: what computed its rows.
 ATTEMPT_META = "_attempt.json"
 #: In an attempt's folder: its failures; at a run's top: the failures file of runs committed before
@@ -219,6 +224,19 @@ class RunLayout:
     def attempt_prediction(self, attempt_id: str, index: int) -> str:
         """``.../_staging/<attempt>/predictions/part-NNNNN.parquet``: the attempt's ``index``-th file (from 0)."""
         return join(self.attempt_predictions(attempt_id), f"part-{index:05d}.parquet")
+
+    def attempt_written(self, attempt_id: str, part_id: str) -> str:
+        """``.../_staging/<attempt>/predictions/part-w<part_id>.parquet``: a file a Ray Data worker wrote."""
+        return join(self.attempt_predictions(attempt_id), f"part-w{part_id}.parquet")
+
+    def attempt_failure_part(self, attempt_id: str, part_id: str) -> str:
+        """``.../_staging/<attempt>/failures/part-<part_id>.parquet``: a worker's failed rows (merged into
+        the attempt's ``failures.parquet`` when its writer closes)."""
+        return join(self.attempt(attempt_id), FAILURES, f"part-{part_id}.parquet")
+
+    def attempt_input_page(self, attempt_id: str, index: int) -> str:
+        """``.../_staging/<attempt>/input/page-NNNNN.parquet``: the ``index``-th page of the Ray stage's input."""
+        return join(self.attempt(attempt_id), STAGE_INPUT, f"page-{index:05d}.parquet")
 
     def attempt_failures(self, attempt_id: str) -> str:
         """``.../_staging/<attempt>/failures.parquet``."""

@@ -21,10 +21,11 @@ manifest's format and the files it names); split apart, each side would restate 
 
 from __future__ import annotations
 
+import functools
 import json
 import posixpath
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -89,6 +90,40 @@ def conform(table: pa.Table, schema: pa.Schema | None = None) -> pa.Table:
     return table.select(schema.names).cast(schema)
 
 
+def predicted_table(batch: dict[str, np.ndarray], ok: np.ndarray, *, vocabulary: Vocabulary, model: str, run_id: str,
+                    schema: pa.Schema) -> pa.Table:
+    """The rows ``ok`` (int64 [M]) of an output batch of :class:`batch_classify.stage.inference.Classifier`
+    as a table in ``schema``: ``path``, ``pred_label``, ``model``, ``run_id``, ``computed_run_id`` and
+    the model outputs; the listed facts (``label``, ``label_index``, ``content_id``, partitions) null,
+    for :func:`with_facts`."""
+    outputs = output_arrays(batch, ok, min(TOP_K, vocabulary.num_classes))  # fewer than 5 classes: k of them
+    columns = {
+        "path": pa.array([str(batch["path"][i]) for i in ok], pa.string()),
+        "pred_label": pa.array([vocabulary.names[i] for i in outputs["pred_index"].to_numpy()], pa.string()),
+        "model": pa.array([model] * len(ok), pa.string()),
+        "run_id": pa.array([run_id] * len(ok), pa.string()),
+        "computed_run_id": pa.array([run_id] * len(ok), pa.string()),
+        **outputs,
+    }
+    return conform(pa.table(columns), schema)
+
+
+def with_facts(table: pa.Table, schema: pa.Schema, label_map: dict[str, int], *, labels: list, content_ids: list | None,
+               partitions: dict[str, list]) -> pa.Table:
+    """``table`` (in ``schema``) with the listed facts of its rows: ``label`` where ``label_map`` maps it
+    (else null) and its ``label_index``, ``content_id`` (None: left null) and each partition column."""
+    labels = [None if label is None or label not in label_map else str(label) for label in labels]
+    facts = {
+        "label": pa.array(labels, pa.string()),
+        "label_index": pa.array([label_map.get(label) for label in labels], pa.int64()),
+        **({"content_id": pa.array(content_ids, pa.string())} if content_ids is not None else {}),
+        **{key: pa.array(values, pa.string()) for key, values in partitions.items()},
+    }
+    for name, column in facts.items():
+        table = table.set_column(schema.get_field_index(name), name, column)
+    return table
+
+
 class StagingWriter:
     """Streams output batches of the inference stage into Parquet files under staging.
 
@@ -97,9 +132,11 @@ class StagingWriter:
         vocabulary: the model's classes (``pred_label`` is ``vocabulary.names[pred_index]``).
         label_map: label string → class index for labelled datasets. Only labels it maps are
             written: in an unlabelled run (an empty map) every ``label`` is null.
-        records: path → the listed image (label, content identity, partitions); where given, they
-            are taken from here for computed and reused rows alike (labels are an input of this
-            run, not of the prediction). Without: ``label`` from the batch, no content identity.
+        records: the listed images (label, content identity, partitions), by path or as the listing's
+            sequence (then indexed by path when first needed: a stage whose workers write its rows never
+            needs it unless rows are reused); where given, they are taken from here for computed and
+            reused rows alike (labels are an input of this run, not of the prediction). Without:
+            ``label`` from the batch, no content identity.
         partition_keys: the listing's partition keys: one string column each.
         meta: what computed the rows (``model_id``, ``input``); saved as ``_attempt.json`` in
             staging, where a resumed attempt of the run id checks it before reusing the rows.
@@ -115,14 +152,14 @@ class StagingWriter:
         vocabulary: Vocabulary,
         label_map: dict[str, int],
         storage: StorageOptions,
-        records: Mapping[str, ImageRecord] | None = None,
+        records: Mapping[str, ImageRecord] | Sequence[ImageRecord] | None = None,
         partition_keys: tuple[str, ...] = (),
         meta: dict | None = None,
         rows_per_file: int = CHECKPOINT_ROWS,
     ) -> None:
         self.run_uri, self.run_id, self.model = run_uri, run_id, model
         self.vocabulary, self.label_map, self.storage = vocabulary, label_map, storage
-        self.records = records
+        self._records = records
         self.partition_keys = tuple(partition_keys)
         self.schema = prediction_schema(self.partition_keys)
         self.rows_per_file = rows_per_file
@@ -135,6 +172,9 @@ class StagingWriter:
         self._sink = None
         self._rows_in_file = 0
         self._failures: list[dict] = []
+        self._written: list[str] = []  # files Ray Data's workers wrote (:meth:`add_written`)
+        self._written_failures: list[str] = []
+        self._n_written_failed = 0
         self.n_predicted = 0
         self.n_reused = 0
         self.meta = dict(meta or {})
@@ -168,48 +208,45 @@ class StagingWriter:
         ok = np.flatnonzero(~failed)
         if not len(ok):
             return
-        paths = [str(batch["path"][i]) for i in ok]
-        outputs = output_arrays(batch, ok, min(TOP_K, self.vocabulary.num_classes))  # fewer than 5 classes: k of them
-        columns = {
-            "path": pa.array(paths, pa.string()),
-            "pred_label": pa.array([self.vocabulary.names[i] for i in outputs["pred_index"].to_numpy()], pa.string()),
-            "model": pa.array([self.model] * len(ok), pa.string()),
-            "run_id": pa.array([self.run_id] * len(ok), pa.string()),
-            "computed_run_id": pa.array([self.run_id] * len(ok), pa.string()),
-            **outputs,
-        }
-        if self.records is None:
-            labels = [None if batch["label"][i] is None else str(batch["label"][i]) for i in ok]
-            labels = [l if l in self.label_map else None for l in labels]
-            columns |= {
-                "label": pa.array(labels, pa.string()),
-                "label_index": pa.array([self.label_map.get(l) for l in labels], pa.int64()),
-            }
-            table = conform(pa.table(columns), self.schema)
+        table = predicted_table(batch, ok, vocabulary=self.vocabulary, model=self.model, run_id=self.run_id,
+                                schema=self.schema)
+        if self._records is None:
+            table = with_facts(table, self.schema, self.label_map, labels=[batch["label"][i] for i in ok],
+                               content_ids=None, partitions={})
         else:
-            table = self._with_listed_facts(conform(pa.table(columns), self.schema))
+            table = self._with_listed_facts(table)
         self._append(table)
+
+    @functools.cached_property
+    def records(self) -> Mapping[str, ImageRecord] | None:
+        """The listed images by path (indexed on first use when given as a sequence)."""
+        if self._records is None or isinstance(self._records, Mapping):
+            return self._records
+        return {r.path: r for r in self._records}
 
     def _with_listed_facts(self, table: pa.Table) -> pa.Table:
         """``table`` with ``label``, ``label_index``, ``content_id`` and the partition columns taken
         from this run's listing and label map (``records`` must be given)."""
         records = [self.records[p] for p in table.column("path").to_pylist()]
-        labels = [r.label if r.label in self.label_map else None for r in records]
-        facts = {
-            "label": pa.array(labels, pa.string()),
-            "label_index": pa.array([self.label_map.get(l) for l in labels], pa.int64()),
-            "content_id": pa.array([r.content_id for r in records], pa.string()),
-        }
-        for key in self.partition_keys:
-            facts[key] = pa.array([dict(r.partitions).get(key) for r in records], pa.string())
-        for name, column in facts.items():
-            table = table.set_column(self.schema.get_field_index(name), name, column)
-        return table
+        return with_facts(table, self.schema, self.label_map, labels=[r.label for r in records],
+                          content_ids=[r.content_id for r in records],
+                          partitions={key: [dict(r.partitions).get(key) for r in records] for key in self.partition_keys})
+
+    def add_written(self, summary: dict[str, np.ndarray]) -> None:
+        """Record the files workers wrote into this attempt (the summaries of
+        :func:`batch_classify.stage.output.written_summary`, one or several concatenated: Ray Data joins a
+        task's small outputs into one block): their prediction files and failures parts join the staged run
+        at :meth:`close`."""
+        self._written += [str(f) for f in summary["file"] if f]
+        self._written_failures += [str(f) for f in summary["failures_file"] if f]
+        n_failed = int(np.sum(summary["n_failed"]))
+        self.n_predicted += int(np.sum(summary["n_rows"])) - n_failed
+        self._n_written_failed += n_failed
 
     @property
     def n_failed(self) -> int:
         """Failure rows so far."""
-        return len(self._failures)
+        return len(self._failures) + self._n_written_failed
 
     def write_list_failures(self, failures: tuple[ListFailure, ...]) -> None:
         """Append one ``stage=list`` failure row per folder or entry the listing could not list
@@ -229,7 +266,7 @@ class StagingWriter:
         table = table.set_column(
             self.schema.get_field_index("run_id"), "run_id", pa.array([self.run_id] * table.num_rows, pa.string())
         )
-        if self.records is not None:
+        if self._records is not None:
             table = self._with_listed_facts(table)
         self._append(table)
         self.n_reused += table.num_rows
@@ -250,21 +287,29 @@ class StagingWriter:
     def close(self) -> StagedRun:
         """Finish the files; nothing is committed yet."""
         self._close_file()
-        failures = pa.Table.from_pylist(self._failures, schema=FAILURE_SCHEMA)
+        failures = pa.concat_tables([pa.Table.from_pylist(self._failures, schema=FAILURE_SCHEMA),
+                                     *(self._read_part(uri).select(FAILURE_SCHEMA.names).cast(FAILURE_SCHEMA)
+                                       for uri in self._written_failures)])
         buf = pa.BufferOutputStream()
         pq.write_table(failures, buf)
         failures_uri = self.layout.attempt_failures(self.attempt_id)
         write_bytes(failures_uri, buf.getvalue().to_pybytes(), self.storage)
         return StagedRun(
             staging_uri=self.staging_uri,
-            prediction_files=tuple(join(self.layout.attempt_predictions(self.attempt_id), f) for f in self._files),
+            prediction_files=(*(join(self.layout.attempt_predictions(self.attempt_id), f) for f in self._files),
+                              *self._written),
             failures_file=failures_uri,
             n_predicted=self.n_predicted,
-            n_failed=len(self._failures),
+            n_failed=failures.num_rows,
             n_reused=self.n_reused,
             meta=self.meta,
         )
 
+
+    def _read_part(self, uri: str) -> pa.Table:
+        fs, path = filesystem(uri, self.storage)
+        with fs.open(path, "rb") as f:
+            return pq.read_table(f)
 
     def close_after_stop(self) -> tuple[StagedRun | None, str]:
         """:meth:`close` after the stage stopped early (an interrupt, a cancellation, a failure), so

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,7 +27,7 @@ from batch_classify.stage.engines import onnx_model, resolve_runtime
 from batch_classify.errors import ConfigError, PermanentError
 from batch_classify.stage.inference import Classifier, decode_batch, run_stage
 from batch_classify.run.layout import MANIFEST
-from batch_classify.listing import NO_LABELS, Listing, list_images
+from batch_classify.listing import NO_LABELS, ImageRecord, Listing, list_images
 from batch_classify.models.folder import CONFIG_FILE
 from batch_classify.models.registry import ModelError, ModelSpec, get_spec
 from batch_classify.stage.local import run_local_stage
@@ -46,6 +46,7 @@ from batch_classify.run.results import (
     committed_attempt,
 )
 from batch_classify.run.reuse import find_reusable, model_identity
+from batch_classify.run.staged_parts import WRITE_ROWS, PartWriter, write_stage_input
 from batch_classify.settings import RunSettings
 from batch_classify.stage.output import StageResult
 from batch_classify.run.table import check_table, publish_run
@@ -271,7 +272,7 @@ def infer(
         vocabulary=spec.vocabulary(),
         label_map=label_map,
         storage=storage,
-        records={r.path: r for r in listing.records},
+        records=listing.records,
         partition_keys=listing.partition_keys,
         meta={
             "input": settings.input, "model_id": model_id, "label_classes": label_classes,
@@ -281,20 +282,22 @@ def infer(
     )
     writer.write_reused(reusable.table)
     reused = reusable.paths
-    todo = [{"path": r.path, "label": r.label} for r in listing.records if r.path not in reused]
+    todo = [r for r in listing.records if r.path not in reused] if reused else listing.records
     log.info("%d images reused from %s; %d to compute", len(reused), list(reusable.sources), len(todo))
     total = len(listing.records)
 
-    def on_batch(batch: dict) -> None:
-        writer.write(batch)
-        if progress is not None:
-            progress(writer.n_predicted + writer.n_failed, total)
+    def staged(take: Callable[[dict], None]) -> Callable[[dict], None]:
+        def on_batch(batch: dict) -> None:  # an output batch (local stage) or a written file's summary (Ray's)
+            take(batch)
+            if progress is not None:
+                progress(writer.n_predicted + writer.n_failed, total)
+        return on_batch
 
     if progress is not None:
         progress(len(reused), total)
 
     try:
-        stage = _run_stage(settings, storage, todo, on_batch, label_classes, spec=spec, logger=logger,
+        stage = _run_stage(settings, storage, todo, writer, staged, label_classes, spec=spec, logger=logger,
                            int8=int8) if todo else None
     except EndpointUnreachable as err:
         raise _stopped_unreachable(err, writer, settings) from err
@@ -340,23 +343,29 @@ def _stopped_unreachable(err: EndpointUnreachable, writer: StagingWriter, settin
 def _run_stage(
     settings: RunSettings,
     storage: StorageOptions,
-    todo: list[dict],
-    on_batch: Callable[[dict], None],
+    todo: Sequence[ImageRecord],
+    writer: StagingWriter,
+    staged: Callable[[Callable[[dict], None]], Callable[[dict], None]],
     label_classes: list[int] | None,
     *,
     spec: ModelSpec,
     logger: LoggerLike | None = None,
     int8: Int8Model | None = None,
 ) -> StageResult:
-    """The stage where :func:`batch_classify.stage.plan.choose_executor` puts it: in this process, or Ray Data's.
-    ``int8``: the quantized model (``--precision int8``), run instead of the float32 export."""
+    """The stage where :func:`batch_classify.stage.plan.choose_executor` puts it: in this process (its
+    output batches into ``writer``), or Ray Data's (its workers write the staged files; ``writer`` records
+    them). ``staged(take)``: ``take`` with the run's progress after it. ``int8``: the quantized model
+    (``--precision int8``), run instead of the float32 export."""
     executor = choose_executor(settings.executor, n_images=len(todo), ray_address=settings.ray_address, device=settings.device)
     if executor == "ray":
-        return _run_ray_stage(settings, storage, todo, on_batch, label_classes, spec=spec, logger=logger, int8=int8)
+        return _run_ray_stage(settings, storage, todo, writer, staged(writer.add_written), label_classes, spec=spec,
+                              logger=logger, int8=int8)
     stop_ray_ahead()  # a Ray started ahead for a larger run (--executor auto guessed from the input): not needed
     plan = plan_local(settings.num_cpus or os.cpu_count() or 1, runtime=settings.runtime, batch_size=settings.batch_size,
                       onnx_only=spec.onnx_only)
-    return run_local_stage(todo, **_stage_arguments(settings, storage, spec, plan, int8, label_classes, on_batch, logger))
+    records = [{"path": r.path, "label": r.label} for r in todo]
+    return run_local_stage(records, **_stage_arguments(settings, storage, spec, plan, int8, label_classes,
+                                                       staged(writer.write), logger))
 
 
 def _stage_arguments(settings: RunSettings, storage: StorageOptions, spec: ModelSpec, plan: ClusterPlan, int8: Int8Model | None,
@@ -421,14 +430,18 @@ def _stage_blob(settings: RunSettings, storage: StorageOptions, spec: ModelSpec,
 def _run_ray_stage(
     settings: RunSettings,
     storage: StorageOptions,
-    todo: list[dict],
-    on_batch: Callable[[dict], None],
+    todo: Sequence[ImageRecord],
+    writer: StagingWriter,
+    on_written: Callable[[dict], None],
     label_classes: list[int] | None,
     *,
     spec: ModelSpec,
     logger: LoggerLike | None = None,
     int8: Int8Model | None = None,
 ) -> StageResult:
+    """Ray Data's stage: ``todo`` written as the stage's input pages into ``writer``'s attempt, read by
+    Ray Data's tasks; its workers write the predictions there too (:mod:`batch_classify.run.staged_parts`),
+    and ``on_written`` gets each file's summary. The driver holds nothing per image but ``todo``."""
     import ray
 
     started = start_ray(settings.ray_address, num_cpus=settings.num_cpus, verbose=settings.verbose, metrics=settings.ray_metrics)
@@ -443,7 +456,13 @@ def _run_ray_stage(
             decode=settings.decode,
             preset=spec.preset,
         )
-        return run_stage(todo, **_stage_arguments(settings, storage, spec, plan, int8, label_classes, on_batch, logger),
+        pages = write_stage_input(todo, run_uri=writer.run_uri, attempt_id=writer.attempt_id, storage=storage,
+                                  partition_keys=writer.partition_keys, batch_size=plan.batch_size)
+        write = PartWriter(run_uri=writer.run_uri, attempt_id=writer.attempt_id, storage=storage, run_id=writer.run_id,
+                           model=writer.model, vocabulary=writer.vocabulary, label_map=writer.label_map,
+                           partition_keys=writer.partition_keys)
+        return run_stage(pages, **_stage_arguments(settings, storage, spec, plan, int8, label_classes, on_written, logger),
+                         write=write, write_rows=min(settings.checkpoint_rows, max(WRITE_ROWS, plan.batch_size)),
                          lost_capacity_wait=settings.lost_capacity_wait, verbose=settings.verbose)
     finally:
         if started:  # in the background: the commit and the report do not wait for Ray's processes to end

@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image
 
 from batch_classify.models.preprocess import DEFAULT_MAX_PIXELS, ClassificationPreset, DecodeError, pixel_limit_message
-from batch_classify.stage.reading import read_rows
+from batch_classify.stage.reading import carried, read_rows
 from batch_classify.storage import DEFAULT_READ_TIMEOUT, StorageOptions
 
 #: Pillow filter names that torchvision resizes tensors with (antialiased for bilinear and bicubic).
@@ -111,7 +111,7 @@ def read_batch(
         data[i] = got
     return {
         "path": np.asarray(paths, dtype=object), "label": batch["label"], "data": data, "on_device": on_device,
-        "stage": stage, "error": error, "unreachable": unreachable_,
+        "stage": stage, "error": error, "unreachable": unreachable_, **carried(batch),
     }
 
 

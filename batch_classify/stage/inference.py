@@ -2,17 +2,21 @@
 
 Shape of the pipeline (streamed; no stage holds the whole dataset)::
 
-    from_items(path, label)                       # the listing, no pixels
-      .map_batches(decode_batch)                  # CPU tasks: bytes → uint8 [N, H, W, 3]
+    from_items(page URIs).map_batches(read_pages)  # the stage's input pages (StageInput): paths, no pixels
+      .map_batches(decode_batch)                  # CPU tasks (fused with the reading): bytes → uint8 [N, H, W, 3]
       .map_batches(Classifier, compute=actors)    # 4 actors per GPU (num_gpus=0.25), else CPU actors
-      → driver: rows streamed into staging Parquet files
+      .map_batches(write)                         # CPU tasks: rows → staged Parquet files (run.staged_parts)
+      → driver: one summary per written file (counts, a digest of its paths, its unreachable reads)
+
+With a list of records in place of the pages (tests, benchmarks), ``from_items(path, label)`` is the input
+and the output rows themselves come back to the driver (``on_batch``).
 
 or, with ``plan.decode == "device"`` (PyTorch on GPUs, :mod:`batch_classify.stage.device_decode`)::
 
-    from_items(path, label)
+    from_items(page URIs).map_batches(read_pages)
       .map_batches(read_batch)                    # CPU tasks: the files' bytes and headers, no pixels
       .map_batches(Classifier, compute=actors)    # decode + resize + crop on the GPU, then the model
-      → driver: rows streamed into staging Parquet files
+      .map_batches(write)
 
 Per-image failures (unreadable, undecodable) and per-batch inference failures
 are carried as rows with ``error`` set, never dropped: every listed image comes
@@ -25,6 +29,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -37,10 +42,10 @@ from batch_classify.models.registry import ModelSpec
 from batch_classify.stage.plan import ClusterPlan
 from batch_classify.models.preprocess import DEFAULT_MAX_PIXELS, ClassificationPreset, DecodeError
 from batch_classify.stage.ray_logs import PROGRESS_EVERY, LoggerLike, stage_logging
-from batch_classify.stage.reading import ReadBreaker, read_rows
+from batch_classify.stage.reading import ReadBreaker, carried, read_rows
 from batch_classify.stage.scores import scores
-from batch_classify.stage.output import StageOutput, StageResult
-from batch_classify.storage import DEFAULT_READ_TIMEOUT, StorageOptions
+from batch_classify.stage.output import PathDigest, StageOutput, StageResult, WrittenOutput
+from batch_classify.storage import DEFAULT_READ_TIMEOUT, StorageOptions, filesystem
 
 
 log = logging.getLogger(__name__)
@@ -65,7 +70,8 @@ def decode_batch(
     Returns:
         ``path``, ``label``, ``image`` uint8 [N, crop, crop, 3] (zeros where failed),
         ``stage`` and ``error`` object [N] (``""`` where the image is fine), ``unreachable`` bool [N]
-        (the read failed to connect or timed out: what :class:`ReadBreaker` counts).
+        (the read failed to connect or timed out: what :class:`ReadBreaker` counts); the ``listed:…``
+        columns of ``batch`` as they are (:func:`batch_classify.stage.output.carried`).
     """
     paths = [str(p) for p in batch["path"]]
     n, c = len(paths), preset.crop_size
@@ -82,7 +88,7 @@ def decode_batch(
             stage[i], error[i] = "decode", f"{type(err).__name__}: {err}"
     return {
         "path": np.asarray(paths, dtype=object), "label": batch["label"], "image": images, "stage": stage,
-        "error": error, "unreachable": unreachable,
+        "error": error, "unreachable": unreachable, **carried(batch),
     }
 
 
@@ -163,7 +169,7 @@ class Classifier:
             ``top5_prob`` float32 [N, 5],
             ``entropy`` float32 [N] (of the softmax over all classes, nats), ``restricted_index``
             int64 [N] (-1 without ``restricted_classes``); -1 / 0 where the row failed;
-            ``unreachable`` as given (all False when absent).
+            ``unreachable`` as given (all False when absent); the ``listed:…`` columns as given.
         """
         n = len(batch["path"])
         stage = np.array(batch["stage"], dtype=object)
@@ -202,7 +208,42 @@ class Classifier:
             "error": error,
             **with_best(outputs),
             "unreachable": np.asarray(batch.get("unreachable", np.zeros(n, dtype=bool)), dtype=bool),
+            **carried(batch),
         }
+
+
+@dataclass(frozen=True)
+class StageInput:
+    """The stage's input as Parquet pages on the run's storage, in place of a list of dicts in the driver
+    (issue 28 item 3): Ray Data's tasks read the pages (:func:`read_pages`), so the driver never holds a
+    record or a block per image.
+
+    Attributes:
+        pages: the pages' URIs; each holds ``path``, ``label`` and the ``listed:…`` columns the writer
+            needs (:func:`batch_classify.stage.reading.carried`), one row per image to compute.
+        n_images: rows over all pages.
+        digest: the digest of their paths (:class:`batch_classify.stage.output.PathDigest`), what the
+            written files' summaries must add up to.
+    """
+
+    pages: tuple[str, ...]
+    n_images: int
+    digest: PathDigest
+
+
+def read_pages(batch: dict[str, np.ndarray], *, storage: StorageOptions) -> dict[str, np.ndarray]:
+    """``page`` object [P] (URIs of :class:`StageInput` pages) → their rows: ``path``, ``label`` and the
+    ``listed:…`` columns, object [N]."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tables = []
+    for uri in batch["page"]:
+        fs, path = filesystem(str(uri), storage)
+        with fs.open(path, "rb") as f:
+            tables.append(pq.read_table(f))
+    table = pa.concat_tables(tables)
+    return {name: np.asarray(table.column(name).to_pylist(), dtype=object) for name in table.column_names}
 
 
 #: Memory one image takes while it is decoded, bytes: the file plus a decoded picture of about
@@ -211,13 +252,15 @@ DECODE_MEMORY_PER_IMAGE = 4 * 2**20
 
 
 def run_stage(
-    records: list[dict],
+    records: list[dict] | StageInput,
     *,
     spec: ModelSpec,
     weights: str | None,
     storage: StorageOptions,
     plan: ClusterPlan,
     on_batch: Callable[[dict[str, np.ndarray]], None],
+    write: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None,
+    write_rows: int | None = None,
     onnx_blob: bytes | None = None,
     compile: bool = False,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
@@ -230,8 +273,15 @@ def run_stage(
 ) -> StageResult:
     """Run the Ray Data pipeline over ``records`` and hand every output batch to ``on_batch``.
 
-    Ray must be initialised by the caller. ``records`` are dicts with ``path`` and ``label``. ``spec``:
-    the model as the run resolved it, sent to the actors as it is (a model folder is not read again).
+    Ray must be initialised by the caller. ``records`` are dicts with ``path`` and ``label``, or a
+    :class:`StageInput` (pages that Ray Data's tasks read). ``spec``: the model as the run resolved it,
+    sent to the actors as it is (a model folder is not read again).
+
+    With ``write`` (a picklable callable: an output batch → the summary of the files it wrote,
+    :data:`batch_classify.stage.output.SUMMARY_COLUMNS`), Ray Data's tasks write the output themselves,
+    ``write_rows`` rows at a time (default: the batch size), and ``on_batch`` gets the summaries: the
+    driver sees no output row (:class:`batch_classify.stage.output.WrittenOutput`). A :class:`StageInput`
+    and ``write`` go together.
     ``onnx_blob``: the driver's export for ``plan.runtime == "onnx"`` (exported here when None).
     ``restricted_classes``: see :class:`Classifier`. ``read_timeout``: seconds per image read
     (see :func:`read_many`).
@@ -261,8 +311,18 @@ def run_stage(
     preset = spec.preset
     if plan.runtime == "onnx" and onnx_blob is None:
         onnx_blob = onnx_model(spec, weights, storage)
-    with stage_logging(logger or log, total=len(records), verbose=verbose, every=progress_every) as progress:
-        ds = ray.data.from_items(records, override_num_blocks=max(1, min(len(records) // batch_size, 200)))
+    paged = isinstance(records, StageInput)
+    if (write is not None) != paged:
+        raise ValueError("a StageInput goes with a writer (the workers write the output), a list of records without")
+    total = records.n_images if paged else len(records)
+    decode_resources = {"num_cpus": plan.cpus_per_decode_task, "memory": batch_size * DECODE_MEMORY_PER_IMAGE}
+    with stage_logging(logger or log, total=total, verbose=verbose, every=progress_every) as progress:
+        if paged:  # one block per page; the same resources as decoding, so that Ray Data fuses the two
+            ds = ray.data.from_items([{"page": page} for page in records.pages], override_num_blocks=len(records.pages))
+            ds = ds.map_batches(read_pages, batch_size=1, batch_format="numpy", fn_kwargs={"storage": storage},
+                                **decode_resources)
+        else:
+            ds = ray.data.from_items(records, override_num_blocks=max(1, min(len(records) // batch_size, 200)))
         if plan.decode == "device":  # the tasks read and check headers; the model actors decode
             first, kwargs = read_batch, {"storage": storage, "max_pixels": max_pixels, "read_timeout": read_timeout}
         else:
@@ -273,12 +333,11 @@ def run_stage(
             batch_size=batch_size,
             batch_format="numpy",
             fn_kwargs=kwargs,
-            num_cpus=plan.cpus_per_decode_task,
             # Reserve what a batch of decodes holds. Ray Data fuses a task stage into the next actor
             # stage only when their resource requests match, so this also keeps decoding in its own
             # tasks, beside inference, instead of one after the other inside the model actors
             # (measured in BENCHMARKS.md).
-            memory=batch_size * DECODE_MEMORY_PER_IMAGE,
+            **decode_resources,
         )
         ds = ds.map_batches(
             Classifier,
@@ -301,7 +360,13 @@ def run_stage(
             num_gpus=plan.num_gpus_per_actor,
             num_cpus=plan.cpus_per_actor,
         )
-        output = StageOutput(records, on_batch, progress, ReadBreaker(storage))
+        if write is not None:  # the workers write; the driver gets one summary per written file
+            # No CPU reserved: a file's write takes milliseconds, and a task that waited for a CPU would wait
+            # for the decoding tasks to end, holding every output block in the object store until then.
+            ds = ds.map_batches(write, batch_size=write_rows or batch_size, batch_format="numpy", num_cpus=0)
+            output = WrittenOutput(records.digest, on_batch, progress, ReadBreaker(storage))
+        else:
+            output = StageOutput(records, on_batch, progress, ReadBreaker(storage))
         watch = CapacityWatch(short_of=lambda: plan.shortfall(ray.cluster_resources()), wait=lost_capacity_wait)
         try:
             with watch:

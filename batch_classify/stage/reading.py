@@ -102,6 +102,16 @@ def _endpoint_unreachable(message: str, endpoint: str) -> EndpointUnreachable:
     return EndpointUnreachable(message, endpoint=endpoint)
 
 
+#: The prefix of the input columns that decoding and the model actors pass through untouched, to the
+#: staged files' writer (``listed:content_id``, ``listed:<partition key>``).
+CARRIED = "listed:"
+
+
+def carried(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The columns of ``batch`` that ride through the stage to its writer (named ``listed:…``)."""
+    return {k: v for k, v in batch.items() if k.startswith(CARRIED)}
+
+
 class ReadBreaker:
     """The circuit breaker over image reads: counts consecutive rows whose read could not reach
     the storage (``unreachable`` set by :func:`decode_batch`), in the order the rows are seen. Any
