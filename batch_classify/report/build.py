@@ -161,7 +161,7 @@ def score_and_write(
         FileNotFoundError: the run is not committed.
     """
     run_uri = report["run_uri"]
-    table = read_committed(run_uri, storage)  # every column: the page's gallery needs paths and labels too
+    table = read_committed(run_uri, storage, columns=list(REPORT_COLUMNS))
     label_index = table.column("label_index").fill_null(-1).to_numpy()
     pred_index = table.column("pred_index").to_numpy()
     confidence = table.column("confidence").to_numpy()
@@ -190,6 +190,13 @@ def score_and_write(
     return report
 
 
+#: The columns of the committed predictions that the report reads (the scores, the images to look at, the
+#: page's gallery): not the top-5 probabilities, the model, the run ids, the content identity or the
+#: partitions, which a million rows make about 150 MB more (issue 28 item 3).
+REPORT_COLUMNS = ("path", "label", "label_index", "pred_index", "pred_label", "confidence", "top5_index",
+                  "restricted_index", "entropy")
+
+
 def _top5_matrix(column) -> np.ndarray:
     """int64 [N, 5] of a ``top5_index`` list column; -1 where a row holds fewer (a model with fewer classes)."""
     lists = column.combine_chunks() if hasattr(column, "combine_chunks") else column
@@ -216,8 +223,11 @@ def _accuracy(table, vocabulary: Vocabulary) -> dict:
 
 
 def _pred_names(table) -> np.ndarray:
-    """object [N]: the ``pred_label`` column (class names, compared across runs and models)."""
-    return np.asarray(table.column("pred_label").to_pylist(), dtype=object)
+    """object [N]: the ``pred_label`` column (class names, compared across runs and models); each name one
+    Python string shared by its rows (dictionary-encoded first: 8 bytes a row, not a string a row)."""
+    encoded = table.column("pred_label").combine_chunks().dictionary_encode()
+    names = np.asarray(encoded.dictionary.to_pylist() + [None], dtype=object)
+    return names[encoded.indices.fill_null(len(encoded.dictionary)).to_numpy()]
 
 
 def _label_free(table, low_confidence: float, pred_names: np.ndarray) -> dict:

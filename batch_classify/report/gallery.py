@@ -36,8 +36,8 @@ def confident_mistakes(predictions: pa.Table, n: int) -> list[dict]:
     wrong = np.flatnonzero((y >= 0) & (p != y))
     if not len(wrong):
         return []
-    paths = np.asarray(predictions.column("path").to_pylist(), dtype=object)
-    pick = wrong[np.lexsort((paths[wrong], -conf[wrong]))][:n]
+    paths = np.asarray(predictions.column("path").take(wrong).to_pylist(), dtype=object)  # the wrong rows' only
+    pick = wrong[np.lexsort((paths, -conf[wrong]))][:n]
     rows = predictions.select(["path", "label", "label_index", "pred_index", "pred_label", "confidence"]).take(pick)
     return rows.to_pylist()
 

@@ -28,11 +28,15 @@ def lowest_confidence(predictions: pa.Table, n: int) -> list[dict]:
     """
     if predictions.num_rows == 0 or n <= 0:
         return []
-    paths = np.asarray(predictions.column("path").to_pylist(), dtype=object)
     conf = _confidences(predictions)
-    pick = np.lexsort((paths, conf))[:n]
-    labels = predictions.column("pred_label").to_pylist()
-    return [{"path": paths[i], "pred_label": labels[i], "confidence": round(float(conf[i]), 4)} for i in pick]
+    # Only the rows at or under the n-th lowest confidence can be picked: their paths alone become Python
+    # strings (a million rows' paths are about 80 MB of them).
+    candidates = np.flatnonzero(conf <= np.partition(conf, min(n, len(conf)) - 1)[min(n, len(conf)) - 1])
+    rows = predictions.select(["path", "pred_label"]).take(candidates)
+    paths = np.asarray(rows.column("path").to_pylist(), dtype=object)
+    labels = rows.column("pred_label").to_pylist()
+    pick = np.lexsort((paths, conf[candidates]))[:n]
+    return [{"path": paths[i], "pred_label": labels[i], "confidence": round(float(conf[candidates][i]), 4)} for i in pick]
 
 
 def changed_predictions(current: pa.Table, previous: pa.Table, *, limit: int = MAX_CHANGED_LISTED) -> tuple[list[dict], int]:
