@@ -201,7 +201,7 @@ def _two_nodes():
     nodes have their own. Stopped node by node, never with ``ray stop`` (which would stop every Ray here)."""
     started = _start_cluster(["head", "worker"], num_cpus=1, env={"RAY_AUTH_MODE": "disabled"})
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 240  # 120 s were not always enough on the 2-core machine under the whole suite
         while len(started.alive_nodes()) < 2:
             assert time.monotonic() < deadline, "the worker node did not join"
             time.sleep(1)

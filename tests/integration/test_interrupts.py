@@ -44,8 +44,10 @@ def _marked(token: str) -> list[str]:
 
 def _start(inputs: Path, tmp_path: Path, token: str, executor: str) -> tuple[subprocess.Popen, Path]:
     log = tmp_path / "stderr.log"
+    # Files of 128 rows: on Ray the workers write a file once it is whole, so the first one (what _when_inferring
+    # waits for) comes early in the 1,500 photos, long before the run's end (the default: after 1,024).
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": "", MARK: token,
-           "BATCH_CLASSIFY_NUM_CPUS": "2"}
+           "BATCH_CLASSIFY_NUM_CPUS": "2", "BATCH_CLASSIFY_CHECKPOINT_ROWS": "128"}
     proc = subprocess.Popen(
         [*CLI, "run", "--input", str(inputs), "--labels", "none", "--output", str(tmp_path / "out"),
          "--model", "efficientnet_lite0", "--run-id", "stopped", "--batch-size", "16", "-q", "--executor", executor],
