@@ -83,7 +83,43 @@ class PathDigest:
         return PathDigest(self.count + other.count, (self.sum_a + other.sum_a) & _MASK, (self.sum_b + other.sum_b) & _MASK)
 
 
-class StageOutput:
+class _Counted:
+    """What both outputs count: images out and failed, and when the first and the last came (for the
+    :class:`StageResult`'s timings)."""
+
+    def __init__(self, progress: StageProgress, breaker: ReadBreaker) -> None:
+        self.progress, self.breaker = progress, breaker
+        self.n_out = self.n_failed = self.n_first = 0
+        self.first_at = self.last_at = math.nan
+
+    def _count(self, n: int, n_failed: int, seen: dict[str, np.ndarray]) -> None:
+        """Count ``n`` images (``n_failed`` of them failed), update the progress, show the breaker ``seen``.
+
+        Raises:
+            EndpointUnreachable: the breaker tripped.
+        """
+        self.n_out += n
+        self.n_failed += n_failed
+        self.progress.update(self.n_out)
+        self.breaker.observe(seen)
+        self.last_at = time.perf_counter()
+        if math.isnan(self.first_at):
+            self.first_at, self.n_first = self.last_at, n
+
+    def _result(self, plan: ClusterPlan, start: float, n_input: int) -> StageResult:
+        first_at, last_at = self.first_at, self.last_at
+        return StageResult(
+            n_input=n_input,
+            n_predicted=self.n_out - self.n_failed,
+            n_failed=self.n_failed,
+            wall_seconds=time.perf_counter() - start,
+            plan=plan,
+            first_batch_seconds=first_at - start,
+            steady_images_per_second=(self.n_out - self.n_first) / (last_at - first_at) if last_at > first_at else math.nan,
+        )
+
+
+class StageOutput(_Counted):
     """What both executors do with each output batch, and their check at the end: the batch goes to
     ``on_batch``, its paths are counted, ``progress`` is updated and ``breaker`` sees it.
 
@@ -99,10 +135,9 @@ class StageOutput:
 
     def __init__(self, records: list[dict], on_batch: Callable[[dict[str, np.ndarray]], None],
                  progress: StageProgress, breaker: ReadBreaker) -> None:
-        self.records, self.on_batch, self.progress, self.breaker = records, on_batch, progress, breaker
+        super().__init__(progress, breaker)
+        self.records, self.on_batch = records, on_batch
         self._seen: list[np.ndarray] = []  # the output's path hashes, batch by batch
-        self.n_out = self.n_failed = self.n_first = 0
-        self.first_at = self.last_at = math.nan
 
     def take(self, batch: dict[str, np.ndarray]) -> None:
         """Hand one output batch on and count it.
@@ -111,14 +146,8 @@ class StageOutput:
             EndpointUnreachable: the breaker tripped (after ``on_batch`` got the batch).
         """
         self._seen.append(path_hashes(batch["path"]))
-        self.n_out += len(batch["path"])
-        self.n_failed += int(np.count_nonzero(batch["error"] != ""))
         self.on_batch(batch)
-        self.progress.update(self.n_out)
-        self.breaker.observe(batch)
-        self.last_at = time.perf_counter()
-        if math.isnan(self.first_at):
-            self.first_at, self.n_first = self.last_at, len(batch["path"])
+        self._count(len(batch["path"]), int(np.count_nonzero(batch["error"] != "")), batch)
 
     def result(self, plan: ClusterPlan, start: float) -> StageResult:
         """The stage's counts and timings (``start``: its ``time.perf_counter()``).
@@ -137,16 +166,7 @@ class StageOutput:
                 f"inference output does not match its input: {missing} missing, {duplicates} duplicated, "
                 f"{unexpected} unexpected paths"
             )
-        first_at, last_at = self.first_at, self.last_at
-        return StageResult(
-            n_input=len(self.records),
-            n_predicted=self.n_out - self.n_failed,
-            n_failed=self.n_failed,
-            wall_seconds=time.perf_counter() - start,
-            plan=plan,
-            first_batch_seconds=first_at - start,
-            steady_images_per_second=(self.n_out - self.n_first) / (last_at - first_at) if last_at > first_at else math.nan,
-        )
+        return self._result(plan, start, len(self.records))
 
 
 #: The columns of a written file's summary (what :class:`WrittenOutput` takes), each an array of
@@ -158,7 +178,7 @@ SUMMARY_COLUMNS = ("n_rows", "n_failed", "file", "failures_file", "digest_count"
                    "unreachable", "path", "error")
 
 
-class WrittenOutput:
+class WrittenOutput(_Counted):
     """What the driver does with the summaries of files Ray Data's workers wrote (one per file, see
     :data:`SUMMARY_COLUMNS`): hand each to ``on_written``, count its rows, update ``progress``, show the
     breaker its reads; at the end check the summed :class:`PathDigest` against ``expected``.
@@ -170,10 +190,9 @@ class WrittenOutput:
 
     def __init__(self, expected: PathDigest, on_written: Callable[[dict[str, np.ndarray]], None],
                  progress: StageProgress, breaker: ReadBreaker) -> None:
-        self.expected, self.on_written, self.progress, self.breaker = expected, on_written, progress, breaker
+        super().__init__(progress, breaker)
+        self.expected, self.on_written = expected, on_written
         self.digest = PathDigest()
-        self.n_out = self.n_failed = self.n_first = 0
-        self.first_at = self.last_at = math.nan
 
     def take(self, summary: dict[str, np.ndarray]) -> None:
         """Record one written file's summary.
@@ -181,18 +200,11 @@ class WrittenOutput:
         Raises:
             EndpointUnreachable: the breaker tripped (after ``on_written`` got the summary).
         """
-        n = int(np.sum(summary["n_rows"]))
         self.digest = self.digest + PathDigest(int(np.sum(summary["digest_count"])),
                                                int(np.sum(summary["digest_a"].astype(object))) & _MASK,
                                                int(np.sum(summary["digest_b"].astype(object))) & _MASK)
-        self.n_out += n
-        self.n_failed += int(np.sum(summary["n_failed"]))
         self.on_written(summary)
-        self.progress.update(self.n_out)
-        self.breaker.observe(summary)
-        self.last_at = time.perf_counter()
-        if math.isnan(self.first_at):
-            self.first_at, self.n_first = self.last_at, n
+        self._count(int(np.sum(summary["n_rows"])), int(np.sum(summary["n_failed"])), summary)
 
     def result(self, plan: ClusterPlan, start: float) -> StageResult:
         """The stage's counts and timings (``start``: its ``time.perf_counter()``).
@@ -207,16 +219,7 @@ class WrittenOutput:
                 if self.digest.count == self.expected.count else
                 f"inference output does not match its input: {self.expected.count} paths in, {self.digest.count} written"
             )
-        first_at, last_at = self.first_at, self.last_at
-        return StageResult(
-            n_input=self.expected.count,
-            n_predicted=self.n_out - self.n_failed,
-            n_failed=self.n_failed,
-            wall_seconds=time.perf_counter() - start,
-            plan=plan,
-            first_batch_seconds=first_at - start,
-            steady_images_per_second=(self.n_out - self.n_first) / (last_at - first_at) if last_at > first_at else math.nan,
-        )
+        return self._result(plan, start, self.expected.count)
 
 
 def written_summary(batch: dict[str, np.ndarray], *, file: str, failures_file: str) -> dict[str, np.ndarray]:
