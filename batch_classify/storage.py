@@ -206,6 +206,24 @@ def write_bytes(uri: str, data: bytes, options: StorageOptions) -> None:
     fs.pipe_file(path, data)
 
 
+def write_parquet(uri: str, table, options: StorageOptions) -> None:
+    """Write the ``pyarrow.Table`` ``table`` as one Parquet file at ``uri`` (:func:`write_bytes`)."""
+    import pyarrow as pa  # here, not at import: the command line's start-up imports this module
+    import pyarrow.parquet as pq
+
+    buf = pa.BufferOutputStream()
+    pq.write_table(table, buf)
+    write_bytes(uri, buf.getvalue().to_pybytes(), options)
+
+
+def read_parquet(uri: str, options: StorageOptions):
+    """The ``pyarrow.Table`` of the Parquet file at ``uri`` (:func:`read_bytes`)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    return pq.read_table(pa.BufferReader(read_bytes(uri, options)))
+
+
 #: The errors that mean the storage is full or a limit was hit, and how a one-line message names each.
 NO_SPACE = {
     errno.ENOSPC: "no space left on the device (ENOSPC)",

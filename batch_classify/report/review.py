@@ -31,12 +31,14 @@ def lowest_confidence(predictions: pa.Table, n: int) -> list[dict]:
     conf = _confidences(predictions)
     # Only the rows at or under the n-th lowest confidence can be picked: their paths alone become Python
     # strings (a million rows' paths are about 80 MB of them).
-    candidates = np.flatnonzero(conf <= np.partition(conf, min(n, len(conf)) - 1)[min(n, len(conf)) - 1])
+    last = min(n, len(conf)) - 1
+    candidates = np.flatnonzero(conf <= np.partition(conf, last)[last])
     rows = predictions.select(["path", "pred_label"]).take(candidates)
     paths = np.asarray(rows.column("path").to_pylist(), dtype=object)
     labels = rows.column("pred_label").to_pylist()
-    pick = np.lexsort((paths, conf[candidates]))[:n]
-    return [{"path": paths[i], "pred_label": labels[i], "confidence": round(float(conf[candidates][i]), 4)} for i in pick]
+    conf = conf[candidates]
+    pick = np.lexsort((paths, conf))[:n]
+    return [{"path": paths[i], "pred_label": labels[i], "confidence": round(float(conf[i]), 4)} for i in pick]
 
 
 def changed_predictions(current: pa.Table, previous: pa.Table, *, limit: int = MAX_CHANGED_LISTED) -> tuple[list[dict], int]:

@@ -57,7 +57,6 @@ the complete files the failed one staged (see :mod:`batch_classify.run.reuse`).
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
@@ -71,7 +70,6 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 import batch_classify
 from batch_classify.errors import BatchClassifyError, ConfigError, PermanentError
@@ -84,7 +82,7 @@ from batch_classify.run.layout import RunLayout
 from batch_classify.listing import ImageRecord, ListFailure, Listing
 from batch_classify.run.results import InferenceOutcome, StagedRun
 from batch_classify.settings import RunSettings
-from batch_classify.storage import StorageOptions, join, read_bytes, write_bytes
+from batch_classify.storage import StorageOptions, join, read_bytes, read_parquet, write_bytes, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -177,9 +175,7 @@ def write_request(folder: str, listing: Listing, label_map: dict[str, int], stor
         },
         schema=_LISTING_SCHEMA,
     )
-    buf = pa.BufferOutputStream()
-    pq.write_table(table, buf)
-    write_bytes(join(folder, LISTING_FILE), buf.getvalue().to_pybytes(), storage)
+    write_parquet(join(folder, LISTING_FILE), table, storage)
     request = {
         "input": listing.input,
         "n_ignored": listing.n_ignored,
@@ -202,7 +198,7 @@ def read_request(folder: str, storage: StorageOptions) -> tuple[Listing, dict[st
         ValueError: the listing does not hold the number of records the request names.
     """
     request = json.loads(read_bytes(join(folder, REQUEST_FILE), storage))
-    table = pq.read_table(io.BytesIO(read_bytes(join(folder, LISTING_FILE), storage)))
+    table = read_parquet(join(folder, LISTING_FILE), storage)
     records = tuple(
         ImageRecord(**(row | {"partitions": tuple((p["key"], p["value"]) for p in row["partitions"] or ())}))
         for row in table.to_pylist()

@@ -40,7 +40,7 @@ from batch_classify.run.lease import held
 from batch_classify.listing import ImageRecord, ListFailure
 from batch_classify.settings import CHECKPOINT_ROWS
 from batch_classify.stage.output import StageResult
-from batch_classify.storage import StorageOptions, filesystem, join, write_bytes
+from batch_classify.storage import StorageOptions, filesystem, join, read_parquet, write_bytes, write_parquet
 from batch_classify.models.vocabulary import Vocabulary
 
 
@@ -106,6 +106,12 @@ def predicted_table(batch: dict[str, np.ndarray], ok: np.ndarray, *, vocabulary:
         **outputs,
     }
     return conform(pa.table(columns), schema)
+
+
+def failure_rows(batch: dict[str, np.ndarray], failed: np.ndarray) -> list[dict]:
+    """The rows ``failed`` (int64 [M]) of an output batch as failure rows (:data:`FAILURE_SCHEMA`)."""
+    return [{"path": str(batch["path"][i]), "stage": str(batch["stage"][i]), "error": str(batch["error"][i])}
+            for i in failed]
 
 
 def with_facts(table: pa.Table, schema: pa.Schema, label_map: dict[str, int], *, labels: list, content_ids: list | None,
@@ -199,12 +205,8 @@ class StagingWriter:
 
     def write(self, batch: dict[str, np.ndarray]) -> None:
         """Append one output batch of :class:`batch_classify.stage.inference.Classifier`."""
-        error = np.asarray(batch["error"], dtype=object)
-        failed = error != ""
-        for i in np.flatnonzero(failed):
-            self._failures.append(
-                {"path": str(batch["path"][i]), "stage": str(batch["stage"][i]), "error": str(error[i])}
-            )
+        failed = np.asarray(batch["error"], dtype=object) != ""
+        self._failures += failure_rows(batch, np.flatnonzero(failed))
         ok = np.flatnonzero(~failed)
         if not len(ok):
             return
@@ -288,12 +290,10 @@ class StagingWriter:
         """Finish the files; nothing is committed yet."""
         self._close_file()
         failures = pa.concat_tables([pa.Table.from_pylist(self._failures, schema=FAILURE_SCHEMA),
-                                     *(self._read_part(uri).select(FAILURE_SCHEMA.names).cast(FAILURE_SCHEMA)
+                                     *(read_parquet(uri, self.storage).select(FAILURE_SCHEMA.names).cast(FAILURE_SCHEMA)
                                        for uri in self._written_failures)])
-        buf = pa.BufferOutputStream()
-        pq.write_table(failures, buf)
         failures_uri = self.layout.attempt_failures(self.attempt_id)
-        write_bytes(failures_uri, buf.getvalue().to_pybytes(), self.storage)
+        write_parquet(failures_uri, failures, self.storage)
         return StagedRun(
             staging_uri=self.staging_uri,
             prediction_files=(*(join(self.layout.attempt_predictions(self.attempt_id), f) for f in self._files),
@@ -306,10 +306,6 @@ class StagingWriter:
         )
 
 
-    def _read_part(self, uri: str) -> pa.Table:
-        fs, path = filesystem(uri, self.storage)
-        with fs.open(path, "rb") as f:
-            return pq.read_table(f)
 
     def close_after_stop(self) -> tuple[StagedRun | None, str]:
         """:meth:`close` after the stage stopped early (an interrupt, a cancellation, a failure), so

@@ -23,17 +23,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from batch_classify.columns import FAILURE_SCHEMA
 from batch_classify.listing import ImageRecord
 from batch_classify.models.vocabulary import Vocabulary
 from batch_classify.run.layout import RunLayout
-from batch_classify.run.results import predicted_table, prediction_schema, with_facts
+from batch_classify.run.results import failure_rows, predicted_table, prediction_schema, with_facts
 from batch_classify.stage.inference import StageInput
 from batch_classify.stage.output import PathDigest, written_summary
 from batch_classify.stage.reading import CARRIED
-from batch_classify.storage import StorageOptions, filesystem
+from batch_classify.storage import StorageOptions, write_parquet
 
 #: Most pages of the stage's input, and so most of Ray Data's reading-and-decoding tasks over it: the
 #: same blocking as ``ray.data.from_items`` over the records had (``n // batch_size`` blocks, at most 200).
@@ -45,13 +44,6 @@ MAX_PAGES = 200
 WRITE_ROWS = 1024
 
 CONTENT_ID = f"{CARRIED}content_id"
-
-
-def _write_parquet(uri: str, table: pa.Table, storage: StorageOptions) -> None:
-    fs, path = filesystem(uri, storage)
-    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    with fs.open(path, "wb") as f:
-        pq.write_table(table, f)
 
 
 def write_stage_input(records: Sequence[ImageRecord], *, run_uri: str, attempt_id: str, storage: StorageOptions,
@@ -82,7 +74,7 @@ def write_stage_input(records: Sequence[ImageRecord], *, run_uri: str, attempt_i
             **{f"{CARRIED}{key}": pa.array([dict(r.partitions).get(key) for r in part], pa.string()) for key in partition_keys},
         }
         uri = layout.attempt_input_page(attempt_id, index)
-        _write_parquet(uri, pa.table(columns), storage)
+        write_parquet(uri, pa.table(columns), storage)
         pages.append(uri)
     return StageInput(pages=tuple(pages), n_images=n, digest=digest)
 
@@ -120,14 +112,13 @@ class PartWriter:
             table = predicted_table(batch, ok, vocabulary=self.vocabulary, model=self.model, run_id=self.run_id, schema=schema)
             table = with_facts(
                 table, schema, self.label_map, labels=list(batch["label"][ok]),
-                content_ids=[None if v is None else str(v) for v in batch[CONTENT_ID][ok]] if CONTENT_ID in batch else None,
+                content_ids=list(batch[CONTENT_ID][ok]),  # every page carries it (write_stage_input)
                 partitions={key: list(batch[f"{CARRIED}{key}"][ok]) for key in self.partition_keys},
             )
             file = layout.attempt_written(attempt_id, part_id)
-            _write_parquet(file, table, self.storage)
+            write_parquet(file, table, self.storage)
         if len(failed):
-            rows = {"path": [str(batch["path"][i]) for i in failed], "stage": [str(batch["stage"][i]) for i in failed],
-                    "error": [str(error[i]) for i in failed]}
             failures_file = layout.attempt_failure_part(attempt_id, part_id)
-            _write_parquet(failures_file, pa.table(rows, schema=FAILURE_SCHEMA), self.storage)
+            write_parquet(failures_file, pa.Table.from_pylist(failure_rows(batch, failed), schema=FAILURE_SCHEMA),
+                          self.storage)
         return written_summary(batch, file=file, failures_file=failures_file)

@@ -45,7 +45,7 @@ from batch_classify.stage.ray_logs import PROGRESS_EVERY, LoggerLike, stage_logg
 from batch_classify.stage.reading import ReadBreaker, carried, read_rows
 from batch_classify.stage.scores import scores
 from batch_classify.stage.output import PathDigest, StageOutput, StageResult, WrittenOutput
-from batch_classify.storage import DEFAULT_READ_TIMEOUT, StorageOptions, filesystem
+from batch_classify.storage import DEFAULT_READ_TIMEOUT, StorageOptions, read_parquet
 
 
 log = logging.getLogger(__name__)
@@ -235,14 +235,8 @@ def read_pages(batch: dict[str, np.ndarray], *, storage: StorageOptions) -> dict
     """``page`` object [P] (URIs of :class:`StageInput` pages) → their rows: ``path``, ``label`` and the
     ``listed:…`` columns, object [N]."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    tables = []
-    for uri in batch["page"]:
-        fs, path = filesystem(str(uri), storage)
-        with fs.open(path, "rb") as f:
-            tables.append(pq.read_table(f))
-    table = pa.concat_tables(tables)
+    table = pa.concat_tables([read_parquet(str(uri), storage) for uri in batch["page"]])
     return {name: np.asarray(table.column(name).to_pylist(), dtype=object) for name in table.column_names}
 
 

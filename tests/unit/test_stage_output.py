@@ -10,8 +10,8 @@ import pytest
 
 from batch_classify.stage.plan import plan_local
 from batch_classify.stage.ray_logs import StageProgress
-from batch_classify.stage.reading import ReadBreaker
-from batch_classify.stage.output import StageOutput, path_hashes
+from batch_classify.stage.reading import EndpointUnreachable, ReadBreaker
+from batch_classify.stage.output import PathDigest, StageOutput, WrittenOutput, path_hashes, written_summary
 from batch_classify.storage import StorageOptions
 
 
@@ -58,10 +58,6 @@ def test_path_hashes_are_stable_and_distinct():
 
 
 # -- the Ray stage whose workers write (issue 28 item 3): summaries and a digest, nothing per path ----------
-
-from batch_classify.stage.output import PathDigest, WrittenOutput, written_summary  # noqa: E402
-from batch_classify.stage.reading import EndpointUnreachable  # noqa: E402
-
 
 def _written(paths, failed=(), unreachable=()):
     batch = _batch(paths, failed)
