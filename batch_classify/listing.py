@@ -24,10 +24,14 @@ import posixpath
 import re
 import stat
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+
+import pyarrow as pa
 
 from batch_classify.columns import PREDICTIONS
 from batch_classify.errors import PermanentError
+from batch_classify.listed import ImageRecord, ListedImages, partition_column
 from batch_classify.storage import StorageOptions, filesystem, is_remote_fs, normalize_uri, read_bytes
 
 #: Extensions listed as images, compared case-insensitively.
@@ -55,6 +59,8 @@ RESERVED_COLUMNS = frozenset(c.name for c in PREDICTIONS)
 
 log = logging.getLogger(__name__)
 
+__all__ = ["ImageRecord", "ListFailure", "Listing", "ListingError", "check_input", "count_images", "list_images"]
+
 
 class ListingError(PermanentError, ValueError):
     """Missing, empty or unreadable input, or a bad label manifest."""
@@ -75,34 +81,13 @@ class ListFailure:
     error: str
 
 
-@dataclass(frozen=True, slots=True)
-class ImageRecord:
-    """One listed image.
-
-    Attributes:
-        path: the URI as listed (``s3://bucket/key`` or a local absolute path).
-        label: ground-truth label string, or None when unknown.
-        size: bytes, as listed.
-        content_id: the content's identity as the store reports it, for incremental runs:
-            ``etag=<ETag>`` on S3, ``size=<bytes>;mtime=<seconds>`` on a file system;
-            ``""`` when unknown (never reused).
-        partitions: (key, value) of each Hive-style partition folder between the input and the
-            file, outermost first.
-    """
-
-    path: str
-    label: str | None
-    size: int
-    content_id: str = ""
-    partitions: tuple[tuple[str, str], ...] = ()
-
-
 @dataclass(frozen=True)
 class Listing:
     """What the list step found.
 
     Attributes:
-        records: images sorted by path.
+        records: images sorted by path, in columns (:class:`batch_classify.listed.ListedImages`; a sequence of
+            :class:`ImageRecord` given here is turned into one).
         n_ignored: files under the input that are not images, by extension, and entries that are
             not regular files (FIFOs, sockets, devices: never read, a read could block forever).
         ignored_extensions: count of ignored files per extension (``""`` for none; :data:`NOT_A_FILE`
@@ -122,7 +107,7 @@ class Listing:
     """
 
     input: str
-    records: tuple[ImageRecord, ...]
+    records: ListedImages
     n_ignored: int = 0
     ignored_extensions: dict[str, int] = field(default_factory=dict)
     label_source: str = "folders"
@@ -132,6 +117,10 @@ class Listing:
     list_failures: tuple[ListFailure, ...] = ()
     not_entered: tuple[tuple[str, str], ...] = ()
     left_out: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.records, ListedImages):
+            object.__setattr__(self, "records", ListedImages.of(self.records, self.partition_keys))
 
 
 def _hidden(relative: str) -> tuple[str, str] | None:
@@ -267,7 +256,7 @@ def list_images(
             return path
         return f"s3://anonymous@{path}" if anon_in_uri else fs.unstrip_protocol(path)
 
-    images: list[tuple[str, int, str]] = []
+    found_images = _Columns()
     ignored: Counter[str] = Counter()
     if not_entered:
         ignored[ALREADY_LISTED] = len(not_entered)
@@ -293,26 +282,25 @@ def list_images(
         if kind != "file":  # a FIFO, socket or device: reading it could block forever
             ignored[NOT_A_FILE] += 1
         elif ext in IMAGE_EXTENSIONS:
-            images.append((as_uri(path), int(info.get("size") or 0), content_id(info)))
+            found_images.add(path=as_uri(path), size=int(info.get("size") or 0), content_id=content_id(info))
         else:
             ignored[ext] += 1
     if hidden_folders:
         ignored[HIDDEN_FOLDER] = len(hidden_folders)
-    if not images and failures:
+    listed = found_images.table()
+    if not listed.num_rows and failures:
         shown = "; ".join(f"{f.path} ({f.error})" for f in failures[:3]) + ("; …" if len(failures) > 3 else "")
         raise ListingError(
             f"input {uri} holds no image that could be listed; {len(failures)} folder(s) or entries could not "
             f"be listed: {shown}; check their permissions"
         )
-    if not images:
+    if not listed.num_rows:
         note = f" ({sum(ignored.values())} other files ignored)" if ignored else ""
         raise ListingError(
             f"input {uri} holds no image{note}; extensions listed: {', '.join(sorted(IMAGE_EXTENSIONS))}"
         )
-    images.sort()
-    listed = images
-    if limit is not None:
-        images = images[:limit]
+    listed = listed.sort_by("path")  # UTF-8's byte order is the code points' order: Python's sort of the paths
+    kept = listed if limit is None else listed.slice(0, limit)
 
     root_uri = as_uri(root).rstrip("/")
 
@@ -327,17 +315,18 @@ def list_images(
     elif labels_uri:
         source = "manifest"
         manifest = read_manifest(labels_uri, storage)
-        labelled = {p: manifest.get(p) or manifest.get(p[len(root_uri) + 1 :]) for p, _, _ in listed}
-        manifest_matched = sum(label is not None for label in labelled.values())
-        if manifest and not manifest_matched:
-            example = next(iter(manifest))
-            raise ListingError(
-                f"none of the {len(manifest)} rows of label manifest {labels_uri} names an image under {uri} "
-                f"(e.g. {example!r}); paths are the full URI as listed ({images[0][0]!r}) or relative to the input"
-            )
 
         def label_of(path: str, folders: list[str]) -> str | None:
-            return labelled[path]
+            return manifest.get(path) or manifest.get(path[len(root_uri) + 1 :])
+
+        manifest_matched = sum(label_of(p, []) is not None for paths in _chunked_paths(listed) for p in paths)
+        if manifest and not manifest_matched:
+            example = next(iter(manifest))
+            first = listed.column("path")[0].as_py()
+            raise ListingError(
+                f"none of the {len(manifest)} rows of label manifest {labels_uri} names an image under {uri} "
+                f"(e.g. {example!r}); paths are the full URI as listed ({first!r}) or relative to the input"
+            )
     else:
         source = "folders"
 
@@ -345,20 +334,84 @@ def list_images(
             # the nearest folder above the file that is not a partition folder
             return next((f for f in reversed(folders) if not PARTITION_RE.match(f)), None)
 
-    def record(path: str, size: int, content: str) -> ImageRecord:
-        folders = folders_of(path)
-        return ImageRecord(path=path, label=label_of(path, folders), size=size, content_id=content,
-                           partitions=_partitions(path, folders))
-
-    records = tuple(record(p, s, c) for p, s, c in images)
-    keys = tuple(dict.fromkeys(k for r in records for k, _ in r.partitions))
+    labels: list[pa.Array] = []
+    partitions: dict[str, list[tuple[int, pa.Array]]] = {}  # key → (chunk, values) for the chunks that name it
+    for chunk, paths in enumerate(_chunked_paths(kept)):
+        chunk_labels, chunk_parts = [], {}
+        for i, path in enumerate(paths):
+            folders = folders_of(path)
+            chunk_labels.append(label_of(path, folders))
+            for key, value in _partitions(path, folders):
+                chunk_parts.setdefault(key, [None] * len(paths))[i] = value
+        labels.append(pa.array(chunk_labels, pa.string()))
+        for key, values in chunk_parts.items():
+            partitions.setdefault(key, []).append((chunk, pa.array(values, pa.string())))
+    lengths = [len(a) for a in labels]
+    table = pa.table({
+        "path": kept.column("path"),
+        "label": pa.chunked_array(labels, pa.string()),
+        "size": kept.column("size"),
+        "content_id": kept.column("content_id"),
+        **{partition_column(key): _filled(chunks, lengths) for key, chunks in partitions.items()},
+    })
+    del listed, kept, found_images
+    # The copies made while sorting and labelling are free again: give them back to the system, not keep them
+    # for Arrow's next use (at a million images, 140 MB of the driver's resident memory).
+    pa.default_memory_pool().release_unused()
     return Listing(
-        input=uri, records=records, n_ignored=sum(ignored.values()), ignored_extensions=dict(ignored),
-        label_source=source, partition_keys=keys,
+        input=uri, records=ListedImages(table), n_ignored=sum(ignored.values()), ignored_extensions=dict(ignored),
+        label_source=source, partition_keys=tuple(partitions),
         manifest_rows=len(manifest) if source == "manifest" else None,
         manifest_matched=manifest_matched if source == "manifest" else None,
         list_failures=tuple(failures), not_entered=tuple(not_entered), left_out=tuple(own),
     )
+
+
+#: Listed images turned into Arrow columns at a time, while listing and while labelling: bounds the Python
+#: objects a listing holds at once (a million listed images as Python records weighed about 440 MB).
+LIST_CHUNK = 65536
+
+
+class _Columns:
+    """The images found so far, as Arrow tables of :data:`LIST_CHUNK` rows and the rows of the next one."""
+
+    def __init__(self) -> None:
+        self.chunks: list[pa.Table] = []
+        self.rows: tuple[list, list, list] = ([], [], [])
+
+    def add(self, *, path: str, size: int, content_id: str) -> None:
+        for column, value in zip(self.rows, (path, size, content_id), strict=True):
+            column.append(value)
+        if len(self.rows[0]) >= LIST_CHUNK:
+            self._flush()
+
+    def _flush(self) -> None:
+        paths, sizes, contents = self.rows
+        if paths:
+            self.chunks.append(pa.table({"path": pa.array(paths, pa.string()), "size": pa.array(sizes, pa.int64()),
+                                         "content_id": pa.array(contents, pa.string())}))
+            self.rows = ([], [], [])
+
+    def table(self) -> pa.Table:
+        """Every image added, in the order added (emptied)."""
+        self._flush()
+        chunks, self.chunks = self.chunks, []
+        if not chunks:
+            return pa.table({"path": pa.array([], pa.string()), "size": pa.array([], pa.int64()),
+                             "content_id": pa.array([], pa.string())})
+        return pa.concat_tables(chunks)
+
+
+def _chunked_paths(table: pa.Table) -> Iterator[list[str]]:
+    """The ``path`` column of ``table`` as lists of at most :data:`LIST_CHUNK` strings."""
+    for begin in range(0, table.num_rows, LIST_CHUNK):
+        yield table.column("path").slice(begin, LIST_CHUNK).to_pylist()
+
+
+def _filled(chunks: list[tuple[int, pa.Array]], lengths: list[int]) -> pa.ChunkedArray:
+    """One partition column from the chunks that name its key, nulls in the others."""
+    given = dict(chunks)
+    return pa.chunked_array([given.get(i, pa.nulls(n, pa.string())) for i, n in enumerate(lengths)], pa.string())
 
 
 def _under(path: str, folder: str) -> bool:

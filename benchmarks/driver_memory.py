@@ -1,6 +1,6 @@
 """The driver's memory before its stage, by input size (issue 28 item 3's baseline): what ``steps.infer`` holds
 for N files once the input is listed, the reusable predictions looked up, the staging writer made and the
-stage's input built, measured as the peak resident set of a fresh process doing exactly that.
+stage's input pages written (the Ray stage's side: ``steps._run_ray_stage``), measured as the peak resident set of a fresh process doing exactly that.
 
 Each size gets its own input, ``WORKDIR/flat-N/part-K/NNNNNNN.JPEG``: hard links to the shared photos, 1,000 per
 folder, no labels (``--labels none``: the nightly production case). The process runs the product's own
@@ -31,7 +31,7 @@ from batch_classify.run import steps
 from batch_classify.models.registry import get_spec
 from batch_classify.run.results import StagingWriter
 from batch_classify.settings import RunSettings
-from batch_classify.stage.output import path_hashes
+from batch_classify.run.staged_parts import write_stage_input
 
 def rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -45,12 +45,14 @@ out["list_seconds"] = time.perf_counter() - t
 out["after_listing_mb"] = rss_mb()
 t = time.perf_counter()
 writer = StagingWriter(settings.run_uri(), run_id=settings.run_id, model=settings.model, vocabulary=vocabulary, label_map={},
-                       storage=settings.storage_options(), records={r.path: r for r in listing.records},
+                       storage=settings.storage_options(), records=listing.records,
                        partition_keys=listing.partition_keys, meta={}, rows_per_file=settings.checkpoint_rows)
-todo = [{"path": r.path, "label": r.label} for r in listing.records]
-expected = path_hashes([r["path"] for r in todo])  # what the stage's exactly-once check holds (StageOutput.result)
+todo = listing.records.without([])
+pages = write_stage_input(todo, run_uri=writer.run_uri, attempt_id=writer.attempt_id, storage=settings.storage_options(),
+                          batch_size=64)  # what the Ray stage reads (steps._run_ray_stage)
 out["prepare_seconds"] = time.perf_counter() - t
 out["after_stage_input_mb"] = rss_mb()
+out["resident_mb"] = int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize() / 2**20
 out["files"] = len(listing.records)
 print(json.dumps(out))
 """
@@ -79,7 +81,7 @@ def main() -> None:
     args = parser.parse_args()
     workdir = Path(args.workdir)
     rows = []
-    print("| files | listing s | peak RSS after listing MB | after the stage's input MB | bytes per file (over the start) |\n|---|---|---|---|---|")
+    print("| files | listing s | peak RSS after listing MB | after the stage's input MB | bytes per file (over the start) | resident at the end MB |\n|---|---|---|---|---|---|")
     for n in args.files:
         started = time.perf_counter()
         root = prepare(workdir, n)
@@ -90,7 +92,7 @@ def main() -> None:
         rows.append(row)
         per_file = (row["after_stage_input_mb"] - row["start_mb"]) * 2**20 / row["files"]
         print(f"| {row['files']:,} | {row['list_seconds']:.1f} | {row['after_listing_mb']:.0f} | "
-              f"{row['after_stage_input_mb']:.0f} | {per_file:.0f} |", flush=True)
+              f"{row['after_stage_input_mb']:.0f} | {per_file:.0f} | {row['resident_mb']:.0f} |", flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=2))
 

@@ -159,7 +159,7 @@ def run_lease(settings: RunSettings) -> RunLease:
 def list_dataset(settings: RunSettings) -> Listing:
     """List every image under the input, with labels."""
     listing = steps.list_dataset(settings)
-    labelled = sum(r.label is not None for r in listing.records)
+    labelled = listing.records.n_labelled()
     manifest = (
         f"; {listing.manifest_matched} of the {listing.manifest_rows} rows of the label manifest name a listed image"
         if listing.manifest_rows is not None else ""

@@ -69,7 +69,6 @@ from dataclasses import asdict
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import pyarrow as pa
 
 import batch_classify
 from batch_classify.errors import BatchClassifyError, ConfigError, PermanentError
@@ -79,7 +78,8 @@ from batch_classify.stage.plan import ClusterPlan
 from batch_classify.stage.reach import wait_for_address
 from batch_classify.stage.ray_logs import job_log_echo, quiet_job_client
 from batch_classify.run.layout import RunLayout
-from batch_classify.listing import ImageRecord, ListFailure, Listing
+from batch_classify.listed import ListedImages
+from batch_classify.listing import ListFailure, Listing
 from batch_classify.run.results import InferenceOutcome, StagedRun
 from batch_classify.settings import RunSettings
 from batch_classify.storage import StorageOptions, join, read_bytes, read_parquet, write_bytes, write_parquet
@@ -104,17 +104,6 @@ SETTINGS_VARIABLE = "BATCH_CLASSIFY_JOB_SETTINGS"
 LISTING_FILE = "listing.parquet"
 REQUEST_FILE = "request.json"
 RESULT_FILE = "result.json"
-
-_LISTING_SCHEMA = pa.schema(
-    [
-        ("path", pa.string()),
-        ("label", pa.string()),
-        ("size", pa.int64()),
-        ("content_id", pa.string()),
-        ("partitions", pa.list_(pa.struct([("key", pa.string()), ("value", pa.string())]))),
-    ]
-)
-
 
 class StageJobFailed(BatchClassifyError, RuntimeError):
     """The Ray Job running the inference step ended FAILED or STOPPED, or left no result.
@@ -165,17 +154,7 @@ def job_folder(settings: RunSettings, submission_id: str) -> str:
 def write_request(folder: str, listing: Listing, label_map: dict[str, int], storage: StorageOptions) -> None:
     """Write the listing (Parquet) and the label map (JSON) a job reads."""
     records = listing.records
-    table = pa.table(
-        {
-            "path": [r.path for r in records],
-            "label": [r.label for r in records],
-            "size": [r.size for r in records],
-            "content_id": [r.content_id for r in records],
-            "partitions": [[{"key": k, "value": v} for k, v in r.partitions] for r in records],
-        },
-        schema=_LISTING_SCHEMA,
-    )
-    write_parquet(join(folder, LISTING_FILE), table, storage)
+    write_parquet(join(folder, LISTING_FILE), records.table, storage)
     request = {
         "input": listing.input,
         "n_ignored": listing.n_ignored,
@@ -199,10 +178,7 @@ def read_request(folder: str, storage: StorageOptions) -> tuple[Listing, dict[st
     """
     request = json.loads(read_bytes(join(folder, REQUEST_FILE), storage))
     table = read_parquet(join(folder, LISTING_FILE), storage)
-    records = tuple(
-        ImageRecord(**(row | {"partitions": tuple((p["key"], p["value"]) for p in row["partitions"] or ())}))
-        for row in table.to_pylist()
-    )
+    records = ListedImages(table)
     if len(records) != request["n_records"]:
         raise ValueError(f"{folder}: {len(records)} listed images, the request names {request['n_records']}")
     listing = Listing(

@@ -21,11 +21,10 @@ manifest's format and the files it names); split apart, each side would restate 
 
 from __future__ import annotations
 
-import functools
 import json
 import posixpath
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -37,9 +36,11 @@ from batch_classify.columns import FAILURE_SCHEMA, PREDICTION_SCHEMA, TOP_K, out
 from batch_classify.errors import PermanentError
 from batch_classify.run.layout import MANIFEST, STAGED_FAILURES, STAGING, RunLayout
 from batch_classify.run.lease import held
-from batch_classify.listing import ImageRecord, ListFailure
+from batch_classify.listed import ImageRecord, ListedImages, partition_column
+from batch_classify.listing import ListFailure
 from batch_classify.settings import CHECKPOINT_ROWS
 from batch_classify.stage.output import StageResult
+from batch_classify.stage.reading import CARRIED
 from batch_classify.storage import StorageOptions, filesystem, join, read_parquet, write_bytes, write_parquet
 from batch_classify.models.vocabulary import Vocabulary
 
@@ -114,6 +115,18 @@ def failure_rows(batch: dict[str, np.ndarray], failed: np.ndarray) -> list[dict]
             for i in failed]
 
 
+#: The carried column (:data:`batch_classify.stage.reading.CARRIED`) of a listed image's content identity.
+CONTENT_ID = f"{CARRIED}content_id"
+
+
+def with_carried_facts(table: pa.Table, schema: pa.Schema, label_map: dict[str, int], batch: dict[str, np.ndarray],
+                       rows: np.ndarray, partition_keys: tuple[str, ...]) -> pa.Table:
+    """``table`` (the predicted ``rows`` of ``batch``) with the listed facts ``batch`` carried through the stage:
+    ``label``, :data:`CONTENT_ID` and ``listed:<key>`` for each partition key (see :func:`with_facts`)."""
+    return with_facts(table, schema, label_map, labels=list(batch["label"][rows]), content_ids=list(batch[CONTENT_ID][rows]),
+                      partitions={key: list(batch[f"{CARRIED}{key}"][rows]) for key in partition_keys})
+
+
 def with_facts(table: pa.Table, schema: pa.Schema, label_map: dict[str, int], *, labels: list, content_ids: list | None,
                partitions: dict[str, list]) -> pa.Table:
     """``table`` (in ``schema``) with the listed facts of its rows: ``label`` where ``label_map`` maps it
@@ -138,11 +151,12 @@ class StagingWriter:
         vocabulary: the model's classes (``pred_label`` is ``vocabulary.names[pred_index]``).
         label_map: label string → class index for labelled datasets. Only labels it maps are
             written: in an unlabelled run (an empty map) every ``label`` is null.
-        records: the listed images (label, content identity, partitions), by path or as the listing's
-            sequence (then indexed by path when first needed: a stage whose workers write its rows never
-            needs it unless rows are reused); where given, they are taken from here for computed and
-            reused rows alike (labels are an input of this run, not of the prediction). Without:
-            ``label`` from the batch, no content identity.
+        records: the listed images (label, content identity, partitions): the listing's
+            :class:`batch_classify.listed.ListedImages` (another sequence of records is turned into one).
+            Reused rows take their listed facts from here (labels are an input of this run, not of the
+            prediction); computed rows take them from the columns their batch carries (``listed:…``,
+            :func:`with_carried_facts`), or from here where it carries none. Without either: ``label`` from
+            the batch, no content identity.
         partition_keys: the listing's partition keys: one string column each.
         meta: what computed the rows (``model_id``, ``input``); saved as ``_attempt.json`` in
             staging, where a resumed attempt of the run id checks it before reusing the rows.
@@ -158,14 +172,15 @@ class StagingWriter:
         vocabulary: Vocabulary,
         label_map: dict[str, int],
         storage: StorageOptions,
-        records: Mapping[str, ImageRecord] | Sequence[ImageRecord] | None = None,
+        records: Sequence[ImageRecord] | None = None,
         partition_keys: tuple[str, ...] = (),
         meta: dict | None = None,
         rows_per_file: int = CHECKPOINT_ROWS,
     ) -> None:
         self.run_uri, self.run_id, self.model = run_uri, run_id, model
         self.vocabulary, self.label_map, self.storage = vocabulary, label_map, storage
-        self._records = records
+        self._records = records if records is None or isinstance(records, ListedImages) else ListedImages.of(
+            records, partition_keys)
         self.partition_keys = tuple(partition_keys)
         self.schema = prediction_schema(self.partition_keys)
         self.rows_per_file = rows_per_file
@@ -212,27 +227,24 @@ class StagingWriter:
             return
         table = predicted_table(batch, ok, vocabulary=self.vocabulary, model=self.model, run_id=self.run_id,
                                 schema=self.schema)
-        if self._records is None:
+        if CONTENT_ID in batch:  # the stage's input carried the listed facts (steps.infer's input always does)
+            table = with_carried_facts(table, self.schema, self.label_map, batch, ok, self.partition_keys)
+        elif self._records is None:
             table = with_facts(table, self.schema, self.label_map, labels=[batch["label"][i] for i in ok],
                                content_ids=None, partitions={})
         else:
             table = self._with_listed_facts(table)
         self._append(table)
 
-    @functools.cached_property
-    def records(self) -> Mapping[str, ImageRecord] | None:
-        """The listed images by path (indexed on first use when given as a sequence)."""
-        if self._records is None or isinstance(self._records, Mapping):
-            return self._records
-        return {r.path: r for r in self._records}
-
     def _with_listed_facts(self, table: pa.Table) -> pa.Table:
         """``table`` with ``label``, ``label_index``, ``content_id`` and the partition columns taken
-        from this run's listing and label map (``records`` must be given)."""
-        records = [self.records[p] for p in table.column("path").to_pylist()]
-        return with_facts(table, self.schema, self.label_map, labels=[r.label for r in records],
-                          content_ids=[r.content_id for r in records],
-                          partitions={key: [dict(r.partitions).get(key) for r in records] for key in self.partition_keys})
+        from this run's listing and label map (``records`` must be given), found by one hash join."""
+        facts = self._records.facts_of(table.column("path").combine_chunks())
+        return with_facts(table, self.schema, self.label_map, labels=facts.column("label").to_pylist(),
+                          content_ids=facts.column("content_id").to_pylist(),
+                          partitions={key: (facts.column(partition_column(key)).to_pylist()
+                                            if partition_column(key) in facts.column_names else [None] * len(facts))
+                                      for key in self.partition_keys})
 
     def add_written(self, summary: dict[str, np.ndarray]) -> None:
         """Record the files workers wrote into this attempt (the summaries of

@@ -23,10 +23,11 @@ import posixpath
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from batch_classify.columns import PREDICTION_SCHEMA
-from batch_classify.listing import ImageRecord
+from batch_classify.listed import ListedImages
 from batch_classify.models.registry import ModelSpec, weights_digest
 from batch_classify.run.layout import JOBS, RunLayout
 from batch_classify.run.results import (
@@ -68,10 +69,6 @@ class Reusable:
 
     table: pa.Table
     sources: tuple[str, ...]
-
-    @property
-    def paths(self) -> set[str]:
-        return set(self.table.column("path").to_pylist())
 
 
 def committed_runs(
@@ -154,8 +151,27 @@ def _staged_tables(run_uri: str, *, model_id: str, input: str, storage: StorageO
     return found
 
 
+def _matching(table: pa.Table, listed: pa.Table, taken: list[pa.Array]) -> pa.Array:
+    """The rows of ``table`` to reuse, in order: its path is listed (``listed``: ``path``, ``content_id``) with
+    a non-empty content identity equal to the row's, not among the paths ``taken`` from earlier sources, and
+    the path's first row in ``table``."""
+    paths = table.column("path").combine_chunks()
+    listed_id = listed.column("content_id").take(pc.index_in(paths, value_set=listed.column("path")))
+    row_id = table.column("content_id").combine_chunks()
+    match = pc.and_kleene(pc.equal(row_id, listed_id), pc.not_equal(row_id, ""))
+    if taken:
+        match = pc.and_kleene(match, pc.invert(pc.is_in(paths, value_set=pa.concat_arrays(taken))))
+    candidates = pc.indices_nonzero(pc.fill_null(match, False))
+    if not len(candidates):
+        return candidates
+    firsts = (pa.table({"path": paths.take(candidates), "row": candidates})
+              .group_by("path", use_threads=False).aggregate([("row", "min")]).column("row_min"))
+    firsts = firsts.combine_chunks()
+    return firsts.take(pc.array_sort_indices(firsts))
+
+
 def find_reusable(
-    records: tuple[ImageRecord, ...],
+    records: ListedImages,
     *,
     run_uri: str,
     output: str,
@@ -183,26 +199,23 @@ def find_reusable(
                 tables.append((previous, committed_manifest(previous, storage), read_committed(previous, storage)))
             except CorruptRun as err:  # recomputed instead; the damaged run stays as it is for inspection
                 log.warning("not reusing %s: %s", previous, err)
-    wanted = {r.path: r.content_id for r in records if r.content_id}
-    taken: set[str] = set()
     parts, sources = [], []
-    for source, meta, table in tables:
-        if "content_id" not in table.column_names:
-            continue
-        table = conform(table)
-        if meta.get("label_classes") != label_classes:
-            i = PREDICTION_SCHEMA.get_field_index("restricted_index")
-            table = table.set_column(i, "restricted_index", pa.nulls(table.num_rows, pa.int64()))
-        paths = table.column("path").to_pylist()
-        ids = table.column("content_id").to_pylist()
-        keep = []
-        for i, (path, cid) in enumerate(zip(paths, ids, strict=True)):
-            if cid and wanted.get(path) == cid and path not in taken:
-                taken.add(path)
-                keep.append(i)
-        if keep:
-            parts.append(table.take(keep))
-            if source not in sources:
-                sources.append(source)
+    if tables:
+        listed = records.table.select(["path", "content_id"]).combine_chunks()
+        taken: list[pa.Array] = []  # the paths taken from earlier sources
+        for source, meta, table in tables:
+            if "content_id" not in table.column_names:
+                continue
+            table = conform(table)
+            if meta.get("label_classes") != label_classes:
+                i = PREDICTION_SCHEMA.get_field_index("restricted_index")
+                table = table.set_column(i, "restricted_index", pa.nulls(table.num_rows, pa.int64()))
+            keep = _matching(table, listed, taken)
+            if len(keep):
+                part = table.take(keep)
+                parts.append(part)
+                taken.append(part.column("path").combine_chunks())
+                if source not in sources:
+                    sources.append(source)
     table = pa.concat_tables(parts, promote_options="default") if parts else PREDICTION_SCHEMA.empty_table()
     return Reusable(table=table, sources=tuple(sources))

@@ -18,17 +18,16 @@ all nodes mount), as every node already reaches the input.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
 from batch_classify.columns import FAILURE_SCHEMA
-from batch_classify.listing import ImageRecord
+from batch_classify.listed import ListedImages, partition_column
 from batch_classify.models.vocabulary import Vocabulary
 from batch_classify.run.layout import RunLayout
-from batch_classify.run.results import failure_rows, predicted_table, prediction_schema, with_facts
+from batch_classify.run.results import CONTENT_ID, failure_rows, predicted_table, prediction_schema, with_carried_facts
 from batch_classify.stage.inference import StageInput
 from batch_classify.stage.output import PathDigest, written_summary
 from batch_classify.stage.reading import CARRIED
@@ -43,14 +42,11 @@ MAX_PAGES = 200
 #: breaker still hear from the workers every few seconds.
 WRITE_ROWS = 1024
 
-CONTENT_ID = f"{CARRIED}content_id"
-
-
-def write_stage_input(records: Sequence[ImageRecord], *, run_uri: str, attempt_id: str, storage: StorageOptions,
-                      partition_keys: tuple[str, ...], batch_size: int) -> StageInput:
+def write_stage_input(records: ListedImages, *, run_uri: str, attempt_id: str, storage: StorageOptions,
+                      batch_size: int) -> StageInput:
     """Write ``records`` (the images to compute) as the pages of the Ray stage's input in the staging
     attempt ``attempt_id`` of ``run_uri``: ``max(1, min(len // batch_size, MAX_PAGES))`` pages of about
-    equal rows.
+    equal rows, in the columns of :func:`stage_columns`.
 
     Returns:
         the pages, their rows and the digest of their paths.
@@ -64,19 +60,25 @@ def write_stage_input(records: Sequence[ImageRecord], *, run_uri: str, attempt_i
     rows = -(-n // n_pages) if n else 1
     pages, digest = [], PathDigest()
     for index, begin in enumerate(range(0, n, rows)):
-        part = records[begin:begin + rows]
-        paths = [r.path for r in part]
-        digest = digest + PathDigest.of(paths)
-        columns = {
-            "path": pa.array(paths, pa.string()),
-            "label": pa.array([r.label for r in part], pa.string()),
-            CONTENT_ID: pa.array([r.content_id for r in part], pa.string()),
-            **{f"{CARRIED}{key}": pa.array([dict(r.partitions).get(key) for r in part], pa.string()) for key in partition_keys},
-        }
+        page = stage_columns(records[begin:begin + rows])
+        digest = digest + PathDigest.of(page.column("path").to_pylist())
         uri = layout.attempt_input_page(attempt_id, index)
-        write_parquet(uri, pa.table(columns), storage)
+        write_parquet(uri, page, storage)
         pages.append(uri)
     return StageInput(pages=tuple(pages), n_images=n, digest=digest)
+
+
+def stage_columns(records: ListedImages) -> pa.Table:
+    """The stage's input columns of ``records``: ``path``, ``label`` and the listed facts its writers need,
+    carried through it (:data:`batch_classify.run.results.CONTENT_ID`, ``listed:<partition key>``)."""
+    table = records.table
+    keys = records.partition_keys
+    return pa.table({
+        "path": table.column("path"),
+        "label": table.column("label"),
+        CONTENT_ID: table.column("content_id"),
+        **{f"{CARRIED}{key}": table.column(partition_column(key)) for key in keys},
+    })
 
 
 @dataclass(frozen=True)
@@ -110,11 +112,7 @@ class PartWriter:
         if len(ok):
             schema = prediction_schema(self.partition_keys)
             table = predicted_table(batch, ok, vocabulary=self.vocabulary, model=self.model, run_id=self.run_id, schema=schema)
-            table = with_facts(
-                table, schema, self.label_map, labels=list(batch["label"][ok]),
-                content_ids=list(batch[CONTENT_ID][ok]),  # every page carries it (write_stage_input)
-                partitions={key: list(batch[f"{CARRIED}{key}"][ok]) for key in self.partition_keys},
-            )
+            table = with_carried_facts(table, schema, self.label_map, batch, ok, self.partition_keys)
             file = layout.attempt_written(attempt_id, part_id)
             write_parquet(file, table, self.storage)
         if len(failed):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,7 +27,8 @@ from batch_classify.stage.engines import onnx_model, resolve_runtime
 from batch_classify.errors import ConfigError, PermanentError
 from batch_classify.stage.inference import Classifier, decode_batch, run_stage
 from batch_classify.run.layout import MANIFEST
-from batch_classify.listing import NO_LABELS, ImageRecord, Listing, list_images
+from batch_classify.listed import ListedImages
+from batch_classify.listing import NO_LABELS, Listing, list_images
 from batch_classify.models.folder import CONFIG_FILE
 from batch_classify.models.registry import ModelError, ModelSpec, get_spec
 from batch_classify.stage.local import run_local_stage
@@ -46,7 +47,7 @@ from batch_classify.run.results import (
     committed_attempt,
 )
 from batch_classify.run.reuse import find_reusable, model_identity
-from batch_classify.run.staged_parts import WRITE_ROWS, PartWriter, write_stage_input
+from batch_classify.run.staged_parts import WRITE_ROWS, PartWriter, stage_columns, write_stage_input
 from batch_classify.settings import RunSettings
 from batch_classify.stage.output import StageResult
 from batch_classify.run.table import check_table, publish_run
@@ -121,7 +122,7 @@ def map_labels(listing: Listing, vocabulary: Vocabulary) -> tuple[dict[str, int]
     Raises:
         LabelError: labels that do not map (all of them named), or an ambiguous one.
     """
-    labels = {r.label for r in listing.records if r.label is not None}
+    labels = listing.records.labels()
     if listing.label_source == NO_LABELS:
         return {}, "--labels none: the run is unlabelled"
     if listing.label_source == "folders":
@@ -281,9 +282,9 @@ def infer(
         rows_per_file=settings.checkpoint_rows,
     )
     writer.write_reused(reusable.table)
-    reused = reusable.paths
-    todo = [r for r in listing.records if r.path not in reused] if reused else listing.records
-    log.info("%d images reused from %s; %d to compute", len(reused), list(reusable.sources), len(todo))
+    n_reused = reusable.table.num_rows
+    todo = listing.records.without(reusable.table.column("path"))
+    log.info("%d images reused from %s; %d to compute", n_reused, list(reusable.sources), len(todo))
     total = len(listing.records)
 
     def staged(take: Callable[[dict], None]) -> Callable[[dict], None]:
@@ -294,7 +295,7 @@ def infer(
         return on_batch
 
     if progress is not None:
-        progress(len(reused), total)
+        progress(n_reused, total)
 
     try:
         stage = _run_stage(settings, storage, todo, writer, staged, label_classes, spec=spec, logger=logger,
@@ -343,7 +344,7 @@ def _stopped_unreachable(err: EndpointUnreachable, writer: StagingWriter, settin
 def _run_stage(
     settings: RunSettings,
     storage: StorageOptions,
-    todo: Sequence[ImageRecord],
+    todo: ListedImages,
     writer: StagingWriter,
     staged: Callable[[Callable[[dict], None]], Callable[[dict], None]],
     label_classes: list[int] | None,
@@ -363,8 +364,7 @@ def _run_stage(
     stop_ray_ahead()  # a Ray started ahead for a larger run (--executor auto guessed from the input): not needed
     plan = plan_local(settings.num_cpus or os.cpu_count() or 1, runtime=settings.runtime, batch_size=settings.batch_size,
                       onnx_only=spec.onnx_only)
-    records = [{"path": r.path, "label": r.label} for r in todo]
-    return run_local_stage(records, **_stage_arguments(settings, storage, spec, plan, int8, label_classes,
+    return run_local_stage(stage_columns(todo).to_pylist(), **_stage_arguments(settings, storage, spec, plan, int8, label_classes,
                                                        staged(writer.write), logger))
 
 
@@ -396,9 +396,9 @@ def _int8_model(settings: RunSettings, listing: Listing, storage: StorageOptions
         ListingError: ``settings.calibration`` holds no image.
     """
     if settings.calibration:
-        paths = [r.path for r in list_images(settings.calibration, storage, labels_uri=NO_LABELS).records]
+        paths = list_images(settings.calibration, storage, labels_uri=NO_LABELS).records.paths()
     else:
-        paths = [r.path for r in listing.records]
+        paths = listing.records.paths()
     blob = onnx_model(spec, settings.weights, storage, cache_dir=settings.cache_dir)
     return int8_model(blob, paths=paths, preset=spec.preset, storage=storage, cache_dir=settings.cache_dir)
 
@@ -430,7 +430,7 @@ def _stage_blob(settings: RunSettings, storage: StorageOptions, spec: ModelSpec,
 def _run_ray_stage(
     settings: RunSettings,
     storage: StorageOptions,
-    todo: Sequence[ImageRecord],
+    todo: ListedImages,
     writer: StagingWriter,
     on_written: Callable[[dict], None],
     label_classes: list[int] | None,
@@ -457,7 +457,7 @@ def _run_ray_stage(
             preset=spec.preset,
         )
         pages = write_stage_input(todo, run_uri=writer.run_uri, attempt_id=writer.attempt_id, storage=storage,
-                                  partition_keys=writer.partition_keys, batch_size=plan.batch_size)
+                                  batch_size=plan.batch_size)
         write = PartWriter(run_uri=writer.run_uri, attempt_id=writer.attempt_id, storage=storage, run_id=writer.run_id,
                            model=writer.model, vocabulary=writer.vocabulary, label_map=writer.label_map,
                            partition_keys=writer.partition_keys)

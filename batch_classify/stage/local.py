@@ -64,7 +64,8 @@ def run_local_stage(
     """Classify ``records`` in this process and hand every output batch to ``on_batch``, in input order.
 
     Args:
-        records: dicts with ``path`` and ``label``.
+        records: dicts with ``path`` and ``label``, and any columns carried to ``on_batch`` (``listed:…``: see
+            :data:`batch_classify.stage.reading.CARRIED`); every dict has the same keys.
         plan: a local plan (:func:`batch_classify.stage.plan.plan_local`): its ``batch_size``, its
             ``threads_per_actor`` (the engine's intra-op threads) and ``decode_threads``.
         onnx_blob: the ONNX export for ``plan.runtime == "onnx"`` (exported here when None).
@@ -92,8 +93,7 @@ def run_local_stage(
         if begin is None:
             return False
         rows = records[begin : begin + size]
-        batch = {"path": np.array([r["path"] for r in rows], dtype=object),
-                 "label": np.array([r["label"] for r in rows], dtype=object)}
+        batch = {key: np.array([r[key] for r in rows], dtype=object) for key in rows[0]}
         pending.append(pool.submit(decode_batch, batch, storage=storage, preset=preset, max_pixels=max_pixels,
                                    read_timeout=read_timeout))
         return True

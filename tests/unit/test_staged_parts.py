@@ -6,10 +6,11 @@ as the driver's own rows would. The same writer under Ray Data runs in the integ
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batch_classify.columns import empty_outputs, with_best
-from batch_classify.listing import ImageRecord
+from batch_classify.listed import ImageRecord, ListedImages
 from batch_classify.models.vocabulary import from_names
 from batch_classify.run.results import StagingWriter
 from batch_classify.run.staged_parts import PartWriter, write_stage_input
@@ -23,8 +24,9 @@ LABELS = {"cat": 0, "dog": 1, "fox": 2}
 
 
 def _records(n):
-    return [ImageRecord(path=f"/in/day={i % 2}/{i:03d}.jpg", label=("cat", "dog", "wolf")[i % 3], size=10,
-                        content_id=f"size=10;mtime={i}", partitions=(("day", str(i % 2)),)) for i in range(n)]
+    return ListedImages.of(
+        [ImageRecord(path=f"/in/day={i % 2}/{i:03d}.jpg", label=("cat", "dog", "wolf")[i % 3], size=10,
+                     content_id=f"size=10;mtime={i}", partitions=(("day", str(i % 2)),)) for i in range(n)])
 
 
 def _actor_output(rows: dict, failed=()):
@@ -47,7 +49,7 @@ def test_pages_hold_every_record_once_with_its_listed_facts(tmp_path):
     records = _records(250)
     writer = _writer(tmp_path, records)
     pages = write_stage_input(records, run_uri=writer.run_uri, attempt_id=writer.attempt_id, storage=OPTS,
-                              partition_keys=("day",), batch_size=16)
+                              batch_size=16)
     assert len(pages.pages) == 15 and pages.n_images == 250  # 250 // 16 pages, as from_items blocked the records
     assert pages.digest == PathDigest.of(r.path for r in records)
     rows = read_pages({"page": np.asarray(pages.pages, dtype=object)}, storage=OPTS)
@@ -58,8 +60,7 @@ def test_pages_hold_every_record_once_with_its_listed_facts(tmp_path):
 def test_a_workers_files_join_the_staged_run_as_the_drivers_rows_would(tmp_path):
     records = _records(12)
     rows = read_pages({"page": np.asarray(write_stage_input(
-        records, run_uri=str(tmp_path / "out" / "r1"), attempt_id="a" * 32, storage=OPTS, partition_keys=("day",),
-        batch_size=4).pages, dtype=object)}, storage=OPTS)
+        records, run_uri=str(tmp_path / "out" / "r1"), attempt_id="a" * 32, storage=OPTS, batch_size=4).pages, dtype=object)}, storage=OPTS)
     batch = _actor_output(rows, failed={"/in/day=1/005.jpg"})
 
     by_driver = _writer(tmp_path / "d", records)
@@ -98,3 +99,28 @@ def test_summaries_joined_into_one_block_record_every_file(tmp_path):
     assert (staged.n_predicted, staged.n_failed, len(staged.prediction_files)) == (6, 2, 2)
     assert sorted(p for f in staged.prediction_files for p in pq.read_table(f).column("path").to_pylist()) == sorted(
         r.path for r in records if r.path not in (records[1].path, records[6].path))
+
+
+def test_without_carried_columns_the_driver_takes_the_listed_facts_from_the_listing(tmp_path):
+    """The facts a batch carries, the facts the listing gives by path (one hash join), and the facts of
+    reused rows (this run's, not the earlier run's) are the same."""
+    records = _records(12)
+    rows = read_pages({"page": np.asarray(write_stage_input(
+        records, run_uri=str(tmp_path / "out" / "r1"), attempt_id="a" * 32, storage=OPTS, batch_size=4).pages,
+        dtype=object)}, storage=OPTS)
+    batch = _actor_output(rows)
+    carried = _writer(tmp_path / "c", records)
+    carried.write(batch)
+    want = pq.read_table(carried.close().prediction_files[0])
+    assert want.column("content_id").to_pylist()[3] == "size=10;mtime=3" and want.column("day").to_pylist()[3] == "1"
+
+    bare = _writer(tmp_path / "b", records)
+    bare.write({k: v for k, v in batch.items() if not k.startswith("listed:")})
+    assert pq.read_table(bare.close().prediction_files[0]).to_pylist() == want.to_pylist()
+
+    earlier = want.set_column(want.schema.get_field_index("label"), "label", pa.nulls(12, pa.string()))
+    earlier = earlier.set_column(earlier.schema.get_field_index("day"), "day", pa.nulls(12, pa.string()))
+    reused = _writer(tmp_path / "r", records)
+    reused.write_reused(earlier)
+    got = pq.read_table(reused.close().prediction_files[0])
+    assert got.drop_columns(["run_id"]).to_pylist() == want.drop_columns(["run_id"]).to_pylist()
