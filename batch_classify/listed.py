@@ -6,7 +6,7 @@ A million listed images held as Python records weighed about 440 MB in the drive
 bytes, offsets and a size) they weigh about a quarter of that, outside Python's heap, and every step that
 reads them whole (the stage's input pages, the reuse join, the Ray Job's request) reads columns, not objects.
 
-Columns of :attr:`ListedImages.table` (:data:`LISTED_SCHEMA`, then one per partition key):
+Columns of :attr:`ListedImages.table` (:data:`LISTED_COLUMNS`, then one per partition key):
 
 - ``path`` (string): the URI as listed, sorted;
 - ``label`` (string, null when unknown): the label candidate;
@@ -19,16 +19,16 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import overload
+from typing import TYPE_CHECKING, overload
 
-import pyarrow as pa
-import pyarrow.compute as pc
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 #: The prefix of a partition key's column in :attr:`ListedImages.table`.
 PARTITION = "partition:"
-#: The listing's own columns, before the partition columns.
-LISTED_SCHEMA = pa.schema([("path", pa.string()), ("label", pa.string()), ("size", pa.int64()),
-                           ("content_id", pa.string())])
+#: The listing's own columns (string, string, int64, string), before the partition columns. pyarrow is
+#: imported on use, so that importing the listing costs a run's start-up nothing (about 0.2 s here).
+LISTED_COLUMNS = ("path", "label", "size", "content_id")
 #: Rows turned into Python objects at a time when the records are iterated.
 _CHUNK = 8192
 
@@ -66,24 +66,26 @@ class ListedImages(Sequence[ImageRecord]):
     zero-copy :class:`ListedImages`; whole-listing work reads :attr:`table`.
 
     Args:
-        table: the columns of :data:`LISTED_SCHEMA`, then ``partition:<key>`` string columns.
+        table: the columns of :data:`LISTED_COLUMNS`, then ``partition:<key>`` string columns.
 
     Raises:
-        ValueError: a column of :data:`LISTED_SCHEMA` is missing.
+        ValueError: a column of :data:`LISTED_COLUMNS` is missing.
     """
 
     __slots__ = ("table",)
 
     def __init__(self, table: pa.Table) -> None:
-        missing = [name for name in LISTED_SCHEMA.names if name not in table.column_names]
+        missing = [name for name in LISTED_COLUMNS if name not in table.column_names]
         if missing:
-            raise ValueError(f"listed images need the columns {LISTED_SCHEMA.names}; missing {missing}")
+            raise ValueError(f"listed images need the columns {list(LISTED_COLUMNS)}; missing {missing}")
         self.table = table
 
     @classmethod
     def of(cls, records: Iterable[ImageRecord], partition_keys: Sequence[str] = ()) -> ListedImages:
         """The listed images of ``records`` (in their order), with a column for each of ``partition_keys``
         and for each further key the records name (in the order first seen)."""
+        import pyarrow as pa
+
         records = list(records)
         keys = list(dict.fromkeys([*partition_keys, *(k for r in records for k, _ in r.partitions)]))
         columns = {
@@ -147,6 +149,8 @@ class ListedImages(Sequence[ImageRecord]):
 
     def labels(self) -> set[str]:
         """The distinct label candidates (nulls left out)."""
+        import pyarrow.compute as pc
+
         return {label for label in pc.unique(self.table.column("label")).to_pylist() if label is not None}
 
     def n_labelled(self) -> int:
@@ -155,6 +159,9 @@ class ListedImages(Sequence[ImageRecord]):
 
     def without(self, paths: Collection[str] | pa.Array | pa.ChunkedArray) -> ListedImages:
         """The images whose path is not in ``paths``, in order."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
         if not len(paths):
             return self
         if isinstance(paths, pa.ChunkedArray):
@@ -167,6 +174,8 @@ class ListedImages(Sequence[ImageRecord]):
     def facts_of(self, paths: pa.Array | pa.ChunkedArray) -> pa.Table:
         """The listed columns of each of ``paths`` (one row each, in their order; nulls where a path is not
         listed), found in one hash join: what a writer of reused rows needs from this run's listing."""
+        import pyarrow.compute as pc
+
         index = pc.index_in(paths, value_set=self.table.column("path").combine_chunks())
         return self.table.take(index)
 
@@ -175,7 +184,7 @@ def _records(table: pa.Table) -> Iterator[ImageRecord]:
     """The rows of a (short) listed table as records."""
     keys = [(name[len(PARTITION):], table.column(name).to_pylist())
             for name in table.column_names if name.startswith(PARTITION)]
-    columns = zip(*(table.column(name).to_pylist() for name in LISTED_SCHEMA.names), strict=True)
+    columns = zip(*(table.column(name).to_pylist() for name in LISTED_COLUMNS), strict=True)
     for i, (path, label, size, content) in enumerate(columns):
         parts = tuple((key, values[i]) for key, values in keys if values[i] is not None)
         yield ImageRecord(path=path, label=label, size=size, content_id=content, partitions=parts)

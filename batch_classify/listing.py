@@ -26,13 +26,15 @@ import stat
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-
-import pyarrow as pa
+from typing import TYPE_CHECKING
 
 from batch_classify.columns import PREDICTIONS
 from batch_classify.errors import PermanentError
 from batch_classify.listed import ImageRecord, ListedImages, partition_column
 from batch_classify.storage import StorageOptions, filesystem, is_remote_fs, normalize_uri, read_bytes
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 #: Extensions listed as images, compared case-insensitively.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
@@ -222,6 +224,8 @@ def list_images(
             could not be listed, if any); the manifest is bad; a partition key is a column name of
             the predictions, or appears twice in one path.
     """
+    import pyarrow as pa
+
     fs, root = filesystem(uri, storage)
     remote = is_remote_fs(fs)
     failures: list[ListFailure] = []
@@ -386,6 +390,8 @@ class _Columns:
             self._flush()
 
     def _flush(self) -> None:
+        import pyarrow as pa
+
         paths, sizes, contents = self.rows
         if paths:
             self.chunks.append(pa.table({"path": pa.array(paths, pa.string()), "size": pa.array(sizes, pa.int64()),
@@ -394,6 +400,8 @@ class _Columns:
 
     def table(self) -> pa.Table:
         """Every image added, in the order added (emptied)."""
+        import pyarrow as pa
+
         self._flush()
         chunks, self.chunks = self.chunks, []
         if not chunks:
@@ -410,6 +418,8 @@ def _chunked_paths(table: pa.Table) -> Iterator[list[str]]:
 
 def _filled(chunks: list[tuple[int, pa.Array]], lengths: list[int]) -> pa.ChunkedArray:
     """One partition column from the chunks that name its key, nulls in the others."""
+    import pyarrow as pa
+
     given = dict(chunks)
     return pa.chunked_array([given.get(i, pa.nulls(n, pa.string())) for i, n in enumerate(lengths)], pa.string())
 
