@@ -214,7 +214,7 @@ def list_images(
 
     Hidden entries follow one rule (:data:`HIDDEN_FILE`): not listed, each counted in ``n_ignored``.
 
-    A local folder is walked by :func:`walk_local`: a sub-folder that cannot be listed is kept in
+    A local folder is walked by :class:`LocalWalk`: a sub-folder that cannot be listed is kept in
     ``list_failures`` (and logged as a warning naming it), symbolic links are followed, each folder
     is entered once. On S3 a prefix is listed by one paginated request: a listing error there
     (access denied, a network fault that outlasts the retries) stops the run naming the input.
@@ -228,30 +228,19 @@ def list_images(
 
     fs, root = filesystem(uri, storage)
     remote = is_remote_fs(fs)
-    failures: list[ListFailure] = []
-    not_entered: list[tuple[str, str]] = []
     try:
         check_input(uri, storage)
         own = _own_folders(root, exclude, storage)
         if remote:
             found = {p: i for p, i in fs.find(root, detail=True).items() if not any(_under(p, o) for o in own)}
+            entries, walk = _drained(found), None
         else:
-            found, failures, not_entered = walk_local(root, skip=own)
+            walk = LocalWalk(root, skip=own)
+            entries = iter(walk)
     except ListingError:
         raise
     except (OSError, PermissionError) as err:
         raise ListingError(f"input {uri} could not be listed: {type(err).__name__}: {err}") from err
-    for failure in failures:
-        if failure.path == root:
-            raise ListingError(f"input {uri} could not be listed: {failure.error}; check its permissions")
-    for failure in failures:
-        log.warning("could not list %s (%s): counted as one failed image; its images, if any, are not in this run",
-                    failure.path, failure.error)
-    for folder in own:
-        log.warning("%s (the run's own output or table) is inside the input %s: left out of the listing", folder, uri)
-    for path, listed_as in not_entered:
-        log.warning("%s is the folder %s, already listed: not entered again (a symbolic link loop or a second "
-                    "link to it)", path, listed_as)
     anon_in_uri = normalize_uri(uri)[1]
 
     def as_uri(path: str) -> str:
@@ -262,11 +251,8 @@ def list_images(
 
     found_images = _Columns()
     ignored: Counter[str] = Counter()
-    if not_entered:
-        ignored[ALREADY_LISTED] = len(not_entered)
     hidden_folders: set[str] = set()
-    while found:  # emptied as it is read: at a million files its entries weighed as much as the records
-        path, info = found.popitem()
+    for path, info in entries:  # the local walk yields its entries as it meets them: none is kept but an image's columns
         kind = info.get("type", "file")
         if kind == "directory":
             continue
@@ -289,6 +275,20 @@ def list_images(
             found_images.add(path=as_uri(path), size=int(info.get("size") or 0), content_id=content_id(info))
         else:
             ignored[ext] += 1
+    failures, not_entered = (walk.failures, walk.not_entered) if walk is not None else ([], [])
+    for failure in failures:
+        if failure.path == root:
+            raise ListingError(f"input {uri} could not be listed: {failure.error}; check its permissions")
+    for failure in failures:
+        log.warning("could not list %s (%s): counted as one failed image; its images, if any, are not in this run",
+                    failure.path, failure.error)
+    for folder in own:
+        log.warning("%s (the run's own output or table) is inside the input %s: left out of the listing", folder, uri)
+    for path, listed_as in not_entered:
+        log.warning("%s is the folder %s, already listed: not entered again (a symbolic link loop or a second "
+                    "link to it)", path, listed_as)
+    if not_entered:
+        ignored[ALREADY_LISTED] = len(not_entered)
     if hidden_folders:
         ignored[HIDDEN_FOLDER] = len(hidden_folders)
     listed = found_images.table()
@@ -475,7 +475,7 @@ def _target(link: str) -> str:
         return "(unreadable)"
 
 
-def walk_local(root: str, *, skip: list[str] | tuple[str, ...] = ()) -> tuple[dict[str, dict], list[ListFailure], list[tuple[str, str]]]:
+class LocalWalk:
     """Every entry below the local folder ``root`` that is not a folder, following symbolic links.
 
     Unlike fsspec's ``find`` (whose ``walk`` leaves out, by default silently, a folder it cannot
@@ -491,70 +491,84 @@ def walk_local(root: str, *, skip: list[str] | tuple[str, ...] = ()) -> tuple[di
     - an entry whose name is not valid UTF-8 (a file or a folder) is a :class:`ListFailure` named
       by :func:`escaped_name` (:data:`NOT_UTF8`): one failed image, never read or entered;
     - a folder is entered once, by device and inode: a link back to a folder above it (a loop) or a
-      second way to one folder is returned in the third list, (path met, path it was listed under);
-    - a hidden folder (its name starts with ``.``) is not entered: it is returned as an entry of type
+      second way to one folder is kept in ``not_entered``, (path met, path it was listed under);
+    - a hidden folder (its name starts with ``.``) is not entered: it is yielded as an entry of type
       :data:`HIDDEN_FOLDER`; the folders in ``skip`` (the run's own) are not entered and not returned.
 
-    Returns:
-        (path → ``{"type": "file" | "other" | HIDDEN_FOLDER, "size": bytes, "mtime": seconds}`` for
-        every entry that is not a folder and every hidden folder, sorted by path; the list failures; the folders not entered twice).
+    Iterating yields ``(path, {"type": "file" | "other" | HIDDEN_FOLDER, "size": bytes, "mtime": seconds})``
+    for every entry that is not a folder and every hidden folder, folder by folder, as they are met: the walk
+    keeps nothing per entry (a million files' entries, held until the walk ended, were 300 MB of the listing's
+    peak). Once iterated, ``failures`` holds the list failures sorted by path and ``not_entered`` the folders
+    not entered twice.
 
     Raises:
-        OSError: ``root`` itself cannot be looked at (``os.stat``).
+        OSError: ``root`` itself cannot be looked at (``os.stat``, when made).
     """
-    found: dict[str, dict] = {}
-    failures: list[ListFailure] = []
-    not_entered: list[tuple[str, str]] = []
-    top = os.stat(root)
-    listed_as: dict[tuple[int, int], str] = {(top.st_dev, top.st_ino): root}
-    pending = [root]  # real folders to list (a stack: depth first)
-    links: list[tuple[str, os.stat_result]] = []  # linked folders, entered once no real folder is left
 
-    def enter(path: str, st: os.stat_result) -> None:
-        key = (st.st_dev, st.st_ino)
-        if key in listed_as:
-            not_entered.append((path, listed_as[key]))
-        else:
-            listed_as[key] = path
-            pending.append(path)
+    def __init__(self, root: str, *, skip: list[str] | tuple[str, ...] = ()) -> None:
+        self.root, self.skip = root, tuple(skip)
+        self.failures: list[ListFailure] = []
+        self.not_entered: list[tuple[str, str]] = []
+        self._top = os.stat(root)
 
-    while pending or links:
-        if not pending:
-            enter(*links.pop(0))
-            continue
-        folder = pending.pop()
-        try:
-            with os.scandir(folder) as it:
-                entries = sorted(it, key=lambda e: e.name)
-        except OSError as err:
-            failures.append(ListFailure(folder, _one_line(err)))
-            continue
-        subfolders: list[tuple[str, os.stat_result]] = []
-        for entry in entries:
-            path = posixpath.join(folder, entry.name)
-            if not is_utf8(entry.name):
-                failures.append(ListFailure(posixpath.join(folder, escaped_name(entry.name)), NOT_UTF8))
-                continue
-            try:
-                st = entry.stat(follow_symlinks=True)
-            except OSError as err:
-                kind = f"symbolic link to {_target(path)}: " if entry.is_symlink() else ""
-                failures.append(ListFailure(path, kind + _one_line(err)))
-                continue
-            if stat.S_ISDIR(st.st_mode):
-                if path in skip:
-                    continue
-                if entry.name.startswith("."):
-                    found[path] = {"type": HIDDEN_FOLDER, "size": 0, "mtime": st.st_mtime}
-                    continue
-                (links if entry.is_symlink() else subfolders).append((path, st))
+    def __iter__(self) -> Iterator[tuple[str, dict]]:
+        root, skip, failures, not_entered = self.root, self.skip, self.failures, self.not_entered
+        top = self._top
+        listed_as: dict[tuple[int, int], str] = {(top.st_dev, top.st_ino): root}
+        pending = [root]  # real folders to list (a stack: depth first)
+        links: list[tuple[str, os.stat_result]] = []  # linked folders, entered once no real folder is left
+
+        def enter(path: str, st: os.stat_result) -> None:
+            key = (st.st_dev, st.st_ino)
+            if key in listed_as:
+                not_entered.append((path, listed_as[key]))
             else:
-                kind = "file" if stat.S_ISREG(st.st_mode) else "other"
-                found[path] = {"type": kind, "size": st.st_size, "mtime": st.st_mtime}
-        for path, st in reversed(subfolders):  # popped in name order
-            enter(path, st)
-    failures.sort(key=lambda f: f.path)
-    return dict(sorted(found.items())), failures, not_entered
+                listed_as[key] = path
+                pending.append(path)
+
+        while pending or links:
+            if not pending:
+                enter(*links.pop(0))
+                continue
+            folder = pending.pop()
+            try:
+                with os.scandir(folder) as it:
+                    entries = sorted(it, key=lambda e: e.name)
+            except OSError as err:
+                failures.append(ListFailure(folder, _one_line(err)))
+                continue
+            subfolders: list[tuple[str, os.stat_result]] = []
+            for entry in entries:
+                path = posixpath.join(folder, entry.name)
+                if not is_utf8(entry.name):
+                    failures.append(ListFailure(posixpath.join(folder, escaped_name(entry.name)), NOT_UTF8))
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=True)
+                except OSError as err:
+                    kind = f"symbolic link to {_target(path)}: " if entry.is_symlink() else ""
+                    failures.append(ListFailure(path, kind + _one_line(err)))
+                    continue
+                if stat.S_ISDIR(st.st_mode):
+                    if path in skip:
+                        continue
+                    if entry.name.startswith("."):
+                        yield path, {"type": HIDDEN_FOLDER, "size": 0, "mtime": st.st_mtime}
+                        continue
+                    (links if entry.is_symlink() else subfolders).append((path, st))
+                else:
+                    kind = "file" if stat.S_ISREG(st.st_mode) else "other"
+                    yield path, {"type": kind, "size": st.st_size, "mtime": st.st_mtime}
+            for path, st in reversed(subfolders):  # popped in name order
+                enter(path, st)
+        failures.sort(key=lambda f: f.path)
+
+
+def _drained(found: dict[str, dict]) -> Iterator[tuple[str, dict]]:
+    """The entries of ``found`` (an S3 listing's), emptied as they are read: at a million files its entries
+    weighed as much as the records."""
+    while found:
+        yield found.popitem()
 
 
 def _partitions(path: str, folders: list[str]) -> tuple[tuple[str, str], ...]:
