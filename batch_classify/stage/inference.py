@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -240,6 +240,22 @@ def read_pages(batch: dict[str, np.ndarray], *, storage: StorageOptions) -> dict
     return {name: np.asarray(table.column(name).to_pylist(), dtype=object) for name in table.column_names}
 
 
+def decode_pages(batch: dict[str, np.ndarray], *, decode: Callable[..., dict[str, np.ndarray]], batch_size: int,
+                 storage: StorageOptions, **kwargs) -> Iterator[dict[str, np.ndarray]]:
+    """``page`` object [1] (one :class:`StageInput` page) → its rows through ``decode`` (:func:`decode_batch`, or
+    :func:`batch_classify.stage.device_decode.read_batch`) in batches of ``batch_size`` rows, yielded one by one;
+    ``kwargs`` go to ``decode``.
+
+    Reading and decoding are one function over one page, not two map steps that Ray Data fuses: a fused step
+    gathers its input up to the later step's batch size counted in the first step's rows, so every task took
+    ``batch_size`` pages. At 20,000 images in 156 pages that was three tasks, and nothing reached the model
+    until one of them had decoded 8,192 images (the driver heard from the workers only as the stage ended).
+    """
+    rows = read_pages(batch, storage=storage)
+    for begin in range(0, len(rows["path"]), batch_size):
+        yield decode({name: column[begin:begin + batch_size] for name, column in rows.items()}, storage=storage, **kwargs)
+
+
 #: Memory one image takes while it is decoded, bytes: the file plus a decoded picture of about
 #: 1 megapixel RGB (ImageNet photos average 0.2; larger JPEGs are decoded at reduced DCT scale).
 DECODE_MEMORY_PER_IMAGE = 4 * 2**20
@@ -311,28 +327,21 @@ def run_stage(
     total = records.n_images if paged else len(records)
     decode_resources = {"num_cpus": plan.cpus_per_decode_task, "memory": batch_size * DECODE_MEMORY_PER_IMAGE}
     with stage_logging(logger or log, total=total, verbose=verbose, every=progress_every) as progress:
-        if paged:  # one block per page; the same resources as decoding, so that Ray Data fuses the two
-            ds = ray.data.from_items([{"page": page} for page in records.pages], override_num_blocks=len(records.pages))
-            ds = ds.map_batches(read_pages, batch_size=1, batch_format="numpy", fn_kwargs={"storage": storage},
-                                **decode_resources)
-        else:
-            ds = ray.data.from_items(records, override_num_blocks=max(1, min(len(records) // batch_size, 200)))
         if plan.decode == "device":  # the tasks read and check headers; the model actors decode
             first, kwargs = read_batch, {"storage": storage, "max_pixels": max_pixels, "read_timeout": read_timeout}
         else:
             first = decode_batch
             kwargs = {"preset": preset, "storage": storage, "max_pixels": max_pixels, "read_timeout": read_timeout}
-        ds = ds.map_batches(
-            first,
-            batch_size=batch_size,
-            batch_format="numpy",
-            fn_kwargs=kwargs,
-            # Reserve what a batch of decodes holds. Ray Data fuses a task stage into the next actor
-            # stage only when their resource requests match, so this also keeps decoding in its own
-            # tasks, beside inference, instead of one after the other inside the model actors
-            # (measured in BENCHMARKS.md).
-            **decode_resources,
-        )
+        # Reserve what a batch of decodes holds. Ray Data fuses a task stage into the next actor stage only
+        # when their resource requests match, so this also keeps decoding in its own tasks, beside inference,
+        # instead of one after the other inside the model actors (measured in BENCHMARKS.md).
+        if paged:  # one task per page (decode_pages: why not two fused steps)
+            ds = ray.data.from_items([{"page": page} for page in records.pages], override_num_blocks=len(records.pages))
+            ds = ds.map_batches(decode_pages, batch_size=1, batch_format="numpy",
+                                fn_kwargs={"decode": first, "batch_size": batch_size, **kwargs}, **decode_resources)
+        else:
+            ds = ray.data.from_items(records, override_num_blocks=max(1, min(len(records) // batch_size, 200)))
+            ds = ds.map_batches(first, batch_size=batch_size, batch_format="numpy", fn_kwargs=kwargs, **decode_resources)
         ds = ds.map_batches(
             Classifier,
             batch_size=batch_size,

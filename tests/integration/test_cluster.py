@@ -111,19 +111,22 @@ class LoopbackCluster:
 
         return {n.node_id for n in list_nodes(address=self.address, raise_on_missing_output=False) if n.state == "ALIVE"}
 
-    def pipeline_nodes(self, ray_job_id: str) -> dict[str, set[str]]:
-        """Node ids where the pipeline of a Ray job ran: its decoding tasks and its model actors' batches."""
+    def pipeline_nodes(self, ray_job_id: str) -> tuple[dict[str, set[str]], int]:
+        """Node ids where the pipeline of a Ray job ran (its decoding tasks and its model actors' batches), and
+        how many decoding tasks ran."""
         from ray.util.state import list_tasks
 
         tasks = list_tasks(address=self.address, filters=[("job_id", "=", ray_job_id)], limit=10_000, raise_on_missing_output=False)
         where: dict[str, set[str]] = {"decode": set(), "model": set()}
+        n_decode = 0
         for t in tasks:
             if t.state == "FINISHED" and t.node_id:
-                if t.name.endswith("MapBatches(decode_batch)"):  # fused after the reading of the input's pages
+                if t.name.endswith("MapBatches(decode_pages)"):  # one page of the input read and decoded
                     where["decode"].add(t.node_id)
+                    n_decode += 1
                 elif t.name.startswith("MapWorker(MapBatches(Classifier))") and t.name.endswith(".submit"):
                     where["model"].add(t.node_id)
-        return where
+        return where, n_decode
 
 
 def _wait_for_port(port: int, process: subprocess.Popen, log: Path, timeout: float = 120) -> None:
@@ -251,8 +254,11 @@ def test_flow_submits_the_stage_as_a_ray_job_that_runs_on_both_nodes(ray_cluster
     # one job, whose decoding and model batches ran on both nodes
     (ray_job,) = ray_cluster.jobs("cl-flow")
     assert ray_job.status == "SUCCEEDED"
-    where = ray_cluster.pipeline_nodes(ray_job.job_id)
+    where, n_decode = ray_cluster.pipeline_nodes(ray_job.job_id)
     assert where["decode"] and where["model"], where
+    # One decoding task per page of the input (40 // batch size 8 = 5 pages), so that the model gets the first
+    # page's images while the others decode: a task over every page held them all until it ended.
+    assert n_decode == 5, n_decode
     assert len(where["decode"] | where["model"]) == 2 and where["decode"] | where["model"] <= ray_cluster.alive_nodes()
 
     # the job's own log lines are in the infer task run's log

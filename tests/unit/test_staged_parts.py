@@ -14,7 +14,7 @@ from batch_classify.listed import ImageRecord, ListedImages
 from batch_classify.models.vocabulary import from_names
 from batch_classify.run.results import StagingWriter
 from batch_classify.run.staged_parts import PartWriter, write_stage_input
-from batch_classify.stage.inference import read_pages
+from batch_classify.stage.inference import decode_pages, read_pages
 from batch_classify.stage.output import PathDigest
 from batch_classify.storage import StorageOptions
 
@@ -124,3 +124,19 @@ def test_without_carried_columns_the_driver_takes_the_listed_facts_from_the_list
     reused.write_reused(earlier)
     got = pq.read_table(reused.close().prediction_files[0])
     assert got.drop_columns(["run_id"]).to_pylist() == want.drop_columns(["run_id"]).to_pylist()
+
+
+def test_a_page_is_decoded_in_batches_of_the_stage_size_with_its_listed_facts(tmp_path):
+    """One Ray task per page (``decode_pages``): its rows go to the decoder ``batch_size`` at a time, in order."""
+    pages = write_stage_input(_records(10), run_uri=str(tmp_path / "out" / "r1"), attempt_id="a" * 32, storage=OPTS,
+                              batch_size=4)
+    assert len(pages.pages) == 2
+
+    def decode(batch, *, storage, tag):
+        return {**batch, "tag": np.asarray([tag] * len(batch["path"]), dtype=object)}
+
+    out = list(decode_pages({"page": np.asarray(pages.pages[:1], dtype=object)}, decode=decode, batch_size=2,
+                            storage=OPTS, tag="x"))
+    assert [len(b["path"]) for b in out] == [2, 2, 1]
+    assert [p for b in out for p in b["path"]] == [r.path for r in _records(10)[:5]]
+    assert out[2]["listed:day"].tolist() == ["0"] and out[0]["tag"].tolist() == ["x", "x"]
