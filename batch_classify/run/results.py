@@ -317,8 +317,6 @@ class StagingWriter:
             meta=self.meta,
         )
 
-
-
     def close_after_stop(self) -> tuple[StagedRun | None, str]:
         """:meth:`close` after the stage stopped early (an interrupt, a cancellation, a failure), so
         that the run id's next attempt resumes from every row staged so far; never raises.

@@ -151,12 +151,11 @@ def _staged_tables(run_uri: str, *, model_id: str, input: str, storage: StorageO
     return found
 
 
-def _matching(table: pa.Table, listed: pa.Table, taken: list[pa.Array]) -> pa.Array:
-    """The rows of ``table`` to reuse, in order: its path is listed (``listed``: ``path``, ``content_id``) with
-    a non-empty content identity equal to the row's, not among the paths ``taken`` from earlier sources, and
-    the path's first row in ``table``."""
+def _matching(table: pa.Table, listed: ListedImages, taken: list[pa.Array]) -> pa.Array:
+    """The rows of ``table`` to reuse, in order: its path is listed with a non-empty content identity equal to
+    the row's, not among the paths ``taken`` from earlier sources, and the path's first row in ``table``."""
     paths = table.column("path").combine_chunks()
-    listed_id = listed.column("content_id").take(pc.index_in(paths, value_set=listed.column("path")))
+    listed_id = listed.facts_of(paths).column("content_id")
     row_id = table.column("content_id").combine_chunks()
     match = pc.and_kleene(pc.equal(row_id, listed_id), pc.not_equal(row_id, ""))
     if taken:
@@ -201,7 +200,6 @@ def find_reusable(
                 log.warning("not reusing %s: %s", previous, err)
     parts, sources = [], []
     if tables:
-        listed = records.table.select(["path", "content_id"]).combine_chunks()
         taken: list[pa.Array] = []  # the paths taken from earlier sources
         for source, meta, table in tables:
             if "content_id" not in table.column_names:
@@ -210,7 +208,7 @@ def find_reusable(
             if meta.get("label_classes") != label_classes:
                 i = PREDICTION_SCHEMA.get_field_index("restricted_index")
                 table = table.set_column(i, "restricted_index", pa.nulls(table.num_rows, pa.int64()))
-            keep = _matching(table, listed, taken)
+            keep = _matching(table, records, taken)
             if len(keep):
                 part = table.take(keep)
                 parts.append(part)

@@ -72,7 +72,7 @@ def _table(rows):
 
 
 def test_reuse_takes_each_listed_path_once_where_its_content_is_unchanged():
-    listed = ListedImages.of(RECORDS).table.select(["path", "content_id"])
+    listed = ListedImages.of(RECORDS)
     earlier = _table([(RECORDS[1].path, "size=20;mtime=2"), (RECORDS[0].path, "size=10;mtime=1"),
                       (RECORDS[1].path, "size=20;mtime=2"),     # a second row of one path: the first is taken
                       (RECORDS[2].path, ""),                    # no content identity: never reused
